@@ -1,0 +1,109 @@
+//! vCPU state at the first instruction of a CPL-3 unikernel.
+
+use kvm_bindings::{kvm_fpu, kvm_regs, Msrs, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VcpuFd};
+
+use super::gdt;
+use crate::error::{kvm_op, VmmError};
+
+/// Where `syscall` lands: a canonical, never-mapped address. On our hosts `syscall`
+/// from CPL 3 enters CPL 0 at LSTAR even with EFER.SCE clear; LSTAR = 0 would make
+/// the emulator run page 0. Here it faults at once, the VM shuts down with the
+/// guest's registers intact, and the crash report can say "the guest made a system
+/// call" (`rip` = this address, `rcx` = the return address).
+pub const SYSCALL_TRAP: u64 = 0xffff_ff80_0000_0000;
+
+const MSR_LSTAR: u32 = 0xc000_0082;
+
+const CR0_PE: u64 = 1 << 0;
+const CR0_MP: u64 = 1 << 1;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NE: u64 = 1 << 5;
+const CR0_WP: u64 = 1 << 16;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const CR4_OSFXSR: u64 = 1 << 9;
+const CR4_OSXMMEXCPT: u64 = 1 << 10;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
+const RFLAGS_RESERVED: u64 = 1 << 1;
+/// x87 control word after FNINIT: all exceptions masked, 64-bit precision.
+const FPU_CONTROL_WORD: u16 = 0x37f;
+/// MXCSR reset value: all SSE exceptions masked.
+const MXCSR_DEFAULT: u32 = 0x1f80;
+
+/// Where the guest starts.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryState {
+    /// First instruction (the ELF entry).
+    pub entry: u64,
+    /// One past the top of the stack.
+    pub stack_top: u64,
+    /// Passed in `rdi`.
+    pub boot_info: u64,
+    /// CR3.
+    pub page_table_root: u64,
+    /// Where the GDT was written.
+    pub gdt_addr: u64,
+}
+
+/// Gives the guest the host's supported CPUID: KVM validates control-register and
+/// EFER bits (NX, long mode) against it, and guest code may probe features.
+pub fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd) -> Result<(), VmmError> {
+    let cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_op("KVM_GET_SUPPORTED_CPUID"))?;
+    vcpu.set_cpuid2(&cpuid).map_err(kvm_op("KVM_SET_CPUID2"))
+}
+
+/// Puts the vCPU in 64-bit user mode at `state.entry`.
+pub fn set_entry_state(vcpu: &VcpuFd, state: &EntryState) -> Result<(), VmmError> {
+    let segments = gdt::segments(state.gdt_addr);
+    let mut sregs = vcpu.get_sregs().map_err(kvm_op("KVM_GET_SREGS"))?;
+    sregs.cs = segments.code;
+    sregs.ds = segments.data;
+    sregs.es = segments.data;
+    sregs.fs = segments.data;
+    sregs.gs = segments.data;
+    sregs.ss = segments.data;
+    sregs.tr = segments.task;
+    sregs.ldt.unusable = 1;
+    sregs.gdt.base = state.gdt_addr;
+    sregs.gdt.limit = segments.gdt_limit;
+    // No IDT: any exception escalates to a triple fault, which KVM reports as a
+    // shutdown with the faulting state kept — our crash report.
+    sregs.idt.base = 0;
+    sregs.idt.limit = 0;
+    sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+    sregs.cr3 = state.page_table_root;
+    sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+    sregs.efer = EFER_LME | EFER_LMA | EFER_NXE;
+    vcpu.set_sregs(&sregs).map_err(kvm_op("KVM_SET_SREGS"))?;
+
+    let fpu = kvm_fpu {
+        fcw: FPU_CONTROL_WORD,
+        mxcsr: MXCSR_DEFAULT,
+        ..Default::default()
+    };
+    vcpu.set_fpu(&fpu).map_err(kvm_op("KVM_SET_FPU"))?;
+
+    let msrs = Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
+        index: MSR_LSTAR,
+        data: SYSCALL_TRAP,
+        ..Default::default()
+    }])
+    .map_err(|_| VmmError::Internal("MSR list does not fit"))?;
+    vcpu.set_msrs(&msrs).map_err(kvm_op("KVM_SET_MSRS"))?;
+
+    let regs = kvm_regs {
+        rip: state.entry,
+        // As if `_start` had just been called: the SysV ABI's alignment at entry.
+        rsp: state.stack_top - 8,
+        rdi: state.boot_info,
+        // IOPL 0: port access is granted per port by the TSS bitmap (see `gdt`).
+        rflags: RFLAGS_RESERVED,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).map_err(kvm_op("KVM_SET_REGS"))
+}

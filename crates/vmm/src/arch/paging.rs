@@ -1,0 +1,294 @@
+//! Identity page tables with the user bit, built as plain data.
+//!
+//! The low region, from 0 up to the image's end rounded to 2 MiB, is mapped with
+//! 4 KiB pages so every page gets exactly the permissions it needs: page 0 and the
+//! page tables stay unmapped (a null dereference faults), the image is W^X, the
+//! stack and heap are no-execute. Memory above that region is heap and is mapped with
+//! 2 MiB pages, which keeps the tables (and the shadow-paging work of the nested KVM)
+//! small for large VMs.
+
+use lightvm_abi::layout::{LARGE_PAGE_SIZE, MEM_MAX, PAGE_SIZE, PAGE_TABLES_ADDR, PAGE_TABLES_END};
+
+const PRESENT: u64 = 1 << 0;
+const WRITABLE: u64 = 1 << 1;
+const USER: u64 = 1 << 2;
+const LARGE: u64 = 1 << 7;
+const NO_EXECUTE: u64 = 1 << 63;
+const ENTRIES: usize = 512;
+const GIB: u64 = 1 << 30;
+
+/// What the guest may do with a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageAccess {
+    /// Reachable from CPL 3 (everything the guest uses; not the GDT).
+    pub user: bool,
+    /// Writable.
+    pub write: bool,
+    /// Executable.
+    pub exec: bool,
+}
+
+impl PageAccess {
+    /// Stack, heap, data: read/write, never executed.
+    pub const DATA: Self = Self {
+        user: true,
+        write: true,
+        exec: false,
+    };
+    /// Read-only data for the guest (boot info).
+    pub const READ_ONLY: Self = Self {
+        user: true,
+        write: false,
+        exec: false,
+    };
+    /// Structures only the CPU itself reads (the GDT).
+    pub const SUPERVISOR: Self = Self {
+        user: false,
+        write: true,
+        exec: false,
+    };
+
+    fn bits(self) -> u64 {
+        let mut bits = PRESENT;
+        if self.user {
+            bits |= USER;
+        }
+        if self.write {
+            bits |= WRITABLE;
+        }
+        if !self.exec {
+            bits |= NO_EXECUTE;
+        }
+        bits
+    }
+}
+
+/// A page-aligned range of guest memory and its access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    /// First byte (page-aligned).
+    pub start: u64,
+    /// One past the last byte (page-aligned).
+    pub end: u64,
+    /// Permissions of every page in it.
+    pub access: PageAccess,
+}
+
+/// Why the tables could not be built (a VMM bug or an image too large for the
+/// page-table area; never a guest-triggered condition at run time).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PagingError {
+    /// A mapping is not page-aligned, is empty, or lies outside the 4 KiB region.
+    #[error(
+        "mapping {start:#x}..{end:#x} is not page-aligned or lies outside the 4 KiB-mapped region"
+    )]
+    BadMapping {
+        /// Its start.
+        start: u64,
+        /// Its end.
+        end: u64,
+    },
+    /// The tables need more pages than the reserved area holds.
+    #[error(
+        "page tables need {needed} pages but only {available} are reserved; the image is too large"
+    )]
+    TooManyTables {
+        /// Pages needed.
+        needed: u64,
+        /// Pages available.
+        available: u64,
+    },
+    /// Memory size out of range.
+    #[error("guest memory {0:#x} is not a multiple of 2 MiB in the supported range")]
+    MemSize(u64),
+}
+
+/// The finished tables: pages to write at their guest addresses, and CR3.
+#[derive(Debug)]
+pub struct PageTables {
+    /// Guest address of the top-level table (the value for CR3).
+    pub root: u64,
+    /// Each table page and where it goes.
+    pub pages: Vec<(u64, Box<[u64; ENTRIES]>)>,
+}
+
+/// Builds identity tables for `mem_size` bytes. `[0, fine_end)` is mapped 4 KiB at a
+/// time as `mappings` say (pages in no mapping stay unmapped); `[fine_end, mem_size)`
+/// is heap in 2 MiB pages.
+pub fn build(
+    mem_size: u64,
+    fine_end: u64,
+    mappings: &[Mapping],
+) -> Result<PageTables, PagingError> {
+    if mem_size == 0 || mem_size % LARGE_PAGE_SIZE != 0 || mem_size > MEM_MAX {
+        return Err(PagingError::MemSize(mem_size));
+    }
+    if fine_end % LARGE_PAGE_SIZE != 0 || fine_end > mem_size {
+        return Err(PagingError::MemSize(fine_end));
+    }
+    let directories = mem_size.div_ceil(GIB);
+    let tables = fine_end / LARGE_PAGE_SIZE;
+    let needed = 2 + directories + tables;
+    let available = (PAGE_TABLES_END - PAGE_TABLES_ADDR) / PAGE_SIZE;
+    if needed > available {
+        return Err(PagingError::TooManyTables { needed, available });
+    }
+
+    let page_addr = |index: u64| PAGE_TABLES_ADDR + index * PAGE_SIZE;
+    let mut pages: Vec<(u64, Box<[u64; ENTRIES]>)> = (0..needed)
+        .map(|i| (page_addr(i), Box::new([0u64; ENTRIES])))
+        .collect();
+    let table_link = PRESENT | WRITABLE | USER;
+    let pdpt = 1usize;
+    let first_pd = 2usize;
+    let first_pt = first_pd + directories as usize;
+
+    pages[0].1[0] = page_addr(pdpt as u64) | table_link;
+    for gib in 0..directories as usize {
+        pages[pdpt].1[gib] = page_addr((first_pd + gib) as u64) | table_link;
+    }
+    let mut addr = 0;
+    while addr < mem_size {
+        let slot = (addr / LARGE_PAGE_SIZE) as usize;
+        let (pd, index) = (first_pd + slot / ENTRIES, slot % ENTRIES);
+        pages[pd].1[index] = if addr < fine_end {
+            page_addr((first_pt + slot) as u64) | table_link
+        } else {
+            addr | LARGE | PageAccess::DATA.bits()
+        };
+        addr += LARGE_PAGE_SIZE;
+    }
+    for mapping in mappings {
+        let aligned = mapping.start % PAGE_SIZE == 0 && mapping.end % PAGE_SIZE == 0;
+        if !aligned || mapping.start >= mapping.end || mapping.end > fine_end {
+            return Err(PagingError::BadMapping {
+                start: mapping.start,
+                end: mapping.end,
+            });
+        }
+        for page in (mapping.start..mapping.end).step_by(PAGE_SIZE as usize) {
+            let slot = (page / PAGE_SIZE) as usize;
+            let (pt, index) = (first_pt + slot / ENTRIES, slot % ENTRIES);
+            pages[pt].1[index] = page | mapping.access.bits();
+        }
+    }
+    Ok(PageTables {
+        root: page_addr(0),
+        pages,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Walks the tables like the MMU: the leaf entry for `addr`, if present.
+    fn walk(tables: &PageTables, addr: u64) -> Option<u64> {
+        let lookup = |table: u64, index: u64| {
+            tables
+                .pages
+                .iter()
+                .find(|(a, _)| *a == table)
+                .map(|(_, entries)| entries[index as usize])
+        };
+        let pml4e = lookup(tables.root, (addr >> 39) & 511)?;
+        if pml4e & PRESENT == 0 {
+            return None;
+        }
+        let pdpte = lookup(pml4e & 0x000f_ffff_ffff_f000, (addr >> 30) & 511)?;
+        if pdpte & PRESENT == 0 {
+            return None;
+        }
+        let pde = lookup(pdpte & 0x000f_ffff_ffff_f000, (addr >> 21) & 511)?;
+        if pde & PRESENT == 0 {
+            return None;
+        }
+        if pde & LARGE != 0 {
+            return Some(pde);
+        }
+        let pte = lookup(pde & 0x000f_ffff_ffff_f000, (addr >> 12) & 511)?;
+        (pte & PRESENT != 0).then_some(pte)
+    }
+
+    fn frame(entry: u64) -> u64 {
+        entry & 0x000f_ffff_ffff_f000 & !(LARGE_PAGE_SIZE - 1)
+    }
+
+    #[test]
+    fn unmapped_pages_stay_unmapped_and_mapped_ones_are_identity() {
+        let code = Mapping {
+            start: 0x100000,
+            end: 0x101000,
+            access: PageAccess {
+                user: true,
+                write: false,
+                exec: true,
+            },
+        };
+        let heap = Mapping {
+            start: 0x101000,
+            end: 2 << 20,
+            access: PageAccess::DATA,
+        };
+        let tables = build(4 << 20, 2 << 20, &[code, heap]).unwrap();
+        assert_eq!(walk(&tables, 0), None, "page 0 must fault");
+        assert_eq!(
+            walk(&tables, PAGE_TABLES_ADDR),
+            None,
+            "tables are not mapped"
+        );
+
+        let text = walk(&tables, 0x100010).unwrap();
+        assert_eq!(text & 0x000f_ffff_ffff_f000, 0x100000);
+        assert_ne!(text & USER, 0);
+        assert_eq!(text & WRITABLE, 0);
+        assert_eq!(text & NO_EXECUTE, 0);
+
+        let heap_page = walk(&tables, 0x1ff000).unwrap();
+        assert_ne!(heap_page & WRITABLE, 0);
+        assert_ne!(heap_page & NO_EXECUTE, 0);
+
+        let large = walk(&tables, (3 << 20) + 5).unwrap();
+        assert_ne!(large & LARGE, 0);
+        assert_eq!(frame(large), 2 << 20);
+    }
+
+    #[test]
+    fn memory_above_one_gib_gets_its_own_directory() {
+        let tables = build(3 << 30, 2 << 20, &[]).unwrap();
+        let last = walk(&tables, (3 << 30) - 1).unwrap();
+        assert_eq!(frame(last), (3 << 30) - LARGE_PAGE_SIZE);
+        assert_eq!(walk(&tables, 3 << 30), None);
+    }
+
+    #[test]
+    fn bad_mappings_and_sizes_are_errors() {
+        let unaligned = Mapping {
+            start: 0x100001,
+            end: 0x102000,
+            access: PageAccess::DATA,
+        };
+        assert!(matches!(
+            build(2 << 20, 2 << 20, &[unaligned]),
+            Err(PagingError::BadMapping { .. })
+        ));
+        let outside = Mapping {
+            start: 2 << 20,
+            end: (2 << 20) + PAGE_SIZE,
+            access: PageAccess::DATA,
+        };
+        assert!(build(4 << 20, 2 << 20, &[outside]).is_err());
+        assert!(matches!(
+            build(3 << 20, 2 << 20, &[]),
+            Err(PagingError::MemSize(_))
+        ));
+    }
+
+    #[test]
+    fn a_huge_fine_region_is_refused_not_overflowed() {
+        assert!(matches!(
+            build(3 << 30, 2 << 30, &[]),
+            Err(PagingError::TooManyTables { .. })
+        ));
+    }
+}

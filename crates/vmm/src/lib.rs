@@ -1,0 +1,24 @@
+//! The lightvm virtual machine monitor.
+//!
+//! A request flows one way through this crate: [`VmConfig`] (validated user input)
+//! → [`Vm::build`] (image, KVM VM, memory, page tables, vCPU state) → [`Vm::run`]
+//! (the exit loop: hypercalls, faults, timeout) → [`RunReport`] (how the guest ended,
+//! where the time went). Guests are unikernels that run wholly at CPL 3 and speak the
+//! hypercall ABI of the `lightvm-abi` crate.
+
+pub mod arch;
+pub mod config;
+pub mod console;
+pub mod error;
+pub mod hypercall;
+pub mod loader;
+pub mod memory;
+pub mod report;
+pub mod timer;
+mod vm;
+
+pub use config::{parse_mem_size, ConfigError, VmConfig};
+pub use error::VmmError;
+pub use loader::{ImageError, UnikernelImage};
+pub use report::{CrashReport, RunReport, Timings, VmExit};
+pub use vm::Vm;

@@ -1,0 +1,133 @@
+//! Interrupting a running vCPU when its time is up.
+//!
+//! A guest spinning at CPL 3 never exits to the VMM. A POSIX timer aimed at the vCPU
+//! thread (SIGEV_THREAD_ID) delivers a signal whose handler does nothing; the signal
+//! alone makes KVM_RUN (or the `poll` hypercall's wait) return EINTR, and the run
+//! loop then sees that the deadline passed. The timer re-fires every millisecond
+//! after the deadline, so a signal that lands just before KVM_RUN is entered (and is
+//! therefore missed) is followed by another. No thread, no shared flag.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
+
+use crate::error::VmmError;
+
+/// Re-fire period after the deadline.
+const REPEAT: Duration = Duration::from_millis(1);
+
+/// The real-time signal used to kick the vCPU thread.
+fn kick_signal() -> libc::c_int {
+    SIGRTMIN() + 1
+}
+
+extern "C" fn ignore_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+fn install_handler() -> Result<(), VmmError> {
+    static INSTALLED: OnceLock<Result<(), i32>> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| register_signal_handler(kick_signal(), ignore_kick).map_err(|e| e.errno()))
+        .clone()
+        .map_err(|errno| VmmError::Host {
+            op: "installing the vCPU kick signal handler",
+            source: std::io::Error::from_raw_os_error(errno),
+        })
+}
+
+/// An armed per-thread timer; disarmed and deleted on drop.
+pub struct DeadlineTimer {
+    id: libc::timer_t,
+}
+
+impl DeadlineTimer {
+    /// Arms a timer that interrupts the *calling* thread after `timeout`.
+    pub fn arm(timeout: Duration) -> Result<Self, VmmError> {
+        install_handler()?;
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        // SAFETY: sigevent is plain data; all-zero is a valid starting value.
+        let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
+        event.sigev_notify = libc::SIGEV_THREAD_ID;
+        event.sigev_signo = kick_signal();
+        event.sigev_notify_thread_id = tid;
+        let mut id: libc::timer_t = std::ptr::null_mut();
+        // SAFETY: `event` and `id` are valid for the call; the kernel writes `id`.
+        if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut id) } != 0 {
+            return Err(host_error("timer_create"));
+        }
+        let timer = Self { id };
+        let spec = libc::itimerspec {
+            it_interval: timespec(REPEAT),
+            it_value: timespec(timeout),
+        };
+        // SAFETY: `timer.id` is the timer just created; `spec` is valid.
+        if unsafe { libc::timer_settime(timer.id, 0, &spec, std::ptr::null_mut()) } != 0 {
+            return Err(host_error("timer_settime"));
+        }
+        Ok(timer)
+    }
+}
+
+impl Drop for DeadlineTimer {
+    fn drop(&mut self) {
+        // SAFETY: `self.id` was created by timer_create and is deleted exactly once.
+        unsafe { libc::timer_delete(self.id) };
+    }
+}
+
+fn timespec(duration: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: libc::time_t::try_from(duration.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(duration.subsec_nanos() as i32),
+    }
+}
+
+fn host_error(op: &'static str) -> VmmError {
+    VmmError::Host {
+        op,
+        source: std::io::Error::last_os_error(),
+    }
+}
+
+/// Sleeps up to `timeout` (forever if `None`), returning early when a signal — the
+/// deadline timer — arrives. The `poll` hypercall waits here; devices will add their
+/// file descriptors to this wait.
+pub fn wait(timeout: Option<Duration>) -> Result<(), VmmError> {
+    let spec = timeout.map(timespec);
+    let spec_ptr = spec
+        .as_ref()
+        .map_or(std::ptr::null(), |s| s as *const libc::timespec);
+    // SAFETY: no descriptors are passed (nfds = 0); the timeout pointer is null or
+    // points at `spec`, alive for the call.
+    let rc = unsafe { libc::ppoll(std::ptr::null_mut(), 0, spec_ptr, std::ptr::null()) };
+    if rc < 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EINTR) {
+            return Err(VmmError::Host {
+                op: "waiting in the poll hypercall",
+                source: error,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn the_timer_interrupts_an_unbounded_wait() {
+        let _timer = DeadlineTimer::arm(Duration::from_millis(20)).unwrap();
+        let start = Instant::now();
+        wait(None).unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(15));
+    }
+
+    #[test]
+    fn a_bounded_wait_returns_by_itself() {
+        wait(Some(Duration::from_millis(1))).unwrap();
+    }
+}
