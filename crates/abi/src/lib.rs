@@ -226,6 +226,22 @@ pub mod limits {
     pub const PANIC_STATUS: u32 = 101;
 }
 
+// The layout's invariants, checked when the crate compiles: a change that breaks one
+// cannot build, on either side of the contract.
+const _: () = {
+    use layout::*;
+    assert!(BOOT_INFO_ADDR + core::mem::size_of::<BootInfo>() as u64 <= CMDLINE_ADDR);
+    assert!(CMDLINE_ADDR + limits::CMDLINE_MAX == BOOT_INFO_ADDR + PAGE_SIZE);
+    assert!(GDT_ADDR + PAGE_SIZE <= BOOT_INFO_ADDR);
+    assert!(BOOT_INFO_ADDR + PAGE_SIZE <= PAGE_TABLES_ADDR);
+    assert!(PAGE_TABLES_ADDR < PAGE_TABLES_END);
+    assert!(PAGE_TABLES_END < STACK_BOTTOM);
+    assert!(STACK_TOP <= IMAGE_MIN_ADDR);
+    assert!(MEM_MAX <= u32::MAX as u64 + 1);
+    assert!(MEM_MIN.is_multiple_of(MEM_ALIGN));
+    assert!(BOOT_INFO_MAGIC >> 56 == ABI_VERSION as u64);
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,25 +253,5 @@ mod tests {
         }
         assert_eq!(Hypercall::from_port(HYPERCALL_PORT_BASE), None);
         assert_eq!(Hypercall::from_port(0x3f8), None);
-    }
-
-    #[test]
-    fn boot_info_fits_before_the_command_line() {
-        let size = core::mem::size_of::<BootInfo>() as u64;
-        assert!(layout::BOOT_INFO_ADDR + size <= layout::CMDLINE_ADDR);
-        assert_eq!(
-            layout::CMDLINE_ADDR + limits::CMDLINE_MAX,
-            layout::BOOT_INFO_ADDR + layout::PAGE_SIZE
-        );
-    }
-
-    #[test]
-    fn reserved_regions_do_not_overlap() {
-        assert!(layout::GDT_ADDR + layout::PAGE_SIZE <= layout::BOOT_INFO_ADDR);
-        assert!(layout::BOOT_INFO_ADDR + layout::PAGE_SIZE <= layout::PAGE_TABLES_ADDR);
-        assert!(layout::PAGE_TABLES_ADDR < layout::PAGE_TABLES_END);
-        assert!(layout::PAGE_TABLES_END < layout::STACK_BOTTOM);
-        assert!(layout::STACK_TOP <= layout::IMAGE_MIN_ADDR);
-        assert!(layout::MEM_MAX <= u32::MAX as u64 + 1);
     }
 }
