@@ -54,7 +54,7 @@ impl VmConfig {
         timeout: Option<Duration>,
     ) -> Result<Self, ConfigError> {
         if !(layout::MEM_MIN..=layout::MEM_MAX).contains(&mem_size)
-            || mem_size % layout::MEM_ALIGN != 0
+            || !mem_size.is_multiple_of(layout::MEM_ALIGN)
         {
             return Err(ConfigError::MemRange { size: mem_size });
         }

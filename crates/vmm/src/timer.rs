@@ -26,13 +26,12 @@ extern "C" fn ignore_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc:
 
 fn install_handler() -> Result<(), VmmError> {
     static INSTALLED: OnceLock<Result<(), i32>> = OnceLock::new();
-    INSTALLED
-        .get_or_init(|| register_signal_handler(kick_signal(), ignore_kick).map_err(|e| e.errno()))
-        .clone()
-        .map_err(|errno| VmmError::Host {
-            op: "installing the vCPU kick signal handler",
-            source: std::io::Error::from_raw_os_error(errno),
-        })
+    let installed = *INSTALLED
+        .get_or_init(|| register_signal_handler(kick_signal(), ignore_kick).map_err(|e| e.errno()));
+    installed.map_err(|errno| VmmError::Host {
+        op: "installing the vCPU kick signal handler",
+        source: std::io::Error::from_raw_os_error(errno),
+    })
 }
 
 /// An armed per-thread timer; disarmed and deleted on drop.

@@ -1,7 +1,7 @@
 //! vCPU state at the first instruction of a CPL-3 unikernel.
 
-use kvm_bindings::{kvm_fpu, kvm_regs, Msrs, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Kvm, VcpuFd};
+use kvm_bindings::{kvm_fpu, kvm_regs, Msrs};
+use kvm_ioctls::VcpuFd;
 
 use super::gdt;
 use crate::error::{kvm_op, VmmError};
@@ -46,15 +46,6 @@ pub struct EntryState {
     pub page_table_root: u64,
     /// Where the GDT was written.
     pub gdt_addr: u64,
-}
-
-/// Gives the guest the host's supported CPUID: KVM validates control-register and
-/// EFER bits (NX, long mode) against it, and guest code may probe features.
-pub fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd) -> Result<(), VmmError> {
-    let cpuid = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(kvm_op("KVM_GET_SUPPORTED_CPUID"))?;
-    vcpu.set_cpuid2(&cpuid).map_err(kvm_op("KVM_SET_CPUID2"))
 }
 
 /// Puts the vCPU in 64-bit user mode at `state.entry`.

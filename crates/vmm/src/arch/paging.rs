@@ -120,10 +120,10 @@ pub fn build(
     fine_end: u64,
     mappings: &[Mapping],
 ) -> Result<PageTables, PagingError> {
-    if mem_size == 0 || mem_size % LARGE_PAGE_SIZE != 0 || mem_size > MEM_MAX {
+    if mem_size == 0 || !mem_size.is_multiple_of(LARGE_PAGE_SIZE) || mem_size > MEM_MAX {
         return Err(PagingError::MemSize(mem_size));
     }
-    if fine_end % LARGE_PAGE_SIZE != 0 || fine_end > mem_size {
+    if !fine_end.is_multiple_of(LARGE_PAGE_SIZE) || fine_end > mem_size {
         return Err(PagingError::MemSize(fine_end));
     }
     let directories = mem_size.div_ceil(GIB);
@@ -159,7 +159,8 @@ pub fn build(
         addr += LARGE_PAGE_SIZE;
     }
     for mapping in mappings {
-        let aligned = mapping.start % PAGE_SIZE == 0 && mapping.end % PAGE_SIZE == 0;
+        let aligned =
+            mapping.start.is_multiple_of(PAGE_SIZE) && mapping.end.is_multiple_of(PAGE_SIZE);
         if !aligned || mapping.start >= mapping.end || mapping.end > fine_end {
             return Err(PagingError::BadMapping {
                 start: mapping.start,
