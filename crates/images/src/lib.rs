@@ -1,0 +1,10 @@
+//! Image builders of lightvm: what `lightvm build` runs.
+//!
+//! * [`unikernel`]: turns a Rust guest application (a `no_std` binary crate that
+//!   links `libos`) into a bootable static ELF, with the target, link flags and
+//!   linker script a freestanding unikernel needs.
+#![warn(missing_docs)]
+
+pub mod unikernel;
+
+pub use unikernel::{BuildError, BuiltImage, UnikernelBuild};
