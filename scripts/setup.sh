@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building and testing lightvm needs on a fresh Debian machine with
+# /dev/kvm. Idempotent and quiet when everything is already there.
+set -euo pipefail
+
+# Debian packages: a C toolchain with static glibc (the process baseline of the
+# benchmarks and crates that build C), util-linux's unshare/setpriv (tests).
+PACKAGES=(build-essential libc6-dev util-linux pkg-config)
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    SUDO=""
+    [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    [[ -f "$HOME/.cargo/env" ]] && . "$HOME/.cargo/env"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found. lightvm needs a stable Rust toolchain (1.87 or newer):" >&2
+    echo "       install it with rustup (https://rustup.rs), then run this again." >&2
+    exit 1
+fi
+rustup component list --installed 2>/dev/null | grep -q '^clippy' \
+    || rustup component add clippy rustfmt >/dev/null 2>&1 || true
+
+if [[ ! -e /dev/kvm ]]; then
+    echo "setup: warning: /dev/kvm is missing; lightvm builds, but cannot boot VMs here" >&2
+fi
