@@ -14,4 +14,10 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo clippy --manifest-path guests/Cargo.toml --workspace --quiet \
     --target x86_64-unknown-linux-gnu -- -D warnings
 echo "== tests"
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
+# cargo prints one "test result" line per test binary (the last is often an empty
+# doc-test run): close with the totals over all of them.
+awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' "$log"
