@@ -53,11 +53,7 @@ impl VmConfig {
         cmdline: impl Into<String>,
         timeout: Option<Duration>,
     ) -> Result<Self, ConfigError> {
-        if !(layout::MEM_MIN..=layout::MEM_MAX).contains(&mem_size)
-            || !mem_size.is_multiple_of(layout::MEM_ALIGN)
-        {
-            return Err(ConfigError::MemRange { size: mem_size });
-        }
+        Self::check_mem_size(mem_size)?;
         let cmdline = cmdline.into();
         if cmdline.len() as u64 > limits::CMDLINE_MAX {
             return Err(ConfigError::CmdlineTooLong { len: cmdline.len() });
@@ -71,6 +67,17 @@ impl VmConfig {
             cmdline,
             timeout,
         })
+    }
+
+    /// Checks a guest memory size on its own (pools of shells are sized before any
+    /// request names an image).
+    pub fn check_mem_size(mem_size: u64) -> Result<(), ConfigError> {
+        if !(layout::MEM_MIN..=layout::MEM_MAX).contains(&mem_size)
+            || !mem_size.is_multiple_of(layout::MEM_ALIGN)
+        {
+            return Err(ConfigError::MemRange { size: mem_size });
+        }
+        Ok(())
     }
 
     /// Path of the unikernel ELF.

@@ -1,7 +1,8 @@
 //! The lightvm virtual machine monitor.
 //!
 //! A request flows one way through this crate: [`VmConfig`] (validated user input)
-//! → [`Vm::build`] (image, KVM VM, memory, page tables, vCPU state) → [`Vm::run`]
+//! → [`Shell`] (KVM VM, memory, vCPU: prepared ahead of time, or cold by
+//! [`Vm::build`]) → [`Shell::boot`] (image, page tables, boot info) → [`Vm::run`]
 //! (the exit loop: hypercalls, faults, timeout) → [`RunReport`] (how the guest ended,
 //! where the time went). Guests are unikernels that run wholly at CPL 3 and speak the
 //! hypercall ABI of the `lightvm-abi` crate.
@@ -14,6 +15,7 @@ pub mod hypercall;
 pub mod loader;
 pub mod memory;
 pub mod report;
+mod shell;
 pub mod timer;
 mod vm;
 
@@ -21,4 +23,5 @@ pub use config::{parse_mem_size, ConfigError, VmConfig};
 pub use error::VmmError;
 pub use loader::{ImageError, UnikernelImage};
 pub use report::{CrashReport, RunReport, Timings, VmExit};
+pub use shell::Shell;
 pub use vm::Vm;

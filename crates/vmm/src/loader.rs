@@ -7,7 +7,9 @@
 //! permissions, so this module parses the headers with `object` and validates every
 //! field itself; the result is a list of segments that is safe to copy as-is.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use lightvm_abi::layout;
 use object::elf::{self, FileHeader64, ProgramHeader64};
@@ -109,6 +111,20 @@ pub struct UnikernelImage {
     bytes: Vec<u8>,
     entry: u64,
     segments: Vec<Segment>,
+    /// The open image file, when the image came from one: read-only segments are
+    /// mapped from it rather than copied, so VMs of one image share its pages.
+    file: Option<Arc<File>>,
+}
+
+/// Whole pages of a read-only segment that can be mapped straight from the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilePages {
+    /// First guest address (page-aligned).
+    pub guest_addr: u64,
+    /// File offset of that page (page-aligned).
+    pub file_offset: u64,
+    /// Bytes (a multiple of the page size).
+    pub len: u64,
 }
 
 impl UnikernelImage {
@@ -118,12 +134,16 @@ impl UnikernelImage {
             path: path.to_owned(),
             source,
         };
-        let size = std::fs::metadata(path).map_err(read_error)?.len();
+        let mut file = File::open(path).map_err(read_error)?;
+        let size = file.metadata().map_err(read_error)?.len();
         if size > MAX_IMAGE_FILE {
             return Err(ImageError::FileTooLarge { size });
         }
-        let bytes = std::fs::read(path).map_err(read_error)?;
-        Self::parse(bytes)
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or_default());
+        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(read_error)?;
+        let mut image = Self::parse(bytes)?;
+        image.file = Some(Arc::new(file));
+        Ok(image)
     }
 
     /// Validates an image held in memory.
@@ -181,6 +201,7 @@ impl UnikernelImage {
             bytes,
             entry,
             segments,
+            file: None,
         })
     }
 
@@ -209,6 +230,32 @@ impl UnikernelImage {
         let start = segment.file_offset as usize;
         let end = start + segment.file_size as usize;
         self.bytes.get(start..end).unwrap_or_default()
+    }
+
+    /// The image file, if it was loaded from one.
+    pub fn file(&self) -> Option<&File> {
+        self.file.as_deref()
+    }
+
+    /// The part of `segment` that may be mapped from the image file instead of
+    /// copied: the whole pages of a read-only segment whose file offset and guest
+    /// address agree modulo the page size. The rest (data, bss, partial pages) is
+    /// copied. `None` when nothing can be mapped.
+    pub fn file_pages(&self, segment: &Segment) -> Option<FilePages> {
+        let page = layout::PAGE_SIZE;
+        if self.file.is_none()
+            || segment.access.write
+            || segment.guest_addr % page != segment.file_offset % page
+        {
+            return None;
+        }
+        let start = segment.guest_addr.next_multiple_of(page);
+        let end = (segment.guest_addr + segment.file_size) / page * page;
+        (end > start).then(|| FilePages {
+            guest_addr: start,
+            file_offset: segment.file_offset + (start - segment.guest_addr),
+            len: end - start,
+        })
     }
 
     /// Fails unless the image fits in `mem_size` bytes of guest memory.
@@ -381,6 +428,39 @@ pub(crate) mod tests {
         assert!(data.access.write && !data.access.exec);
         assert_eq!(image.file_bytes(data), &[1, 2]);
         assert!(image.check_fits(2 << 20).is_ok());
+    }
+
+    #[test]
+    fn only_whole_read_only_pages_are_mapped_from_the_file() {
+        // Two program headers: file data starts at 64 + 2 * 56 = 0xb0. Loading the
+        // text at 0x1000b0 makes file offset and address congruent modulo a page.
+        let text = vec![0x90u8; 0x2800];
+        let base = 0x1000b0;
+        let elf = make_elf(base, &[(base, &text, 0x2800, RX), (0x103000, &[1], 16, RW)]);
+        let path = std::env::temp_dir().join(format!("lightvm-map-{}.elf", std::process::id()));
+        std::fs::write(&path, &elf).unwrap();
+        let image = UnikernelImage::from_file(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            image.file_pages(&image.segments()[0]),
+            Some(FilePages {
+                guest_addr: 0x101000,
+                file_offset: 0x1000,
+                len: 0x1000,
+            }),
+            "only the one whole page inside 0x1000b0..0x1028b0"
+        );
+        assert_eq!(
+            image.file_pages(&image.segments()[1]),
+            None,
+            "data is copied"
+        );
+        let parsed = UnikernelImage::parse(elf).unwrap();
+        assert_eq!(
+            parsed.file_pages(&parsed.segments()[0]),
+            None,
+            "no file to map"
+        );
     }
 
     #[test]

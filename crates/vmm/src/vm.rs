@@ -6,26 +6,20 @@
 //! `run` panic or return an error: errors from `run` are host failures only.
 
 use std::io::Write;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
-use lightvm_abi::{
-    layout, limits, BootInfo, ConsoleWriteArgs, ExitArgs, Hypercall, PollArgs, ABI_VERSION,
-    BOOT_INFO_MAGIC,
-};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+use lightvm_abi::{layout, limits, ConsoleWriteArgs, ExitArgs, Hypercall, PollArgs};
 use vm_memory::GuestMemoryMmap;
-use zerocopy::IntoBytes;
 
-use crate::arch::cpu::{self, EntryState, SYSCALL_TRAP};
-use crate::arch::gdt;
-use crate::arch::paging::{self, Mapping, PageAccess};
+use crate::arch::cpu::SYSCALL_TRAP;
 use crate::config::VmConfig;
 use crate::console::Console;
 use crate::error::{kvm_op, VmmError};
 use crate::hypercall::{self, AbiViolation};
 use crate::loader::UnikernelImage;
-use crate::memory;
 use crate::report::{micros, CrashReport, RunReport, Timings, VmExit};
+use crate::shell::{Shell, ShellParts};
 use crate::timer::{self, DeadlineTimer};
 
 /// A built VM, ready to run its guest.
@@ -43,52 +37,37 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Loads the image and prepares a VM whose vCPU is about to execute its entry
-    /// point. Guest console output will go to `console`.
+    /// Boots a unikernel the cold way: validates the image, then creates a new KVM
+    /// VM for it ([`Shell::create`]) and loads it. Guest console output goes to
+    /// `console`. For VMs on the request path, prepare a [`Shell`] ahead of time and
+    /// call [`Shell::boot`] instead.
     pub fn build(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Self, VmmError> {
         let started = Instant::now();
         let image = UnikernelImage::from_file(config.image())?;
         image.check_fits(config.mem_size())?;
         let image_loaded = started.elapsed();
+        let shell = Shell::create(config.mem_size())?;
+        shell.start(&image, config, console, started, image_loaded)
+    }
 
-        let kvm = Kvm::new().map_err(VmmError::KvmUnavailable)?;
-        let vm = kvm.create_vm().map_err(kvm_op("KVM_CREATE_VM"))?;
-        let memory = memory::create(&vm, config.mem_size())?;
-        let vcpu = vm.create_vcpu(0).map_err(kvm_op("KVM_CREATE_VCPU"))?;
-
-        let heap_start = image.end().next_multiple_of(layout::PAGE_SIZE);
-        let tsc_hz = vcpu.get_tsc_khz().map_or(0, |khz| u64::from(khz) * 1000);
-        write_guest_state(&memory, &image, config, heap_start, tsc_hz)?;
-        // No KVM_SET_CPUID2: querying the supported set costs ~80 µs per cold boot,
-        // and a CPL-3 guest built for baseline x86-64 needs no feature the default
-        // (empty) CPUID hides — SSE is enabled through CR4, and NX is enforced
-        // (the `writing_to_code_and_executing_data_fault` test shows it).
-        cpu::set_entry_state(
-            &vcpu,
-            &EntryState {
-                entry: image.entry(),
-                stack_top: layout::STACK_TOP,
-                boot_info: layout::BOOT_INFO_ADDR,
-                page_table_root: layout::PAGE_TABLES_ADDR,
-                gdt_addr: layout::GDT_ADDR,
-            },
-        )?;
-
-        let timings = Timings {
-            image_load_us: micros(image_loaded),
-            vm_setup_us: micros(started.elapsed() - image_loaded),
-            ..Timings::default()
-        };
-        Ok(Self {
-            vcpu,
-            _vm: vm,
-            memory,
+    /// Wraps a vCPU that is about to run a loaded image.
+    pub(crate) fn new(
+        parts: ShellParts,
+        console: Box<dyn Write + Send>,
+        timeout: Option<Duration>,
+        started: Instant,
+        timings: Timings,
+    ) -> Self {
+        Self {
+            vcpu: parts.vcpu,
+            _vm: parts.vm,
+            memory: parts.memory,
             console: Console::new(console),
-            timeout: config.timeout(),
+            timeout,
             started,
             timings,
             scratch: Vec::new(),
-        })
+        }
     }
 
     /// Runs the guest until it exits, crashes, breaks the ABI or times out.
@@ -320,81 +299,6 @@ fn exception_name(vector: u8) -> &'static str {
     }
 }
 
-/// Writes everything the guest finds at boot: GDT, boot info, command line, page
-/// tables and the image itself.
-fn write_guest_state(
-    memory: &GuestMemoryMmap,
-    image: &UnikernelImage,
-    config: &VmConfig,
-    heap_start: u64,
-    tsc_hz: u64,
-) -> Result<(), VmmError> {
-    let mem_size = config.mem_size();
-    let fine_end = image
-        .end()
-        .max(layout::IMAGE_MIN_ADDR)
-        .next_multiple_of(layout::LARGE_PAGE_SIZE)
-        .min(mem_size);
-    let page = |addr: u64| addr..addr + layout::PAGE_SIZE;
-    let mut mappings = vec![
-        map(page(layout::GDT_ADDR), PageAccess::SUPERVISOR),
-        map(page(layout::BOOT_INFO_ADDR), PageAccess::READ_ONLY),
-        map(layout::STACK_BOTTOM..layout::STACK_TOP, PageAccess::DATA),
-    ];
-    for segment in image.segments() {
-        let start = segment.guest_addr - segment.guest_addr % layout::PAGE_SIZE;
-        let end = segment.guest_end().next_multiple_of(layout::PAGE_SIZE);
-        let access = PageAccess {
-            user: true,
-            write: segment.access.write,
-            exec: segment.access.exec,
-        };
-        mappings.push(map(start..end, access));
-    }
-    if heap_start < fine_end {
-        mappings.push(map(heap_start..fine_end, PageAccess::DATA));
-    }
-    let tables = paging::build(mem_size, fine_end, &mappings)?;
-    for (addr, entries) in &tables.pages {
-        memory::write(memory, *addr, entries.as_bytes())?;
-    }
-    memory::write(memory, layout::GDT_ADDR, &gdt::page(layout::GDT_ADDR))?;
-
-    let wall_clock_ns = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    let boot_info = BootInfo {
-        magic: BOOT_INFO_MAGIC,
-        abi_version: ABI_VERSION,
-        flags: 0,
-        mem_size,
-        heap_start,
-        heap_end: mem_size,
-        stack_bottom: layout::STACK_BOTTOM,
-        stack_top: layout::STACK_TOP,
-        cmdline_addr: layout::CMDLINE_ADDR,
-        cmdline_len: config.cmdline().len() as u64,
-        tsc_hz,
-        wall_clock_ns,
-    };
-    memory::write(memory, layout::BOOT_INFO_ADDR, boot_info.as_bytes())?;
-    memory::write(memory, layout::CMDLINE_ADDR, config.cmdline().as_bytes())?;
-
-    for segment in image.segments() {
-        // Fresh anonymous memory is zero, so bss needs no explicit clearing here.
-        memory::write(memory, segment.guest_addr, image.file_bytes(segment))?;
-    }
-    Ok(())
-}
-
-fn map(range: std::ops::Range<u64>, access: PageAccess) -> Mapping {
-    Mapping {
-        start: range.start,
-        end: range.end,
-        access,
-    }
-}
-
 /// Boots hand-assembled guests on the real `/dev/kvm`: the VMM's behaviour without
 /// libos or the image builder in the way.
 #[cfg(test)]
@@ -403,6 +307,7 @@ mod kvm_tests {
     use crate::loader::tests::make_elf;
     use object::elf::{PF_R, PF_W, PF_X};
     use std::sync::{Arc, Mutex};
+    use zerocopy::IntoBytes;
 
     const CODE: u64 = 0x10_0000;
     const DATA: u64 = 0x10_1000;
@@ -431,6 +336,16 @@ mod kvm_tests {
     }
 
     fn boot(code: &[u8], data: &[u8], timeout: Option<Duration>) -> (RunReport, String) {
+        boot_in(None, code, data, timeout)
+    }
+
+    /// Boots in `shell` (prepared by the caller) or, with `None`, the cold way.
+    fn boot_in(
+        shell: Option<Shell>,
+        code: &[u8],
+        data: &[u8],
+        timeout: Option<Duration>,
+    ) -> (RunReport, String) {
         let elf = make_elf(
             CODE,
             &[
@@ -444,10 +359,11 @@ mod kvm_tests {
         std::fs::write(&path, elf).unwrap();
         let config = VmConfig::new(&path, 2 << 20, "", timeout).unwrap();
         let capture = Capture::default();
-        let report = Vm::build(&config, Box::new(capture.clone()))
-            .unwrap()
-            .run()
-            .unwrap();
+        let vm = match shell {
+            Some(shell) => shell.boot(&config, Box::new(capture.clone())),
+            None => Vm::build(&config, Box::new(capture.clone())),
+        };
+        let report = vm.unwrap().run().unwrap();
         std::fs::remove_file(&path).unwrap();
         let console = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
         (report, console)
@@ -476,6 +392,48 @@ mod kvm_tests {
         );
         let boot_done = report.timings.boot_done_us.unwrap();
         assert!(boot_done <= report.timings.total_us);
+    }
+
+    #[test]
+    fn a_warmed_shell_boots_a_guest_like_a_cold_vm() {
+        let mut code = hypercall(Hypercall::BootDone, 0);
+        code.extend(hypercall(Hypercall::Exit, DATA as u32));
+        let mut shell = Shell::create(2 << 20).unwrap();
+        shell.warm().unwrap();
+        assert!(shell.is_warm());
+        let (report, _) = boot_in(Some(shell), &code, &exit_args(9), None);
+        assert_eq!(
+            report.exit,
+            VmExit::Exited {
+                status: 9,
+                message: None
+            }
+        );
+        assert!(report.timings.boot_done_us.is_some());
+    }
+
+    #[test]
+    fn a_warmed_shell_still_enforces_the_image_permissions() {
+        // mov byte ptr [CODE], 1: the image's code is read-only in its own tables,
+        // whatever the parking stub's tables allowed.
+        let mut code = vec![0xc6, 0x04, 0x25];
+        code.extend_from_slice(&(CODE as u32).to_le_bytes());
+        code.push(1);
+        let mut shell = Shell::create(2 << 20).unwrap();
+        shell.warm().unwrap();
+        let (report, _) = boot_in(Some(shell), &code, &[], None);
+        assert!(
+            matches!(report.exit, VmExit::Crashed(_)),
+            "{:?}",
+            report.exit
+        );
+    }
+
+    #[test]
+    fn a_shell_refuses_a_config_of_another_memory_size() {
+        let shell = Shell::create(4 << 20).unwrap();
+        let config = VmConfig::new("/nonexistent", 2 << 20, "", None).unwrap();
+        assert!(shell.boot(&config, Box::new(std::io::sink())).is_err());
     }
 
     #[test]

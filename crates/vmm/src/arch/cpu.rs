@@ -48,7 +48,26 @@ pub struct EntryState {
     pub gdt_addr: u64,
 }
 
-/// Puts the vCPU in 64-bit user mode at `state.entry`.
+/// Sets the state that never changes between boots of a shell: FPU control words and
+/// the `syscall` trap. Done once, when the vCPU is created.
+pub fn set_static_state(vcpu: &VcpuFd) -> Result<(), VmmError> {
+    let fpu = kvm_fpu {
+        fcw: FPU_CONTROL_WORD,
+        mxcsr: MXCSR_DEFAULT,
+        ..Default::default()
+    };
+    vcpu.set_fpu(&fpu).map_err(kvm_op("KVM_SET_FPU"))?;
+    let msrs = Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
+        index: MSR_LSTAR,
+        data: SYSCALL_TRAP,
+        ..Default::default()
+    }])
+    .map_err(|_| VmmError::Internal("MSR list does not fit"))?;
+    vcpu.set_msrs(&msrs).map_err(kvm_op("KVM_SET_MSRS"))?;
+    Ok(())
+}
+
+/// Puts the vCPU in 64-bit user mode at `state.entry`, with `state`'s page tables.
 pub fn set_entry_state(vcpu: &VcpuFd, state: &EntryState) -> Result<(), VmmError> {
     let segments = gdt::segments(state.gdt_addr);
     let mut sregs = vcpu.get_sregs().map_err(kvm_op("KVM_GET_SREGS"))?;
@@ -71,21 +90,6 @@ pub fn set_entry_state(vcpu: &VcpuFd, state: &EntryState) -> Result<(), VmmError
     sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
     sregs.efer = EFER_LME | EFER_LMA | EFER_NXE;
     vcpu.set_sregs(&sregs).map_err(kvm_op("KVM_SET_SREGS"))?;
-
-    let fpu = kvm_fpu {
-        fcw: FPU_CONTROL_WORD,
-        mxcsr: MXCSR_DEFAULT,
-        ..Default::default()
-    };
-    vcpu.set_fpu(&fpu).map_err(kvm_op("KVM_SET_FPU"))?;
-
-    let msrs = Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
-        index: MSR_LSTAR,
-        data: SYSCALL_TRAP,
-        ..Default::default()
-    }])
-    .map_err(|_| VmmError::Internal("MSR list does not fit"))?;
-    vcpu.set_msrs(&msrs).map_err(kvm_op("KVM_SET_MSRS"))?;
 
     let regs = kvm_regs {
         rip: state.entry,

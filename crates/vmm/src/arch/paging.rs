@@ -41,6 +41,12 @@ impl PageAccess {
         write: false,
         exec: false,
     };
+    /// Code: read and execute, never written.
+    pub const USER_CODE: Self = Self {
+        user: true,
+        write: false,
+        exec: true,
+    };
     /// Structures only the CPU itself reads (the GDT).
     pub const SUPERVISOR: Self = Self {
         user: false,
@@ -110,12 +116,16 @@ pub struct PageTables {
     pub root: u64,
     /// Each table page and where it goes.
     pub pages: Vec<(u64, Box<[u64; ENTRIES]>)>,
+    /// One past the last table page: where another set of tables may start.
+    pub end: u64,
 }
 
-/// Builds identity tables for `mem_size` bytes. `[0, fine_end)` is mapped 4 KiB at a
-/// time as `mappings` say (pages in no mapping stay unmapped); `[fine_end, mem_size)`
-/// is heap in 2 MiB pages.
+/// Builds identity tables for `mem_size` bytes, placing the table pages from `base`
+/// upward (within the reserved area). `[0, fine_end)` is mapped 4 KiB at a time as
+/// `mappings` say (pages in no mapping stay unmapped); `[fine_end, mem_size)` is heap
+/// in 2 MiB pages.
 pub fn build(
+    base: u64,
     mem_size: u64,
     fine_end: u64,
     mappings: &[Mapping],
@@ -129,12 +139,12 @@ pub fn build(
     let directories = mem_size.div_ceil(GIB);
     let tables = fine_end / LARGE_PAGE_SIZE;
     let needed = 2 + directories + tables;
-    let available = (PAGE_TABLES_END - PAGE_TABLES_ADDR) / PAGE_SIZE;
-    if needed > available {
+    let available = PAGE_TABLES_END.saturating_sub(base) / PAGE_SIZE;
+    if needed > available || base < PAGE_TABLES_ADDR || !base.is_multiple_of(PAGE_SIZE) {
         return Err(PagingError::TooManyTables { needed, available });
     }
 
-    let page_addr = |index: u64| PAGE_TABLES_ADDR + index * PAGE_SIZE;
+    let page_addr = |index: u64| base + index * PAGE_SIZE;
     let mut pages: Vec<(u64, Box<[u64; ENTRIES]>)> = (0..needed)
         .map(|i| (page_addr(i), Box::new([0u64; ENTRIES])))
         .collect();
@@ -175,6 +185,7 @@ pub fn build(
     }
     Ok(PageTables {
         root: page_addr(0),
+        end: page_addr(needed),
         pages,
     })
 }
@@ -231,7 +242,7 @@ mod tests {
             end: 2 << 20,
             access: PageAccess::DATA,
         };
-        let tables = build(4 << 20, 2 << 20, &[code, heap]).unwrap();
+        let tables = build(PAGE_TABLES_ADDR, 4 << 20, 2 << 20, &[code, heap]).unwrap();
         assert_eq!(walk(&tables, 0), None, "page 0 must fault");
         assert_eq!(
             walk(&tables, PAGE_TABLES_ADDR),
@@ -256,7 +267,7 @@ mod tests {
 
     #[test]
     fn memory_above_one_gib_gets_its_own_directory() {
-        let tables = build(3 << 30, 2 << 20, &[]).unwrap();
+        let tables = build(PAGE_TABLES_ADDR, 3 << 30, 2 << 20, &[]).unwrap();
         let last = walk(&tables, (3 << 30) - 1).unwrap();
         assert_eq!(frame(last), (3 << 30) - LARGE_PAGE_SIZE);
         assert_eq!(walk(&tables, 3 << 30), None);
@@ -270,7 +281,7 @@ mod tests {
             access: PageAccess::DATA,
         };
         assert!(matches!(
-            build(2 << 20, 2 << 20, &[unaligned]),
+            build(PAGE_TABLES_ADDR, 2 << 20, 2 << 20, &[unaligned]),
             Err(PagingError::BadMapping { .. })
         ));
         let outside = Mapping {
@@ -278,17 +289,27 @@ mod tests {
             end: (2 << 20) + PAGE_SIZE,
             access: PageAccess::DATA,
         };
-        assert!(build(4 << 20, 2 << 20, &[outside]).is_err());
+        assert!(build(PAGE_TABLES_ADDR, 4 << 20, 2 << 20, &[outside]).is_err());
         assert!(matches!(
-            build(3 << 20, 2 << 20, &[]),
+            build(PAGE_TABLES_ADDR, 3 << 20, 2 << 20, &[]),
             Err(PagingError::MemSize(_))
         ));
     }
 
     #[test]
+    fn a_second_set_of_tables_starts_where_the_first_ends() {
+        let first = build(PAGE_TABLES_ADDR, 2 << 20, 2 << 20, &[]).unwrap();
+        let second = build(first.end, 2 << 20, 2 << 20, &[]).unwrap();
+        assert_eq!(second.root, first.end);
+        let first_pages: Vec<u64> = first.pages.iter().map(|(a, _)| *a).collect();
+        assert!(second.pages.iter().all(|(a, _)| !first_pages.contains(a)));
+        assert!(build(PAGE_TABLES_END, 2 << 20, 2 << 20, &[]).is_err());
+    }
+
+    #[test]
     fn a_huge_fine_region_is_refused_not_overflowed() {
         assert!(matches!(
-            build(3 << 30, 2 << 30, &[]),
+            build(PAGE_TABLES_ADDR, 3 << 30, 2 << 30, &[]),
             Err(PagingError::TooManyTables { .. })
         ));
     }
