@@ -24,4 +24,4 @@ pub use error::VmmError;
 pub use loader::{ImageError, UnikernelImage};
 pub use report::{CrashReport, RunReport, Timings, VmExit};
 pub use shell::Shell;
-pub use vm::Vm;
+pub use vm::{BootListener, Vm};

@@ -34,7 +34,11 @@ pub struct Vm {
     started: Instant,
     timings: Timings,
     scratch: Vec<u8>,
+    boot_listener: Option<BootListener>,
 }
+
+/// Called once when the guest reaches its `main`, with µs since the boot started.
+pub type BootListener = Box<dyn FnMut(f64) + Send>;
 
 impl Vm {
     /// Boots a unikernel the cold way: validates the image, then creates a new KVM
@@ -67,7 +71,19 @@ impl Vm {
             started,
             timings,
             scratch: Vec::new(),
+            boot_listener: None,
         }
+    }
+
+    /// Timings so far (image load and setup are known before `run`).
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
+    /// Registers `listener` for the guest's boot-done hypercall: the toolstack
+    /// answers "VM created" at that moment, while the guest runs on.
+    pub fn on_boot_done(&mut self, listener: BootListener) {
+        self.boot_listener = Some(listener);
     }
 
     /// Runs the guest until it exits, crashes, breaks the ABI or times out.
@@ -146,9 +162,13 @@ impl Vm {
     fn hypercall(&mut self, call: Hypercall, addr: u64) -> Result<HypercallResult, AbiViolation> {
         match call {
             Hypercall::BootDone => {
-                self.timings
-                    .boot_done_us
-                    .get_or_insert(micros(self.started.elapsed()));
+                if self.timings.boot_done_us.is_none() {
+                    let boot_done = micros(self.started.elapsed());
+                    self.timings.boot_done_us = Some(boot_done);
+                    if let Some(mut listener) = self.boot_listener.take() {
+                        listener(boot_done);
+                    }
+                }
             }
             Hypercall::ConsoleWrite => {
                 let args: ConsoleWriteArgs = hypercall::read_args(&self.memory, call, addr)?;
@@ -427,6 +447,33 @@ mod kvm_tests {
             "{:?}",
             report.exit
         );
+    }
+
+    #[test]
+    fn the_boot_listener_hears_boot_done_once() {
+        let mut code = hypercall(Hypercall::BootDone, 0);
+        code.extend(hypercall(Hypercall::BootDone, 0));
+        code.extend(hypercall(Hypercall::Exit, DATA as u32));
+        let elf = make_elf(
+            CODE,
+            &[
+                (CODE, &code, code.len() as u64, PF_R | PF_X),
+                (DATA, &exit_args(0), 0x1000, PF_R | PF_W),
+            ],
+        );
+        let path =
+            std::env::temp_dir().join(format!("lightvm-listener-{}.elf", std::process::id()));
+        std::fs::write(&path, elf).unwrap();
+        let config = VmConfig::new(&path, 2 << 20, "", None).unwrap();
+        let mut vm = Vm::build(&config, Box::new(std::io::sink())).unwrap();
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let sink = heard.clone();
+        vm.on_boot_done(Box::new(move |us| sink.lock().unwrap().push(us)));
+        let report = vm.run().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let heard = heard.lock().unwrap();
+        assert_eq!(heard.len(), 1);
+        assert_eq!(Some(heard[0]), report.timings.boot_done_us);
     }
 
     #[test]
