@@ -1,0 +1,21 @@
+//! The lightvm toolstack: a daemon that keeps a pool of pre-created VM shells
+//! (LightVM's *prepare* phase) so that creating a VM on request is only the
+//! *execute* phase, at the same cost for the 1st VM and the 10,000th.
+//!
+//! Requests flow: [`server`] (HTTP) → [`daemon::Daemon`] (pool, creation, state) →
+//! a shell process ([`shell_main`], one per VM) over the [`protocol`] → the VMM.
+//! VM state lives in one directory per VM ([`state`]), so a restarted daemon adopts
+//! the VMs it left running.
+
+pub mod api;
+pub mod client;
+pub mod daemon;
+pub mod metrics;
+pub mod process;
+pub mod protocol;
+pub mod server;
+pub mod shell_main;
+pub mod state;
+
+pub use client::Client;
+pub use daemon::{Daemon, DaemonConfig, DaemonError};
