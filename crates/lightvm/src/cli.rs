@@ -27,6 +27,135 @@ pub enum Command {
     /// Measure lightvm against processes.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run the toolstack daemon: a pool of pre-created VM shells behind a REST API.
+    Daemon(DaemonArgs),
+    /// Create a VM through the daemon and wait until its guest reaches main.
+    Create(CreateArgs),
+    /// List the daemon's VMs.
+    Ps(PsArgs),
+    /// Show one VM as JSON.
+    Inspect(VmIdArgs),
+    /// Show a VM's console output.
+    Logs(LogsArgs),
+    /// Stop a VM (its process is killed).
+    Stop(VmIdArgs),
+    /// Stop a VM if it runs and remove it.
+    Rm(VmIdArgs),
+    /// Show or resize the daemon's pool of prepared shells.
+    Pool(PoolArgs),
+    /// One VM shell process (started by the daemon, not by hand).
+    #[command(hide = true)]
+    Shell(ShellArgs),
+}
+
+/// Default API socket.
+pub const DEFAULT_SOCKET: &str = "/run/lightvm/api.sock";
+
+/// Where the client finds the daemon.
+#[derive(Debug, Args)]
+pub struct SocketArg {
+    /// The daemon's API socket.
+    #[arg(long, env = "LIGHTVM_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+/// `lightvm daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Where to serve the API.
+    #[arg(long, env = "LIGHTVM_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Where VM state lives (a restarted daemon adopts the VMs found there).
+    #[arg(long, default_value = "/var/lib/lightvm")]
+    pub state_dir: PathBuf,
+    /// Shells to keep prepared.
+    #[arg(long, default_value_t = 4)]
+    pub pool: usize,
+    /// Guest memory of pooled shells (requests for other sizes are created cold).
+    #[arg(long, default_value = "2M")]
+    pub pool_mem: String,
+    /// Most VMs running at once.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_vms: usize,
+    /// Most guest memory per VM.
+    #[arg(long, default_value = "1G")]
+    pub max_mem: String,
+}
+
+/// `lightvm create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The unikernel image (its path is resolved here and sent absolute).
+    pub image: PathBuf,
+    /// Guest memory (default: the pool's size).
+    #[arg(long)]
+    pub mem: Option<String>,
+    /// Command line passed to the guest.
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// Stop the guest after this long.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Print the VM as JSON instead of its id.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub socket: SocketArg,
+}
+
+/// `lightvm ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub socket: SocketArg,
+}
+
+/// Commands that name one VM.
+#[derive(Debug, Args)]
+pub struct VmIdArgs {
+    /// The VM's id.
+    pub id: String,
+    #[command(flatten)]
+    pub socket: SocketArg,
+}
+
+/// `lightvm logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The VM's id.
+    pub id: String,
+    /// Keep printing new output until the VM ends.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long)]
+    pub tail: Option<usize>,
+    #[command(flatten)]
+    pub socket: SocketArg,
+}
+
+/// `lightvm pool`.
+#[derive(Debug, Args)]
+pub struct PoolArgs {
+    /// Set the number of shells to keep prepared.
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub socket: SocketArg,
+}
+
+/// `lightvm shell`.
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// Guest memory in bytes.
+    #[arg(long)]
+    pub mem: u64,
 }
 
 /// `lightvm build`.

@@ -2,42 +2,12 @@
 //! real `/dev/kvm`, checking what a user would check — output, exit code, the one
 //! line of explanation on stderr.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-const LIGHTVM: &str = env!("CARGO_BIN_EXE_lightvm");
-const GUESTS: [&str; 8] = [
-    "hello", "panic", "badptr", "spin", "fault", "flood", "exitcode", "selftest",
-];
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Builds every guest once per test binary, through the real `lightvm build`.
-fn image(name: &str) -> PathBuf {
-    static IMAGES: OnceLock<PathBuf> = OnceLock::new();
-    let dir = IMAGES.get_or_init(|| {
-        let out = std::env::temp_dir().join(format!("lightvm-e2e-{}", std::process::id()));
-        for guest in GUESTS {
-            let output = Command::new(LIGHTVM)
-                .arg("build")
-                .arg(repo().join("guests").join(guest))
-                .arg("--out")
-                .arg(out.join(format!("{guest}.elf")))
-                .output()
-                .expect("run lightvm build");
-            assert!(
-                output.status.success(),
-                "lightvm build {guest} failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        out
-    });
-    dir.join(format!("{name}.elf"))
-}
+use common::{image, LIGHTVM};
 
 fn lightvm(args: &[&str]) -> Output {
     Command::new(LIGHTVM)

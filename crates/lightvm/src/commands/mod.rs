@@ -3,6 +3,7 @@
 mod bench;
 mod build;
 mod run;
+mod toolstack;
 
 use crate::cli::{BenchCommand, Cli, Command};
 
@@ -12,5 +13,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Build(args) => build::build(&args),
         Command::Run(args) => run::run(&args),
         Command::Bench(BenchCommand::Boot(args)) => bench::boot(&args),
+        Command::Daemon(args) => toolstack::daemon(&args),
+        Command::Shell(args) => Ok(toolstack::shell(&args)),
+        Command::Create(args) => toolstack::create(&args),
+        Command::Ps(args) => toolstack::ps(&args),
+        Command::Inspect(args) => toolstack::inspect(&args),
+        Command::Logs(args) => toolstack::logs(&args),
+        Command::Stop(args) => toolstack::stop(&args),
+        Command::Rm(args) => toolstack::rm(&args),
+        Command::Pool(args) => toolstack::pool(&args),
     }
 }

@@ -1,0 +1,218 @@
+//! `lightvm daemon` and its clients: create, ps, inspect, logs, stop, rm, pool — and
+//! the hidden `lightvm shell` that the daemon starts for each VM.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+
+use anyhow::{bail, Context};
+use hyper::{Method, StatusCode};
+use lightvm_toolstack::api::{PoolStatus, VmState, VmView};
+use lightvm_toolstack::client::Answer;
+use lightvm_toolstack::{server, shell_main, Client, Daemon, DaemonConfig};
+use lightvm_vmm::parse_mem_size;
+use serde_json::json;
+
+use crate::cli::{CreateArgs, DaemonArgs, LogsArgs, PoolArgs, PsArgs, ShellArgs, VmIdArgs};
+use crate::exit_code;
+
+pub fn daemon(args: &DaemonArgs) -> anyhow::Result<u8> {
+    let config = DaemonConfig {
+        socket: args.socket.clone(),
+        state_dir: args.state_dir.clone(),
+        pool_size: args.pool,
+        pool_mem: parse_mem_size(&args.pool_mem).context("--pool-mem")?,
+        max_vms: args.max_vms,
+        max_mem: parse_mem_size(&args.max_mem).context("--max-mem")?,
+        shell_exe: std::env::current_exe().context("finding the lightvm executable")?,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let daemon = Daemon::open(config)?;
+        let adopted = daemon.adopt()?;
+        eprintln!(
+            "lightvm daemon: listening on {}, {adopted} running VMs adopted, pool of {}",
+            args.socket.display(),
+            args.pool
+        );
+        server::serve(daemon).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(0)
+}
+
+pub fn shell(args: &ShellArgs) -> u8 {
+    // The daemon hands the shell its control socket as stdin.
+    let control = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => UnixStream::from(fd),
+        Err(error) => {
+            eprintln!("lightvm shell: no control socket on stdin: {error}");
+            return exit_code::LIGHTVM_ERROR;
+        }
+    };
+    u8::try_from(shell_main::run(args.mem, control)).unwrap_or(exit_code::LIGHTVM_ERROR)
+}
+
+/// Runs one client call to completion.
+fn call(
+    client: &Client,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<Answer> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(client.call(method, path, body.as_ref()))?)
+}
+
+/// The answer's body as `T`, or the daemon's error message as the error.
+fn expect<T: serde::de::DeserializeOwned>(answer: Answer, ok: StatusCode) -> anyhow::Result<T> {
+    if answer.status != ok {
+        bail!("{}", answer.error_message());
+    }
+    serde_json::from_slice(&answer.body).context("unexpected answer from the daemon")
+}
+
+pub fn create(args: &CreateArgs) -> anyhow::Result<u8> {
+    let image = std::fs::canonicalize(&args.image)
+        .with_context(|| format!("image {}", args.image.display()))?;
+    let mut body = json!({ "image": image, "cmdline": args.cmdline });
+    if let Some(mem) = &args.mem {
+        body["mem"] = json!(mem);
+    }
+    if let Some(timeout) = args.timeout {
+        body["timeout_ms"] = json!(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+    }
+    let client = Client::new(&args.socket.socket);
+    let vm: VmView = expect(
+        call(&client, Method::POST, "/vms", Some(body))?,
+        StatusCode::CREATED,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&vm)?);
+    } else {
+        println!("{}", vm.id);
+    }
+    Ok(0)
+}
+
+pub fn ps(args: &PsArgs) -> anyhow::Result<u8> {
+    let client = Client::new(&args.socket.socket);
+    let vms: Vec<VmView> = expect(call(&client, Method::GET, "/vms", None)?, StatusCode::OK)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&vms)?);
+        return Ok(0);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<16}  {:<8}  {:<20}  {:>6}  {:>9}  EXIT",
+        "ID", "STATE", "IMAGE", "MEM", "UPTIME"
+    )?;
+    for vm in vms {
+        let image = vm.image.file_name().map_or_else(
+            || vm.image.display().to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        );
+        let state = match vm.state {
+            VmState::Running => "running",
+            VmState::Exited => "exited",
+        };
+        let exit = vm.exit.map_or(String::new(), |exit| match exit.status {
+            Some(status) => format!("{:?} ({status})", exit.outcome).to_lowercase(),
+            None => format!("{:?}", exit.outcome).to_lowercase(),
+        });
+        writeln!(
+            out,
+            "{:<16}  {:<8}  {:<20}  {:>5}M  {:>8.1}s  {exit}",
+            vm.id,
+            state,
+            image,
+            vm.mem_size >> 20,
+            vm.uptime_s
+        )?;
+    }
+    Ok(0)
+}
+
+pub fn inspect(args: &VmIdArgs) -> anyhow::Result<u8> {
+    let client = Client::new(&args.socket.socket);
+    let answer = call(&client, Method::GET, &format!("/vms/{}", args.id), None)?;
+    let vm: VmView = expect(answer, StatusCode::OK)?;
+    println!("{}", serde_json::to_string_pretty(&vm)?);
+    Ok(0)
+}
+
+pub fn logs(args: &LogsArgs) -> anyhow::Result<u8> {
+    let client = Client::new(&args.socket.socket);
+    let mut path = format!("/vms/{}/console?follow={}", args.id, args.follow);
+    if let Some(tail) = args.tail {
+        path.push_str(&format!("&tail={tail}"));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut stdout = std::io::stdout();
+    let mut failure = Vec::new();
+    let status = runtime.block_on(client.stream(Method::GET, &path, None, |chunk| {
+        if failure.is_empty() {
+            let _ = stdout.write_all(chunk).and_then(|()| stdout.flush());
+        }
+        failure.extend_from_slice(chunk);
+    }))?;
+    if status != StatusCode::OK {
+        let answer = Answer {
+            status,
+            body: failure.into(),
+        };
+        bail!("{}", answer.error_message());
+    }
+    Ok(0)
+}
+
+pub fn stop(args: &VmIdArgs) -> anyhow::Result<u8> {
+    let client = Client::new(&args.socket.socket);
+    let answer = call(
+        &client,
+        Method::POST,
+        &format!("/vms/{}/stop", args.id),
+        None,
+    )?;
+    let vm: VmView = expect(answer, StatusCode::OK)?;
+    println!("{}", vm.id);
+    Ok(0)
+}
+
+pub fn rm(args: &VmIdArgs) -> anyhow::Result<u8> {
+    let client = Client::new(&args.socket.socket);
+    let answer = call(&client, Method::DELETE, &format!("/vms/{}", args.id), None)?;
+    if answer.status != StatusCode::NO_CONTENT {
+        bail!("{}", answer.error_message());
+    }
+    println!("{}", args.id);
+    Ok(0)
+}
+
+pub fn pool(args: &PoolArgs) -> anyhow::Result<u8> {
+    let client = Client::new(&args.socket.socket);
+    let answer = match args.size {
+        Some(size) => call(&client, Method::PUT, "/pool", Some(json!({ "size": size })))?,
+        None => call(&client, Method::GET, "/pool", None)?,
+    };
+    let pool: PoolStatus = expect(answer, StatusCode::OK)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&pool)?);
+    } else {
+        println!(
+            "pool: {} ready, {} preparing, target {} (shells of {} MiB)",
+            pool.ready,
+            pool.preparing,
+            pool.target,
+            pool.mem_size >> 20
+        );
+    }
+    Ok(0)
+}
