@@ -173,7 +173,7 @@ impl BootBench {
     }
 }
 
-fn build_baseline(work_dir: &Path) -> Result<PathBuf, BenchError> {
+pub(crate) fn build_baseline(work_dir: &Path) -> Result<PathBuf, BenchError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| BenchError::Io { path, source }
@@ -201,7 +201,7 @@ fn micros_since(start: Instant) -> f64 {
 }
 
 /// Spawns the baseline; returns (µs to its first output byte, µs to its exit).
-fn spawn_process(binary: &Path) -> Result<(f64, f64), BenchError> {
+pub(crate) fn spawn_process(binary: &Path) -> Result<(f64, f64), BenchError> {
     let failed = |detail: String| BenchError::Platform {
         platform: "process",
         detail,

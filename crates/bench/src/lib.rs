@@ -5,7 +5,9 @@
 //! process baseline measured in the same run, never as absolute promises.
 
 pub mod boot;
+pub mod density;
 pub mod stats;
 
-pub use boot::{BootBench, BootResults, PlatformResult};
+pub use boot::{BenchError, BootBench, BootResults, PlatformResult};
+pub use density::{DensityBench, DensityResults};
 pub use stats::Summary;

@@ -195,6 +195,29 @@ pub struct RunArgs {
 pub enum BenchCommand {
     /// Boot time: the hello unikernel next to a static process doing the same work.
     Boot(BenchBootArgs),
+    /// Density: create N idle VMs through the daemon, one after another, recording
+    /// each creation's latency and host memory (CSV + SVG).
+    Density(BenchDensityArgs),
+}
+
+/// `lightvm bench density`.
+#[derive(Debug, Args)]
+pub struct BenchDensityArgs {
+    /// VMs to create (up to 10,000 on our machines).
+    #[arg(long, default_value_t = 1000)]
+    pub count: usize,
+    /// The daemon's pool of prepared shells.
+    #[arg(long, default_value_t = 16)]
+    pub pool: usize,
+    /// Sample host memory every this many VMs.
+    #[arg(long, default_value_t = 10)]
+    pub sample_every: usize,
+    /// An idle unikernel (default: build guests/idle).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Where density.csv and density.svg go.
+    #[arg(long, default_value = "lightvm-out/density")]
+    pub out: PathBuf,
 }
 
 /// `lightvm bench boot`.

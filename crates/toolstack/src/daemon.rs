@@ -125,9 +125,9 @@ struct ImageCheck {
 }
 
 impl Daemon {
-    /// Opens the state directory (taking its lock) and adopts every VM a previous
-    /// daemon left running.
+    /// Opens the state directory (taking its lock). Call [`Daemon::adopt`] next.
     pub fn open(config: DaemonConfig) -> Result<Arc<Self>, DaemonError> {
+        raise_fd_limit();
         VmConfig::check_mem_size(config.pool_mem)
             .map_err(|e| DaemonError::Config(e.to_string()))?;
         let state_error = |source| DaemonError::State {
@@ -603,6 +603,23 @@ fn lost(vm_dir: &Path) -> ExitRecord {
 
 fn no_such_vm(id: &str) -> ApiError {
     ApiError::not_found(format!("no VM with id {id:?}"))
+}
+
+/// Each running VM holds one descriptor (its pidfd): lift the soft limit to the hard
+/// one, so the VM limit and not a default of 1024 decides how many VMs can run.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write one plain struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 fn random_seed() -> u64 {

@@ -4,29 +4,86 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use lightvm_bench::{BootBench, BootResults};
+use lightvm_bench::{BootBench, BootResults, DensityBench};
 use lightvm_images::unikernel::UnikernelBuild;
 
-use crate::cli::BenchBootArgs;
+use crate::cli::{BenchBootArgs, BenchDensityArgs};
 
-/// Where the hello guest lives in a source checkout.
-fn default_hello_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../guests/hello")
+/// Where a guest lives in a source checkout.
+fn guest_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../guests")
+        .join(name)
+}
+
+/// `image`, or the named guest built from the source checkout.
+fn image_or_guest(image: Option<&PathBuf>, guest: &str) -> anyhow::Result<PathBuf> {
+    match image {
+        Some(image) => Ok(image.clone()),
+        None => {
+            eprintln!("lightvm: building the {guest} unikernel…");
+            Ok(UnikernelBuild::new(guest_dir(guest))
+                .build()
+                .with_context(|| format!("building guests/{guest} (pass --image to use another)"))?
+                .path)
+        }
+    }
+}
+
+pub fn density(args: &BenchDensityArgs) -> anyhow::Result<u8> {
+    anyhow::ensure!(args.count > 0, "--count must be at least 1");
+    let bench = DensityBench {
+        lightvm_exe: std::env::current_exe()?,
+        image: std::fs::canonicalize(image_or_guest(args.image.as_ref(), "idle")?)?,
+        count: args.count,
+        pool: args.pool,
+        sample_every: args.sample_every,
+        out_dir: args.out.clone(),
+    };
+    let bar = indicatif::ProgressBar::new(args.count as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} VMs ({per_sec})",
+        )?,
+    );
+    bar.set_prefix("density");
+    let results = bench.run(|n, _| bar.set_position(n as u64))?;
+    bar.finish_and_clear();
+    let created = results.samples.len();
+    println!("Density: {created} idle VMs created one after another through the daemon\n");
+    if let Some(reason) = &results.stopped_early {
+        println!("stopped early: {reason}");
+    }
+    if let Some(latency) = results.latency() {
+        let spawn = results.process_spawn_us.median;
+        println!(
+            "creation (request → boot-done): p50 {:.0} µs, p99 {:.0} µs; posix_spawn of a static process p50 {spawn:.0} µs (ratio {:.2}x)",
+            latency.median,
+            latency.p99,
+            latency.median / spawn
+        );
+    }
+    for n in [1, 1000, 10_000, created] {
+        if n <= created {
+            if let Some(median) = results.latency_around(n) {
+                println!("  around VM {n:>5}: {median:.0} µs");
+            }
+        }
+    }
+    if let Some(per_vm) = results.mem_per_vm_kib() {
+        println!("host memory per idle VM: {per_vm:.0} KiB (MemTotal − MemAvailable growth / VMs)");
+    }
+    println!(
+        "\nwrote {} and {}",
+        results.csv.display(),
+        results.svg.display()
+    );
+    Ok(0)
 }
 
 pub fn boot(args: &BenchBootArgs) -> anyhow::Result<u8> {
     let runs = if args.quick { 20 } else { args.runs };
     anyhow::ensure!(runs > 0, "--runs must be at least 1");
-    let unikernel = match &args.image {
-        Some(image) => image.clone(),
-        None => {
-            eprintln!("lightvm: building the hello unikernel…");
-            UnikernelBuild::new(default_hello_dir())
-                .build()
-                .context("building guests/hello (pass --image to use another)")?
-                .path
-        }
-    };
+    let unikernel = image_or_guest(args.image.as_ref(), "hello")?;
     let bench = BootBench {
         unikernel,
         lightvm_exe: std::env::current_exe().ok(),

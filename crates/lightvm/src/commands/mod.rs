@@ -13,6 +13,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Build(args) => build::build(&args),
         Command::Run(args) => run::run(&args),
         Command::Bench(BenchCommand::Boot(args)) => bench::boot(&args),
+        Command::Bench(BenchCommand::Density(args)) => bench::density(&args),
         Command::Daemon(args) => toolstack::daemon(&args),
         Command::Shell(args) => Ok(toolstack::shell(&args)),
         Command::Create(args) => toolstack::create(&args),
