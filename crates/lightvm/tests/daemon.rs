@@ -613,3 +613,46 @@ fn five_hundred_vms_leak_no_fds_processes_or_memory() {
     let vms: Vec<VmView> = daemon.ok(Method::GET, "/vms", None, StatusCode::OK);
     assert!(vms.is_empty(), "every VM was removed");
 }
+
+#[test]
+fn the_density_run_writes_its_csv_and_plot() {
+    let out = std::env::temp_dir().join(format!("lightvm-density-{}", std::process::id()));
+    let output = Command::new(LIGHTVM)
+        .args([
+            "bench",
+            "density",
+            "--count",
+            "20",
+            "--pool",
+            "2",
+            "--sample-every",
+            "5",
+        ])
+        .arg("--image")
+        .arg(image("idle"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run the density bench");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = stdout(&output);
+    assert!(report.contains("20 idle VMs created"), "{report}");
+    assert!(report.contains("host memory per idle VM"), "{report}");
+    let csv = std::fs::read_to_string(out.join("density.csv")).expect("density.csv");
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        rows.first(),
+        Some(&"n,request_us,daemon_us,pooled,mem_used_kib")
+    );
+    assert_eq!(rows.len(), 21, "a row per VM");
+    let svg = std::fs::read_to_string(out.join("density.svg")).expect("density.svg");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("VM creation latency"),
+        "an SVG plot"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
