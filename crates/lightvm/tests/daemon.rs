@@ -656,3 +656,27 @@ fn the_density_run_writes_its_csv_and_plot() {
     );
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn vms_of_one_image_map_its_read_only_pages_from_the_file() {
+    let daemon = TestDaemon::start("share", &["--pool", "2"]);
+    let image = std::fs::canonicalize(image("idle")).unwrap();
+    let vms: Vec<VmView> = (0..2).map(|_| daemon.create("idle")).collect();
+    for vm in &vms {
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", vm.pid)).expect("maps");
+        let mapped: Vec<&str> = maps
+            .lines()
+            .filter(|line| line.ends_with(image.to_str().unwrap()))
+            .collect();
+        assert!(
+            !mapped.is_empty(),
+            "VM {} maps no page of {}:\n{maps}",
+            vm.id,
+            image.display()
+        );
+        assert!(
+            mapped.iter().all(|line| line.contains(" rw-p ")),
+            "private mappings: {mapped:?}"
+        );
+    }
+}
