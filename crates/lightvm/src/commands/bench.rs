@@ -53,8 +53,8 @@ pub fn density(args: &BenchDensityArgs) -> anyhow::Result<u8> {
     if let Some(reason) = &results.stopped_early {
         println!("stopped early: {reason}");
     }
-    if let Some(latency) = results.latency() {
-        let spawn = results.process_spawn_us.median;
+    if let (Some(latency), Some(spawn)) = (results.latency(), results.process_spawn()) {
+        let spawn = spawn.median;
         println!(
             "creation (request → boot-done): p50 {:.0} µs, p99 {:.0} µs; posix_spawn of a static process p50 {spawn:.0} µs (ratio {:.2}x)",
             latency.median,
@@ -62,8 +62,11 @@ pub fn density(args: &BenchDensityArgs) -> anyhow::Result<u8> {
             latency.median / spawn
         );
     }
-    for n in [1, 1000, 10_000, created] {
-        if n <= created {
+    let mut around = vec![1, 1000, 10_000, created];
+    around.retain(|&n| n <= created);
+    around.dedup();
+    for n in around {
+        {
             if let Some(median) = results.latency_around(n) {
                 println!("  around VM {n:>5}: {median:.0} µs");
             }
