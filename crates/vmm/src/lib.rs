@@ -9,8 +9,10 @@
 pub mod arch;
 pub mod config;
 pub mod console;
+pub mod devices;
 pub mod error;
 pub mod hypercall;
+pub mod linux;
 pub mod loader;
 pub mod memory;
 pub mod report;
@@ -21,4 +23,5 @@ pub use config::{parse_mem_size, ConfigError, VmConfig};
 pub use error::VmmError;
 pub use loader::{ImageError, UnikernelImage};
 pub use report::{CrashReport, RunReport, Timings, VmExit};
+pub use linux::{LinuxVm, LinuxVmConfig};
 pub use vm::Vm;
