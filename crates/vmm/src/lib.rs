@@ -21,7 +21,7 @@ mod vm;
 
 pub use config::{parse_mem_size, ConfigError, VmConfig};
 pub use error::VmmError;
+pub use linux::{LinuxVm, LinuxVmConfig};
 pub use loader::{ImageError, UnikernelImage};
 pub use report::{CrashReport, RunReport, Timings, VmExit};
-pub use linux::{LinuxVm, LinuxVmConfig};
 pub use vm::Vm;

@@ -45,21 +45,34 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     Ok(code)
 }
 
-fn run_unikernel(args: &RunArgs, image: &Path, console: Box<dyn Write + Send>) -> anyhow::Result<RunReport> {
+fn run_unikernel(
+    args: &RunArgs,
+    image: &Path,
+    console: Box<dyn Write + Send>,
+) -> anyhow::Result<RunReport> {
     let mem_size = parse_mem_size(args.mem.as_deref().unwrap_or("2M")).context("--mem")?;
     let cmdline = args.cmdline.as_deref().unwrap_or("");
     let config = VmConfig::new(image, mem_size, cmdline, args.timeout)?;
-    let vm = Vm::build(&config, console).with_context(|| format!("cannot boot {}", image.display()))?;
+    let vm =
+        Vm::build(&config, console).with_context(|| format!("cannot boot {}", image.display()))?;
     Ok(vm.run()?)
 }
 
-fn run_linux(args: &RunArgs, kernel: &Path, console: Box<dyn Write + Send>) -> anyhow::Result<RunReport> {
+fn run_linux(
+    args: &RunArgs,
+    kernel: &Path,
+    console: Box<dyn Write + Send>,
+) -> anyhow::Result<RunReport> {
     let mem_size = match &args.mem {
         Some(mem) => parse_mem_size(mem).context("--mem")?,
         None => LinuxVmConfig::DEFAULT_MEM,
     };
     let cpu_clear = CpuFeature::parse_list(args.cpu_clear.as_deref().unwrap_or(""))?;
-    let disks = args.disk.iter().map(|d| DiskConfig::parse(d)).collect::<Result<_, _>>()?;
+    let disks = args
+        .disk
+        .iter()
+        .map(|d| DiskConfig::parse(d))
+        .collect::<Result<_, _>>()?;
     let nets = args
         .net
         .iter()
@@ -69,7 +82,10 @@ fn run_linux(args: &RunArgs, kernel: &Path, console: Box<dyn Write + Send>) -> a
     let config = LinuxVmConfig::new(LinuxVmSpec {
         kernel: kernel.to_owned(),
         initrd: args.initrd.clone(),
-        cmdline: args.cmdline.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_owned()),
+        cmdline: args
+            .cmdline
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CMDLINE.to_owned()),
         mem_size,
         vcpus: args.vcpus,
         cpu_clear,
@@ -77,7 +93,8 @@ fn run_linux(args: &RunArgs, kernel: &Path, console: Box<dyn Write + Send>) -> a
         nets,
         timeout: args.timeout,
     })?;
-    let vm = LinuxVm::build(&config, console).with_context(|| format!("cannot boot {}", kernel.display()))?;
+    let vm = LinuxVm::build(&config, console)
+        .with_context(|| format!("cannot boot {}", kernel.display()))?;
     Ok(vm.run()?)
 }
 

@@ -20,7 +20,10 @@ pub struct BootTimer {
 impl BootTimer {
     /// A timer counting from `created` (when the VM was created).
     pub fn new(created: Instant) -> Self {
-        Self { created, booted: None }
+        Self {
+            created,
+            booted: None,
+        }
     }
 
     /// A guest write; returns the boot time the first time the magic value comes.

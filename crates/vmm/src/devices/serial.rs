@@ -89,7 +89,10 @@ mod tests {
     #[test]
     fn transmitted_bytes_reach_the_console_and_the_line_is_always_ready() {
         let out = Shared::default();
-        let mut port = SerialPort::new(EventFd::new(0).unwrap(), Console::new(Box::new(out.clone())));
+        let mut port = SerialPort::new(
+            EventFd::new(0).unwrap(),
+            Console::new(Box::new(out.clone())),
+        );
         for b in b"Linux version" {
             // earlyprintk polls LSR for THR empty before each byte.
             assert_ne!(port.read(5) & 0x20, 0);

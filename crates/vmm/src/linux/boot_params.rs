@@ -296,7 +296,10 @@ mod tests {
         assert_eq!(info.modules[0].paddr, 0x700_0000);
         assert_eq!(info.modules[0].size, 4096);
         for (raw, entry) in info.memmap.iter().zip(&map) {
-            assert_eq!((raw.addr, raw.size, raw.type_), (entry.addr, entry.size, entry.kind));
+            assert_eq!(
+                (raw.addr, raw.size, raw.type_),
+                (entry.addr, entry.size, entry.kind)
+            );
         }
         // The tables do not overlap each other or the start info.
         let info_end = layout::PVH_INFO_ADDR + std::mem::size_of::<hvm_start_info>() as u64;

@@ -308,14 +308,32 @@ mod tests {
             change(&mut s);
             LinuxVmConfig::new(s).unwrap_err()
         };
-        assert!(matches!(refused(|s| s.mem_size = 16 << 20), LinuxConfigError::MemRange { .. }));
-        assert!(matches!(refused(|s| s.mem_size = 4 << 30), LinuxConfigError::MemRange { .. }));
-        assert!(matches!(refused(|s| s.mem_size = (64 << 20) + 4096), LinuxConfigError::MemRange { .. }));
+        assert!(matches!(
+            refused(|s| s.mem_size = 16 << 20),
+            LinuxConfigError::MemRange { .. }
+        ));
+        assert!(matches!(
+            refused(|s| s.mem_size = 4 << 30),
+            LinuxConfigError::MemRange { .. }
+        ));
+        assert!(matches!(
+            refused(|s| s.mem_size = (64 << 20) + 4096),
+            LinuxConfigError::MemRange { .. }
+        ));
         assert_eq!(refused(|s| s.vcpus = 0), LinuxConfigError::Vcpus(0));
         assert_eq!(refused(|s| s.vcpus = 9), LinuxConfigError::Vcpus(9));
-        assert!(matches!(refused(|s| s.cmdline = "x".repeat(3000)), LinuxConfigError::CmdlineTooLong { .. }));
-        assert_eq!(refused(|s| s.cmdline = "a\0b".into()), LinuxConfigError::CmdlineNul);
-        assert_eq!(refused(|s| s.timeout = Some(Duration::ZERO)), LinuxConfigError::ZeroTimeout);
+        assert!(matches!(
+            refused(|s| s.cmdline = "x".repeat(3000)),
+            LinuxConfigError::CmdlineTooLong { .. }
+        ));
+        assert_eq!(
+            refused(|s| s.cmdline = "a\0b".into()),
+            LinuxConfigError::CmdlineNul
+        );
+        assert_eq!(
+            refused(|s| s.timeout = Some(Duration::ZERO)),
+            LinuxConfigError::ZeroTimeout
+        );
         assert!(matches!(
             refused(|s| s.disks = vec![DiskConfig::parse("d").unwrap(); 20]),
             LinuxConfigError::TooManyDevices(20)
@@ -326,7 +344,10 @@ mod tests {
     fn disk_and_net_flags_parse() {
         assert_eq!(
             DiskConfig::parse("/a/b.img,ro").unwrap(),
-            DiskConfig { path: "/a/b.img".into(), read_only: true }
+            DiskConfig {
+                path: "/a/b.img".into(),
+                read_only: true
+            }
         );
         assert!(!DiskConfig::parse("b.img").unwrap().read_only);
         assert!(DiskConfig::parse("b.img,rx").is_err());

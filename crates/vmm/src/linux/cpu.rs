@@ -114,11 +114,17 @@ const EDX_HTT: u32 = 1 << 28;
 /// Adapts KVM's supported CPUID to vCPU `index` of `count`: its APIC id, the
 /// hypervisor bit, and the cleared features. Clearing `xsave` also clears
 /// OSXSAVE and empties leaf 0xD, so the kernel uses FXSAVE only.
-pub fn patch_cpuid(entries: &mut [kvm_bindings::kvm_cpuid_entry2], index: u8, count: u8, clear: &[CpuFeature]) {
+pub fn patch_cpuid(
+    entries: &mut [kvm_bindings::kvm_cpuid_entry2],
+    index: u8,
+    count: u8,
+    clear: &[CpuFeature],
+) {
     for entry in entries.iter_mut() {
         match entry.function {
             LEAF_FEATURES => {
-                entry.ebx = (entry.ebx & 0x0000_ffff) | (u32::from(index) << 24) | (u32::from(count) << 16);
+                entry.ebx =
+                    (entry.ebx & 0x0000_ffff) | (u32::from(index) << 24) | (u32::from(count) << 16);
                 entry.ecx |= ECX_HYPERVISOR;
                 if count > 1 {
                     entry.edx |= EDX_HTT;
@@ -395,7 +401,10 @@ mod tests {
             CpuFeature::parse_list("xsave, POPCNT,cx16,").unwrap(),
             vec![CpuFeature::Xsave, CpuFeature::Popcnt, CpuFeature::Cx16]
         );
-        assert_eq!(CpuFeature::parse_list("tsc-deadline-timer").unwrap(), vec![CpuFeature::TscDeadline]);
+        assert_eq!(
+            CpuFeature::parse_list("tsc-deadline-timer").unwrap(),
+            vec![CpuFeature::TscDeadline]
+        );
         let error = CpuFeature::parse_list("xsave,warp").unwrap_err();
         assert_eq!(error.name, "warp");
         assert!(error.known.contains("smap"));
@@ -403,8 +412,19 @@ mod tests {
 
     #[test]
     fn cleared_features_disappear_and_topology_is_per_vcpu() {
-        let mut entries = vec![leaf(1, 0), leaf(7, 0), leaf(0xb, 0), leaf(0xd, 0), leaf(0x8000_0001, 0)];
-        patch_cpuid(&mut entries, 2, 4, &[CpuFeature::Xsave, CpuFeature::Smap, CpuFeature::Rdtscp]);
+        let mut entries = vec![
+            leaf(1, 0),
+            leaf(7, 0),
+            leaf(0xb, 0),
+            leaf(0xd, 0),
+            leaf(0x8000_0001, 0),
+        ];
+        patch_cpuid(
+            &mut entries,
+            2,
+            4,
+            &[CpuFeature::Xsave, CpuFeature::Smap, CpuFeature::Rdtscp],
+        );
         assert_eq!(entries[0].ecx & (1 << 26), 0, "xsave");
         assert_eq!(entries[0].ecx & (1 << 27), 0, "osxsave");
         assert_eq!(entries[0].ecx & (1 << 28), 0, "avx follows xsave");

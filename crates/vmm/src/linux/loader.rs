@@ -129,7 +129,10 @@ pub fn check_elf(path: &Path, bytes: &[u8], mem_size: u64) -> Result<u64, LinuxI
     let header = file.elf_header();
     let endian = file.endian();
     if header.e_machine.get(endian) != elf::EM_X86_64 {
-        return Err(wrong(format!("its ELF machine is {}, not x86-64", header.e_machine.get(endian))));
+        return Err(wrong(format!(
+            "its ELF machine is {}, not x86-64",
+            header.e_machine.get(endian)
+        )));
     }
     let mut end = 0u64;
     for segment in file.elf_program_headers() {
@@ -159,7 +162,11 @@ pub fn check_elf(path: &Path, bytes: &[u8], mem_size: u64) -> Result<u64, LinuxI
 }
 
 /// Loads the kernel at `path` into `memory` (`mem_size` bytes).
-pub fn load_kernel(path: &Path, memory: &GuestMemoryMmap, mem_size: u64) -> Result<LoadedKernel, LinuxImageError> {
+pub fn load_kernel(
+    path: &Path,
+    memory: &GuestMemoryMmap,
+    mem_size: u64,
+) -> Result<LoadedKernel, LinuxImageError> {
     let read = |source| LinuxImageError::Read {
         what: "kernel",
         path: path.to_owned(),
@@ -177,8 +184,13 @@ pub fn load_kernel(path: &Path, memory: &GuestMemoryMmap, mem_size: u64) -> Resu
         Some(KernelFormat::Elf) => {
             let bytes = std::fs::read(path).map_err(read)?;
             check_elf(path, &bytes, mem_size)?;
-            let result = Elf::load(memory, None, &mut file, Some(GuestAddress(layout::HIMEM_START)))
-                .map_err(load_error)?;
+            let result = Elf::load(
+                memory,
+                None,
+                &mut file,
+                Some(GuestAddress(layout::HIMEM_START)),
+            )
+            .map_err(load_error)?;
             let entry = match result.pvh_boot_cap {
                 PvhBootCapability::PvhEntryPresent(addr) => BootEntry::Pvh { entry: addr.0 },
                 _ => BootEntry::Linux64 {
@@ -200,11 +212,18 @@ pub fn load_kernel(path: &Path, memory: &GuestMemoryMmap, mem_size: u64) -> Resu
                     mem_mib: mem_size >> 20,
                 });
             }
-            let result = BzImage::load(memory, None, &mut file, Some(GuestAddress(layout::HIMEM_START)))
-                .map_err(load_error)?;
-            let header = result.setup_header.ok_or_else(|| LinuxImageError::NotAKernel {
-                path: path.to_owned(),
-            })?;
+            let result = BzImage::load(
+                memory,
+                None,
+                &mut file,
+                Some(GuestAddress(layout::HIMEM_START)),
+            )
+            .map_err(load_error)?;
+            let header = result
+                .setup_header
+                .ok_or_else(|| LinuxImageError::NotAKernel {
+                    path: path.to_owned(),
+                })?;
             const XLF_KERNEL_64: u16 = 1;
             if header.version < 0x20c || header.xloadflags & XLF_KERNEL_64 == 0 {
                 return Err(LinuxImageError::WrongKind {
@@ -249,7 +268,9 @@ pub fn read_initrd(
         source,
     })?;
     let limit = match kernel.setup_header {
-        Some(header) if header.initrd_addr_max != 0 => (u64::from(header.initrd_addr_max) + 1).min(mem_size),
+        Some(header) if header.initrd_addr_max != 0 => {
+            (u64::from(header.initrd_addr_max) + 1).min(mem_size)
+        }
         Some(_) => layout::DEFAULT_INITRD_LIMIT.min(mem_size),
         // A 64-bit vmlinux reads the ext_ramdisk fields: anywhere in RAM will do.
         None => mem_size,
@@ -295,7 +316,10 @@ mod tests {
         let mut elf32 = b"\x7fELF".to_vec();
         elf32.extend_from_slice(&[1, 1, 1, 0]);
         elf32.resize(64, 0);
-        assert!(matches!(check_elf(path, &elf32, 1 << 30), Err(LinuxImageError::WrongKind { .. })));
+        assert!(matches!(
+            check_elf(path, &elf32, 1 << 30),
+            Err(LinuxImageError::WrongKind { .. })
+        ));
         // This test binary is an x86-64 ELF, but a position-independent program
         // linked at 0, not a kernel: its segments load below 1 MiB.
         let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();

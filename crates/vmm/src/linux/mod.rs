@@ -14,7 +14,9 @@ pub mod loader;
 pub mod mptable;
 mod vm;
 
-pub use config::{DiskConfig, LinuxConfigError, LinuxVmConfig, LinuxVmSpec, NetConfig, DEFAULT_CMDLINE};
+pub use config::{
+    DiskConfig, LinuxConfigError, LinuxVmConfig, LinuxVmSpec, NetConfig, DEFAULT_CMDLINE,
+};
 pub use cpu::{BootEntry, CpuFeature, UnknownCpuFeature};
 pub use loader::LinuxImageError;
 pub use vm::LinuxVm;

@@ -76,7 +76,10 @@ mod tests {
         let bytes = build(4);
         assert_eq!(&bytes[..4], b"_MP_");
         assert_eq!(bytes[..16].iter().fold(0u8, |s, b| s.wrapping_add(*b)), 0);
-        assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()), layout::EBDA_START as u32 + 16);
+        assert_eq!(
+            u32::from_le_bytes(bytes[4..8].try_into().unwrap()),
+            layout::EBDA_START as u32 + 16
+        );
         let table = &bytes[16..];
         assert_eq!(&table[..4], b"PCMP");
         let len = u16::from_le_bytes([table[4], table[5]]) as usize;

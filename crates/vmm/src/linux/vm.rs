@@ -71,7 +71,8 @@ impl LinuxVm {
         let mem_size = config.mem_size();
         let kvm = Kvm::new().map_err(VmmError::KvmUnavailable)?;
         let vm = kvm.create_vm().map_err(kvm_op("KVM_CREATE_VM"))?;
-        vm.set_tss_address(layout::KVM_TSS_ADDR).map_err(kvm_op("KVM_SET_TSS_ADDR"))?;
+        vm.set_tss_address(layout::KVM_TSS_ADDR)
+            .map_err(kvm_op("KVM_SET_TSS_ADDR"))?;
         vm.create_irq_chip().map_err(kvm_op("KVM_CREATE_IRQCHIP"))?;
         let pit = kvm_pit_config {
             flags: KVM_PIT_SPEAKER_DUMMY,
@@ -80,10 +81,12 @@ impl LinuxVm {
         vm.create_pit2(pit).map_err(kvm_op("KVM_CREATE_PIT2"))?;
         let memory = memory::create(&vm, mem_size)?;
 
-        let kernel = loader::load_kernel(config.kernel(), &memory, mem_size).map_err(image_error)?;
+        let kernel =
+            loader::load_kernel(config.kernel(), &memory, mem_size).map_err(image_error)?;
         let initrd = match config.initrd() {
             Some(path) => {
-                let (bytes, placement) = loader::read_initrd(path, &kernel, mem_size).map_err(image_error)?;
+                let (bytes, placement) =
+                    loader::read_initrd(path, &kernel, mem_size).map_err(image_error)?;
                 memory::write(&memory, placement.addr, &bytes)?;
                 Some(placement)
             }
@@ -102,7 +105,11 @@ impl LinuxVm {
             cmdline_len: cmdline.len(),
             initrd,
         };
-        write_obj(&memory, layout::ZERO_PAGE_ADDR, boot_params::zero_page(&spec, kernel.setup_header))?;
+        write_obj(
+            &memory,
+            layout::ZERO_PAGE_ADDR,
+            boot_params::zero_page(&spec, kernel.setup_header),
+        )?;
         if let BootEntry::Pvh { .. } = kernel.entry {
             let pvh = boot_params::pvh_start_info(&spec);
             write_obj(&memory, layout::PVH_INFO_ADDR, pvh.start_info)?;
@@ -113,7 +120,10 @@ impl LinuxVm {
                 write_obj(&memory, layout::PVH_MODLIST_ADDR + 32 * i as u64, *module)?;
             }
         }
-        let gdt: Vec<u8> = cpu::gdt(kernel.entry).iter().flat_map(|d| d.to_le_bytes()).collect();
+        let gdt: Vec<u8> = cpu::gdt(kernel.entry)
+            .iter()
+            .flat_map(|d| d.to_le_bytes())
+            .collect();
         memory::write(&memory, layout::GDT_ADDR, &gdt)?;
         for (addr, table) in cpu::identity_page_tables() {
             let bytes: Vec<u8> = table.iter().flat_map(|e| e.to_le_bytes()).collect();
@@ -132,10 +142,14 @@ impl LinuxVm {
         let mut taps = Vec::new();
         let mut tap_files = Vec::new();
         for disk in config.disks() {
-            let block = Block::open(&disk.path, disk.read_only).map_err(|source| VmmError::Host {
-                op: "opening a --disk image",
-                source: std::io::Error::new(source.kind(), format!("{}: {source}", disk.path.display())),
-            })?;
+            let block =
+                Block::open(&disk.path, disk.read_only).map_err(|source| VmmError::Host {
+                    op: "opening a --disk image",
+                    source: std::io::Error::new(
+                        source.kind(),
+                        format!("{}: {source}", disk.path.display()),
+                    ),
+                })?;
             let (_, irq) = virtio_slot(virtio.len());
             virtio.push(Arc::new(Mutex::new(MmioTransport::new(
                 Box::new(block),
@@ -167,7 +181,9 @@ impl LinuxVm {
             .map_err(kvm_op("KVM_GET_SUPPORTED_CPUID"))?;
         let mut vcpus = Vec::new();
         for index in 0..config.vcpus() {
-            let vcpu = vm.create_vcpu(u64::from(index)).map_err(kvm_op("KVM_CREATE_VCPU"))?;
+            let vcpu = vm
+                .create_vcpu(u64::from(index))
+                .map_err(kvm_op("KVM_CREATE_VCPU"))?;
             cpu::configure(&vcpu, &supported, index, config.vcpus(), config.cpu_clear())?;
             if index == 0 {
                 cpu::set_boot_registers(&vcpu, kernel.entry)?;
@@ -219,17 +235,23 @@ impl LinuxVm {
         for (transport, tap_fd) in self.taps.drain(..) {
             let stop_fd = stop_fd.try_clone().map_err(host("eventfd"))?;
             let stop = stop.clone();
-            io_threads.push(std::thread::spawn(move || net_rx_loop(&transport, tap_fd, &stop_fd, &stop)));
+            io_threads.push(std::thread::spawn(move || {
+                net_rx_loop(&transport, tap_fd, &stop_fd, &stop)
+            }));
         }
         drop(events);
 
         let deadline = self.timeout.map(|t| Instant::now() + t);
         let outcome = loop {
-            let wait = deadline.map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(Instant::now()));
+            let wait = deadline.map_or(Duration::from_secs(3600), |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             match inbox.recv_timeout(wait) {
                 Ok(Event::Exit(exit)) => break Ok(exit),
                 Ok(Event::Error(error)) => break Err(error),
-                Err(mpsc::RecvTimeoutError::Timeout) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                Err(mpsc::RecvTimeoutError::Timeout)
+                    if deadline.is_some_and(|d| Instant::now() >= d) =>
+                {
                     let after = self.timeout.unwrap_or_default();
                     break Ok(VmExit::TimedOut {
                         after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
@@ -237,7 +259,9 @@ impl LinuxVm {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    break Err(VmmError::Internal("every vCPU thread ended without a verdict"))
+                    break Err(VmmError::Internal(
+                        "every vCPU thread ended without a verdict",
+                    ))
                 }
             }
         };
@@ -259,7 +283,11 @@ impl LinuxVm {
             let _ = thread.join();
         }
         let exit = outcome?;
-        let (written, dropped) = self.devices.serial.lock().map_or((0, 0), |s| s.console_counts());
+        let (written, dropped) = self
+            .devices
+            .serial
+            .lock()
+            .map_or((0, 0), |s| s.console_counts());
         self.timings.total_us = micros(self.started.elapsed());
         self.timings.boot_done_us = self
             .devices
@@ -281,7 +309,11 @@ fn image_error(error: LinuxImageError) -> VmmError {
     VmmError::Memory(error.to_string())
 }
 
-fn write_obj<T: vm_memory::ByteValued>(memory: &GuestMemoryMmap, addr: u64, value: T) -> Result<(), VmmError> {
+fn write_obj<T: vm_memory::ByteValued>(
+    memory: &GuestMemoryMmap,
+    addr: u64,
+    value: T,
+) -> Result<(), VmmError> {
     memory
         .write_obj(value, GuestAddress(addr))
         .map_err(|e| VmmError::Memory(format!("writing boot data at {addr:#x}: {e}")))
@@ -313,8 +345,14 @@ fn vcpu_loop(mut vcpu: VcpuFd, devices: &Devices, stop: &AtomicBool, events: &mp
                 }
                 None
             }
-            Ok(VcpuExit::Hlt) => Some(Event::Exit(VmExit::Exited { status: 0, message: None })),
-            Ok(VcpuExit::SystemEvent(..)) => Some(Event::Exit(VmExit::Exited { status: 0, message: None })),
+            Ok(VcpuExit::Hlt) => Some(Event::Exit(VmExit::Exited {
+                status: 0,
+                message: None,
+            })),
+            Ok(VcpuExit::SystemEvent(..)) => Some(Event::Exit(VmExit::Exited {
+                status: 0,
+                message: None,
+            })),
             Ok(VcpuExit::Shutdown) => {
                 crash_reason = Some("the guest triple-faulted (lightvm does not emulate a CPU reset; reboot with reboot=k)".to_owned());
                 None
@@ -353,13 +391,23 @@ fn io_out(devices: &Devices, port: u16, data: &[u8]) -> Option<Event> {
         p if I8042::handles(p) => {
             let reset = devices.i8042.lock().is_ok_and(|mut k| k.write(p, value));
             if reset {
-                return Some(Event::Exit(VmExit::Exited { status: 0, message: None }));
+                return Some(Event::Exit(VmExit::Exited {
+                    status: 0,
+                    message: None,
+                }));
             }
         }
         boot_timer::PORT => {
-            let booted = devices.boot_timer.lock().ok().and_then(|mut t| t.write(value));
+            let booted = devices
+                .boot_timer
+                .lock()
+                .ok()
+                .and_then(|mut t| t.write(value));
             if let Some(after) = booted {
-                eprintln!("lightvm: guest boot time {:.1} ms (init reached the boot timer)", after.as_secs_f64() * 1e3);
+                eprintln!(
+                    "lightvm: guest boot time {:.1} ms (init reached the boot timer)",
+                    after.as_secs_f64() * 1e3
+                );
             }
         }
         _ => {}
@@ -370,7 +418,10 @@ fn io_out(devices: &Devices, port: u16, data: &[u8]) -> Option<Event> {
 fn io_in(devices: &Devices, port: u16, data: &mut [u8]) {
     data.fill(0);
     let value = match port {
-        serial::COM1..=0x3ff => devices.serial.lock().map_or(0, |mut s| s.read((port - serial::COM1) as u8)),
+        serial::COM1..=0x3ff => devices
+            .serial
+            .lock()
+            .map_or(0, |mut s| s.read((port - serial::COM1) as u8)),
         p if I8042::handles(p) => devices.i8042.lock().map_or(0, |mut k| k.read(p)),
         _ => return,
     };
@@ -418,7 +469,12 @@ fn crash(vcpu: &VcpuFd, reason: &str) -> Event {
 
 /// Delivers frames from a tap to its device: waits for the tap (or, while a frame
 /// waits for guest buffers, a few milliseconds) and runs the device's receive.
-fn net_rx_loop(transport: &Mutex<MmioTransport>, tap_fd: i32, stop_fd: &EventFd, stop: &AtomicBool) {
+fn net_rx_loop(
+    transport: &Mutex<MmioTransport>,
+    tap_fd: i32,
+    stop_fd: &EventFd,
+    stop: &AtomicBool,
+) {
     while !stop.load(Ordering::SeqCst) {
         let waiting = transport.lock().is_ok_and(|t| t.stopped().is_none());
         let mut fds = [

@@ -15,7 +15,9 @@ use std::path::Path;
 use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestMemoryMmap};
 
-use super::{complete, next_request, Buffer, DeviceError, Request, VirtioDevice, F_VERSION_1, TYPE_BLOCK};
+use super::{
+    complete, next_request, Buffer, DeviceError, Request, VirtioDevice, F_VERSION_1, TYPE_BLOCK,
+};
 
 /// Request types.
 pub const T_IN: u32 = 0;
@@ -53,8 +55,14 @@ pub struct Block {
 impl Block {
     /// Opens the image at `path`.
     pub fn open(path: &Path, read_only: bool) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new().read(true).write(!read_only).open(path)?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(path)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Self::new(file, read_only, &name)
     }
 
@@ -75,18 +83,27 @@ impl Block {
     }
 
     fn handle(&mut self, mem: &GuestMemoryMmap, request: &Request) -> Result<u32, DeviceError> {
-        let malformed = |why: &str| DeviceError::Malformed(format!("virtio-blk request {}: {why}", request.head));
+        let malformed = |why: &str| {
+            DeviceError::Malformed(format!("virtio-blk request {}: {why}", request.head))
+        };
         let buffers = &request.buffers;
-        let (header, rest) = buffers.split_first().ok_or_else(|| malformed("no header"))?;
-        let (status, data) = rest.split_last().ok_or_else(|| malformed("no status byte"))?;
+        let (header, rest) = buffers
+            .split_first()
+            .ok_or_else(|| malformed("no header"))?;
+        let (status, data) = rest
+            .split_last()
+            .ok_or_else(|| malformed("no status byte"))?;
         if header.writable || header.len < 16 {
-            return Err(malformed("the header must be a readable buffer of 16 bytes"));
+            return Err(malformed(
+                "the header must be a readable buffer of 16 bytes",
+            ));
         }
         if !status.writable || status.len < 1 {
             return Err(malformed("the status must be a writable byte"));
         }
         let mut raw = [0u8; 16];
-        mem.read_slice(&mut raw, header.addr).map_err(|e| malformed(&e.to_string()))?;
+        mem.read_slice(&mut raw, header.addr)
+            .map_err(|e| malformed(&e.to_string()))?;
         let kind = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
         let sector = u64::from_le_bytes(raw[8..16].try_into().unwrap_or_default());
         let data_len: u64 = data.iter().map(|b| u64::from(b.len)).sum();
@@ -128,12 +145,14 @@ impl Block {
                     return Err(malformed("get-id needs a writable buffer"));
                 };
                 let n = (target.len as usize).min(ID_LEN);
-                mem.write_slice(&self.id[..n], target.addr).map_err(|e| malformed(&e.to_string()))?;
+                mem.write_slice(&self.id[..n], target.addr)
+                    .map_err(|e| malformed(&e.to_string()))?;
                 (S_OK, n as u64)
             }
             _ => (S_UNSUPP, 0),
         };
-        mem.write_obj(code, status.addr).map_err(|e| malformed(&e.to_string()))?;
+        mem.write_obj(code, status.addr)
+            .map_err(|e| malformed(&e.to_string()))?;
         Ok(u32::try_from(written).unwrap_or(u32::MAX).saturating_add(1))
     }
 
@@ -146,22 +165,34 @@ impl Block {
         (end <= self.capacity).then(|| sector * SECTOR)
     }
 
-    fn read_into(&self, mem: &GuestMemoryMmap, data: &[Buffer], mut offset: u64) -> std::io::Result<()> {
+    fn read_into(
+        &self,
+        mem: &GuestMemoryMmap,
+        data: &[Buffer],
+        mut offset: u64,
+    ) -> std::io::Result<()> {
         let mut scratch = Vec::new();
         for buffer in data {
             scratch.resize(buffer.len as usize, 0);
             self.file.read_exact_at(&mut scratch, offset)?;
-            mem.write_slice(&scratch, buffer.addr).map_err(std::io::Error::other)?;
+            mem.write_slice(&scratch, buffer.addr)
+                .map_err(std::io::Error::other)?;
             offset += u64::from(buffer.len);
         }
         Ok(())
     }
 
-    fn write_from(&self, mem: &GuestMemoryMmap, data: &[Buffer], mut offset: u64) -> std::io::Result<()> {
+    fn write_from(
+        &self,
+        mem: &GuestMemoryMmap,
+        data: &[Buffer],
+        mut offset: u64,
+    ) -> std::io::Result<()> {
         let mut scratch = Vec::new();
         for buffer in data {
             scratch.resize(buffer.len as usize, 0);
-            mem.read_slice(&mut scratch, buffer.addr).map_err(std::io::Error::other)?;
+            mem.read_slice(&mut scratch, buffer.addr)
+                .map_err(std::io::Error::other)?;
             self.file.write_all_at(&scratch, offset)?;
             offset += u64::from(buffer.len);
         }
@@ -229,10 +260,15 @@ mod tests {
 
     fn disk(read_only: bool) -> (Block, File) {
         let mut file = tempfile();
-        let contents: Vec<u8> = (0..DISK_SECTORS * SECTOR).map(|i| (i / SECTOR) as u8).collect();
+        let contents: Vec<u8> = (0..DISK_SECTORS * SECTOR)
+            .map(|i| (i / SECTOR) as u8)
+            .collect();
         file.write_all(&contents).unwrap();
         let clone = file.try_clone().unwrap();
-        (Block::new(file, read_only, "lightvm-test-disk").unwrap(), clone)
+        (
+            Block::new(file, read_only, "lightvm-test-disk").unwrap(),
+            clone,
+        )
     }
 
     fn tempfile() -> File {
@@ -259,7 +295,10 @@ mod tests {
         kind: u32,
         sector: u64,
         descs: &[virtio_queue::desc::RawDescriptor],
-    ) -> (Result<bool, DeviceError>, MockSplitQueue<'a, GuestMemoryMmap>) {
+    ) -> (
+        Result<bool, DeviceError>,
+        MockSplitQueue<'a, GuestMemoryMmap>,
+    ) {
         let mut header = [0u8; 16];
         header[..4].copy_from_slice(&kind.to_le_bytes());
         header[8..].copy_from_slice(&sector.to_le_bytes());
@@ -351,11 +390,27 @@ mod tests {
     fn sectors_past_the_end_are_an_io_error() {
         let mem = memory();
         let (mut block, _) = disk(false);
-        run(&mut block, &mem, T_IN, DISK_SECTORS - 1, &chain(1024, WRITE));
+        assert_eq!(
+            run(
+                &mut block,
+                &mem,
+                T_IN,
+                DISK_SECTORS - 1,
+                &chain(1024, WRITE)
+            )
+            .0,
+            Ok(true)
+        );
         assert_eq!(status(&mem), S_IOERR);
-        run(&mut block, &mem, T_OUT, u64::MAX, &chain(512, 0));
+        assert_eq!(
+            run(&mut block, &mem, T_OUT, u64::MAX, &chain(512, 0)).0,
+            Ok(true)
+        );
         assert_eq!(status(&mem), S_IOERR);
-        run(&mut block, &mem, T_IN, 0, &chain(100, WRITE));
+        assert_eq!(
+            run(&mut block, &mem, T_IN, 0, &chain(100, WRITE)).0,
+            Ok(true)
+        );
         assert_eq!(status(&mem), S_IOERR, "not a whole sector");
     }
 
@@ -372,7 +427,10 @@ mod tests {
         file.read_exact(&mut first).unwrap();
         assert!(first.iter().all(|&b| b == 0));
         // Reads still work.
-        run(&mut block, &mem, T_IN, 1, &chain(512, WRITE));
+        assert_eq!(
+            run(&mut block, &mem, T_IN, 1, &chain(512, WRITE)).0,
+            Ok(true)
+        );
         assert_eq!(status(&mem), S_OK);
     }
 
@@ -381,19 +439,41 @@ mod tests {
         let mem = memory();
         let (mut block, _) = disk(false);
         // A read into a buffer the device may not write.
-        assert!(matches!(run(&mut block, &mem, T_IN, 0, &chain(512, 0)).0, Err(DeviceError::Malformed(_))));
+        assert!(matches!(
+            run(&mut block, &mem, T_IN, 0, &chain(512, 0)).0,
+            Err(DeviceError::Malformed(_))
+        ));
         // No status byte.
         let descs = [desc(HEADER, 16, 0, 0)];
-        assert!(matches!(run(&mut block, &mem, T_IN, 0, &descs).0, Err(DeviceError::Malformed(_))));
+        assert!(matches!(
+            run(&mut block, &mem, T_IN, 0, &descs).0,
+            Err(DeviceError::Malformed(_))
+        ));
         // A short header.
         let descs = [desc(HEADER, 8, NEXT, 1), desc(STATUS, 1, WRITE, 0)];
-        assert!(matches!(run(&mut block, &mem, T_IN, 0, &descs).0, Err(DeviceError::Malformed(_))));
+        assert!(matches!(
+            run(&mut block, &mem, T_IN, 0, &descs).0,
+            Err(DeviceError::Malformed(_))
+        ));
         // Descriptor index out of range, a buffer past memory, a loop.
         let descs = [desc(HEADER, 16, NEXT, 99)];
-        assert!(matches!(run(&mut block, &mem, T_IN, 0, &descs).0, Err(DeviceError::IndexOutOfRange { .. })));
-        let descs = [desc(HEADER, 16, NEXT, 1), desc(MEM_SIZE as u64 - 4, 512, WRITE | NEXT, 2), desc(STATUS, 1, WRITE, 0)];
-        assert!(matches!(run(&mut block, &mem, T_IN, 0, &descs).0, Err(DeviceError::OutsideMemory { .. })));
+        assert!(matches!(
+            run(&mut block, &mem, T_IN, 0, &descs).0,
+            Err(DeviceError::IndexOutOfRange { .. })
+        ));
+        let descs = [
+            desc(HEADER, 16, NEXT, 1),
+            desc(MEM_SIZE as u64 - 4, 512, WRITE | NEXT, 2),
+            desc(STATUS, 1, WRITE, 0),
+        ];
+        assert!(matches!(
+            run(&mut block, &mem, T_IN, 0, &descs).0,
+            Err(DeviceError::OutsideMemory { .. })
+        ));
         let descs = [desc(HEADER, 16, NEXT, 1), desc(BUF, 512, WRITE | NEXT, 0)];
-        assert!(matches!(run(&mut block, &mem, T_IN, 0, &descs).0, Err(DeviceError::Loop { .. })));
+        assert!(matches!(
+            run(&mut block, &mem, T_IN, 0, &descs).0,
+            Err(DeviceError::Loop { .. })
+        ));
     }
 }

@@ -106,7 +106,10 @@ impl MmioTransport {
         if offset >= 0x100 {
             let config = self.device.config_space();
             for (i, byte) in data.iter_mut().enumerate() {
-                *byte = config.get((offset - 0x100) as usize + i).copied().unwrap_or(0);
+                *byte = config
+                    .get((offset - 0x100) as usize + i)
+                    .copied()
+                    .unwrap_or(0);
             }
             return;
         }
@@ -148,8 +151,13 @@ impl MmioTransport {
         match offset {
             0x14 => self.device_features_select = value,
             0x20 if setup => match self.driver_features_select {
-                0 => self.driver_features = (self.driver_features & !0xffff_ffff) | u64::from(value),
-                1 => self.driver_features = (self.driver_features & 0xffff_ffff) | (u64::from(value) << 32),
+                0 => {
+                    self.driver_features = (self.driver_features & !0xffff_ffff) | u64::from(value)
+                }
+                1 => {
+                    self.driver_features =
+                        (self.driver_features & 0xffff_ffff) | (u64::from(value) << 32)
+                }
                 _ => {}
             },
             0x24 => self.driver_features_select = value,
@@ -167,12 +175,24 @@ impl MmioTransport {
             0x50 => self.notify(value as usize),
             0x64 => self.interrupt_status &= !value,
             0x70 => self.set_status(value),
-            0x80 if setup => self.queue_address(|q, v| q.set_desc_table_address(Some(v), None), value),
-            0x84 if setup => self.queue_address(|q, v| q.set_desc_table_address(None, Some(v)), value),
-            0x90 if setup => self.queue_address(|q, v| q.set_avail_ring_address(Some(v), None), value),
-            0x94 if setup => self.queue_address(|q, v| q.set_avail_ring_address(None, Some(v)), value),
-            0xa0 if setup => self.queue_address(|q, v| q.set_used_ring_address(Some(v), None), value),
-            0xa4 if setup => self.queue_address(|q, v| q.set_used_ring_address(None, Some(v)), value),
+            0x80 if setup => {
+                self.queue_address(|q, v| q.set_desc_table_address(Some(v), None), value)
+            }
+            0x84 if setup => {
+                self.queue_address(|q, v| q.set_desc_table_address(None, Some(v)), value)
+            }
+            0x90 if setup => {
+                self.queue_address(|q, v| q.set_avail_ring_address(Some(v), None), value)
+            }
+            0x94 if setup => {
+                self.queue_address(|q, v| q.set_avail_ring_address(None, Some(v)), value)
+            }
+            0xa0 if setup => {
+                self.queue_address(|q, v| q.set_used_ring_address(Some(v), None), value)
+            }
+            0xa4 if setup => {
+                self.queue_address(|q, v| q.set_used_ring_address(None, Some(v)), value)
+            }
             _ => {}
         }
     }
@@ -202,7 +222,8 @@ impl MmioTransport {
                 == STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
             let valid = self.queues.iter().all(|q| q.is_valid(&self.memory));
             if ready && valid {
-                self.device.activate(self.memory.clone(), std::mem::take(&mut self.queues));
+                self.device
+                    .activate(self.memory.clone(), std::mem::take(&mut self.queues));
                 self.active = true;
             } else {
                 self.fail(DeviceError::Malformed(
@@ -225,7 +246,7 @@ impl MmioTransport {
     }
 
     fn notify(&mut self, index: usize) {
-        if !self.active || self.stopped.is_some() || index >= self.queues.len() {
+        if !self.active || self.stopped.is_some() || index >= self.device.queue_count() {
             return;
         }
         let result = self.device.notify(index);
@@ -334,7 +355,11 @@ mod tests {
 
     #[test]
     fn registers_identify_the_device_and_its_config() {
-        let mut t = MmioTransport::new(Box::new(Dummy { fail: false }), memory(), Box::new(Counter::default()));
+        let mut t = MmioTransport::new(
+            Box::new(Dummy { fail: false }),
+            memory(),
+            Box::new(Counter::default()),
+        );
         assert_eq!(read32(&mut t, 0), MAGIC);
         assert_eq!(read32(&mut t, 4), 2);
         assert_eq!(read32(&mut t, 8), 2);
@@ -349,7 +374,11 @@ mod tests {
     #[test]
     fn notifications_interrupt_and_driver_errors_stop_only_the_device() {
         let irq = Counter::default();
-        let mut t = MmioTransport::new(Box::new(Dummy { fail: false }), memory(), Box::new(irq.clone()));
+        let mut t = MmioTransport::new(
+            Box::new(Dummy { fail: false }),
+            memory(),
+            Box::new(irq.clone()),
+        );
         bring_up(&mut t);
         assert_eq!(t.status() & STATUS_DRIVER_OK, STATUS_DRIVER_OK);
         t.write(0x50, &0u32.to_le_bytes());
@@ -358,7 +387,11 @@ mod tests {
         t.write(0x64, &INT_VRING.to_le_bytes());
         assert_eq!(read32(&mut t, 0x60), 0);
 
-        let mut t = MmioTransport::new(Box::new(Dummy { fail: true }), memory(), Box::new(irq.clone()));
+        let mut t = MmioTransport::new(
+            Box::new(Dummy { fail: true }),
+            memory(),
+            Box::new(irq.clone()),
+        );
         bring_up(&mut t);
         t.write(0x50, &0u32.to_le_bytes());
         assert_eq!(t.stopped(), Some(&DeviceError::Loop { head: 3 }));
@@ -372,7 +405,11 @@ mod tests {
 
     #[test]
     fn unoffered_features_fail_negotiation() {
-        let mut t = MmioTransport::new(Box::new(Dummy { fail: false }), memory(), Box::new(Counter::default()));
+        let mut t = MmioTransport::new(
+            Box::new(Dummy { fail: false }),
+            memory(),
+            Box::new(Counter::default()),
+        );
         t.write(0x70, &3u32.to_le_bytes());
         t.write(0x24, &0u32.to_le_bytes());
         t.write(0x20, &(1u32 << 5).to_le_bytes());

@@ -114,20 +114,29 @@ where
         last = Some(desc);
     }
     match last {
-        None => Err(DeviceError::Malformed(format!("descriptor chain {head} is empty"))),
-        Some(desc) if desc.has_next() && desc.next() >= queue_size => Err(DeviceError::IndexOutOfRange {
-            index: desc.next(),
-            size: queue_size,
-        }),
+        None => Err(DeviceError::Malformed(format!(
+            "descriptor chain {head} is empty"
+        ))),
+        Some(desc) if desc.has_next() && desc.next() >= queue_size => {
+            Err(DeviceError::IndexOutOfRange {
+                index: desc.next(),
+                size: queue_size,
+            })
+        }
         Some(desc) if desc.has_next() => Err(DeviceError::Loop { head }),
         Some(_) => Ok(Request { head, buffers }),
     }
 }
 
 /// Pops the next request of `queue`, checked; `Ok(None)` when the queue is empty.
-pub fn next_request(queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<Option<Request>, DeviceError> {
+pub fn next_request(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+) -> Result<Option<Request>, DeviceError> {
     let size = queue.size();
-    let mut iter = queue.iter(mem).map_err(|e| DeviceError::Ring(e.to_string()))?;
+    let mut iter = queue
+        .iter(mem)
+        .map_err(|e| DeviceError::Ring(e.to_string()))?;
     match iter.next() {
         Some(chain) => check_chain(chain, size).map(Some),
         None => Ok(None),
@@ -135,7 +144,12 @@ pub fn next_request(queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<Option<R
 }
 
 /// Puts a finished request on the used ring.
-pub fn complete(queue: &mut Queue, mem: &GuestMemoryMmap, head: u16, len: u32) -> Result<(), DeviceError> {
+pub fn complete(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    head: u16,
+    len: u32,
+) -> Result<(), DeviceError> {
     queue
         .add_used(mem, head, len)
         .map_err(|e| DeviceError::Ring(format!("cannot add to the used ring: {e}")))
@@ -188,7 +202,10 @@ pub(crate) mod test_util {
     }
 
     /// A queue of 16 entries holding `descs` as chains at the head of the table.
-    pub fn queue_with(mem: &GuestMemoryMmap, descs: &[RawDescriptor]) -> (MockSplitQueue<'_, GuestMemoryMmap>, Queue) {
+    pub fn queue_with<'a>(
+        mem: &'a GuestMemoryMmap,
+        descs: &[RawDescriptor],
+    ) -> (MockSplitQueue<'a, GuestMemoryMmap>, Queue) {
         let mock = MockSplitQueue::new(mem, 16);
         mock.add_desc_chains(descs, 0).unwrap();
         let mut queue: Queue = mock.create_queue().unwrap();
@@ -209,7 +226,10 @@ mod tests {
     #[test]
     fn a_good_chain_is_returned_whole() {
         let mem = memory();
-        let (_mock, mut queue) = queue_with(&mem, &[desc(DATA, 16, NEXT, 1), desc(DATA + 16, 1, WRITE, 0)]);
+        let (_mock, mut queue) = queue_with(
+            &mem,
+            &[desc(DATA, 16, NEXT, 1), desc(DATA + 16, 1, WRITE, 0)],
+        );
         let request = next_request(&mut queue, &mem).unwrap().unwrap();
         assert_eq!(request.head, 0);
         assert_eq!(request.buffers.len(), 2);
@@ -223,7 +243,10 @@ mod tests {
         let (_mock, mut queue) = queue_with(&mem, &[desc(DATA, 16, NEXT, 40)]);
         assert_eq!(
             next_request(&mut queue, &mem).unwrap_err(),
-            DeviceError::IndexOutOfRange { index: 40, size: 16 }
+            DeviceError::IndexOutOfRange {
+                index: 40,
+                size: 16
+            }
         );
     }
 
@@ -236,13 +259,20 @@ mod tests {
             DeviceError::OutsideMemory { len: 16, .. }
         ));
         let (_mock, mut queue) = queue_with(&mem, &[desc(u64::MAX - 4, 16, 0, 0)]);
-        assert!(matches!(next_request(&mut queue, &mem), Err(DeviceError::OutsideMemory { .. })));
+        assert!(matches!(
+            next_request(&mut queue, &mem),
+            Err(DeviceError::OutsideMemory { .. })
+        ));
     }
 
     #[test]
     fn a_looping_chain_is_an_error() {
         let mem = memory();
-        let (_mock, mut queue) = queue_with(&mem, &[desc(DATA, 16, NEXT, 1), desc(DATA, 16, NEXT, 0)]);
-        assert_eq!(next_request(&mut queue, &mem).unwrap_err(), DeviceError::Loop { head: 0 });
+        let (_mock, mut queue) =
+            queue_with(&mem, &[desc(DATA, 16, NEXT, 1), desc(DATA, 16, NEXT, 0)]);
+        assert_eq!(
+            next_request(&mut queue, &mem).unwrap_err(),
+            DeviceError::Loop { head: 0 }
+        );
     }
 }

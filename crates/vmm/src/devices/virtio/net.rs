@@ -232,7 +232,10 @@ mod tests {
         rx_mock.add_desc_chains(rx, 0).unwrap();
         let tx_mock = MockSplitQueue::create(mem, GuestAddress(0x1_0000), 16);
         tx_mock.add_desc_chains(tx, 0).unwrap();
-        let mut queues: Vec<Queue> = vec![rx_mock.create_queue().unwrap(), tx_mock.create_queue().unwrap()];
+        let mut queues: Vec<Queue> = vec![
+            rx_mock.create_queue().unwrap(),
+            tx_mock.create_queue().unwrap(),
+        ];
         for q in &mut queues {
             virtio_queue::QueueT::set_ready(q, true);
         }
@@ -244,25 +247,39 @@ mod tests {
     #[test]
     fn transmit_strips_the_header_and_sends_the_frame() {
         let mem = memory();
-        mem.write_slice(&[0u8; HEADER_LEN], GuestAddress(DATA)).unwrap();
-        mem.write_slice(b"hello frame", GuestAddress(DATA + 0x100)).unwrap();
-        let tx = [desc(DATA, HEADER_LEN as u32, NEXT, 1), desc(DATA + 0x100, 11, 0, 0)];
+        mem.write_slice(&[0u8; HEADER_LEN], GuestAddress(DATA))
+            .unwrap();
+        mem.write_slice(b"hello frame", GuestAddress(DATA + 0x100))
+            .unwrap();
+        let tx = [
+            desc(DATA, HEADER_LEN as u32, NEXT, 1),
+            desc(DATA + 0x100, 11, 0, 0),
+        ];
         let (mut net, wire, _) = device(&mem, &[], &tx);
         assert_eq!(net.notify(TX), Ok(true));
-        assert_eq!(*wire.from_guest.lock().unwrap(), vec![b"hello frame".to_vec()]);
+        assert_eq!(
+            *wire.from_guest.lock().unwrap(),
+            vec![b"hello frame".to_vec()]
+        );
     }
 
     #[test]
     fn receive_prepends_the_header_and_waits_for_buffers() {
         let mem = memory();
         let (mut net, wire, rx_mock) = device(&mem, &[desc(DATA, 2048, WRITE, 0)], &[]);
-        wire.to_guest.lock().unwrap().extend([b"first".to_vec(), b"second".to_vec()]);
+        wire.to_guest
+            .lock()
+            .unwrap()
+            .extend([b"first".to_vec(), b"second".to_vec()]);
         assert_eq!(net.poll_host(), Ok(true));
         let mut got = [0u8; HEADER_LEN + 5];
         mem.read_slice(&mut got, GuestAddress(DATA)).unwrap();
         assert_eq!(&got[HEADER_LEN..], b"first");
         assert_eq!(got[10], 1, "num_buffers");
-        assert_eq!(rx_mock.used().ring().ref_at(0).unwrap().load().len(), (HEADER_LEN + 5) as u32);
+        assert_eq!(
+            rx_mock.used().ring().ref_at(0).unwrap().load().len(),
+            (HEADER_LEN + 5) as u32
+        );
         // No buffer left: the second frame waits.
         assert!(net.has_pending());
         assert_eq!(net.poll_host(), Ok(false));
@@ -289,10 +306,20 @@ mod tests {
     fn malformed_descriptors_stop_the_device() {
         let mem = memory();
         let (mut net, _, _) = device(&mem, &[], &[desc(DATA, 12, NEXT, 77)]);
-        assert!(matches!(net.notify(TX), Err(DeviceError::IndexOutOfRange { index: 77, .. })));
+        assert!(matches!(
+            net.notify(TX),
+            Err(DeviceError::IndexOutOfRange { index: 77, .. })
+        ));
         let (mut net, _, _) = device(&mem, &[], &[desc(MEM_SIZE as u64 - 1, 12, 0, 0)]);
-        assert!(matches!(net.notify(TX), Err(DeviceError::OutsideMemory { .. })));
-        let (mut net, _, _) = device(&mem, &[], &[desc(DATA, 12, NEXT, 1), desc(DATA, 12, NEXT, 0)]);
+        assert!(matches!(
+            net.notify(TX),
+            Err(DeviceError::OutsideMemory { .. })
+        ));
+        let (mut net, _, _) = device(
+            &mem,
+            &[],
+            &[desc(DATA, 12, NEXT, 1), desc(DATA, 12, NEXT, 0)],
+        );
         assert!(matches!(net.notify(TX), Err(DeviceError::Loop { .. })));
         let (mut net, wire, _) = device(&mem, &[desc(DATA, 2048, WRITE | NEXT, 0)], &[]);
         wire.to_guest.lock().unwrap().push_back(vec![0; 60]);

@@ -27,7 +27,11 @@ impl Tap {
             .open("/dev/net/tun")?;
         // SAFETY: ifreq is plain data; zero is a valid value.
         let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
+        for (slot, byte) in request
+            .ifr_name
+            .iter_mut()
+            .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+        {
             *slot = byte as libc::c_char;
         }
         request.ifr_ifru.ifru_flags = IFF_TAP | IFF_NO_PI;
