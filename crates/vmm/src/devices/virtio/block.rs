@@ -158,7 +158,7 @@ impl Block {
 
     /// The byte offset of `sector` if `len` bytes from there are on the disk.
     fn check_range(&self, sector: u64, len: u64) -> Option<u64> {
-        if len % SECTOR != 0 {
+        if !len.is_multiple_of(SECTOR) {
             return None;
         }
         let end = sector.checked_add(len / SECTOR)?;
