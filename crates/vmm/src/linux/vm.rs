@@ -306,7 +306,7 @@ impl LinuxVm {
 }
 
 fn image_error(error: LinuxImageError) -> VmmError {
-    VmmError::Memory(error.to_string())
+    VmmError::LinuxImage(error)
 }
 
 fn write_obj<T: vm_memory::ByteValued>(
