@@ -4,8 +4,11 @@
 set -euo pipefail
 
 # Debian packages: a C toolchain with static glibc (the process baseline of the
-# benchmarks and crates that build C), util-linux's unshare/setpriv (tests).
-PACKAGES=(build-essential libc6-dev util-linux pkg-config)
+# benchmarks and crates that build C), util-linux's unshare/setpriv (tests);
+# Debian's Linux source and what building it needs (`lightvm kernel build`), and
+# cpio for initramfs images.
+PACKAGES=(build-essential libc6-dev util-linux pkg-config
+          linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils)
 
 missing=()
 for package in "${PACKAGES[@]}"; do

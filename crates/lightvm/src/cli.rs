@@ -19,11 +19,16 @@ pub struct Cli {
 pub enum Command {
     /// Build a Rust guest application (a crate using libos) into a unikernel image.
     Build(BuildArgs),
-    /// Boot a unikernel image and wait for it to end; the exit code is the guest's.
+    /// Boot a unikernel image (or a Linux kernel, with --kernel) and wait for it to
+    /// end; the exit code is the guest's.
     ///
-    /// Exit codes: 0-123 the guest's status, 124 timed out, 125 lightvm failed,
-    /// 126 the guest crashed, 127 the guest broke the hypercall ABI.
+    /// Exit codes: 0-123 the guest's status (a Linux guest's reboot is 0), 124 timed
+    /// out, 125 lightvm failed, 126 the guest crashed, 127 the guest broke the
+    /// hypercall ABI.
     Run(RunArgs),
+    /// Linux kernels for lightvm's Linux microVMs.
+    #[command(subcommand)]
+    Kernel(KernelCommand),
     /// Measure lightvm against processes.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -174,20 +179,63 @@ pub struct BuildArgs {
 /// `lightvm run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The unikernel image (an ELF built by `lightvm build`).
-    pub image: PathBuf,
+    /// The unikernel image (an ELF built by `lightvm build`); omit it with --kernel.
+    #[arg(required_unless_present = "kernel", conflicts_with = "kernel")]
+    pub image: Option<PathBuf>,
+    /// Boot a Linux kernel instead: an ELF vmlinux (PVH or 64-bit entry) or a bzImage.
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Linux: an initramfs / initrd image.
+    #[arg(long, requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// Linux: number of vCPUs.
+    #[arg(long, requires = "kernel", default_value_t = 1)]
+    pub vcpus: u32,
+    /// Linux: CPUID features to hide from the guest, e.g. xsave,popcnt.
+    #[arg(long, requires = "kernel", value_name = "FEATURES")]
+    pub cpu_clear: Option<String>,
+    /// Linux: a raw disk image as a virtio-blk device, PATH[,ro] (repeatable: vda, vdb, …).
+    #[arg(long, requires = "kernel", value_name = "PATH[,ro]")]
+    pub disk: Vec<String>,
+    /// Linux: a host tap interface as a virtio-net device, tap=NAME[,mac=MAC] (repeatable).
+    #[arg(long, requires = "kernel", value_name = "tap=NAME[,mac=MAC]")]
+    pub net: Vec<String>,
     /// Guest memory: a multiple of 2 MiB, e.g. 2M, 64M, 1G (a bare number is MiB).
-    #[arg(long, default_value = "2M")]
-    pub mem: String,
-    /// Command line passed to the guest.
-    #[arg(long, default_value = "")]
-    pub cmdline: String,
+    /// Default: 2M for unikernels, 128M for Linux.
+    #[arg(long)]
+    pub mem: Option<String>,
+    /// Command line passed to the guest (Linux default: "console=ttyS0 reboot=k
+    /// panic=1 pci=off"; lightvm appends its virtio-mmio devices).
+    #[arg(long)]
+    pub cmdline: Option<String>,
     /// Stop the guest after this long, e.g. 500ms, 5s, 2m (exit code 124).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Print the result and timings as JSON on stdout; the guest console goes to stderr.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `lightvm kernel`.
+#[derive(Debug, Subcommand)]
+pub enum KernelCommand {
+    /// Build a Linux kernel from Debian's linux-source: tinyconfig plus the
+    /// profile's config fragments (kernel/<profile>.config), cached by config hash.
+    Build(KernelBuildArgs),
+}
+
+/// `lightvm kernel build`.
+#[derive(Debug, Args)]
+pub struct KernelBuildArgs {
+    /// The profile: base, general, or any kernel/<name>.config (applied after base).
+    #[arg(long, default_value = "base")]
+    pub profile: String,
+    /// Copy vmlinux (and bzImage) into this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Parallel make jobs (default: the number of CPUs).
+    #[arg(long)]
+    pub jobs: Option<usize>,
 }
 
 /// `lightvm bench`.

@@ -14,6 +14,9 @@ pub enum VmmError {
     /// The image was refused.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// A Linux kernel or initrd was refused.
+    #[error(transparent)]
+    LinuxImage(#[from] crate::linux::LinuxImageError),
     /// `/dev/kvm` is missing or not accessible.
     #[error("{}", kvm_open_message(.0))]
     KvmUnavailable(kvm_ioctls::Error),

@@ -10,8 +10,10 @@
 pub mod arch;
 pub mod config;
 pub mod console;
+pub mod devices;
 pub mod error;
 pub mod hypercall;
+pub mod linux;
 pub mod loader;
 pub mod memory;
 pub mod report;
@@ -21,6 +23,7 @@ mod vm;
 
 pub use config::{parse_mem_size, ConfigError, VmConfig};
 pub use error::VmmError;
+pub use linux::{LinuxVm, LinuxVmConfig};
 pub use loader::{ImageError, UnikernelImage};
 pub use report::{CrashReport, RunReport, Timings, VmExit};
 pub use shell::Shell;

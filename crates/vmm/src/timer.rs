@@ -18,13 +18,13 @@ use crate::error::VmmError;
 const REPEAT: Duration = Duration::from_millis(1);
 
 /// The real-time signal used to kick the vCPU thread.
-fn kick_signal() -> libc::c_int {
+pub(crate) fn kick_signal() -> libc::c_int {
     SIGRTMIN() + 1
 }
 
 extern "C" fn ignore_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
-fn install_handler() -> Result<(), VmmError> {
+pub(crate) fn install_handler() -> Result<(), VmmError> {
     static INSTALLED: OnceLock<Result<(), i32>> = OnceLock::new();
     let installed = *INSTALLED
         .get_or_init(|| register_signal_handler(kick_signal(), ignore_kick).map_err(|e| e.errno()));

@@ -1,9 +1,11 @@
-//! `lightvm run`: boot one unikernel and report how it ended.
+//! `lightvm run`: boot one unikernel (or Linux kernel) and report how it ended.
 
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::Context;
-use lightvm_vmm::{parse_mem_size, RunReport, Vm, VmConfig, VmExit};
+use lightvm_vmm::linux::{CpuFeature, DiskConfig, LinuxVmSpec, NetConfig, DEFAULT_CMDLINE};
+use lightvm_vmm::{parse_mem_size, LinuxVm, LinuxVmConfig, RunReport, Vm, VmConfig, VmExit};
 use serde::Serialize;
 
 use crate::cli::RunArgs;
@@ -12,27 +14,27 @@ use crate::exit_code;
 /// `--json` output: the run report plus what the caller needs to interpret it.
 #[derive(Serialize)]
 struct JsonResult<'a> {
-    image: &'a std::path::Path,
+    image: &'a Path,
     exit_code: u8,
     #[serde(flatten)]
     report: &'a RunReport,
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
-    let mem_size = parse_mem_size(&args.mem).context("--mem")?;
-    let config = VmConfig::new(&args.image, mem_size, args.cmdline.as_str(), args.timeout)?;
     let console: Box<dyn Write + Send> = if args.json {
         Box::new(std::io::stderr())
     } else {
         Box::new(std::io::stdout())
     };
-    let vm = Vm::build(&config, console)
-        .with_context(|| format!("cannot boot {}", args.image.display()))?;
-    let report = vm.run()?;
+    let (image, report) = match (&args.kernel, &args.image) {
+        (Some(kernel), _) => (kernel.as_path(), run_linux(args, kernel, console)?),
+        (None, Some(image)) => (image.as_path(), run_unikernel(args, image, console)?),
+        (None, None) => anyhow::bail!("nothing to boot: give an image, or --kernel"),
+    };
     let code = exit_code::for_exit(&report.exit);
     if args.json {
         let result = JsonResult {
-            image: &args.image,
+            image,
             exit_code: code,
             report: &report,
         };
@@ -41,6 +43,59 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         describe(&report);
     }
     Ok(code)
+}
+
+fn run_unikernel(
+    args: &RunArgs,
+    image: &Path,
+    console: Box<dyn Write + Send>,
+) -> anyhow::Result<RunReport> {
+    let mem_size = parse_mem_size(args.mem.as_deref().unwrap_or("2M")).context("--mem")?;
+    let cmdline = args.cmdline.as_deref().unwrap_or("");
+    let config = VmConfig::new(image, mem_size, cmdline, args.timeout)?;
+    let vm =
+        Vm::build(&config, console).with_context(|| format!("cannot boot {}", image.display()))?;
+    Ok(vm.run()?)
+}
+
+fn run_linux(
+    args: &RunArgs,
+    kernel: &Path,
+    console: Box<dyn Write + Send>,
+) -> anyhow::Result<RunReport> {
+    let mem_size = match &args.mem {
+        Some(mem) => parse_mem_size(mem).context("--mem")?,
+        None => LinuxVmConfig::DEFAULT_MEM,
+    };
+    let cpu_clear = CpuFeature::parse_list(args.cpu_clear.as_deref().unwrap_or(""))?;
+    let disks = args
+        .disk
+        .iter()
+        .map(|d| DiskConfig::parse(d))
+        .collect::<Result<_, _>>()?;
+    let nets = args
+        .net
+        .iter()
+        .enumerate()
+        .map(|(i, n)| NetConfig::parse(n, i))
+        .collect::<Result<_, _>>()?;
+    let config = LinuxVmConfig::new(LinuxVmSpec {
+        kernel: kernel.to_owned(),
+        initrd: args.initrd.clone(),
+        cmdline: args
+            .cmdline
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CMDLINE.to_owned()),
+        mem_size,
+        vcpus: args.vcpus,
+        cpu_clear,
+        disks,
+        nets,
+        timeout: args.timeout,
+    })?;
+    let vm = LinuxVm::build(&config, console)
+        .with_context(|| format!("cannot boot {}", kernel.display()))?;
+    Ok(vm.run()?)
 }
 
 /// Tells the user, on stderr, anything about the run that the exit code does not.

@@ -1,0 +1,8 @@
+//! Devices of Linux guests: the legacy PC devices a microVM keeps (8250 serial,
+//! i8042 reset line, the boot timer port) and virtio-mmio block and network.
+//! Unikernels have none of these: they speak the hypercall ABI.
+
+pub mod boot_timer;
+pub mod i8042;
+pub mod serial;
+pub mod virtio;

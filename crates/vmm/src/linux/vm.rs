@@ -1,0 +1,501 @@
+//! One Linux VM: built from a [`LinuxVmConfig`], run with one thread per vCPU.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::boot_params::{self, BootSpec};
+use super::config::{virtio_slot, LinuxVmConfig};
+use super::cpu::{self, BootEntry};
+use super::loader::{self, LinuxImageError};
+use super::{layout, mptable};
+use crate::console::Console;
+use crate::devices::boot_timer::{self, BootTimer};
+use crate::devices::i8042::I8042;
+use crate::devices::serial::{self, SerialPort};
+use crate::devices::virtio::block::Block;
+use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::net::Net;
+use crate::devices::virtio::tap::Tap;
+use crate::error::{kvm_op, VmmError};
+use crate::memory;
+use crate::report::{micros, CrashReport, RunReport, Timings, VmExit};
+use crate::timer;
+
+/// Devices shared by the vCPU threads.
+struct Devices {
+    serial: Mutex<SerialPort>,
+    i8042: Mutex<I8042>,
+    boot_timer: Mutex<BootTimer>,
+    virtio: Vec<Arc<Mutex<MmioTransport>>>,
+}
+
+/// What a vCPU thread tells the run loop.
+enum Event {
+    Exit(VmExit),
+    Error(VmmError),
+}
+
+/// A built Linux VM.
+pub struct LinuxVm {
+    // Drop order: vCPUs and the VM before the memory they map.
+    vcpus: Vec<VcpuFd>,
+    _vm: VmFd,
+    _memory: GuestMemoryMmap,
+    devices: Arc<Devices>,
+    taps: Vec<(Arc<Mutex<MmioTransport>>, i32)>,
+    _tap_files: Vec<Tap>,
+    timeout: Option<Duration>,
+    started: Instant,
+    timings: Timings,
+}
+
+fn host(op: &'static str) -> impl FnOnce(std::io::Error) -> VmmError {
+    move |source| VmmError::Host { op, source }
+}
+
+impl LinuxVm {
+    /// Loads the kernel and initrd, and prepares the VM. Console output goes to
+    /// `console`.
+    pub fn build(config: &LinuxVmConfig, console: Box<dyn Write + Send>) -> Result<Self, VmmError> {
+        let started = Instant::now();
+        let mem_size = config.mem_size();
+        let kvm = Kvm::new().map_err(VmmError::KvmUnavailable)?;
+        let vm = kvm.create_vm().map_err(kvm_op("KVM_CREATE_VM"))?;
+        vm.set_tss_address(layout::KVM_TSS_ADDR)
+            .map_err(kvm_op("KVM_SET_TSS_ADDR"))?;
+        vm.create_irq_chip().map_err(kvm_op("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit).map_err(kvm_op("KVM_CREATE_PIT2"))?;
+        let memory = memory::create(&vm, mem_size)?;
+
+        let kernel =
+            loader::load_kernel(config.kernel(), &memory, mem_size).map_err(image_error)?;
+        let initrd = match config.initrd() {
+            Some(path) => {
+                let (bytes, placement) =
+                    loader::read_initrd(path, &kernel, mem_size).map_err(image_error)?;
+                memory::write(&memory, placement.addr, &bytes)?;
+                Some(placement)
+            }
+            None => None,
+        };
+        let image_loaded = started.elapsed();
+
+        let cmdline = config.full_cmdline();
+        let mut cmdline_bytes = cmdline.clone().into_bytes();
+        cmdline_bytes.push(0);
+        memory::write(&memory, layout::CMDLINE_ADDR, &cmdline_bytes)?;
+        let e820 = boot_params::e820_map(mem_size);
+        let spec = BootSpec {
+            e820: &e820,
+            cmdline_addr: layout::CMDLINE_ADDR,
+            cmdline_len: cmdline.len(),
+            initrd,
+        };
+        write_obj(
+            &memory,
+            layout::ZERO_PAGE_ADDR,
+            boot_params::zero_page(&spec, kernel.setup_header),
+        )?;
+        if let BootEntry::Pvh { .. } = kernel.entry {
+            let pvh = boot_params::pvh_start_info(&spec);
+            write_obj(&memory, layout::PVH_INFO_ADDR, pvh.start_info)?;
+            for (i, entry) in pvh.memmap.iter().enumerate() {
+                write_obj(&memory, layout::PVH_MEMMAP_ADDR + 24 * i as u64, *entry)?;
+            }
+            for (i, module) in pvh.modules.iter().enumerate() {
+                write_obj(&memory, layout::PVH_MODLIST_ADDR + 32 * i as u64, *module)?;
+            }
+        }
+        let gdt: Vec<u8> = cpu::gdt(kernel.entry)
+            .iter()
+            .flat_map(|d| d.to_le_bytes())
+            .collect();
+        memory::write(&memory, layout::GDT_ADDR, &gdt)?;
+        for (addr, table) in cpu::identity_page_tables() {
+            let bytes: Vec<u8> = table.iter().flat_map(|e| e.to_le_bytes()).collect();
+            memory::write(&memory, addr, &bytes)?;
+        }
+        memory::write(&memory, layout::EBDA_START, &mptable::build(config.vcpus()))?;
+
+        // Devices, each interrupt line an irqfd into the in-kernel irqchip.
+        let irqfd = |gsi: u32| -> Result<EventFd, VmmError> {
+            let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(host("eventfd"))?;
+            vm.register_irqfd(&fd, gsi).map_err(kvm_op("KVM_IRQFD"))?;
+            Ok(fd)
+        };
+        let serial = SerialPort::new(irqfd(layout::SERIAL_IRQ)?, Console::new(console));
+        let mut virtio = Vec::new();
+        let mut taps = Vec::new();
+        let mut tap_files = Vec::new();
+        for disk in config.disks() {
+            let block =
+                Block::open(&disk.path, disk.read_only).map_err(|source| VmmError::Host {
+                    op: "opening a --disk image",
+                    source: std::io::Error::new(
+                        source.kind(),
+                        format!("{}: {source}", disk.path.display()),
+                    ),
+                })?;
+            let (_, irq) = virtio_slot(virtio.len());
+            virtio.push(Arc::new(Mutex::new(MmioTransport::new(
+                Box::new(block),
+                memory.clone(),
+                Box::new(irqfd(irq)?),
+            ))));
+        }
+        for net in config.nets() {
+            let open = || Tap::open(&net.tap);
+            let tap = open().map_err(|source| VmmError::Host {
+                op: "opening a --net tap",
+                source: std::io::Error::new(source.kind(), format!("tap {}: {source}", net.tap)),
+            })?;
+            let fd = tap.raw_fd();
+            let backend = open().map_err(host("opening a --net tap"))?;
+            let (_, irq) = virtio_slot(virtio.len());
+            let transport = Arc::new(Mutex::new(MmioTransport::new(
+                Box::new(Net::new(Box::new(backend), net.mac)),
+                memory.clone(),
+                Box::new(irqfd(irq)?),
+            )));
+            taps.push((transport.clone(), fd));
+            tap_files.push(tap);
+            virtio.push(transport);
+        }
+
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_op("KVM_GET_SUPPORTED_CPUID"))?;
+        let mut vcpus = Vec::new();
+        for index in 0..config.vcpus() {
+            let vcpu = vm
+                .create_vcpu(u64::from(index))
+                .map_err(kvm_op("KVM_CREATE_VCPU"))?;
+            cpu::configure(&vcpu, &supported, index, config.vcpus(), config.cpu_clear())?;
+            if index == 0 {
+                cpu::set_boot_registers(&vcpu, kernel.entry)?;
+            }
+            vcpus.push(vcpu);
+        }
+
+        let timings = Timings {
+            image_load_us: micros(image_loaded),
+            vm_setup_us: micros(started.elapsed() - image_loaded),
+            ..Timings::default()
+        };
+        Ok(Self {
+            vcpus,
+            _vm: vm,
+            _memory: memory,
+            devices: Arc::new(Devices {
+                serial: Mutex::new(serial),
+                i8042: Mutex::new(I8042::default()),
+                boot_timer: Mutex::new(BootTimer::new(started)),
+                virtio,
+            }),
+            taps,
+            _tap_files: tap_files,
+            timeout: config.timeout(),
+            started,
+            timings,
+        })
+    }
+
+    /// Runs the guest until it resets, crashes or times out.
+    pub fn run(mut self) -> Result<RunReport, VmmError> {
+        timer::install_handler()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (events, inbox) = mpsc::channel::<Event>();
+        let mut threads = Vec::new();
+        for (index, vcpu) in std::mem::take(&mut self.vcpus).into_iter().enumerate() {
+            let devices = self.devices.clone();
+            let stop = stop.clone();
+            let events = events.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("vcpu{index}"))
+                .spawn(move || vcpu_loop(vcpu, &devices, &stop, &events))
+                .map_err(host("starting a vCPU thread"))?;
+            threads.push(thread);
+        }
+        let stop_fd = EventFd::new(libc::EFD_NONBLOCK).map_err(host("eventfd"))?;
+        let mut io_threads = Vec::new();
+        for (transport, tap_fd) in self.taps.drain(..) {
+            let stop_fd = stop_fd.try_clone().map_err(host("eventfd"))?;
+            let stop = stop.clone();
+            io_threads.push(std::thread::spawn(move || {
+                net_rx_loop(&transport, tap_fd, &stop_fd, &stop)
+            }));
+        }
+        drop(events);
+
+        let deadline = self.timeout.map(|t| Instant::now() + t);
+        let outcome = loop {
+            let wait = deadline.map_or(Duration::from_secs(3600), |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            match inbox.recv_timeout(wait) {
+                Ok(Event::Exit(exit)) => break Ok(exit),
+                Ok(Event::Error(error)) => break Err(error),
+                Err(mpsc::RecvTimeoutError::Timeout)
+                    if deadline.is_some_and(|d| Instant::now() >= d) =>
+                {
+                    let after = self.timeout.unwrap_or_default();
+                    break Ok(VmExit::TimedOut {
+                        after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+                    });
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    break Err(VmmError::Internal(
+                        "every vCPU thread ended without a verdict",
+                    ))
+                }
+            }
+        };
+
+        // Stop the vCPUs: set the flag, then kick each thread out of KVM_RUN until
+        // it has seen it (a kick can land just before KVM_RUN is entered).
+        stop.store(true, Ordering::SeqCst);
+        let _ = stop_fd.write(1);
+        for thread in threads {
+            while !thread.is_finished() {
+                // SAFETY: the thread is alive (not finished) and joinable, so its
+                // pthread_t is valid; the signal's handler does nothing.
+                unsafe { libc::pthread_kill(thread.as_pthread_t(), timer::kick_signal()) };
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let _ = thread.join();
+        }
+        for thread in io_threads {
+            let _ = thread.join();
+        }
+        let exit = outcome?;
+        let (written, dropped) = self
+            .devices
+            .serial
+            .lock()
+            .map_or((0, 0), |s| s.console_counts());
+        self.timings.total_us = micros(self.started.elapsed());
+        self.timings.boot_done_us = self
+            .devices
+            .boot_timer
+            .lock()
+            .ok()
+            .and_then(|t| t.booted())
+            .map(micros);
+        Ok(RunReport {
+            exit,
+            timings: self.timings,
+            console_bytes: written,
+            console_dropped: dropped,
+        })
+    }
+}
+
+fn image_error(error: LinuxImageError) -> VmmError {
+    VmmError::LinuxImage(error)
+}
+
+fn write_obj<T: vm_memory::ByteValued>(
+    memory: &GuestMemoryMmap,
+    addr: u64,
+    value: T,
+) -> Result<(), VmmError> {
+    memory
+        .write_obj(value, GuestAddress(addr))
+        .map_err(|e| VmmError::Memory(format!("writing boot data at {addr:#x}: {e}")))
+}
+
+fn vcpu_loop(mut vcpu: VcpuFd, devices: &Devices, stop: &AtomicBool, events: &mpsc::Sender<Event>) {
+    while !stop.load(Ordering::SeqCst) {
+        let mut crash_reason = None;
+        let verdict = match vcpu.run() {
+            Ok(VcpuExit::IoOut(port, data)) => io_out(devices, port, data),
+            Ok(VcpuExit::IoIn(port, data)) => {
+                io_in(devices, port, data);
+                None
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                data.fill(0);
+                if let Some((transport, offset)) = virtio_at(devices, addr) {
+                    if let Ok(mut t) = transport.lock() {
+                        t.read(offset, data);
+                    }
+                }
+                None
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                if let Some((transport, offset)) = virtio_at(devices, addr) {
+                    if let Ok(mut t) = transport.lock() {
+                        t.write(offset, data);
+                    }
+                }
+                None
+            }
+            Ok(VcpuExit::Hlt) => Some(Event::Exit(VmExit::Exited {
+                status: 0,
+                message: None,
+            })),
+            Ok(VcpuExit::SystemEvent(..)) => Some(Event::Exit(VmExit::Exited {
+                status: 0,
+                message: None,
+            })),
+            Ok(VcpuExit::Shutdown) => {
+                crash_reason = Some("the guest triple-faulted (lightvm does not emulate a CPU reset; reboot with reboot=k)".to_owned());
+                None
+            }
+            Ok(VcpuExit::InternalError) => {
+                crash_reason = Some("KVM could not emulate an instruction (on hosts that emulate guest kernel mode, try --cpu-clear)".to_owned());
+                None
+            }
+            Ok(VcpuExit::FailEntry(reason, _)) => Some(Event::Error(VmmError::Host {
+                op: "entering the guest",
+                source: std::io::Error::other(format!("hardware entry failure reason {reason:#x}")),
+            })),
+            Ok(other) => {
+                crash_reason = Some(format!("unexpected VM exit {other:?}"));
+                None
+            }
+            Err(error) if matches!(error.errno(), libc::EINTR | libc::EAGAIN) => None,
+            Err(error) => Some(Event::Error(kvm_op("KVM_RUN")(error))),
+        };
+        let verdict = verdict.or_else(|| crash_reason.map(|reason| crash(&vcpu, &reason)));
+        if let Some(event) = verdict {
+            let _ = events.send(event);
+            return;
+        }
+    }
+}
+
+fn io_out(devices: &Devices, port: u16, data: &[u8]) -> Option<Event> {
+    let value = data.first().copied().unwrap_or(0);
+    match port {
+        serial::COM1..=0x3ff => {
+            if let Ok(mut s) = devices.serial.lock() {
+                s.write((port - serial::COM1) as u8, value);
+            }
+        }
+        p if I8042::handles(p) => {
+            let reset = devices.i8042.lock().is_ok_and(|mut k| k.write(p, value));
+            if reset {
+                return Some(Event::Exit(VmExit::Exited {
+                    status: 0,
+                    message: None,
+                }));
+            }
+        }
+        boot_timer::PORT => {
+            let booted = devices
+                .boot_timer
+                .lock()
+                .ok()
+                .and_then(|mut t| t.write(value));
+            if let Some(after) = booted {
+                eprintln!(
+                    "lightvm: guest boot time {:.1} ms (init reached the boot timer)",
+                    after.as_secs_f64() * 1e3
+                );
+            }
+        }
+        _ => {}
+    }
+    None
+}
+
+fn io_in(devices: &Devices, port: u16, data: &mut [u8]) {
+    data.fill(0);
+    let value = match port {
+        serial::COM1..=0x3ff => devices
+            .serial
+            .lock()
+            .map_or(0, |mut s| s.read((port - serial::COM1) as u8)),
+        p if I8042::handles(p) => devices.i8042.lock().map_or(0, |mut k| k.read(p)),
+        _ => return,
+    };
+    if let Some(first) = data.first_mut() {
+        *first = value;
+    }
+}
+
+fn virtio_at(devices: &Devices, addr: u64) -> Option<(&Arc<Mutex<MmioTransport>>, u64)> {
+    let offset = addr.checked_sub(layout::VIRTIO_MMIO_BASE)?;
+    let index = usize::try_from(offset / layout::VIRTIO_MMIO_SIZE).ok()?;
+    devices
+        .virtio
+        .get(index)
+        .map(|t| (t, offset % layout::VIRTIO_MMIO_SIZE))
+}
+
+fn crash(vcpu: &VcpuFd, reason: &str) -> Event {
+    let regs = match (vcpu.get_regs(), vcpu.get_sregs()) {
+        (Ok(regs), Ok(sregs)) => vec![
+            ("rip", regs.rip),
+            ("rsp", regs.rsp),
+            ("rflags", regs.rflags),
+            ("cr0", sregs.cr0),
+            ("cr2", sregs.cr2),
+            ("cr3", sregs.cr3),
+            ("cr4", sregs.cr4),
+            ("efer", sregs.efer),
+            ("rax", regs.rax),
+            ("rbx", regs.rbx),
+            ("rcx", regs.rcx),
+            ("rdx", regs.rdx),
+            ("rsi", regs.rsi),
+            ("rdi", regs.rdi),
+        ],
+        _ => Vec::new(),
+    };
+    let vector = vcpu.get_vcpu_events().ok().map(|e| e.exception.nr);
+    Event::Exit(VmExit::Crashed(CrashReport {
+        reason: reason.to_owned(),
+        vector,
+        registers: regs,
+    }))
+}
+
+/// Delivers frames from a tap to its device: waits for the tap (or, while a frame
+/// waits for guest buffers, a few milliseconds) and runs the device's receive.
+fn net_rx_loop(
+    transport: &Mutex<MmioTransport>,
+    tap_fd: i32,
+    stop_fd: &EventFd,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        let waiting = transport.lock().is_ok_and(|t| t.stopped().is_none());
+        let mut fds = [
+            libc::pollfd {
+                fd: stop_fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: tap_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // While a frame waits for receive buffers, poll the device every 5 ms
+        // instead of the (still readable) tap.
+        let (count, timeout) = if waiting { (2, 5) } else { (1, 100) };
+        // SAFETY: `fds` is a valid array of at least `count` pollfd structs.
+        unsafe { libc::poll(fds.as_mut_ptr(), count, timeout) };
+        if let Ok(mut t) = transport.lock() {
+            t.poll_host();
+        }
+    }
+}
