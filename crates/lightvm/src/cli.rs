@@ -59,6 +59,14 @@ pub struct RunArgs {
     /// Print the result and timings as JSON on stdout; the guest console goes to stderr.
     #[arg(long)]
     pub json: bool,
+    /// Network interface on a host tap: tap=NAME[,mac=XX:XX:XX:XX:XX:XX]. The tap is
+    /// created if missing (needs CAP_NET_ADMIN); the guest's address comes from its
+    /// command line (e.g. --cmdline "ip=10.0.0.2/24 gw=10.0.0.1").
+    #[arg(long, value_name = "tap=NAME[,mac=..]")]
+    pub net: Option<lightvm_vmm::NetConfig>,
+    /// Disk backed by a raw image file: PATH[,ro] (ro refuses the guest's writes).
+    #[arg(long, value_name = "PATH[,ro]")]
+    pub disk: Option<lightvm_vmm::DiskConfig>,
 }
 
 /// `lightvm bench`.

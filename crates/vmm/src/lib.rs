@@ -15,10 +15,12 @@ pub mod loader;
 pub mod memory;
 pub mod report;
 pub mod timer;
+pub mod unikernel_devices;
 mod vm;
 
 pub use config::{parse_mem_size, ConfigError, VmConfig};
 pub use error::VmmError;
 pub use loader::{ImageError, UnikernelImage};
 pub use report::{CrashReport, RunReport, Timings, VmExit};
+pub use unikernel_devices::{DiskConfig, NetConfig};
 pub use vm::Vm;

@@ -26,7 +26,8 @@ use crate::hypercall::{self, AbiViolation};
 use crate::loader::UnikernelImage;
 use crate::memory;
 use crate::report::{micros, CrashReport, RunReport, Timings, VmExit};
-use crate::timer::{self, DeadlineTimer};
+use crate::timer::DeadlineTimer;
+use crate::unikernel_devices::Devices;
 
 /// A built VM, ready to run its guest.
 pub struct Vm {
@@ -40,6 +41,7 @@ pub struct Vm {
     started: Instant,
     timings: Timings,
     scratch: Vec<u8>,
+    devices: Devices,
 }
 
 impl Vm {
@@ -51,6 +53,7 @@ impl Vm {
         image.check_fits(config.mem_size())?;
         let image_loaded = started.elapsed();
 
+        let devices = Devices::open(config.net(), config.disk())?;
         let kvm = Kvm::new().map_err(VmmError::KvmUnavailable)?;
         let vm = kvm.create_vm().map_err(kvm_op("KVM_CREATE_VM"))?;
         let memory = memory::create(&vm, config.mem_size())?;
@@ -88,6 +91,7 @@ impl Vm {
             started,
             timings,
             scratch: Vec::new(),
+            devices,
         })
     }
 
@@ -165,6 +169,11 @@ impl Vm {
     }
 
     fn hypercall(&mut self, call: Hypercall, addr: u64) -> Result<HypercallResult, AbiViolation> {
+        // Device hypercalls (net/block rings, notify): see `unikernel_devices`.
+        if Devices::handles(call) {
+            self.devices.hypercall(&self.memory, call, addr)?;
+            return Ok(HypercallResult::Continue);
+        }
         match call {
             Hypercall::BootDone => {
                 self.timings
@@ -188,10 +197,13 @@ impl Vm {
                 let mut args: PollArgs = hypercall::read_args(&self.memory, call, addr)?;
                 let timeout =
                     (args.timeout_ns != u64::MAX).then(|| Duration::from_nanos(args.timeout_ns));
-                timer::wait(timeout)
-                    .map_err(|e| AbiViolation(format!("poll: host wait failed: {e}")))?;
-                args.ready = 0;
+                // Services the devices, then waits on their descriptors (or just the
+                // timeout and the deadline timer's signal when there are none).
+                args.ready = self.devices.poll(&self.memory, timeout)?;
                 hypercall::write_args(&self.memory, call, addr, &args)?;
+            }
+            Hypercall::NetSetup | Hypercall::BlockSetup | Hypercall::Notify => {
+                unreachable!("device hypercalls are dispatched above")
             }
             Hypercall::Exit => {
                 let args: ExitArgs = hypercall::read_args(&self.memory, call, addr)?;

@@ -20,7 +20,9 @@ struct JsonResult<'a> {
 
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let mem_size = parse_mem_size(&args.mem).context("--mem")?;
-    let config = VmConfig::new(&args.image, mem_size, args.cmdline.as_str(), args.timeout)?;
+    let config = VmConfig::new(&args.image, mem_size, args.cmdline.as_str(), args.timeout)?
+        .with_net(args.net.clone())
+        .with_disk(args.disk.clone());
     let console: Box<dyn Write + Send> = if args.json {
         Box::new(std::io::stderr())
     } else {
