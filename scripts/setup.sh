@@ -4,8 +4,10 @@
 set -euo pipefail
 
 # Debian packages: a C toolchain with static glibc (the process baseline of the
-# benchmarks and crates that build C), util-linux's unshare/setpriv (tests).
-PACKAGES=(build-essential libc6-dev util-linux pkg-config)
+# benchmarks and crates that build C), util-linux's unshare/setpriv (tests);
+# iproute2, curl and ping for the network tests (namespaces, taps, clients); wrk and
+# ab (apache2-utils) for the network benchmarks.
+PACKAGES=(build-essential libc6-dev util-linux pkg-config iproute2 curl iputils-ping wrk apache2-utils)
 
 missing=()
 for package in "${PACKAGES[@]}"; do
