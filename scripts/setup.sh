@@ -5,10 +5,18 @@ set -euo pipefail
 
 # Debian packages: a C toolchain with static glibc (the process baseline of the
 # benchmarks and crates that build C), util-linux's unshare/setpriv (tests);
-# Debian's Linux source and what building it needs (`lightvm kernel build`), and
-# cpio for initramfs images.
-PACKAGES=(build-essential libc6-dev util-linux pkg-config
-          linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils)
+# Debian packages:
+# - a C toolchain with static glibc (the process baseline of the benchmarks, crates
+#   that build C), util-linux's unshare/setpriv (tests);
+# - linux-source-6.1 and what building it needs (`lightvm kernel build`), cpio for
+#   initramfs images;
+# - iproute2, curl, ping (the network tests' namespaces, taps and probes), wrk and
+#   apache2-utils (ab) for the HTTP figures.
+PACKAGES=(
+    build-essential libc6-dev util-linux pkg-config
+    linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils
+    iproute2 curl iputils-ping wrk apache2-utils
+)
 
 missing=()
 for package in "${PACKAGES[@]}"; do

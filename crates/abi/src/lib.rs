@@ -41,6 +41,8 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+pub mod devices;
+
 /// Bumped whenever a change to this crate would break an existing guest image.
 pub const ABI_VERSION: u32 = 1;
 
@@ -66,16 +68,28 @@ pub enum Hypercall {
     /// No argument (`eax` is ignored).
     BootDone = 3,
     /// Block until a device has work or the timeout passes. Argument: [`PollArgs`].
+    /// Before waiting, the VMM services every device as [`Hypercall::Notify`] does.
     Poll = 4,
+    /// Attach the network device's rings. Argument: [`devices::NetSetupArgs`].
+    NetSetup = 5,
+    /// Attach the block device's ring. Argument: [`devices::BlockSetupArgs`].
+    BlockSetup = 6,
+    /// Service every device once, without waiting: send the transmit ring, run the
+    /// block requests, fill the receive ring with what has arrived. One exit per
+    /// batch. Argument: [`devices::NotifyArgs`].
+    Notify = 7,
 }
 
 impl Hypercall {
     /// Every hypercall, for code that needs to iterate or map ports back to calls.
-    pub const ALL: [Hypercall; 4] = [
+    pub const ALL: [Hypercall; 7] = [
         Hypercall::ConsoleWrite,
         Hypercall::Exit,
         Hypercall::BootDone,
         Hypercall::Poll,
+        Hypercall::NetSetup,
+        Hypercall::BlockSetup,
+        Hypercall::Notify,
     ];
 
     /// The I/O port a guest writes to make this call.
@@ -95,6 +109,9 @@ impl Hypercall {
             Hypercall::Exit => "exit",
             Hypercall::BootDone => "boot_done",
             Hypercall::Poll => "poll",
+            Hypercall::NetSetup => "net_setup",
+            Hypercall::BlockSetup => "block_setup",
+            Hypercall::Notify => "notify",
         }
     }
 }
@@ -132,7 +149,8 @@ pub struct PollArgs {
     /// ready. Relative rather than a deadline so that the guest's TSC clock and the
     /// host's clock never need to agree.
     pub timeout_ns: u64,
-    /// Out: a bit per device that has work (no device yet: always 0 after a timeout).
+    /// Out: a bit per device that has work ([`devices::READY_NET`],
+    /// [`devices::READY_BLOCK`]); 0 after a plain timeout.
     pub ready: u64,
 }
 
@@ -240,6 +258,11 @@ const _: () = {
     assert!(MEM_MAX <= u32::MAX as u64 + 1);
     assert!(MEM_MIN.is_multiple_of(MEM_ALIGN));
     assert!(BOOT_INFO_MAGIC >> 56 == ABI_VERSION as u64);
+    let mut i = 0;
+    while i < Hypercall::ALL.len() {
+        assert!((Hypercall::ALL[i] as u16) < HYPERCALL_PORT_COUNT);
+        i += 1;
+    }
 };
 
 #[cfg(test)]

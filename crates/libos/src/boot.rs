@@ -69,6 +69,18 @@ pub fn cmdline() -> &'static str {
     unsafe { core::str::from_utf8_unchecked(core::slice::from_raw_parts(ptr, len)) }
 }
 
+/// The value of `key=value` on the command line (words split at spaces), if any;
+/// a bare `key` yields `Some("")`.
+pub fn cmdline_arg(key: &str) -> Option<&'static str> {
+    cmdline()
+        .split_ascii_whitespace()
+        .find_map(|word| match word.split_once('=') {
+            Some((k, v)) if k == key => Some(v),
+            None if word == key => Some(""),
+            _ => None,
+        })
+}
+
 /// A way in which the boot info breaks the contract of `lightvm-abi`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootError {

@@ -108,3 +108,13 @@ pub fn poll(timeout_ns: u64) -> u64 {
     unsafe { raw(Hypercall::Poll, &mut args) };
     args.ready
 }
+
+/// Services every device once without waiting (`notify`): the VMM sends what the
+/// transmit ring holds, runs the queued block requests and fills the receive ring.
+/// Returns the `READY_*` bits of `crate::abi::devices`. One exit, whatever the batch.
+pub fn notify() -> u64 {
+    let mut args = crate::abi::devices::NotifyArgs { ready: 0 };
+    // SAFETY: `args` is a live NotifyArgs on our stack; the VMM writes only `ready`.
+    unsafe { raw(Hypercall::Notify, &mut args) };
+    args.ready
+}

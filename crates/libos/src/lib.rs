@@ -13,6 +13,8 @@
 //! * [`exit`], [`cmdline`], [`boot_info`], a panic handler that ends the VM with
 //!   status 101 and the panic message;
 //! * the `mem*` functions the compiler expects from a C library ([`mem`]);
+//! * a disk ([`block`]) and, with the `net` feature, a TCP/IP stack on smoltcp with
+//!   a small socket API (`net`), both over rings in guest memory;
 //! * the [`hypercall`]s themselves, for what the rest does not cover.
 //!
 //! The contract with the VMM — memory layout, machine state at entry, hypercall
@@ -39,18 +41,24 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+extern crate alloc;
+
 pub use lightvm_abi as abi;
 
+pub mod block;
 pub mod boot;
 pub mod console;
 mod fmtbuf;
 pub mod heap;
 pub mod hypercall;
 pub mod mem;
+#[cfg(feature = "net")]
+pub mod net;
 mod panic;
 pub mod process;
+mod ring;
 pub mod start;
 pub mod time;
 
-pub use boot::{boot_info, cmdline};
+pub use boot::{boot_info, cmdline, cmdline_arg};
 pub use process::{exit, Termination};

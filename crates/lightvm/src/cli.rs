@@ -194,11 +194,15 @@ pub struct RunArgs {
     /// Linux: CPUID features to hide from the guest, e.g. xsave,popcnt.
     #[arg(long, requires = "kernel", value_name = "FEATURES")]
     pub cpu_clear: Option<String>,
-    /// Linux: a raw disk image as a virtio-blk device, PATH[,ro] (repeatable: vda, vdb, …).
-    #[arg(long, requires = "kernel", value_name = "PATH[,ro]")]
+    /// A raw disk image, PATH[,ro] (ro refuses the guest's writes). Linux: a
+    /// virtio-blk device, repeatable (vda, vdb, …); unikernels: one disk.
+    #[arg(long, value_name = "PATH[,ro]")]
     pub disk: Vec<String>,
-    /// Linux: a host tap interface as a virtio-net device, tap=NAME[,mac=MAC] (repeatable).
-    #[arg(long, requires = "kernel", value_name = "tap=NAME[,mac=MAC]")]
+    /// A host tap interface, tap=NAME[,mac=MAC]. Linux: a virtio-net device,
+    /// repeatable; unikernels: one NIC, the tap created if missing (needs
+    /// CAP_NET_ADMIN), the guest's address from its command line (e.g. --cmdline
+    /// "ip=10.0.0.2/24 gw=10.0.0.1").
+    #[arg(long, value_name = "tap=NAME[,mac=MAC]")]
     pub net: Vec<String>,
     /// Guest memory: a multiple of 2 MiB, e.g. 2M, 64M, 1G (a bare number is MiB).
     /// Default: 2M for unikernels, 128M for Linux.

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use lightvm_abi::{layout, limits};
 
+use crate::unikernel_devices::{DiskConfig, NetConfig};
+
 /// A validated request to run one unikernel.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -16,6 +18,8 @@ pub struct VmConfig {
     mem_size: u64,
     cmdline: String,
     timeout: Option<Duration>,
+    net: Option<NetConfig>,
+    disk: Option<DiskConfig>,
 }
 
 /// Why a [`VmConfig`] was refused.
@@ -66,6 +70,8 @@ impl VmConfig {
             mem_size,
             cmdline,
             timeout,
+            net: None,
+            disk: None,
         })
     }
 
@@ -78,6 +84,28 @@ impl VmConfig {
             return Err(ConfigError::MemRange { size: mem_size });
         }
         Ok(())
+    }
+
+    /// Gives the VM a network interface on a host tap (`--net`).
+    pub fn with_net(mut self, net: Option<NetConfig>) -> Self {
+        self.net = net;
+        self
+    }
+
+    /// Gives the VM a disk backed by a raw image file (`--disk`).
+    pub fn with_disk(mut self, disk: Option<DiskConfig>) -> Self {
+        self.disk = disk;
+        self
+    }
+
+    /// The network interface, if any.
+    pub fn net(&self) -> Option<&NetConfig> {
+        self.net.as_ref()
+    }
+
+    /// The disk, if any.
+    pub fn disk(&self) -> Option<&DiskConfig> {
+        self.disk.as_ref()
     }
 
     /// Path of the unikernel ELF.

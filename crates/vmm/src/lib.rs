@@ -19,6 +19,7 @@ pub mod memory;
 pub mod report;
 mod shell;
 pub mod timer;
+pub mod unikernel_devices;
 mod vm;
 
 pub use config::{parse_mem_size, ConfigError, VmConfig};
@@ -27,4 +28,5 @@ pub use linux::{LinuxVm, LinuxVmConfig};
 pub use loader::{ImageError, UnikernelImage};
 pub use report::{CrashReport, RunReport, Timings, VmExit};
 pub use shell::Shell;
+pub use unikernel_devices::{DiskConfig, NetConfig};
 pub use vm::{BootListener, Vm};

@@ -29,6 +29,7 @@ use crate::error::{kvm_op, VmmError};
 use crate::loader::UnikernelImage;
 use crate::memory;
 use crate::report::{micros, Timings};
+use crate::unikernel_devices::Devices;
 use crate::vm::Vm;
 
 /// A prepared VM without an image: KVM VM, guest memory, vCPU, GDT and TSS.
@@ -162,6 +163,8 @@ impl Shell {
         started: Instant,
         image_loaded: Duration,
     ) -> Result<Vm, VmmError> {
+        // Devices first: a missing tap or disk fails before guest memory is touched.
+        let devices = Devices::open(config.net(), config.disk())?;
         let memory = &self.parts.memory;
         let heap_start = image.end().next_multiple_of(layout::PAGE_SIZE);
         let tables = image_page_tables(image, self.tables_at, self.mem_size, heap_start)?;
@@ -185,6 +188,7 @@ impl Shell {
         };
         Ok(Vm::new(
             self.parts,
+            devices,
             console,
             config.timeout(),
             started,

@@ -20,7 +20,8 @@ use crate::hypercall::{self, AbiViolation};
 use crate::loader::UnikernelImage;
 use crate::report::{micros, CrashReport, RunReport, Timings, VmExit};
 use crate::shell::{Shell, ShellParts};
-use crate::timer::{self, DeadlineTimer};
+use crate::timer::DeadlineTimer;
+use crate::unikernel_devices::Devices;
 
 /// A built VM, ready to run its guest.
 pub struct Vm {
@@ -35,6 +36,7 @@ pub struct Vm {
     timings: Timings,
     scratch: Vec<u8>,
     boot_listener: Option<BootListener>,
+    devices: Devices,
 }
 
 /// Called once when the guest reaches its `main`, with µs since the boot started.
@@ -57,6 +59,7 @@ impl Vm {
     /// Wraps a vCPU that is about to run a loaded image.
     pub(crate) fn new(
         parts: ShellParts,
+        devices: Devices,
         console: Box<dyn Write + Send>,
         timeout: Option<Duration>,
         started: Instant,
@@ -72,6 +75,7 @@ impl Vm {
             timings,
             scratch: Vec::new(),
             boot_listener: None,
+            devices,
         }
     }
 
@@ -187,10 +191,14 @@ impl Vm {
                 let mut args: PollArgs = hypercall::read_args(&self.memory, call, addr)?;
                 let timeout =
                     (args.timeout_ns != u64::MAX).then(|| Duration::from_nanos(args.timeout_ns));
-                timer::wait(timeout)
-                    .map_err(|e| AbiViolation(format!("poll: host wait failed: {e}")))?;
-                args.ready = 0;
+                // Services the devices, then waits on their descriptors (or just the
+                // timeout and the deadline timer's signal when there are none).
+                args.ready = self.devices.poll(&self.memory, timeout)?;
                 hypercall::write_args(&self.memory, call, addr, &args)?;
+            }
+            // Device hypercalls (net/block rings, notify): see `unikernel_devices`.
+            Hypercall::NetSetup | Hypercall::BlockSetup | Hypercall::Notify => {
+                self.devices.hypercall(&self.memory, call, addr)?;
             }
             Hypercall::Exit => {
                 let args: ExitArgs = hypercall::read_args(&self.memory, call, addr)?;

@@ -52,10 +52,21 @@ fn run_unikernel(
 ) -> anyhow::Result<RunReport> {
     let mem_size = parse_mem_size(args.mem.as_deref().unwrap_or("2M")).context("--mem")?;
     let cmdline = args.cmdline.as_deref().unwrap_or("");
-    let config = VmConfig::new(image, mem_size, cmdline, args.timeout)?;
+    let config = VmConfig::new(image, mem_size, cmdline, args.timeout)?
+        .with_net(single(&args.net, "--net")?.map(str::parse).transpose()?)
+        .with_disk(single(&args.disk, "--disk")?.map(str::parse).transpose()?);
     let vm =
         Vm::build(&config, console).with_context(|| format!("cannot boot {}", image.display()))?;
     Ok(vm.run()?)
+}
+
+/// A unikernel has at most one NIC and one disk: the one value given, if any.
+fn single<'a>(values: &'a [String], flag: &str) -> anyhow::Result<Option<&'a str>> {
+    match values {
+        [] => Ok(None),
+        [value] => Ok(Some(value)),
+        _ => anyhow::bail!("a unikernel takes one {flag}; several are for Linux guests (--kernel)"),
+    }
 }
 
 fn run_linux(
