@@ -5,4 +5,5 @@
 pub mod boot_timer;
 pub mod i8042;
 pub mod serial;
+pub mod tap;
 pub mod virtio;

@@ -22,10 +22,10 @@ use crate::console::Console;
 use crate::devices::boot_timer::{self, BootTimer};
 use crate::devices::i8042::I8042;
 use crate::devices::serial::{self, SerialPort};
+use crate::devices::tap::Tap;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::net::Net;
-use crate::devices::virtio::tap::Tap;
 use crate::error::{kvm_op, VmmError};
 use crate::memory;
 use crate::report::{micros, CrashReport, RunReport, Timings, VmExit};
@@ -163,7 +163,7 @@ impl LinuxVm {
                 op: "opening a --net tap",
                 source: std::io::Error::new(source.kind(), format!("tap {}: {source}", net.tap)),
             })?;
-            let fd = tap.raw_fd();
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&tap);
             let backend = open().map_err(host("opening a --net tap"))?;
             let (_, irq) = virtio_slot(virtio.len());
             let transport = Arc::new(Mutex::new(MmioTransport::new(

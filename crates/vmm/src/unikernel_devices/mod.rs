@@ -16,7 +16,6 @@ pub mod block;
 pub mod event_loop;
 pub mod net;
 pub mod ring;
-pub mod tap;
 
 use std::fmt;
 use std::os::fd::AsRawFd;
@@ -28,13 +27,13 @@ use lightvm_abi::devices::{BlockSetupArgs, NetSetupArgs, NotifyArgs, READY_NET};
 use lightvm_abi::Hypercall;
 use vm_memory::GuestMemoryMmap;
 
+use crate::devices::tap::Tap;
 use crate::error::VmmError;
 use crate::hypercall::{self, AbiViolation};
 use block::BlockDevice;
 use event_loop::EventLoop;
 use net::NetDevice;
 use ring::Guest;
-use tap::Tap;
 
 /// The MAC address a NIC gets when `--net` names none (locally administered).
 pub const DEFAULT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
@@ -71,7 +70,9 @@ impl FromStr for NetConfig {
         let mut mac = DEFAULT_MAC;
         for part in text.split(',') {
             match part.split_once('=') {
-                Some(("tap", name)) if !name.is_empty() && name.len() <= tap::IFNAME_MAX => {
+                Some(("tap", name))
+                    if !name.is_empty() && name.len() <= crate::devices::tap::IFNAME_MAX =>
+                {
                     tap = Some(name.to_owned());
                 }
                 Some(("mac", text)) => mac = parse_mac(text)?,

@@ -11,7 +11,7 @@ use lightvm_abi::devices::{NetDesc, NET_BUFFER_MAX, NET_DESC_MORE, NET_FRAME_MAX
 use lightvm_abi::devices::{NetSetupArgs, READY_NET};
 
 use super::ring::{Guest, Ring};
-use super::tap::Tap;
+use crate::devices::tap::Tap;
 use crate::hypercall::AbiViolation;
 
 /// The MTU the guest is told: the tap's default.

@@ -4,8 +4,9 @@
 //! `IFF_TAP | IFF_NO_PI`: every `read` returns one Ethernet frame and every `write`
 //! sends one, with no packet-information prefix and no virtio-net header. The
 //! descriptor is non-blocking, so the device can drain it until `EAGAIN` and wait for
-//! it in an epoll set. Nothing here is specific to unikernels: the Linux microVM's
-//! virtio-net can use the same type.
+//! it in an epoll set. Both guest kinds use it: the unikernel NIC through its rings
+//! (`read_raw`/`write_raw`, straight into guest memory) and the Linux virtio-net
+//! device as its `NetBackend` (`recv`/`send`).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -70,6 +71,20 @@ impl Tap {
             file,
             name: name.to_owned(),
         })
+    }
+
+    /// Reads one waiting frame into `buf`; `None` when none is waiting.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match io::Read::read(&mut &self.file, buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends one frame.
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        io::Write::write_all(&mut &self.file, frame)
     }
 
     /// The interface's name.
