@@ -189,14 +189,6 @@ impl Devices {
         Ok(devices)
     }
 
-    /// Whether `call` is a device hypercall, answered by [`Devices::hypercall`].
-    pub fn handles(call: Hypercall) -> bool {
-        matches!(
-            call,
-            Hypercall::NetSetup | Hypercall::BlockSetup | Hypercall::Notify
-        )
-    }
-
     /// Answers a device hypercall whose argument struct is at `addr`.
     pub fn hypercall(
         &mut self,
