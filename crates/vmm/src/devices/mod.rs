@@ -3,6 +3,7 @@
 //! Unikernels have none of these: they speak the hypercall ABI.
 
 pub mod boot_timer;
+pub mod config;
 pub mod i8042;
 pub mod serial;
 pub mod tap;

@@ -13,81 +13,7 @@ use super::layout;
 /// port, reboot through the keyboard controller (which ends the VMM), no PCI.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 pci=off";
 
-/// A raw disk image exposed as a virtio-blk device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiskConfig {
-    /// The image file.
-    pub path: PathBuf,
-    /// Refuse guest writes (the device reports VIRTIO_BLK_F_RO).
-    pub read_only: bool,
-}
-
-impl DiskConfig {
-    /// Parses `PATH[,ro]`.
-    pub fn parse(text: &str) -> Result<Self, LinuxConfigError> {
-        let (path, read_only) = match text.rsplit_once(',') {
-            Some((path, "ro")) => (path, true),
-            Some((path, "rw")) => (path, false),
-            Some((_, option)) => {
-                return Err(LinuxConfigError::DiskSyntax(format!(
-                    "{text:?}: unknown option {option:?} (expected PATH, PATH,ro or PATH,rw)"
-                )))
-            }
-            None => (text, false),
-        };
-        if path.is_empty() {
-            return Err(LinuxConfigError::DiskSyntax(format!("{text:?}: no path")));
-        }
-        Ok(Self {
-            path: PathBuf::from(path),
-            read_only,
-        })
-    }
-}
-
-/// A tap device exposed as a virtio-net device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetConfig {
-    /// The host tap interface (created beforehand, e.g. `ip tuntap add NAME mode tap`).
-    pub tap: String,
-    /// The guest's MAC address.
-    pub mac: [u8; 6],
-}
-
-impl NetConfig {
-    /// Parses `tap=NAME[,mac=AA:BB:CC:DD:EE:FF]`; without a MAC, the `index`th
-    /// device gets the locally administered `06:00:ac:10:00:<index+2>`.
-    pub fn parse(text: &str, index: usize) -> Result<Self, LinuxConfigError> {
-        let bad = |why: &str| LinuxConfigError::NetSyntax(format!("{text:?}: {why}"));
-        let mut tap = None;
-        let mut mac = [0x06, 0x00, 0xac, 0x10, 0x00, (index as u8).wrapping_add(2)];
-        for part in text.split(',') {
-            match part.split_once('=') {
-                Some(("tap", name)) => {
-                    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
-                        return Err(bad("tap names are 1 to 15 characters"));
-                    }
-                    tap = Some(name.to_owned());
-                }
-                Some(("mac", value)) => {
-                    let bytes: Vec<u8> = value
-                        .split(':')
-                        .map(|b| u8::from_str_radix(b, 16))
-                        .collect::<Result<_, _>>()
-                        .map_err(|_| bad("a MAC address is six hex bytes, AA:BB:CC:DD:EE:FF"))?;
-                    mac = bytes
-                        .try_into()
-                        .map_err(|_| bad("a MAC address is six hex bytes, AA:BB:CC:DD:EE:FF"))?;
-                }
-                _ => return Err(bad("expected tap=NAME[,mac=AA:BB:CC:DD:EE:FF]")),
-            }
-        }
-        Ok(Self {
-            tap: tap.ok_or_else(|| bad("tap=NAME is required"))?,
-            mac,
-        })
-    }
-}
+pub use crate::devices::config::{DiskConfig, NetConfig};
 
 /// Why a [`LinuxVmConfig`] was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -113,12 +39,6 @@ pub enum LinuxConfigError {
     /// Too many disks and network devices.
     #[error("{0} virtio devices asked for; at most {max} fit", max = layout::MAX_VIRTIO_DEVICES)]
     TooManyDevices(usize),
-    /// A `--disk` value could not be read.
-    #[error("invalid --disk {0}")]
-    DiskSyntax(String),
-    /// A `--net` value could not be read.
-    #[error("invalid --net {0}")]
-    NetSyntax(String),
     /// A zero timeout.
     #[error("timeout must be greater than zero")]
     ZeroTimeout,
