@@ -5,15 +5,14 @@ mod build;
 mod run;
 mod toolstack;
 
-use crate::cli::{BenchCommand, Cli, Command};
+use crate::cli::{Cli, Command};
 
 /// Runs the parsed command; returns the process exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Build(args) => build::build(&args),
         Command::Run(args) => run::run(&args),
-        Command::Bench(BenchCommand::Boot(args)) => bench::boot(&args),
-        Command::Bench(BenchCommand::Density(args)) => bench::density(&args),
+        Command::Bench(args) => bench::bench(&args),
         Command::Daemon(args) => toolstack::daemon(&args),
         Command::Shell(args) => Ok(toolstack::shell(&args)),
         Command::Create(args) => toolstack::create(&args),
