@@ -4,8 +4,11 @@
 set -euo pipefail
 
 # Debian packages: a C toolchain with static glibc (the process baseline of the
-# benchmarks and crates that build C), util-linux's unshare/setpriv (tests).
-PACKAGES=(build-essential libc6-dev util-linux pkg-config)
+# benchmarks and crates that build C), util-linux's unshare/setpriv (tests), and
+# what `lightvm bench` uses: runc (the container platform), librsvg2-bin
+# (rsvg-convert: the PNG of each plot), iproute2 (network namespaces of the net
+# and http suites) and wrk (the HTTP load generator).
+PACKAGES=(build-essential libc6-dev util-linux pkg-config runc librsvg2-bin fonts-dejavu-core iproute2 wrk)
 
 missing=()
 for package in "${PACKAGES[@]}"; do
