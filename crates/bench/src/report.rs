@@ -193,9 +193,21 @@ pub(crate) fn html(results: &Results) -> String {
         if let Some(reason) = &suite.skipped_reason {
             let _ = writeln!(out, "<p class=\"skip\"><b>Skipped:</b> {}</p>", esc(reason));
         }
-        if !suite.skipped.is_empty() {
+        // Platforms not available at all are explained once, in the table above.
+        let available = |platform: Platform| {
+            results
+                .platforms
+                .iter()
+                .any(|p| p.platform == platform && p.available)
+        };
+        let skipped: Vec<_> = suite
+            .skipped
+            .iter()
+            .filter(|skip| available(skip.platform))
+            .collect();
+        if !skipped.is_empty() {
             let _ = writeln!(out, "<ul class=\"skip\">");
-            for skip in &suite.skipped {
+            for skip in skipped {
                 let _ = writeln!(
                     out,
                     "<li>{} skipped: {}</li>",
