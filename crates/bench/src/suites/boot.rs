@@ -1,18 +1,14 @@
 //! Boot: request → the workload's `main`, and → its exit, interleaved.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use crate::context::Context;
 use crate::platform::{Platform, Workload};
 use crate::results::{Metric, PlotKind, Skip, SuiteResult};
 
-/// Pause between two runs (untimed).
-const SETTLE: Duration = Duration::from_millis(10);
-
 pub(super) fn run(ctx: &mut Context<'_>) -> SuiteResult {
     let mut result = super::suite(
-        "The hello workload (print one line, exit 0) started on each platform, one of each per round, interleaved so that machine noise hits all alike, in an order rotated every round and 10 ms apart so that no platform always follows the teardown of another (runc's namespaces and cgroups are torn down asynchronously); warm-up rounds first. To main: from the request (spawn of the process, of `runc run`, of `lightvm run`; POST /vms for the pool) to the first byte the workload writes in main, read from its stdout pipe — for the pool, to the daemon's answer, sent when the guest's boot-done hypercall (first thing in main) arrives. To exit: to the reaped exit of the spawned command (runc and lightvm included); the pool's client does not wait for exit.",
+        "The hello workload (print one line, exit 0) started on each platform, one of each per round, interleaved so that machine noise hits all alike, back to back in an order rotated every round so that no platform always follows the teardown of another (runc's namespaces and cgroups are torn down asynchronously); warm-up rounds first. On a nested VM, a spawn that lands on an idle vCPU waits for its wake-up (milliseconds): the process baseline is sensitive to how busy the machine is, so compare ratios within one run. To main: from the request (spawn of the process, of `runc run`, of `lightvm run`; POST /vms for the pool) to the first byte the workload writes in main, read from its stdout pipe — for the pool, to the daemon's answer, sent when the guest's boot-done hypercall (first thing in main) arrives. To exit: to the reaped exit of the spawned command (runc and lightvm included); the pool's client does not wait for exit.",
     );
     let (mut platforms, skipped) = ctx.plan(Workload::Hello, &super::none);
     result.skipped = skipped;
@@ -23,16 +19,16 @@ pub(super) fn run(ctx: &mut Context<'_>) -> SuiteResult {
     for round in 0..rounds {
         let record = round >= ctx.config.warmup;
         let mut failed = Vec::new();
-        // Rotate the order each round, and let each run's asynchronous teardown
-        // (a container's namespaces and cgroup, a VM's memory) settle before the
-        // next starts, so that no platform always pays for the one before it.
+        // Rotate the order each round, so that no platform always pays for the
+        // asynchronous teardown of the one before it (a container's namespaces and
+        // cgroup). Runs go back to back: a pause would let the vCPUs go idle, and
+        // waking an idle vCPU of a nested VM costs milliseconds.
         let mut order = platforms.clone();
         if !order.is_empty() {
             let shift = round % order.len();
             order.rotate_left(shift);
         }
         for platform in order {
-            std::thread::sleep(SETTLE);
             match ctx.run_once(platform, Workload::Hello) {
                 Ok(run) if record => {
                     to_main.entry(platform).or_default().push(run.to_main_us);
