@@ -31,7 +31,9 @@ fn colour(platform: Platform) -> RGBColor {
 
 /// Short text for a value on a bar.
 fn format_value(value: f64) -> String {
-    if value >= 100.0 {
+    if value == 0.0 {
+        "0".to_owned()
+    } else if value >= 100.0 {
         format!("{value:.0}")
     } else if value >= 1.0 {
         format!("{value:.1}")
