@@ -12,5 +12,5 @@ echo "== building the hello unikernel"
 hello=$(./target/release/lightvm build guests/hello)
 echo "== booting it"
 ./target/release/lightvm run "$hello"
-echo "== boot time: unikernel vs process (same run)"
-./target/release/lightvm bench boot --image "$hello" "$@"
+echo "== boot time: process vs container vs unikernel (same run)"
+./target/release/lightvm bench boot "$@"

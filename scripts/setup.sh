@@ -3,19 +3,20 @@
 # /dev/kvm. Idempotent and quiet when everything is already there.
 set -euo pipefail
 
-# Debian packages: a C toolchain with static glibc (the process baseline of the
-# benchmarks and crates that build C), util-linux's unshare/setpriv (tests);
 # Debian packages:
 # - a C toolchain with static glibc (the process baseline of the benchmarks, crates
 #   that build C), util-linux's unshare/setpriv (tests);
 # - linux-source-6.1 and what building it needs (`lightvm kernel build`), cpio for
 #   initramfs images;
 # - iproute2, curl, ping (the network tests' namespaces, taps and probes), wrk and
-#   apache2-utils (ab) for the HTTP figures.
+#   apache2-utils (ab) for the HTTP figures;
+# - what `lightvm bench` uses: runc (the container platform), librsvg2-bin
+#   (rsvg-convert: the PNG of each plot) and a font for the plots' text.
 PACKAGES=(
     build-essential libc6-dev util-linux pkg-config
     linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils
     iproute2 curl iputils-ping wrk apache2-utils
+    runc librsvg2-bin fonts-dejavu-core
 )
 
 missing=()

@@ -29,9 +29,9 @@ pub enum Command {
     /// Linux kernels for lightvm's Linux microVMs.
     #[command(subcommand)]
     Kernel(KernelCommand),
-    /// Measure lightvm against processes.
-    #[command(subcommand)]
-    Bench(BenchCommand),
+    /// Measure processes, containers and unikernels side by side: results.json,
+    /// results.csv, a plot per metric and report.html.
+    Bench(BenchArgs),
     /// Run the toolstack daemon: a pool of pre-created VM shells behind a REST API.
     Daemon(DaemonArgs),
     /// Create a VM through the daemon and wait until its guest reaches main.
@@ -218,6 +218,9 @@ pub struct RunArgs {
     /// Print the result and timings as JSON on stdout; the guest console goes to stderr.
     #[arg(long)]
     pub json: bool,
+    /// Also write the JSON result to this file (the console stays on stdout).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 /// `lightvm kernel`.
@@ -242,51 +245,51 @@ pub struct KernelBuildArgs {
     pub jobs: Option<usize>,
 }
 
+/// The suites of `lightvm bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SuiteArg {
+    /// Time to the workload's main and exit.
+    Boot,
+    /// N idle instances one after another: latency of each, memory as N grows.
+    Density,
+    /// Host memory per idle instance.
+    Memory,
+    /// Image size on disk.
+    Size,
+    /// UDP/TCP round-trip time and TCP throughput.
+    Net,
+    /// HTTP requests/s and latency over a load sweep.
+    Http,
+    /// A fixed compute kernel and STREAM memory bandwidth.
+    Cpu,
+    /// Every suite.
+    All,
+}
+
 /// `lightvm bench`.
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Boot time: the hello unikernel next to a static process doing the same work.
-    Boot(BenchBootArgs),
-    /// Density: create N idle VMs through the daemon, one after another, recording
-    /// each creation's latency and host memory (CSV + SVG).
-    Density(BenchDensityArgs),
-}
-
-/// `lightvm bench density`.
 #[derive(Debug, Args)]
-pub struct BenchDensityArgs {
-    /// VMs to create (up to 10,000 on our machines).
-    #[arg(long, default_value_t = 1000)]
-    pub count: usize,
-    /// The daemon's pool of prepared shells.
-    #[arg(long, default_value_t = 16)]
-    pub pool: usize,
-    /// Sample host memory every this many VMs.
-    #[arg(long, default_value_t = 10)]
-    pub sample_every: usize,
-    /// An idle unikernel (default: build guests/idle).
-    #[arg(long)]
-    pub image: Option<PathBuf>,
-    /// Where density.csv and density.svg go.
-    #[arg(long, default_value = "lightvm-out/density")]
-    pub out: PathBuf,
-}
-
-/// `lightvm bench boot`.
-#[derive(Debug, Args)]
-pub struct BenchBootArgs {
-    /// Measured runs per platform.
-    #[arg(long, default_value_t = 100)]
-    pub runs: usize,
-    /// Fewer runs (20), for a quick look.
+pub struct BenchArgs {
+    /// Which suite to run.
+    #[arg(value_enum)]
+    pub suite: SuiteArg,
+    /// Few runs and small counts (boot, size and memory in well under two minutes).
     #[arg(long)]
     pub quick: bool,
-    /// The unikernel image to boot (default: build guests/hello).
+    /// Where results.json, results.csv, the plots and report.html go.
+    #[arg(long, default_value = "lightvm-out/bench")]
+    pub out: PathBuf,
+    /// Measured runs per platform (boot rounds; memory, cpu and stream use up to 10, 10 and 5).
     #[arg(long)]
-    pub image: Option<PathBuf>,
-    /// Print the results as JSON.
+    pub runs: Option<usize>,
+    /// Instances per platform in the density suite (up to 10,000 VMs on our machines).
     #[arg(long)]
-    pub json: bool,
+    pub count: Option<usize>,
+    /// The daemon's pool of prepared shells for unikernel-pool.
+    #[arg(long)]
+    pub pool: Option<usize>,
+    /// Only these platforms, comma-separated (process is the baseline of every ratio).
+    #[arg(long, value_delimiter = ',')]
+    pub platforms: Vec<lightvm_bench::Platform>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -615,7 +615,7 @@ fn five_hundred_vms_leak_no_fds_processes_or_memory() {
 }
 
 #[test]
-fn the_density_run_writes_its_csv_and_plot() {
+fn the_density_run_times_every_vm_and_plots_them() {
     let out = std::env::temp_dir().join(format!("lightvm-density-{}", std::process::id()));
     let output = Command::new(LIGHTVM)
         .args([
@@ -625,11 +625,9 @@ fn the_density_run_writes_its_csv_and_plot() {
             "20",
             "--pool",
             "2",
-            "--sample-every",
-            "5",
+            "--platforms",
+            "process,unikernel-pool",
         ])
-        .arg("--image")
-        .arg(image("idle"))
         .arg("--out")
         .arg(&out)
         .output()
@@ -640,20 +638,25 @@ fn the_density_run_writes_its_csv_and_plot() {
         String::from_utf8_lossy(&output.stderr)
     );
     let report = stdout(&output);
-    assert!(report.contains("20 idle VMs created"), "{report}");
-    assert!(report.contains("host memory per idle VM"), "{report}");
-    let csv = std::fs::read_to_string(out.join("density.csv")).expect("density.csv");
-    let rows: Vec<&str> = csv.lines().collect();
-    assert_eq!(
-        rows.first(),
-        Some(&"n,request_us,daemon_us,pooled,mem_used_kib")
-    );
-    assert_eq!(rows.len(), 21, "a row per VM");
-    let svg = std::fs::read_to_string(out.join("density.svg")).expect("density.svg");
-    assert!(
-        svg.starts_with("<svg") && svg.contains("Creation latency"),
-        "an SVG plot"
-    );
+    assert!(report.contains("density-latency"), "{report}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let latency = results["suites"][0]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "density-latency")
+        .expect("a latency metric");
+    for series in latency["series"].as_array().unwrap() {
+        assert_eq!(
+            series["samples"].as_array().unwrap().len(),
+            20,
+            "a sample per instance: {series}"
+        );
+    }
+    assert_eq!(latency["series"].as_array().unwrap().len(), 2);
+    let svg = std::fs::read_to_string(out.join("density-latency.svg")).expect("the plot");
+    assert!(svg.starts_with("<svg") && svg.contains("Creation latency"));
     std::fs::remove_dir_all(&out).unwrap();
 }
 

@@ -1,13 +1,21 @@
-//! `lightvm bench boot`: the hello unikernel's boot time next to a process's.
+//! `lightvm bench <suite>`: builds the workloads' unikernels, runs the suite on
+//! every available platform with progress bars, prints the headline table and
+//! writes results.json, results.csv, the plots and report.html.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use lightvm_bench::{BootBench, BootResults, DensityBench};
+use clap::CommandFactory;
+use lightvm_bench::{BenchConfig, NetSupport, Platform, Progress, Results, Suite, Workload};
 use lightvm_images::unikernel::UnikernelBuild;
 
-use crate::cli::{BenchBootArgs, BenchDensityArgs};
+use crate::cli::{BenchArgs, Cli, SuiteArg};
+
+/// The network guests the net and http suites look for.
+const NET_GUESTS: [&str; 4] = ["udp-echo", "tcp-echo", "sink", "httpd"];
 
 /// Where a guest lives in a source checkout.
 fn guest_dir(name: &str) -> PathBuf {
@@ -16,137 +24,196 @@ fn guest_dir(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// `image`, or the named guest built from the source checkout.
-fn image_or_guest(image: Option<&PathBuf>, guest: &str) -> anyhow::Result<PathBuf> {
-    match image {
-        Some(image) => Ok(image.clone()),
-        None => {
-            eprintln!("lightvm: building the {guest} unikernel…");
-            Ok(UnikernelBuild::new(guest_dir(guest))
-                .build()
-                .with_context(|| format!("building guests/{guest} (pass --image to use another)"))?
-                .path)
+/// Builds `guests/NAME`; the error as text, for the suites' skip reasons.
+fn build_guest(name: &str) -> Result<PathBuf, String> {
+    let built = UnikernelBuild::new(guest_dir(name))
+        .build()
+        .map_err(|e| format!("building guests/{name}: {e}"))?;
+    std::fs::canonicalize(&built.path).map_err(|e| format!("{}: {e}", built.path.display()))
+}
+
+/// Whether this build's `lightvm run` has a `--net` flag.
+fn run_has_net_flag() -> bool {
+    Cli::command()
+        .find_subcommand("run")
+        .is_some_and(|run| run.get_arguments().any(|a| a.get_long() == Some("net")))
+}
+
+/// Progress bars on stderr (hidden when it is not a terminal).
+struct Bars {
+    bar: RefCell<Option<indicatif::ProgressBar>>,
+}
+
+impl Bars {
+    fn finish(&self) {
+        if let Some(bar) = self.bar.borrow_mut().take() {
+            bar.finish_and_clear();
         }
     }
 }
 
-pub fn density(args: &BenchDensityArgs) -> anyhow::Result<u8> {
-    anyhow::ensure!(args.count > 0, "--count must be at least 1");
-    let bench = DensityBench {
-        lightvm_exe: std::env::current_exe()?,
-        image: std::fs::canonicalize(image_or_guest(args.image.as_ref(), "idle")?)?,
-        count: args.count,
-        pool: args.pool,
-        sample_every: args.sample_every,
-        out_dir: args.out.clone(),
+impl Progress for Bars {
+    fn stage(&self, name: &str, total: u64) {
+        self.finish();
+        let style = indicatif::ProgressStyle::with_template(
+            "{prefix:>8} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        let bar = indicatif::ProgressBar::new(total).with_style(style);
+        bar.set_prefix(name.to_owned());
+        *self.bar.borrow_mut() = Some(bar);
+    }
+
+    fn advance(&self) {
+        if let Some(bar) = self.bar.borrow().as_ref() {
+            bar.inc(1);
+        }
+    }
+
+    fn note(&self, text: &str) {
+        match self.bar.borrow().as_ref() {
+            Some(bar) if !bar.is_hidden() => bar.println(format!("lightvm: {text}")),
+            _ => eprintln!("lightvm: {text}"),
+        }
+    }
+}
+
+pub fn bench(args: &BenchArgs) -> anyhow::Result<u8> {
+    let suites: Vec<Suite> = match args.suite {
+        SuiteArg::Boot => vec![Suite::Boot],
+        SuiteArg::Density => vec![Suite::Density],
+        SuiteArg::Memory => vec![Suite::Memory],
+        SuiteArg::Size => vec![Suite::Size],
+        SuiteArg::Net => vec![Suite::Net],
+        SuiteArg::Http => vec![Suite::Http],
+        SuiteArg::Cpu => vec![Suite::Cpu],
+        SuiteArg::All => Suite::ALL.to_vec(),
     };
-    let bar = indicatif::ProgressBar::new(args.count as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} VMs ({per_sec})",
-        )?,
-    );
-    bar.set_prefix("density");
-    let results = bench.run(|n, _| bar.set_position(n as u64))?;
-    bar.finish_and_clear();
-    let created = results.samples.len();
-    println!("Density: {created} idle VMs created one after another through the daemon\n");
-    if let Some(reason) = &results.stopped_early {
-        println!("stopped early: {reason}");
-    }
-    if let (Some(latency), Some(spawn)) = (results.latency(), results.process_spawn()) {
-        let spawn = spawn.median;
-        println!(
-            "creation (request → boot-done): p50 {:.0} µs, p99 {:.0} µs; posix_spawn of a static process p50 {spawn:.0} µs (ratio {:.2}x)",
-            latency.median,
-            latency.p99,
-            latency.median / spawn
-        );
-    }
-    let mut around = vec![1, 1000, 10_000, created];
-    around.retain(|&n| n <= created);
-    around.dedup();
-    for n in around {
-        {
-            if let Some(median) = results.latency_around(n) {
-                println!("  around VM {n:>5}: {median:.0} µs");
-            }
-        }
-    }
-    if let Some(per_vm) = results.mem_per_vm_kib() {
-        println!("host memory per idle VM: {per_vm:.0} KiB (MemTotal − MemAvailable growth / VMs)");
-    }
-    println!(
-        "\nwrote {} and {}",
-        results.csv.display(),
-        results.svg.display()
-    );
-    Ok(0)
-}
-
-pub fn boot(args: &BenchBootArgs) -> anyhow::Result<u8> {
-    let runs = if args.quick { 20 } else { args.runs };
+    let runs = args.runs.unwrap_or(if args.quick { 10 } else { 50 });
     anyhow::ensure!(runs > 0, "--runs must be at least 1");
-    let unikernel = image_or_guest(args.image.as_ref(), "hello")?;
-    let bench = BootBench {
-        unikernel,
-        lightvm_exe: std::env::current_exe().ok(),
-        runs,
-        warmup: (runs / 10).max(3),
-        work_dir: std::env::temp_dir().join("lightvm-bench"),
+    let density_count = args.count.unwrap_or(if args.quick { 20 } else { 200 });
+    anyhow::ensure!(density_count > 0, "--count must be at least 1");
+    let pool = args.pool.unwrap_or(if args.quick { 4 } else { 16 });
+    anyhow::ensure!(pool > 0, "--pool must be at least 1");
+
+    let mut workloads = vec![Workload::Hello, Workload::Idle];
+    if suites.contains(&Suite::Cpu) {
+        workloads.extend([Workload::Cpu, Workload::Stream]);
+    }
+    let mut guests = BTreeMap::new();
+    for workload in workloads {
+        eprintln!("lightvm: building the {} unikernel…", workload.name());
+        guests.insert(workload, build_guest(workload.name()));
+    }
+    let mut net = NetSupport {
+        run_has_net_flag: run_has_net_flag(),
+        guests: Vec::new(),
     };
-    let results = bench.run(|round, total| {
-        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            eprint!("\rlightvm: boot benchmark, round {round}/{total}");
-            if round == total {
-                eprintln!();
+    if net.run_has_net_flag && suites.iter().any(|s| matches!(s, Suite::Net | Suite::Http)) {
+        for name in NET_GUESTS {
+            if guest_dir(name).join("Cargo.toml").is_file() && build_guest(name).is_ok() {
+                net.guests.push(name.to_owned());
             }
         }
-    })?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
-    } else {
-        print_table(&results)?;
     }
+    let out = args.out.clone();
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let config = BenchConfig {
+        lightvm_exe: std::env::current_exe().context("finding the lightvm executable")?,
+        guests,
+        out_dir: out.clone(),
+        quick: args.quick,
+        runs,
+        warmup: if args.quick { 3 } else { (runs / 10).max(3) },
+        memory_instances: if args.quick { 3 } else { runs.min(10) },
+        density_count,
+        cpu_runs: if args.quick { 2 } else { runs.min(10) },
+        stream_runs: if args.quick { 1 } else { runs.min(5) },
+        pool,
+        platforms: (!args.platforms.is_empty()).then(|| args.platforms.clone()),
+        net,
+        command: std::env::args().collect(),
+        versions: BTreeMap::from([("lightvm".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]),
+    };
+    let bars = Bars {
+        bar: RefCell::new(None),
+    };
+    let results = lightvm_bench::run(&config, &suites, &bars)?;
+    bars.finish();
+    print_headline(&results)?;
+    println!("\nwrote {}", out.join("report.html").display());
     Ok(0)
 }
 
-fn print_table(results: &BootResults) -> std::io::Result<()> {
+/// The headline: every metric's median per platform, with its ratio to process.
+fn print_headline(results: &Results) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "Boot of a hello workload, {} runs each, interleaved (µs; ratio = median / process median)\n",
-        results.runs
+        "median per platform (ratio to the process median of this run)\n"
     )?;
-    writeln!(
-        out,
-        "{:<12} {:>22} {:>7}   {:>22} {:>7}",
-        "platform", "to main: p50 / p99", "ratio", "to exit: p50 / p99", "ratio"
-    )?;
-    for platform in &results.platforms {
-        let to_main = platform.to_main_us.map_or("-".to_owned(), |s| {
-            format!("{:.0} / {:.0}", s.median, s.p99)
-        });
-        let ratio = |to_main| {
+    let platforms: Vec<Platform> = Platform::ALL
+        .into_iter()
+        .filter(|p| {
             results
-                .ratio_to_process(platform, to_main)
-                .map_or("-".to_owned(), |r| format!("{r:.2}x"))
-        };
-        writeln!(
-            out,
-            "{:<12} {:>22} {:>7}   {:>22} {:>7}",
-            platform.platform,
-            to_main,
-            ratio(true),
-            format!(
-                "{:.0} / {:.0}",
-                platform.to_exit_us.median, platform.to_exit_us.p99
-            ),
-            ratio(false)
-        )?;
+                .suites
+                .iter()
+                .flat_map(|s| &s.metrics)
+                .any(|m| m.series_of(*p).is_some())
+        })
+        .collect();
+    write!(out, "{:<30} {:>6}", "metric", "unit")?;
+    for platform in &platforms {
+        write!(out, " {:>22}", platform.name())?;
     }
     writeln!(out)?;
-    for platform in &results.platforms {
-        writeln!(out, "  {:<12} {}", platform.platform, platform.description)?;
+    for metric in results
+        .suites
+        .iter()
+        .flat_map(|s| &s.metrics)
+        .filter(|m| m.headline)
+    {
+        write!(out, "{:<30} {:>6}", metric.id, metric.unit)?;
+        for platform in &platforms {
+            let cell = metric
+                .series_of(*platform)
+                .and_then(|s| {
+                    let median = s.summary?.median;
+                    let ratio = s
+                        .ratio_to_process
+                        .map_or(String::new(), |r| format!(" ({r:.2}x)"));
+                    Some(format!("{median:.1}{ratio}"))
+                })
+                .unwrap_or_else(|| "-".to_owned());
+            write!(out, " {cell:>22}")?;
+        }
+        writeln!(out)?;
+    }
+    for suite in &results.suites {
+        if let Some(reason) = &suite.skipped_reason {
+            writeln!(out, "\n{}: skipped: {reason}", suite.suite)?;
+        }
+        for skip in &suite.skipped {
+            if results
+                .platforms
+                .iter()
+                .any(|p| p.platform == skip.platform && p.available)
+            {
+                writeln!(
+                    out,
+                    "{}: {} skipped: {}",
+                    suite.suite, skip.platform, skip.reason
+                )?;
+            }
+        }
+    }
+    let unavailable: Vec<String> = results
+        .platforms
+        .iter()
+        .filter_map(|p| Some(format!("  {}: {}", p.platform, p.reason.as_ref()?)))
+        .collect();
+    if !unavailable.is_empty() {
+        writeln!(out, "\nnot available here:\n{}", unavailable.join("\n"))?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ mod kernel;
 mod run;
 mod toolstack;
 
-use crate::cli::{BenchCommand, Cli, Command, KernelCommand};
+use crate::cli::{Cli, Command, KernelCommand};
 
 /// Runs the parsed command; returns the process exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
@@ -14,8 +14,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Build(args) => build::build(&args),
         Command::Run(args) => run::run(&args),
         Command::Kernel(KernelCommand::Build(args)) => kernel::build(&args),
-        Command::Bench(BenchCommand::Boot(args)) => bench::boot(&args),
-        Command::Bench(BenchCommand::Density(args)) => bench::density(&args),
+        Command::Bench(args) => bench::bench(&args),
         Command::Daemon(args) => toolstack::daemon(&args),
         Command::Shell(args) => Ok(toolstack::shell(&args)),
         Command::Create(args) => toolstack::create(&args),

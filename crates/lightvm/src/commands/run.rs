@@ -32,12 +32,16 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         (None, None) => anyhow::bail!("nothing to boot: give an image, or --kernel"),
     };
     let code = exit_code::for_exit(&report.exit);
+    let result = JsonResult {
+        image,
+        exit_code: code,
+        report: &report,
+    };
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_vec(&result)?)
+            .with_context(|| format!("--report {}", path.display()))?;
+    }
     if args.json {
-        let result = JsonResult {
-            image,
-            exit_code: code,
-            report: &report,
-        };
         println!("{}", serde_json::to_string(&result)?);
     } else {
         describe(&report);

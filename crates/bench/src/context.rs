@@ -1,0 +1,325 @@
+//! What every suite shares: the platforms available on this machine, and one way
+//! to run a workload on each of them, to its end or as a running instance.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+use crate::daemon::{PoolDaemon, PoolVm};
+use crate::error::BenchError;
+use crate::launch::{self, RunOutcome};
+use crate::platform::{Platform, Workload};
+use crate::runc::Runc;
+use crate::{BenchConfig, Progress};
+
+/// A finished run of a workload on one platform.
+#[derive(Debug, Clone)]
+pub(crate) struct Run {
+    /// Request → the workload's `main` (µs).
+    pub to_main_us: f64,
+    /// Request → its exit (µs), where the platform shows it.
+    pub to_exit_us: Option<f64>,
+    /// VM creation (or, pooled, the shell's boot request) → the guest's `main`, as
+    /// the VMM measures it: a VM's own start-up, without the `lightvm` process or
+    /// the API around it. For a process: spawn → `main`, the same moment.
+    pub vm_to_main_us: Option<f64>,
+    /// What it printed.
+    pub output: String,
+}
+
+/// A running instance.
+pub(crate) struct Instance {
+    /// Request → the workload's `main` (µs).
+    pub to_main_us: f64,
+    /// Every host process of the instance.
+    pub pids: Vec<u32>,
+    handle: Handle,
+}
+
+enum Handle {
+    Child(Child),
+    Container(String),
+    Pool(PoolVm),
+}
+
+/// The shared state of one bench run.
+pub(crate) struct Context<'a> {
+    pub config: &'a BenchConfig,
+    pub progress: &'a dyn Progress,
+    /// Scratch space: baselines, bundles, logs, the daemon's state.
+    pub work: PathBuf,
+    /// The process baselines, by workload.
+    pub baselines: BTreeMap<Workload, PathBuf>,
+    /// Why each unavailable platform is.
+    pub unavailable: BTreeMap<Platform, String>,
+    pub runc: Option<Runc>,
+    daemon: Option<PoolDaemon>,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(
+        config: &'a BenchConfig,
+        progress: &'a dyn Progress,
+        work: PathBuf,
+        baselines: BTreeMap<Workload, PathBuf>,
+        unavailable: BTreeMap<Platform, String>,
+        runc: Option<Runc>,
+    ) -> Self {
+        Self {
+            config,
+            progress,
+            work,
+            baselines,
+            unavailable,
+            runc,
+            daemon: None,
+        }
+    }
+
+    /// The guest image of `workload`, or why there is none.
+    pub(crate) fn guest(&self, workload: Workload) -> Result<&Path, String> {
+        match self.config.guests.get(&workload) {
+            Some(Ok(path)) => Ok(path),
+            Some(Err(reason)) => Err(reason.clone()),
+            None => Err(format!("no {} unikernel image was given", workload.name())),
+        }
+    }
+
+    fn baseline(&self, workload: Workload) -> Result<&Path, BenchError> {
+        self.baselines
+            .get(&workload)
+            .map(PathBuf::as_path)
+            .ok_or_else(|| {
+                BenchError::platform("process", format!("no {} baseline", workload.name()))
+            })
+    }
+
+    /// The platforms a suite of `workload` runs on, and the skips (with reasons) of
+    /// the rest; `extra` may exclude more (platform → reason).
+    pub(crate) fn plan(
+        &self,
+        workload: Workload,
+        extra: &dyn Fn(Platform) -> Option<String>,
+    ) -> (Vec<Platform>, Vec<crate::results::Skip>) {
+        let mut run = Vec::new();
+        let mut skipped = Vec::new();
+        for platform in Platform::ALL {
+            if let Some(wanted) = &self.config.platforms {
+                if !wanted.contains(&platform) {
+                    continue;
+                }
+            }
+            let reason = self
+                .unavailable
+                .get(&platform)
+                .cloned()
+                .or_else(|| {
+                    platform
+                        .is_unikernel()
+                        .then(|| self.guest(workload).err())
+                        .flatten()
+                })
+                .or_else(|| extra(platform));
+            match reason {
+                Some(reason) => skipped.push(crate::results::Skip { platform, reason }),
+                None => run.push(platform),
+            }
+        }
+        (run, skipped)
+    }
+
+    /// Marks `platform` unusable for the rest of the run.
+    pub(crate) fn disable(&mut self, platform: Platform, reason: String) {
+        self.unavailable.entry(platform).or_insert(reason);
+    }
+
+    /// The daemon of this run, started on first use.
+    fn daemon(&mut self) -> Result<&mut PoolDaemon, BenchError> {
+        if self.daemon.is_none() {
+            let max_vms = self.config.density_count + self.config.pool + 64;
+            self.daemon = Some(PoolDaemon::start(
+                &self.config.lightvm_exe,
+                &self.work,
+                self.config.pool,
+                max_vms,
+            )?);
+        }
+        self.daemon
+            .as_mut()
+            .ok_or_else(|| BenchError::platform("unikernel-pool", "no daemon"))
+    }
+
+    fn lightvm_run(&self, workload: Workload, log: &Path) -> Result<Command, BenchError> {
+        let image = self
+            .guest(workload)
+            .map_err(|reason| BenchError::platform("unikernel-cold", reason))?;
+        let mut command = Command::new(&self.config.lightvm_exe);
+        command
+            .arg("run")
+            .arg("--mem")
+            .arg(workload.guest_mem())
+            .arg(image)
+            .stderr(launch::stderr_to(log));
+        Ok(command)
+    }
+
+    /// Runs `workload` once on `platform`, to its end.
+    pub(crate) fn run_once(
+        &mut self,
+        platform: Platform,
+        workload: Workload,
+    ) -> Result<Run, BenchError> {
+        let from = |outcome: RunOutcome| Run {
+            to_main_us: outcome.to_main_us,
+            to_exit_us: Some(outcome.to_exit_us),
+            vm_to_main_us: None,
+            output: outcome.stdout,
+        };
+        match platform {
+            Platform::Process => {
+                let log = self.work.join("process.log");
+                let mut command = Command::new(self.baseline(workload)?);
+                command.stderr(launch::stderr_to(&log));
+                launch::run_to_exit(command, "process", Some(&log))
+                    .map(from)
+                    .map(|run| Run {
+                        vm_to_main_us: Some(run.to_main_us),
+                        ..run
+                    })
+            }
+            Platform::Container => {
+                let runc = self
+                    .runc
+                    .as_ref()
+                    .ok_or_else(|| BenchError::platform("container", "runc is not available"))?;
+                runc.run(workload.name()).map(from)
+            }
+            Platform::UnikernelCold => {
+                let log = self.work.join("lightvm-run.log");
+                let report = self.work.join("lightvm-run.json");
+                let mut command = self.lightvm_run(workload, &log)?;
+                command.arg("--report").arg(&report);
+                let run = launch::run_to_exit(command, "unikernel-cold", Some(&log)).map(from)?;
+                let vm_to_main_us = std::fs::read(&report)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+                    .and_then(|result| result["timings"]["boot_done_us"].as_f64());
+                Ok(Run {
+                    vm_to_main_us,
+                    ..run
+                })
+            }
+            Platform::UnikernelPool => {
+                let image = self
+                    .guest(workload)
+                    .map_err(|reason| BenchError::platform("unikernel-pool", reason))?
+                    .to_owned();
+                let daemon = self.daemon()?;
+                let vm = daemon.create(&image, workload.guest_mem())?;
+                let output = match workload {
+                    Workload::Hello => Ok(String::new()),
+                    _ => daemon.wait_exit(&vm.id),
+                };
+                daemon.remove(&vm);
+                Ok(Run {
+                    to_main_us: vm.request_us,
+                    to_exit_us: None,
+                    vm_to_main_us: vm.shell_boot_done_us,
+                    output: output?,
+                })
+            }
+            other => Err(BenchError::platform(
+                "bench",
+                format!("{other} cannot run workloads in this build"),
+            )),
+        }
+    }
+
+    /// Starts `workload` on `platform` and returns once its `main` runs.
+    pub(crate) fn start(
+        &mut self,
+        platform: Platform,
+        workload: Workload,
+    ) -> Result<Instance, BenchError> {
+        match platform {
+            Platform::Process => {
+                let log = self.work.join("process.log");
+                let mut command = Command::new(self.baseline(workload)?);
+                command.stderr(launch::stderr_to(&log));
+                let (child, to_main_us, _) = launch::spawn_to_marker(command, "process")?;
+                Ok(Instance {
+                    to_main_us,
+                    pids: vec![child.id()],
+                    handle: Handle::Child(child),
+                })
+            }
+            Platform::Container => {
+                let runc = self
+                    .runc
+                    .as_ref()
+                    .ok_or_else(|| BenchError::platform("container", "runc is not available"))?;
+                let (id, pid, to_main_us) = runc.start(workload.name())?;
+                Ok(Instance {
+                    to_main_us,
+                    pids: vec![pid],
+                    handle: Handle::Container(id),
+                })
+            }
+            Platform::UnikernelCold => {
+                let log = self.work.join("lightvm-run.log");
+                let command = self.lightvm_run(workload, &log)?;
+                let (child, to_main_us, _) = launch::spawn_to_marker(command, "unikernel-cold")?;
+                Ok(Instance {
+                    to_main_us,
+                    pids: vec![child.id()],
+                    handle: Handle::Child(child),
+                })
+            }
+            Platform::UnikernelPool => {
+                let image = self
+                    .guest(workload)
+                    .map_err(|reason| BenchError::platform("unikernel-pool", reason))?
+                    .to_owned();
+                let vm = self.daemon()?.create(&image, workload.guest_mem())?;
+                Ok(Instance {
+                    to_main_us: vm.request_us,
+                    pids: vec![vm.pid],
+                    handle: Handle::Pool(vm),
+                })
+            }
+            other => Err(BenchError::platform(
+                "bench",
+                format!("{other} cannot run workloads in this build"),
+            )),
+        }
+    }
+
+    /// Stops an instance and frees what it held (untimed).
+    pub(crate) fn stop(&mut self, instance: Instance) {
+        match instance.handle {
+            Handle::Child(child) => launch::kill(child),
+            Handle::Container(id) => {
+                if let Some(runc) = &self.runc {
+                    runc.delete(&id);
+                }
+            }
+            Handle::Pool(vm) => {
+                if let Some(daemon) = self.daemon.as_mut() {
+                    daemon.remove(&vm);
+                }
+            }
+        }
+    }
+}
+
+/// Sum of RSS and PSS (KiB) over every process of an instance.
+pub(crate) fn instance_memory(instance: &Instance) -> Option<(u64, u64)> {
+    instance
+        .pids
+        .iter()
+        .map(|pid| launch::rss_pss_kib(*pid))
+        .try_fold((0, 0), |(rss, pss), m| {
+            let (r, p) = m?;
+            Some((rss + r, pss + p))
+        })
+}

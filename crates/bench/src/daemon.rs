@@ -1,0 +1,202 @@
+//! The `unikernel-pool` platform: a `lightvm daemon` started for the run, with its
+//! own socket and state directory, asked for one VM at a time over its API.
+//!
+//! Each request first waits (untimed) until the pool has a prepared shell, so what
+//! is timed is the execute phase as a client sees it: POST /vms → the answer, which
+//! the daemon sends when the guest signals boot-done (its `main` runs). The daemon
+//! and every VM it started are killed when the [`PoolDaemon`] is dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::{Method, StatusCode};
+use lightvm_toolstack::api::{PoolStatus, VmState, VmView};
+use lightvm_toolstack::Client;
+
+use crate::error::BenchError;
+use crate::launch::micros_since;
+
+const PLATFORM: &str = "unikernel-pool";
+
+/// How long to wait for the pool to offer a prepared shell.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+/// How long a VM may run before [`PoolDaemon::wait_exit`] gives up.
+const EXIT_WAIT: Duration = Duration::from_secs(60);
+
+/// A daemon of this run.
+pub(crate) struct PoolDaemon {
+    child: Child,
+    client: Client,
+    runtime: tokio::runtime::Runtime,
+    state: PathBuf,
+    vm_pids: Vec<u32>,
+}
+
+/// A VM the daemon created.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolVm {
+    pub id: String,
+    pub pid: u32,
+    /// POST /vms → answer (µs), as the client saw it.
+    pub request_us: f64,
+    /// The shell's boot request → guest boot-done (µs), as the shell measured it.
+    pub shell_boot_done_us: Option<f64>,
+}
+
+impl PoolDaemon {
+    /// Starts `lightvm daemon` with a pool of `pool` shells of 2 MiB, allowing
+    /// `max_vms` VMs, and waits until its socket answers.
+    pub(crate) fn start(
+        lightvm: &Path,
+        work: &Path,
+        pool: usize,
+        max_vms: usize,
+    ) -> Result<Self, BenchError> {
+        let failed = |detail: String| BenchError::platform(PLATFORM, detail);
+        let state = work.join("daemon-state");
+        let socket = work.join("daemon.sock");
+        let _ = std::fs::remove_dir_all(&state);
+        let _ = std::fs::remove_file(&socket);
+        let log = work.join("daemon.log");
+        let child = Command::new(lightvm)
+            .arg("daemon")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--pool")
+            .arg(pool.to_string())
+            .arg("--max-vms")
+            .arg(max_vms.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(crate::launch::stderr_to(&log))
+            .spawn()
+            .map_err(|e| failed(format!("starting the daemon: {e}")))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| failed(e.to_string()))?;
+        let mut daemon = Self {
+            child,
+            client: Client::new(&socket),
+            runtime,
+            state,
+            vm_pids: Vec::new(),
+        };
+        daemon.wait_ready().map_err(|e| {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            failed(format!("{e} {}", log.trim()))
+        })?;
+        if let Ok(Some(status)) = daemon.child.try_wait() {
+            return Err(failed(format!("the daemon exited at once ({status})")));
+        }
+        Ok(daemon)
+    }
+
+    /// Waits (untimed) until the pool has a prepared shell.
+    pub(crate) fn wait_ready(&self) -> Result<(), BenchError> {
+        let deadline = Instant::now() + POOL_WAIT;
+        loop {
+            let pool = self
+                .runtime
+                .block_on(self.client.call(Method::GET, "/pool", None))
+                .ok()
+                .and_then(|a| serde_json::from_slice::<PoolStatus>(&a.body).ok());
+            if pool.is_some_and(|p| p.ready > 0) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::platform(
+                    PLATFORM,
+                    format!("no prepared shell within {} s", POOL_WAIT.as_secs()),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Creates a VM of `image` with `mem` of guest memory, timed from the request to
+    /// the daemon's answer (sent at the guest's boot-done).
+    pub(crate) fn create(&mut self, image: &Path, mem: &str) -> Result<PoolVm, BenchError> {
+        self.wait_ready()?;
+        let body = serde_json::json!({ "image": image, "mem": mem });
+        let start = Instant::now();
+        let answer = self
+            .runtime
+            .block_on(self.client.call(Method::POST, "/vms", Some(&body)));
+        let request_us = micros_since(start);
+        let vm = match answer {
+            Ok(answer) if answer.status == StatusCode::CREATED => {
+                serde_json::from_slice::<VmView>(&answer.body).map_err(|e| e.to_string())
+            }
+            Ok(answer) => Err(answer.error_message()),
+            Err(error) => Err(error.to_string()),
+        }
+        .map_err(|e| BenchError::platform(PLATFORM, format!("creating a VM: {e}")))?;
+        self.vm_pids.push(vm.pid);
+        Ok(PoolVm {
+            shell_boot_done_us: vm.timings.map(|t| t.shell_boot_done_us),
+            id: vm.id,
+            pid: vm.pid,
+            request_us,
+        })
+    }
+
+    /// Waits until the VM has exited and returns its console output.
+    pub(crate) fn wait_exit(&self, id: &str) -> Result<String, BenchError> {
+        let deadline = Instant::now() + EXIT_WAIT;
+        loop {
+            let vm = self
+                .runtime
+                .block_on(self.client.call(Method::GET, &format!("/vms/{id}"), None))
+                .ok()
+                .and_then(|a| serde_json::from_slice::<VmView>(&a.body).ok());
+            if vm.is_some_and(|vm| vm.state == VmState::Exited) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::platform(
+                    PLATFORM,
+                    format!("VM {id} still running after {} s", EXIT_WAIT.as_secs()),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let console = self
+            .runtime
+            .block_on(
+                self.client
+                    .call(Method::GET, &format!("/vms/{id}/console"), None),
+            )
+            .map_err(|e| BenchError::platform(PLATFORM, format!("reading the console: {e}")))?;
+        Ok(String::from_utf8_lossy(&console.body).into_owned())
+    }
+
+    /// Stops (if it runs) and removes a VM; untimed.
+    pub(crate) fn remove(&mut self, vm: &PoolVm) {
+        let _ = self.runtime.block_on(self.client.call(
+            Method::DELETE,
+            &format!("/vms/{}", vm.id),
+            None,
+        ));
+        self.vm_pids.retain(|pid| *pid != vm.pid);
+    }
+}
+
+impl Drop for PoolDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in &self.vm_pids {
+            if let Ok(pid) = libc::pid_t::try_from(*pid) {
+                // SAFETY: kill(2) on a VM shell process this run's daemon created.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        // A pool shell that was never used exits when its control socket to the
+        // daemon closes; the VMs created above were killed one by one.
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}

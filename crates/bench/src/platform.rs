@@ -1,0 +1,220 @@
+//! The platforms compared and the workloads they run.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a workload runs. Every suite runs the same work on each platform that is
+/// available and says why it skipped the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Platform {
+    /// A static host binary started with `posix_spawn`: the baseline of every ratio.
+    Process,
+    /// The same binary in a real OCI runtime (runc), from a bundle the suite writes.
+    Container,
+    /// `lightvm run` of the equivalent unikernel: a new process and a new KVM VM.
+    UnikernelCold,
+    /// The unikernel through the daemon's pool of pre-created VM shells.
+    UnikernelPool,
+    /// A Linux guest in a microVM (lightvm's Linux boot path).
+    LinuxMicrovm,
+    /// QEMU's `-M microvm` machine, a peer VMM.
+    QemuMicrovm,
+    /// Firecracker, a peer VMM.
+    Firecracker,
+    /// Cloud Hypervisor, a peer VMM.
+    CloudHypervisor,
+}
+
+impl Platform {
+    /// Every platform, in the order tables and plots show them (baseline first).
+    pub const ALL: [Platform; 8] = [
+        Platform::Process,
+        Platform::Container,
+        Platform::UnikernelCold,
+        Platform::UnikernelPool,
+        Platform::LinuxMicrovm,
+        Platform::QemuMicrovm,
+        Platform::Firecracker,
+        Platform::CloudHypervisor,
+    ];
+
+    /// The short name used in results, tables and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::Process => "process",
+            Platform::Container => "container",
+            Platform::UnikernelCold => "unikernel-cold",
+            Platform::UnikernelPool => "unikernel-pool",
+            Platform::LinuxMicrovm => "linux-microvm",
+            Platform::QemuMicrovm => "qemu-microvm",
+            Platform::Firecracker => "firecracker",
+            Platform::CloudHypervisor => "cloud-hypervisor",
+        }
+    }
+
+    /// One sentence on what an instance of this platform is.
+    pub fn description(self) -> &'static str {
+        match self {
+            Platform::Process => "static C binary, posix_spawn (Rust's Command) of a new process",
+            Platform::Container => {
+                "the same static binary in runc (OCI bundle written by the suite: stock `runc spec` namespaces, read-only rootfs holding only the binary)"
+            }
+            Platform::UnikernelCold => {
+                "`lightvm run IMAGE`: a new lightvm process creates a new KVM VM and boots the equivalent unikernel"
+            }
+            Platform::UnikernelPool => {
+                "POST /vms to a `lightvm daemon` started for the run: the unikernel is loaded into a pre-created, warmed VM shell"
+            }
+            Platform::LinuxMicrovm => "a Linux kernel + initramfs in a lightvm microVM",
+            Platform::QemuMicrovm => "QEMU -M microvm booting Linux",
+            Platform::Firecracker => "Firecracker booting Linux",
+            Platform::CloudHypervisor => "Cloud Hypervisor booting Linux",
+        }
+    }
+
+    /// Whether this platform is a unikernel of lightvm.
+    pub fn is_unikernel(self) -> bool {
+        matches!(self, Platform::UnikernelCold | Platform::UnikernelPool)
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Platform {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Platform::ALL
+            .into_iter()
+            .find(|p| p.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Platform::ALL.iter().map(|p| p.name()).collect();
+                format!("unknown platform {text:?} (one of: {})", names.join(", "))
+            })
+    }
+}
+
+/// The work a platform runs: the same on each, as a host binary and as a unikernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Workload {
+    /// Print one line, exit 0 (boot, size).
+    Hello,
+    /// Print one line, then wait without using CPU until stopped (memory, density).
+    Idle,
+    /// The fixed compute kernel (cpu).
+    Cpu,
+    /// The STREAM-like memory-bandwidth kernel (cpu).
+    Stream,
+}
+
+impl Workload {
+    /// Every workload with a host baseline and a guest.
+    pub const ALL: [Workload; 4] = [
+        Workload::Hello,
+        Workload::Idle,
+        Workload::Cpu,
+        Workload::Stream,
+    ];
+
+    /// Its name: the baseline's `crates/bench/baselines/NAME.c` and `guests/NAME`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Hello => "hello",
+            Workload::Idle => "idle",
+            Workload::Cpu => "cpu",
+            Workload::Stream => "stream",
+        }
+    }
+
+    /// Guest memory its unikernel needs (STREAM's arrays take 96 MiB).
+    pub fn guest_mem(self) -> &'static str {
+        match self {
+            Workload::Stream => "128M",
+            _ => "2M",
+        }
+    }
+
+    /// The C source of its process baseline.
+    pub(crate) fn baseline_source(self) -> &'static str {
+        match self {
+            Workload::Hello => include_str!("../baselines/hello.c"),
+            Workload::Idle => include_str!("../baselines/idle.c"),
+            Workload::Cpu => include_str!("../baselines/cpu.c"),
+            Workload::Stream => include_str!("../baselines/stream.c"),
+        }
+    }
+}
+
+/// Finds `program` on `PATH`.
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Why the Linux-guest platforms cannot run here: the reason to print when skipped.
+///
+/// Each is checked for what it is; where a peer is installed the reason says what
+/// else is missing, so that a host that has them knows what to add.
+pub(crate) fn linux_peer_reason(platform: Platform) -> String {
+    const NO_LINUX_IMAGE: &str = "the suite builds no Linux guest kernel + initramfs yet, and on this machine guest kernel mode is emulated by the nested KVM (a Linux boot takes minutes; see DESIGN.md), so a Linux VM's timings would measure the emulator";
+    match platform {
+        Platform::LinuxMicrovm => format!("lightvm boots Linux (`lightvm run --kernel`), but {NO_LINUX_IMAGE}"),
+        Platform::QemuMicrovm => match which("qemu-system-x86_64") {
+            None => format!("qemu-system-x86_64 not installed (apt-get install qemu-system-x86); also {NO_LINUX_IMAGE}"),
+            Some(_) => format!("QEMU is installed, but -M microvm can boot Linux here only under TCG (emulated, ~2 s) and {NO_LINUX_IMAGE}"),
+        },
+        Platform::Firecracker => match which("firecracker") {
+            None => "firecracker not installed: it is not packaged in Debian (and the crates.io name is an API client, not the VMM)".to_owned(),
+            Some(_) => format!("firecracker is installed, but {NO_LINUX_IMAGE}"),
+        },
+        Platform::CloudHypervisor => match which("cloud-hypervisor") {
+            None => "cloud-hypervisor not installed: it is not packaged in Debian".to_owned(),
+            Some(_) => format!("cloud-hypervisor is installed, but {NO_LINUX_IMAGE}"),
+        },
+        other => format!("{other} is not a Linux-guest platform"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_names_round_trip() {
+        for platform in Platform::ALL {
+            assert_eq!(platform.name().parse::<Platform>(), Ok(platform));
+            assert_eq!(
+                serde_json::to_value(platform).unwrap(),
+                serde_json::Value::String(platform.name().to_owned())
+            );
+        }
+        assert!("vm".parse::<Platform>().is_err());
+    }
+
+    #[test]
+    fn every_linux_peer_has_a_reason() {
+        for platform in [
+            Platform::LinuxMicrovm,
+            Platform::QemuMicrovm,
+            Platform::Firecracker,
+            Platform::CloudHypervisor,
+        ] {
+            assert!(!linux_peer_reason(platform).is_empty());
+        }
+    }
+}

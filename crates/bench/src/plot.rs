@@ -1,0 +1,310 @@
+//! The plots: one SVG per metric in the style of the papers this suite follows —
+//! bars on a log scale for quantities that differ by orders of magnitude (boot
+//! time, size), lines for quantities over a sweep (density) — and a PNG of each,
+//! rendered from the SVG by `rsvg-convert` (librsvg2-bin).
+
+use std::path::Path;
+use std::process::Command;
+
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::error::BenchError;
+use crate::platform::Platform;
+use crate::results::{Metric, PlotKind};
+
+const SIZE: (u32, u32) = (900, 520);
+
+/// A colour per platform, the same in every plot.
+fn colour(platform: Platform) -> RGBColor {
+    match platform {
+        Platform::Process => RGBColor(0x44, 0x44, 0x44),
+        Platform::Container => RGBColor(0x1f, 0x77, 0xb4),
+        Platform::UnikernelCold => RGBColor(0xd6, 0x27, 0x28),
+        Platform::UnikernelPool => RGBColor(0x2c, 0xa0, 0x2c),
+        Platform::LinuxMicrovm => RGBColor(0x94, 0x67, 0xbd),
+        Platform::QemuMicrovm => RGBColor(0x8c, 0x56, 0x4b),
+        Platform::Firecracker => RGBColor(0xff, 0x7f, 0x0e),
+        Platform::CloudHypervisor => RGBColor(0x17, 0xbe, 0xcf),
+    }
+}
+
+/// Short text for a value on a bar.
+fn format_value(value: f64) -> String {
+    if value == 0.0 {
+        "0".to_owned()
+    } else if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 1.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+/// Draws `metric` to `dir/ID.svg` (and `dir/ID.png` when `png`); returns the file
+/// names written, relative to `dir`.
+pub(crate) fn draw(metric: &Metric, dir: &Path, png: bool) -> Result<Vec<String>, BenchError> {
+    let svg_name = format!("{}.svg", metric.id);
+    let svg = dir.join(&svg_name);
+    let failed = |detail: String| BenchError::Plot {
+        metric: metric.id.clone(),
+        detail,
+    };
+    let drawn = match metric.plot {
+        PlotKind::LogBars => bars(metric, &svg, true),
+        PlotKind::Bars => bars(metric, &svg, false),
+        PlotKind::Lines => lines(metric, &svg, false),
+        PlotKind::LogLines => lines(metric, &svg, true),
+    };
+    drawn.map_err(|e| failed(e.to_string()))?;
+    let mut files = vec![svg_name];
+    if png {
+        let png_name = format!("{}.png", metric.id);
+        let output = Command::new("rsvg-convert")
+            .arg("--background-color=white")
+            .arg("-o")
+            .arg(dir.join(&png_name))
+            .arg(&svg)
+            .output()
+            .map_err(|e| failed(format!("running rsvg-convert: {e}")))?;
+        if !output.status.success() {
+            return Err(failed(format!(
+                "rsvg-convert: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        files.push(png_name);
+    }
+    Ok(files)
+}
+
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+/// The unit as axes show it.
+fn unit(metric: &Metric) -> String {
+    match metric.unit.as_str() {
+        "us" => "µs".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+fn caption(metric: &Metric) -> String {
+    let better = if metric.lower_is_better {
+        "lower is better"
+    } else {
+        "higher is better"
+    };
+    format!("{} ({better})", metric.title)
+}
+
+/// One bar per platform to its median, a whisker from min to p99.
+fn bars(metric: &Metric, path: &Path, log: bool) -> DrawResult {
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let series: Vec<_> = metric
+        .series
+        .iter()
+        .filter_map(|s| Some((s.platform, s.summary?)))
+        .collect();
+    let count = series.len().max(1);
+    let low = series
+        .iter()
+        .map(|(_, s)| s.min)
+        .filter(|v| *v > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let high = series
+        .iter()
+        .map(|(_, s)| s.p99.max(s.median))
+        .fold(0.0, f64::max);
+    let x_range = -0.5..(count as f64 - 0.5);
+    let y_desc = unit(metric);
+    if log {
+        let low = if low.is_finite() { low } else { 1.0 };
+        let floor = 10f64.powf(low.log10().floor()).min(low / 2.0);
+        let ceiling = (high * 3.0).max(floor * 10.0);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption(metric), ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x_range, (floor..ceiling).log_scale())?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .y_desc(y_desc)
+            .y_label_formatter(&|v| format_value(*v))
+            .draw()?;
+        draw_bars(&mut chart, &series, floor)?;
+        label_platforms(&root, &chart, &series, floor, &unit(metric))?;
+    } else {
+        let ceiling = (high * 1.2).max(1e-9);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption(metric), ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x_range, 0.0..ceiling)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .y_desc(y_desc)
+            .y_label_formatter(&|v| format_value(*v))
+            .draw()?;
+        draw_bars(&mut chart, &series, 0.0)?;
+        label_platforms(&root, &chart, &series, 0.0, &unit(metric))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn draw_bars<'a, Y>(
+    chart: &mut ChartContext<
+        'a,
+        SVGBackend<'a>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, Y>,
+    >,
+    series: &[(Platform, crate::stats::Summary)],
+    floor: f64,
+) -> DrawResult
+where
+    Y: Ranged<ValueType = f64>,
+{
+    for (index, (platform, summary)) in series.iter().enumerate() {
+        let x = index as f64;
+        let fill = colour(*platform);
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(x - 0.3, floor), (x + 0.3, summary.median)],
+            fill.filled(),
+        )))?;
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(x, summary.min.max(floor)), (x, summary.p99)],
+            BLACK.stroke_width(2),
+        )))?;
+        for y in [summary.min.max(floor), summary.p99] {
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(x - 0.08, y), (x + 0.08, y)],
+                BLACK.stroke_width(2),
+            )))?;
+        }
+    }
+    Ok(())
+}
+
+/// Platform names and medians under the bars (drawn on the root: the plot area
+/// clips).
+fn label_platforms<'a, Y>(
+    root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
+    chart: &ChartContext<
+        'a,
+        SVGBackend<'a>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, Y>,
+    >,
+    series: &[(Platform, crate::stats::Summary)],
+    floor: f64,
+    unit: &str,
+) -> DrawResult
+where
+    Y: Ranged<ValueType = f64>,
+{
+    let style = ("sans-serif", 15)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Top));
+    for (index, (platform, summary)) in series.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(index as f64, floor));
+        root.draw(&Text::new(platform.name(), (x, y + 6), style.clone()))?;
+        let median = format!("{} {unit}", format_value(summary.median));
+        root.draw(&Text::new(median, (x, y + 24), style.clone()))?;
+    }
+    Ok(())
+}
+
+/// One line per platform over its `x`, on a log `y` scale when `log`.
+fn lines(metric: &Metric, path: &Path, log: bool) -> DrawResult {
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let all: Vec<(f64, f64)> = metric.series.iter().flat_map(points).collect();
+    let x_max = all.iter().map(|p| p.0).fold(1.0, f64::max) * 1.02;
+    let y_max = all.iter().map(|p| p.1).fold(1e-9, f64::max) * 1.1;
+    let mut builder = ChartBuilder::on(&root);
+    builder
+        .caption(caption(metric), ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70);
+    if log {
+        let y_min = all
+            .iter()
+            .map(|p| p.1)
+            .filter(|y| *y > 0.0)
+            .fold(f64::INFINITY, f64::min);
+        let y_min = if y_min.is_finite() { y_min / 2.0 } else { 1.0 };
+        let mut chart =
+            builder.build_cartesian_2d(0.0..x_max, (y_min..y_max.max(y_min * 10.0)).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc(metric.x_label.clone().unwrap_or_default())
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_desc(unit(metric))
+            .y_label_formatter(&|v| format_value(*v))
+            .draw()?;
+        draw_lines(&mut chart, metric)?;
+    } else {
+        let mut chart = builder.build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc(metric.x_label.clone().unwrap_or_default())
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_desc(unit(metric))
+            .y_label_formatter(&|v| format_value(*v))
+            .draw()?;
+        draw_lines(&mut chart, metric)?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// The (x, y) points of a series (x = 1, 2, … when it has none).
+fn points(series: &crate::results::Series) -> Vec<(f64, f64)> {
+    match &series.x {
+        Some(x) => x
+            .iter()
+            .copied()
+            .zip(series.samples.iter().copied())
+            .collect(),
+        None => (1..)
+            .map(f64::from)
+            .zip(series.samples.iter().copied())
+            .collect(),
+    }
+}
+
+fn draw_lines<'a, Y>(
+    chart: &mut ChartContext<
+        'a,
+        SVGBackend<'a>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, Y>,
+    >,
+    metric: &Metric,
+) -> DrawResult
+where
+    Y: Ranged<ValueType = f64>,
+{
+    for series in &metric.series {
+        let colour = colour(series.platform);
+        chart
+            .draw_series(LineSeries::new(points(series), colour.stroke_width(2)))?
+            .label(series.platform.name())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}

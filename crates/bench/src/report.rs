@@ -1,0 +1,248 @@
+//! `report.html`: the run on one page — the headline table, then each suite with
+//! its method, its skips, a table per metric and the plot, referenced relatively
+//! so that the output directory can be moved or published as it is.
+
+use std::fmt::Write;
+
+use crate::platform::Platform;
+use crate::results::{Metric, Results};
+
+/// Escapes text for HTML.
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn number(value: f64) -> String {
+    if value.abs() >= 100.0 {
+        format!("{value:.0}")
+    } else if value.abs() >= 1.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+fn ratio(value: Option<f64>) -> String {
+    value.map_or("–".to_owned(), |r| format!("{r:.2}×"))
+}
+
+/// The headline: one row per metric, a column per platform (median and ratio).
+fn headline(out: &mut String, results: &Results) {
+    let platforms: Vec<Platform> = Platform::ALL
+        .into_iter()
+        .filter(|p| {
+            results
+                .suites
+                .iter()
+                .flat_map(|s| &s.metrics)
+                .any(|m| m.series_of(*p).is_some())
+        })
+        .collect();
+    let _ = write!(out, "<table><tr><th>metric</th><th>unit</th>");
+    for platform in &platforms {
+        let _ = write!(out, "<th>{}</th>", esc(platform.name()));
+    }
+    let _ = writeln!(out, "</tr>");
+    for metric in results
+        .suites
+        .iter()
+        .flat_map(|s| &s.metrics)
+        .filter(|m| m.headline)
+    {
+        let _ = write!(
+            out,
+            "<tr><td><a href=\"#{}\">{}</a></td><td>{}</td>",
+            esc(&metric.id),
+            esc(&metric.title),
+            esc(&metric.unit)
+        );
+        for platform in &platforms {
+            match metric
+                .series_of(*platform)
+                .and_then(|s| Some((s.summary?, s.ratio_to_process)))
+            {
+                Some((summary, r)) => {
+                    let _ = write!(
+                        out,
+                        "<td>{} <span class=\"ratio\">({})</span></td>",
+                        number(summary.median),
+                        ratio(r)
+                    );
+                }
+                None => {
+                    let _ = write!(out, "<td>–</td>");
+                }
+            }
+        }
+        let _ = writeln!(out, "</tr>");
+    }
+    let _ = writeln!(out, "</table>");
+}
+
+fn metric_section(out: &mut String, metric: &Metric) {
+    let _ = writeln!(
+        out,
+        "<h3 id=\"{}\">{}</h3>",
+        esc(&metric.id),
+        esc(&metric.title)
+    );
+    if let Some(svg) = metric.files.iter().find(|f| f.ends_with(".svg")) {
+        let _ = writeln!(
+            out,
+            "<img src=\"{}\" alt=\"{}\" width=\"900\" height=\"520\">",
+            esc(svg),
+            esc(&metric.title)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<table><tr><th>platform</th><th>samples</th><th>min</th><th>median</th><th>p99</th><th>max</th><th>ratio to process (median)</th></tr>"
+    );
+    for series in &metric.series {
+        let Some(s) = series.summary else { continue };
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td><b>{}</b></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(series.platform.name()),
+            s.count,
+            number(s.min),
+            number(s.median),
+            number(s.p99),
+            number(s.max),
+            ratio(series.ratio_to_process)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "</table><p class=\"note\">unit: {}; {}</p>",
+        esc(&metric.unit),
+        if metric.lower_is_better {
+            "lower is better"
+        } else {
+            "higher is better"
+        }
+    );
+}
+
+/// Renders the whole report.
+pub(crate) fn html(results: &Results) -> String {
+    let mut out = String::new();
+    let m = &results.machine;
+    let _ = writeln!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>lightvm bench report</title>\n<style>\nbody {{ font-family: sans-serif; max-width: 1000px; margin: 2em auto; color: #222; }}\ntable {{ border-collapse: collapse; margin: 0.5em 0 1em; }}\nth, td {{ border: 1px solid #bbb; padding: 3px 8px; text-align: right; }}\nth:first-child, td:first-child {{ text-align: left; }}\n.ratio {{ color: #666; font-size: 90%; }}\n.note, .skip {{ color: #555; font-size: 90%; }}\nimg {{ max-width: 100%; height: auto; border: 1px solid #ddd; }}\n</style></head><body>"
+    );
+    let _ = writeln!(out, "<h1>lightvm bench</h1>");
+    let _ = writeln!(
+        out,
+        "<p><code>{}</code> — {} run(s) per platform after {} warm-up, {:.0} s{}.</p>",
+        esc(&results.command.join(" ")),
+        results.runs,
+        results.warmup,
+        results.duration_s,
+        if results.quick { ", --quick" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "<p>Machine: {} — {} × {}, {} MiB, kernel {}{}; /dev/kvm {}; load average {:.1} at the start.</p>",
+        esc(&m.hostname),
+        m.cpus,
+        esc(&m.cpu_model),
+        m.mem_total_kib / 1024,
+        esc(&m.kernel),
+        if m.virtualized { ", itself a VM (nested KVM)" } else { "" },
+        if m.kvm { "usable" } else { "not usable" },
+        m.load_average_start
+    );
+    let versions: Vec<String> = results
+        .versions
+        .iter()
+        .map(|(k, v)| format!("{}: {}", esc(k), esc(v)))
+        .collect();
+    let _ = writeln!(
+        out,
+        "<p class=\"note\">Versions — {}</p>",
+        versions.join("; ")
+    );
+    let _ = writeln!(
+        out,
+        "<h2>Headline</h2><p>Median of each metric; in parentheses its ratio to the <code>process</code> median of this same run (machines are noisy: only same-run ratios compare).</p>"
+    );
+    headline(&mut out, results);
+    let _ = writeln!(out, "<h2>Platforms</h2><table><tr><th>platform</th><th>what an instance is</th><th>available</th></tr>");
+    for p in &results.platforms {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td style=\"text-align:left\">{}</td><td style=\"text-align:left\">{}</td></tr>",
+            esc(p.platform.name()),
+            esc(&p.description),
+            p.reason.as_ref().map_or("yes".to_owned(), |r| format!("no: {}", esc(r)))
+        );
+    }
+    let _ = writeln!(out, "</table>");
+    for suite in &results.suites {
+        let _ = writeln!(
+            out,
+            "<h2 id=\"suite-{0}\">Suite: {0}</h2>",
+            esc(&suite.suite)
+        );
+        let _ = writeln!(out, "<p>{}</p>", esc(&suite.method));
+        if let Some(reason) = &suite.skipped_reason {
+            let _ = writeln!(out, "<p class=\"skip\"><b>Skipped:</b> {}</p>", esc(reason));
+        }
+        // Platforms not available at all are explained once, in the table above.
+        let available = |platform: Platform| {
+            results
+                .platforms
+                .iter()
+                .any(|p| p.platform == platform && p.available)
+        };
+        let skipped: Vec<_> = suite
+            .skipped
+            .iter()
+            .filter(|skip| available(skip.platform))
+            .collect();
+        if !skipped.is_empty() {
+            let _ = writeln!(out, "<ul class=\"skip\">");
+            for skip in skipped {
+                let _ = writeln!(
+                    out,
+                    "<li>{} skipped: {}</li>",
+                    esc(skip.platform.name()),
+                    esc(&skip.reason)
+                );
+            }
+            let _ = writeln!(out, "</ul>");
+        }
+        for metric in &suite.metrics {
+            metric_section(&mut out, metric);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "<p class=\"note\">Every sample is in results.json and results.csv beside this page.</p></body></html>"
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped() {
+        assert_eq!(esc("<a & \"b\">"), "&lt;a &amp; &quot;b&quot;&gt;");
+    }
+
+    #[test]
+    fn numbers_keep_a_few_significant_digits() {
+        assert_eq!(number(1234.56), "1235");
+        assert_eq!(number(12.345), "12.3");
+        assert_eq!(number(0.01234), "0.012");
+        assert_eq!(ratio(Some(2.0)), "2.00×");
+        assert_eq!(ratio(None), "–");
+    }
+}

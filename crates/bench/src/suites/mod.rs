@@ -1,0 +1,114 @@
+//! The suites. Each runs the same workload on every available platform and
+//! returns its metrics, with the platforms it skipped and why.
+
+mod boot;
+mod cpu;
+mod density;
+mod memory;
+mod net;
+mod size;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Instant;
+
+use crate::context::Context;
+use crate::results::SuiteResult;
+
+/// A benchmark suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Suite {
+    /// Time to the workload's `main` and to its exit.
+    Boot,
+    /// N idle instances one after another: latency of each, memory as N grows.
+    Density,
+    /// Host memory per idle instance.
+    Memory,
+    /// Image size on disk.
+    Size,
+    /// UDP/TCP round-trip time and TCP throughput.
+    Net,
+    /// HTTP requests/s and latency over a sweep of load.
+    Http,
+    /// A fixed compute kernel and memory bandwidth.
+    Cpu,
+}
+
+impl Suite {
+    /// Every suite, in the order `all` runs them (cheapest first).
+    pub const ALL: [Suite; 7] = [
+        Suite::Size,
+        Suite::Boot,
+        Suite::Memory,
+        Suite::Density,
+        Suite::Cpu,
+        Suite::Net,
+        Suite::Http,
+    ];
+
+    /// Its name on the command line and in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Boot => "boot",
+            Suite::Density => "density",
+            Suite::Memory => "memory",
+            Suite::Size => "size",
+            Suite::Net => "net",
+            Suite::Http => "http",
+            Suite::Cpu => "cpu",
+        }
+    }
+
+    pub(crate) fn run(self, ctx: &mut Context<'_>) -> SuiteResult {
+        let started = Instant::now();
+        let mut result = match self {
+            Suite::Boot => boot::run(ctx),
+            Suite::Density => density::run(ctx),
+            Suite::Memory => memory::run(ctx),
+            Suite::Size => size::run(ctx),
+            Suite::Net => net::run_net(ctx),
+            Suite::Http => net::run_http(ctx),
+            Suite::Cpu => cpu::run(ctx),
+        };
+        result.suite = self.name().to_owned();
+        result.duration_s = started.elapsed().as_secs_f64();
+        for metric in &mut result.metrics {
+            metric.finish();
+        }
+        result
+    }
+}
+
+impl fmt::Display for Suite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Suite {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Suite::ALL
+            .into_iter()
+            .find(|s| s.name() == text)
+            .ok_or_else(|| format!("unknown suite {text:?}"))
+    }
+}
+
+/// A suite result with its method and no measurements yet.
+fn suite(method: &str) -> SuiteResult {
+    SuiteResult {
+        suite: String::new(),
+        method: method.to_owned(),
+        skipped_reason: None,
+        skipped: Vec::new(),
+        metrics: Vec::new(),
+        duration_s: 0.0,
+    }
+}
+
+/// No extra exclusions.
+fn none(_: crate::platform::Platform) -> Option<String> {
+    None
+}

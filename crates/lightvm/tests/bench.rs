@@ -1,0 +1,243 @@
+//! End-to-end: `lightvm bench all --quick` on this machine, checked for what it
+//! must produce — results.json valid against docs/bench-results.schema.json, every
+//! plot file present and non-empty, a report that shows every plot — and never for
+//! how fast anything was: timings belong in the results, not in assertions.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+const LIGHTVM: &str = env!("CARGO_BIN_EXE_lightvm");
+
+/// Checks `value` against `schema`, for the keywords the results schema uses:
+/// `type` (one or several), `enum`, `required`, `properties`,
+/// `additionalProperties` (false or a schema), `items`, `minItems`, `minimum` and
+/// local `$ref`s. Returns every violation, each with its JSON path.
+fn validate(value: &Value, schema: &Value, root: &Value, path: &str, errors: &mut Vec<String>) {
+    if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+        let pointer = reference.trim_start_matches('#');
+        match root.pointer(pointer) {
+            Some(target) => validate(value, target, root, path, errors),
+            None => errors.push(format!("{path}: unresolvable $ref {reference}")),
+        }
+        return;
+    }
+    if let Some(types) = schema.get("type") {
+        let allowed: Vec<&str> = match types {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        let matches = |t: &str| match t {
+            "object" => value.is_object(),
+            "array" => value.is_array(),
+            "string" => value.is_string(),
+            "boolean" => value.is_boolean(),
+            "null" => value.is_null(),
+            "number" => value.is_number(),
+            "integer" => value.is_u64() || value.is_i64(),
+            _ => false,
+        };
+        if !allowed.iter().any(|t| matches(t)) {
+            errors.push(format!("{path}: {value} is not of type {allowed:?}"));
+            return;
+        }
+    }
+    if let Some(options) = schema.get("enum").and_then(Value::as_array) {
+        if !options.contains(value) {
+            errors.push(format!("{path}: {value} is not one of {options:?}"));
+        }
+    }
+    if let (Some(minimum), Some(number)) = (
+        schema.get("minimum").and_then(Value::as_f64),
+        value.as_f64(),
+    ) {
+        if number < minimum {
+            errors.push(format!("{path}: {number} < minimum {minimum}"));
+        }
+    }
+    if let Some(object) = value.as_object() {
+        for required in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(name) = required.as_str() {
+                if !object.contains_key(name) {
+                    errors.push(format!("{path}: missing required field {name:?}"));
+                }
+            }
+        }
+        let properties = schema.get("properties").and_then(Value::as_object);
+        for (name, field) in object {
+            let field_path = format!("{path}.{name}");
+            match properties.and_then(|p| p.get(name)) {
+                Some(field_schema) => validate(field, field_schema, root, &field_path, errors),
+                None => match schema.get("additionalProperties") {
+                    Some(Value::Bool(false)) => {
+                        errors.push(format!("{field_path}: not allowed by the schema"))
+                    }
+                    Some(extra) if extra.is_object() => {
+                        validate(field, extra, root, &field_path, errors)
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+    if let Some(array) = value.as_array() {
+        if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
+            if (array.len() as u64) < min {
+                errors.push(format!("{path}: fewer than {min} items"));
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            for (index, item) in array.iter().enumerate() {
+                validate(item, items, root, &format!("{path}[{index}]"), errors);
+            }
+        }
+    }
+}
+
+fn schema() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/bench-results.schema.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn the_validator_rejects_what_the_schema_forbids() {
+    let schema = schema();
+    let check = |value: &Value| {
+        let mut errors = Vec::new();
+        validate(value, &schema, &schema, "$", &mut errors);
+        errors
+    };
+    assert!(!check(&serde_json::json!({})).is_empty(), "missing fields");
+    assert!(!check(&serde_json::json!([])).is_empty(), "wrong type");
+    let mut errors = Vec::new();
+    let platform = &schema["$defs"]["platform"];
+    validate(
+        &serde_json::json!("vm"),
+        platform,
+        &schema,
+        "$",
+        &mut errors,
+    );
+    assert_eq!(errors.len(), 1, "not an enum member: {errors:?}");
+}
+
+#[test]
+fn bench_all_quick_writes_valid_results_every_plot_and_the_report() {
+    let out = std::env::temp_dir().join(format!("lightvm-bench-all-{}", std::process::id()));
+    let output = Command::new(LIGHTVM)
+        .args(["bench", "all", "--quick"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run lightvm bench all --quick");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "lightvm bench failed:\n{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("boot-to-main"),
+        "a headline table:\n{stdout}"
+    );
+
+    let results: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap())
+            .expect("results.json is JSON");
+    let schema = schema();
+    let mut errors = Vec::new();
+    validate(&results, &schema, &schema, "$", &mut errors);
+    assert!(
+        errors.is_empty(),
+        "results.json breaks its schema:\n{}",
+        errors.join("\n")
+    );
+
+    let suites: Vec<&str> = results["suites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["suite"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        suites,
+        ["size", "boot", "memory", "density", "cpu", "net", "http"]
+    );
+
+    let report = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    let mut plots = 0;
+    for suite in results["suites"].as_array().unwrap() {
+        for metric in suite["metrics"].as_array().unwrap() {
+            let id = metric["id"].as_str().unwrap();
+            let has_series = !metric["series"].as_array().unwrap().is_empty();
+            let files: Vec<&str> = metric["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_str().unwrap())
+                .collect();
+            if has_series {
+                assert!(
+                    files.contains(&format!("{id}.svg").as_str())
+                        && files.contains(&format!("{id}.png").as_str()),
+                    "{id}: an SVG and a PNG, got {files:?}"
+                );
+            }
+            for file in files {
+                let size = std::fs::metadata(out.join(file))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                assert!(size > 0, "{file} is missing or empty");
+                if file.ends_with(".svg") {
+                    assert!(
+                        report.contains(&format!("src=\"{file}\"")),
+                        "the report shows {file}"
+                    );
+                    plots += 1;
+                }
+            }
+            // Every measured series is summarised, with a ratio when process ran.
+            for series in metric["series"].as_array().unwrap() {
+                assert!(series["summary"].is_object(), "{id}: {series}");
+            }
+        }
+    }
+    assert!(plots >= 5, "size, boot, memory and density plots at least");
+    let csv = std::fs::read_to_string(out.join("results.csv")).expect("results.csv");
+    assert!(csv.starts_with("suite,metric,unit,platform,index,x,value\n"));
+    assert!(csv.lines().count() > 10);
+
+    // The baseline and lightvm's own platforms ran wherever /dev/kvm is usable.
+    let boot = results["suites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["suite"] == "boot")
+        .unwrap();
+    let platforms: Vec<&str> = boot["metrics"][0]["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["platform"].as_str().unwrap())
+        .collect();
+    assert!(platforms.contains(&"process"), "{platforms:?}\n{stderr}");
+    if results["machine"]["kvm"] == true {
+        for platform in ["unikernel-cold", "unikernel-pool"] {
+            assert!(
+                platforms.contains(&platform),
+                "{platform} ran: {platforms:?}\n{stderr}"
+            );
+        }
+    }
+    // A suite that cannot run says why.
+    for suite in results["suites"].as_array().unwrap() {
+        if suite["metrics"].as_array().unwrap().is_empty() {
+            assert!(suite["skipped_reason"].is_string(), "{}", suite["suite"]);
+        }
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
