@@ -267,6 +267,22 @@ fn lines(metric: &Metric, path: &Path, log: bool) -> DrawResult {
     Ok(())
 }
 
+/// Series longer than this are drawn as dots plus a rolling median.
+const DOTS_ABOVE: usize = 200;
+
+/// The median of each run of `window` consecutive points, at the run's middle x.
+fn rolling_median(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
+    points
+        .chunks(window.max(1))
+        .filter_map(|chunk| {
+            let mut ys: Vec<f64> = chunk.iter().map(|p| p.1).collect();
+            ys.sort_by(f64::total_cmp);
+            let x = chunk.get(chunk.len() / 2)?.0;
+            Some((x, *ys.get(ys.len() / 2)?))
+        })
+        .collect()
+}
+
 /// The (x, y) points of a series (x = 1, 2, … when it has none).
 fn points(series: &crate::results::Series) -> Vec<(f64, f64)> {
     match &series.x {
@@ -293,10 +309,23 @@ fn draw_lines<'a, Y>(
 where
     Y: Ranged<ValueType = f64>,
 {
+    // Long series (density: one sample per instance) would be an unreadable band
+    // of zig-zags: show every sample as a faint dot and its rolling median as the line.
     for series in &metric.series {
         let colour = colour(series.platform);
+        let points = points(series);
+        let line = if points.len() > DOTS_ABOVE {
+            chart.draw_series(
+                points
+                    .iter()
+                    .map(|&p| Circle::new(p, 1, colour.mix(0.25).filled())),
+            )?;
+            rolling_median(&points, (points.len() / 100).max(5))
+        } else {
+            points
+        };
         chart
-            .draw_series(LineSeries::new(points(series), colour.stroke_width(2)))?
+            .draw_series(LineSeries::new(line, colour.stroke_width(2)))?
             .label(series.platform.name())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
     }
@@ -307,4 +336,18 @@ where
         .border_style(BLACK)
         .draw()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rolling_medians_ignore_outliers() {
+        let points: Vec<(f64, f64)> = (0..10)
+            .map(|i| (f64::from(i), if i == 3 { 1000.0 } else { 1.0 }))
+            .collect();
+        assert_eq!(rolling_median(&points, 5), vec![(2.0, 1.0), (7.0, 1.0)]);
+        assert!(rolling_median(&[], 5).is_empty());
+    }
 }
