@@ -110,6 +110,20 @@ fn json_reports_the_exit_and_the_timings() {
 }
 
 #[test]
+fn report_writes_the_json_result_and_leaves_the_console_on_stdout() {
+    let report = image("hello").with_file_name("hello-report.json");
+    let output = run("hello", &["--report", report.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(stdout(&output).contains("Hello from a lightvm unikernel!"));
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("the report file")).expect("JSON");
+    assert_eq!(result["exit_code"], 0);
+    assert!(result["timings"]["boot_done_us"]
+        .as_f64()
+        .is_some_and(|t| t > 0.0));
+}
+
+#[test]
 fn a_panic_message_reaches_the_host() {
     let output = run("panic", &[]);
     assert_eq!(output.status.code(), Some(101));
