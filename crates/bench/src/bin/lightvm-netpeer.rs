@@ -10,7 +10,7 @@
 //! lightvm-netpeer tcp-send ADDR:PORT MIB      MIB MiB to a sink: MB/s (until it closes)
 //! ```
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ const BODY: &str = "Hello from a lightvm unikernel!\n";
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_else(|| usage());
-    match arg(0) {
+    let result = match arg(0) {
         "udp-echo" => udp_echo(arg(1)),
         "sink" => serve_tcp(arg(1), sink),
         "httpd" => serve_tcp(arg(1), http),
@@ -32,7 +32,16 @@ fn main() {
         ),
         "tcp-send" => tcp_send(arg(1), number(arg(2))),
         _ => usage(),
+    };
+    if let Err(error) = result {
+        eprintln!("lightvm-netpeer: {error}");
+        std::process::exit(1);
     }
+}
+
+/// Names the operation in an I/O error, so the one line printed says what failed.
+fn context(what: String) -> impl FnOnce(io::Error) -> io::Error {
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
 fn usage() -> ! {
@@ -44,8 +53,8 @@ fn number(text: &str) -> usize {
     text.parse().unwrap_or_else(|_| usage())
 }
 
-fn udp_echo(addr: &str) {
-    let socket = UdpSocket::bind(addr).expect("bind");
+fn udp_echo(addr: &str) -> io::Result<()> {
+    let socket = UdpSocket::bind(addr).map_err(context(format!("bind {addr}")))?;
     let mut buf = [0u8; 65536];
     loop {
         if let Ok((len, from)) = socket.recv_from(&mut buf) {
@@ -54,12 +63,13 @@ fn udp_echo(addr: &str) {
     }
 }
 
-fn serve_tcp(addr: &str, handler: fn(TcpStream)) {
-    let listener = TcpListener::bind(addr).expect("bind");
+fn serve_tcp(addr: &str, handler: fn(TcpStream)) -> io::Result<()> {
+    let listener = TcpListener::bind(addr).map_err(context(format!("bind {addr}")))?;
     for stream in listener.incoming().flatten() {
         let _ = stream.set_nodelay(true);
         std::thread::spawn(move || handler(stream));
     }
+    Ok(())
 }
 
 fn sink(mut stream: TcpStream) {
@@ -103,12 +113,12 @@ fn http(mut stream: TcpStream) {
     }
 }
 
-fn udp_rtt(addr: &str, count: usize, size: usize) {
-    let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
-    socket.connect(addr).expect("connect");
+fn udp_rtt(addr: &str, count: usize, size: usize) -> io::Result<()> {
+    let socket = UdpSocket::bind("0.0.0.0:0").map_err(context("bind".to_owned()))?;
     socket
-        .set_read_timeout(Some(Duration::from_secs(1)))
-        .unwrap();
+        .connect(addr)
+        .map_err(context(format!("connect {addr}")))?;
+    socket.set_read_timeout(Some(Duration::from_secs(1)))?;
     let message = vec![0x42u8; size];
     let mut buf = vec![0u8; 65536];
     let mut samples = Vec::with_capacity(count);
@@ -120,27 +130,33 @@ fn udp_rtt(addr: &str, count: usize, size: usize) {
     }
     for _ in 0..count {
         let start = Instant::now();
-        socket.send(&message).expect("send");
+        socket
+            .send(&message)
+            .map_err(context(format!("send to {addr}")))?;
         match socket.recv(&mut buf) {
             Ok(_) => samples.push(start.elapsed().as_secs_f64() * 1e6),
             Err(_) => lost += 1,
         }
     }
-    let s = Summary::of(&samples).expect("no echo came back");
+    let s = Summary::of(&samples)
+        .ok_or_else(|| io::Error::other(format!("no echo came back from {addr}")))?;
     println!(
         "udp-rtt {addr}: {} round trips of {size} B, lost {lost}: p50 {:.1} us, p99 {:.1} us, mean {:.1} us",
         s.count, s.median, s.p99, s.mean
     );
+    Ok(())
 }
 
-fn tcp_send(addr: &str, mib: usize) {
+fn tcp_send(addr: &str, mib: usize) -> io::Result<()> {
     let chunk = vec![0x5au8; 1 << 20];
     let started = Instant::now();
-    let mut stream = TcpStream::connect(addr).expect("connect");
+    let mut stream = TcpStream::connect(addr).map_err(context(format!("connect {addr}")))?;
     for _ in 0..mib {
-        stream.write_all(&chunk).expect("send");
+        stream
+            .write_all(&chunk)
+            .map_err(context(format!("send to {addr}")))?;
     }
-    stream.shutdown(Shutdown::Write).unwrap();
+    stream.shutdown(Shutdown::Write)?;
     // The sink closes once it has everything: that is when the transfer is done.
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest);
@@ -151,4 +167,5 @@ fn tcp_send(addr: &str, mib: usize) {
         bytes / secs / 1e6,
         bytes * 8.0 / secs / 1e9
     );
+    Ok(())
 }
