@@ -31,16 +31,7 @@ fn ratio(value: Option<f64>) -> String {
 
 /// The headline: one row per metric, a column per platform (median and ratio).
 fn headline(out: &mut String, results: &Results) {
-    let platforms: Vec<Platform> = Platform::ALL
-        .into_iter()
-        .filter(|p| {
-            results
-                .suites
-                .iter()
-                .flat_map(|s| &s.metrics)
-                .any(|m| m.series_of(*p).is_some())
-        })
-        .collect();
+    let platforms = results.measured_platforms();
     let _ = write!(out, "<table><tr><th>metric</th><th>unit</th>");
     for platform in &platforms {
         let _ = write!(out, "<th>{}</th>", esc(platform.name()));

@@ -42,6 +42,22 @@ pub struct Results {
     pub suites: Vec<SuiteResult>,
 }
 
+impl Results {
+    /// The platforms with a series in any metric, in the order of `Platform::ALL`:
+    /// the columns of every table of this run.
+    pub fn measured_platforms(&self) -> Vec<Platform> {
+        Platform::ALL
+            .into_iter()
+            .filter(|p| {
+                self.suites
+                    .iter()
+                    .flat_map(|s| &s.metrics)
+                    .any(|m| m.series_of(*p).is_some())
+            })
+            .collect()
+    }
+}
+
 /// The machine: what a reader needs to judge the numbers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::CommandFactory;
-use lightvm_bench::{BenchConfig, NetSupport, Platform, Progress, Results, Suite, Workload};
+use lightvm_bench::{BenchConfig, NetSupport, Progress, Results, Suite, Workload};
 use lightvm_images::unikernel::UnikernelBuild;
 
 use crate::cli::{BenchArgs, Cli, SuiteArg};
@@ -152,16 +152,7 @@ fn print_headline(results: &Results) -> std::io::Result<()> {
         out,
         "median per platform (ratio to the process median of this run)\n"
     )?;
-    let platforms: Vec<Platform> = Platform::ALL
-        .into_iter()
-        .filter(|p| {
-            results
-                .suites
-                .iter()
-                .flat_map(|s| &s.metrics)
-                .any(|m| m.series_of(*p).is_some())
-        })
-        .collect();
+    let platforms = results.measured_platforms();
     write!(out, "{:<30} {:>6}", "metric", "unit")?;
     for platform in &platforms {
         write!(out, " {:>22}", platform.name())?;
