@@ -332,6 +332,7 @@ fn exception_name(vector: u8) -> &'static str {
 #[cfg(test)]
 mod kvm_tests {
     use super::*;
+    use crate::console::test_util::Shared;
     use crate::loader::tests::make_elf;
     use object::elf::{PF_R, PF_W, PF_X};
     use std::sync::{Arc, Mutex};
@@ -348,19 +349,6 @@ mod kvm_tests {
         code.extend_from_slice(&call.port().to_le_bytes());
         code.push(0xef);
         code
-    }
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
     }
 
     fn boot(code: &[u8], data: &[u8], timeout: Option<Duration>) -> (RunReport, String) {
@@ -386,7 +374,7 @@ mod kvm_tests {
         let path = dir.join(format!("{:x}.elf", code.as_ptr() as usize));
         std::fs::write(&path, elf).unwrap();
         let config = VmConfig::new(&path, 2 << 20, "", timeout).unwrap();
-        let capture = Capture::default();
+        let capture = Shared::default();
         let vm = match shell {
             Some(shell) => shell.boot(&config, Box::new(capture.clone())),
             None => Vm::build(&config, Box::new(capture.clone())),
