@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -54,8 +55,31 @@ pub(crate) fn draw(metric: &Metric, dir: &Path, png: bool) -> Result<Vec<String>
     let drawn = match metric.plot {
         PlotKind::LogBars => bars(metric, &svg, true),
         PlotKind::Bars => bars(metric, &svg, false),
-        PlotKind::Lines => lines(metric, &svg, false),
-        PlotKind::LogLines => lines(metric, &svg, true),
+        PlotKind::Lines => lines(metric, &svg, Axes::LINEAR),
+        PlotKind::LogLines => lines(
+            metric,
+            &svg,
+            Axes {
+                log_x: false,
+                log_y: true,
+            },
+        ),
+        PlotKind::Sweep => lines(
+            metric,
+            &svg,
+            Axes {
+                log_x: true,
+                log_y: false,
+            },
+        ),
+        PlotKind::LogSweep => lines(
+            metric,
+            &svg,
+            Axes {
+                log_x: true,
+                log_y: true,
+            },
+        ),
     };
     drawn.map_err(|e| failed(e.to_string()))?;
     let mut files = vec![svg_name];
@@ -222,50 +246,91 @@ where
     Ok(())
 }
 
-/// One line per platform over its `x`, on a log `y` scale when `log`.
-fn lines(metric: &Metric, path: &Path, log: bool) -> DrawResult {
+/// Which axes of a line plot are logarithmic.
+#[derive(Clone, Copy)]
+struct Axes {
+    log_x: bool,
+    log_y: bool,
+}
+
+impl Axes {
+    const LINEAR: Axes = Axes {
+        log_x: false,
+        log_y: false,
+    };
+}
+
+/// One line per platform over its `x`.
+fn lines(metric: &Metric, path: &Path, axes: Axes) -> DrawResult {
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let all: Vec<(f64, f64)> = metric.series.iter().flat_map(points).collect();
     let x_max = all.iter().map(|p| p.0).fold(1.0, f64::max) * 1.02;
     let y_max = all.iter().map(|p| p.1).fold(1e-9, f64::max) * 1.1;
+    let smallest_positive = |values: &mut dyn Iterator<Item = f64>| {
+        let min = values.filter(|v| *v > 0.0).fold(f64::INFINITY, f64::min);
+        if min.is_finite() {
+            min / 1.5
+        } else {
+            1.0
+        }
+    };
+    let x_min = smallest_positive(&mut all.iter().map(|p| p.0));
+    let y_min = smallest_positive(&mut all.iter().map(|p| p.1));
     let mut builder = ChartBuilder::on(&root);
     builder
         .caption(caption(metric), ("sans-serif", 20))
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(70);
-    if log {
-        let y_min = all
-            .iter()
-            .map(|p| p.1)
-            .filter(|y| *y > 0.0)
-            .fold(f64::INFINITY, f64::min);
-        let y_min = if y_min.is_finite() { y_min / 2.0 } else { 1.0 };
-        let mut chart =
-            builder.build_cartesian_2d(0.0..x_max, (y_min..y_max.max(y_min * 10.0)).log_scale())?;
-        chart
-            .configure_mesh()
-            .x_desc(metric.x_label.clone().unwrap_or_default())
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_desc(unit(metric))
-            .y_label_formatter(&|v| format_value(*v))
-            .draw()?;
-        draw_lines(&mut chart, metric)?;
-    } else {
-        let mut chart = builder.build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-        chart
-            .configure_mesh()
-            .x_desc(metric.x_label.clone().unwrap_or_default())
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_desc(unit(metric))
-            .y_label_formatter(&|v| format_value(*v))
-            .draw()?;
-        draw_lines(&mut chart, metric)?;
+    let x_linear = 0.0..x_max;
+    let x_log = (x_min..x_max.max(x_min * 2.0)).log_scale();
+    let y_linear = 0.0..y_max;
+    let y_log = (y_min..y_max.max(y_min * 10.0)).log_scale();
+    match (axes.log_x, axes.log_y) {
+        (false, false) => line_chart(&mut builder, x_linear, y_linear, axes, metric)?,
+        (false, true) => line_chart(&mut builder, x_linear, y_log, axes, metric)?,
+        (true, false) => line_chart(&mut builder, x_log, y_linear, axes, metric)?,
+        (true, true) => line_chart(&mut builder, x_log, y_log, axes, metric)?,
     }
     root.present()?;
     Ok(())
 }
+
+/// The axes, the mesh and the lines of a line plot, for any kind of axis.
+fn line_chart<'a, X, Y>(
+    builder: &mut ChartBuilder<'_, '_, SVGBackend<'a>>,
+    x: X,
+    y: Y,
+    axes: Axes,
+    metric: &Metric,
+) -> DrawResult
+where
+    X: AsRangedCoord<Value = f64>,
+    Y: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let mut chart = builder.build_cartesian_2d(x, y)?;
+    // A log axis' fine lines crowd into bands; its major lines are enough.
+    let fine = if axes.log_x || axes.log_y {
+        TRANSPARENT
+    } else {
+        BLACK.mix(0.1)
+    };
+    chart
+        .configure_mesh()
+        .light_line_style(fine)
+        .x_desc(metric.x_label.clone().unwrap_or_default())
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_desc(unit(metric))
+        .y_label_formatter(&|v| format_value(*v))
+        .draw()?;
+    draw_lines(&mut chart, metric)
+}
+
+/// Series up to this long get a marker at each point (a sweep's steps).
+const MARKERS_UP_TO: usize = 30;
 
 /// Series longer than this are drawn as dots plus a rolling median.
 const DOTS_ABOVE: usize = 200;
@@ -298,15 +363,12 @@ fn points(series: &crate::results::Series) -> Vec<(f64, f64)> {
     }
 }
 
-fn draw_lines<'a, Y>(
-    chart: &mut ChartContext<
-        'a,
-        SVGBackend<'a>,
-        Cartesian2d<plotters::coord::types::RangedCoordf64, Y>,
-    >,
+fn draw_lines<'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
     metric: &Metric,
 ) -> DrawResult
 where
+    X: Ranged<ValueType = f64>,
     Y: Ranged<ValueType = f64>,
 {
     // Long series (density: one sample per instance) would be an unreadable band
@@ -322,6 +384,9 @@ where
             )?;
             rolling_median(&points, (points.len() / 100).max(5))
         } else {
+            if points.len() <= MARKERS_UP_TO {
+                chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
+            }
             points
         };
         chart

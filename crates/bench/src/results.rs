@@ -134,6 +134,10 @@ pub enum PlotKind {
     Lines,
     /// The same on a log scale, for platforms orders of magnitude apart.
     LogLines,
+    /// Lines over a doubling `x` (1, 2, 4 … connections), on a log `x` axis.
+    Sweep,
+    /// The same with a log `y` axis too (latency that grows by orders of magnitude).
+    LogSweep,
 }
 
 /// One measured quantity, on every platform.
