@@ -8,9 +8,14 @@ use std::process::{Child, Command};
 use crate::daemon::{PoolDaemon, PoolVm};
 use crate::error::BenchError;
 use crate::launch::{self, RunOutcome};
+use crate::netns::Attachment;
 use crate::platform::{Platform, Workload};
-use crate::runc::Runc;
+use crate::runc::{self, Runc};
 use crate::{BenchConfig, Progress};
+
+/// Why the pool has no place on the test network.
+pub(crate) const NO_POOL_NETWORK: &str =
+    "the daemon's create API attaches no network to pool VMs yet (its shells are prepared before the tap of a request is known)";
 
 /// A finished run of a workload on one platform.
 #[derive(Debug, Clone)]
@@ -149,15 +154,23 @@ impl<'a> Context<'a> {
             .ok_or_else(|| BenchError::platform("unikernel-pool", "no daemon"))
     }
 
-    fn lightvm_run(&self, workload: Workload, log: &Path) -> Result<Command, BenchError> {
+    /// `lightvm run` of `workload`'s unikernel, on the test network if `net` is given.
+    fn lightvm_run(
+        &self,
+        workload: Workload,
+        log: &Path,
+        net: Option<&Attachment<'_>>,
+    ) -> Result<Command, BenchError> {
         let image = self
             .guest(workload)
             .map_err(|reason| BenchError::platform("unikernel-cold", reason))?;
-        let mut command = Command::new(&self.config.lightvm_exe);
+        let exe = &self.config.lightvm_exe;
+        let mut command = net.map_or_else(|| Command::new(exe), |net| net.netns.command(exe));
         command
             .arg("run")
             .arg("--mem")
             .arg(workload.guest_mem())
+            .args(net.map_or(&[][..], |net| &net.guest_flags))
             .arg(image)
             .stderr(launch::stderr_to(log));
         Ok(command)
@@ -197,7 +210,7 @@ impl<'a> Context<'a> {
             Platform::UnikernelCold => {
                 let log = self.work.join("lightvm-run.log");
                 let report = self.work.join("lightvm-run.json");
-                let mut command = self.lightvm_run(workload, &log)?;
+                let mut command = self.lightvm_run(workload, &log, None)?;
                 command.arg("--report").arg(&report);
                 let run = launch::run_to_exit(command, "unikernel-cold", Some(&log)).map(from)?;
                 let vm_to_main_us = std::fs::read(&report)
@@ -241,10 +254,22 @@ impl<'a> Context<'a> {
         platform: Platform,
         workload: Workload,
     ) -> Result<Instance, BenchError> {
+        self.start_attached(platform, workload, None)
+    }
+
+    /// The same, on the test network of the net suites when `net` is given.
+    pub(crate) fn start_attached(
+        &mut self,
+        platform: Platform,
+        workload: Workload,
+        net: Option<&Attachment<'_>>,
+    ) -> Result<Instance, BenchError> {
         match platform {
             Platform::Process => {
                 let log = self.work.join("process.log");
-                let mut command = Command::new(self.baseline(workload)?);
+                let baseline = self.baseline(workload)?;
+                let mut command =
+                    net.map_or_else(|| Command::new(baseline), |net| net.netns.command(baseline));
                 command.stderr(launch::stderr_to(&log));
                 let (child, to_main_us, _) = launch::spawn_to_marker(command, "process")?;
                 Ok(Instance {
@@ -258,7 +283,20 @@ impl<'a> Context<'a> {
                     .runc
                     .as_ref()
                     .ok_or_else(|| BenchError::platform("container", "runc is not available"))?;
-                let (id, pid, to_main_us) = runc.start(workload.name())?;
+                let bundle = match net {
+                    None => runc.bundle(workload.name()),
+                    Some(net) => {
+                        let bundle =
+                            runc.bundle(&format!("{}-{}", workload.name(), net.netns.name()));
+                        runc::write_bundle(
+                            &bundle,
+                            self.baseline(workload)?,
+                            Some(&net.netns.path()),
+                        )?;
+                        bundle
+                    }
+                };
+                let (id, pid, to_main_us) = runc.start(&bundle)?;
                 Ok(Instance {
                     to_main_us,
                     pids: vec![pid],
@@ -267,7 +305,7 @@ impl<'a> Context<'a> {
             }
             Platform::UnikernelCold => {
                 let log = self.work.join("lightvm-run.log");
-                let command = self.lightvm_run(workload, &log)?;
+                let command = self.lightvm_run(workload, &log, net)?;
                 let (child, to_main_us, _) = launch::spawn_to_marker(command, "unikernel-cold")?;
                 Ok(Instance {
                     to_main_us,
@@ -276,6 +314,9 @@ impl<'a> Context<'a> {
                 })
             }
             Platform::UnikernelPool => {
+                if net.is_some() {
+                    return Err(BenchError::platform("unikernel-pool", NO_POOL_NETWORK));
+                }
                 let image = self
                     .guest(workload)
                     .map_err(|reason| BenchError::platform("unikernel-pool", reason))?

@@ -14,6 +14,8 @@ mod context;
 mod daemon;
 pub mod error;
 mod launch;
+mod netclient;
+mod netns;
 pub mod platform;
 mod plot;
 mod report;
@@ -46,13 +48,52 @@ pub trait Progress {
     fn note(&self, text: &str);
 }
 
-/// What the run knows about unikernel networking in this build.
-#[derive(Debug, Clone, Default)]
-pub struct NetSupport {
-    /// Whether `lightvm run` accepts `--net`.
-    pub run_has_net_flag: bool,
-    /// The network guests built (`udp-echo`, `tcp-echo`, `sink`, `httpd` …).
-    pub guests: Vec<String>,
+/// How much the net and http suites measure.
+#[derive(Debug, Clone)]
+pub struct NetParams {
+    /// Round trips per platform and protocol (UDP, TCP).
+    pub round_trips: usize,
+    /// Interleaved rounds they are spread over (also the transfers' rounds).
+    pub rounds: usize,
+    /// Transfers per platform into the discard server.
+    pub transfers: usize,
+    /// MiB per transfer.
+    pub transfer_mib: usize,
+    /// Seconds of each wrk run.
+    pub http_seconds: u32,
+    /// Open connections at each step of the HTTP sweep (it stops early once no
+    /// platform's rate grows).
+    pub http_connections: Vec<usize>,
+    /// Extra wrk runs at each platform's best step.
+    pub http_repeats: usize,
+}
+
+impl NetParams {
+    /// A few seconds per suite, for CI.
+    pub fn quick() -> Self {
+        Self {
+            round_trips: 1000,
+            rounds: 5,
+            transfers: 3,
+            transfer_mib: 16,
+            http_seconds: 1,
+            http_connections: vec![1, 8, 64],
+            http_repeats: 0,
+        }
+    }
+
+    /// A full run: enough samples for a p99 and a sweep to saturation.
+    pub fn full() -> Self {
+        Self {
+            round_trips: 20_000,
+            rounds: 10,
+            transfers: 5,
+            transfer_mib: 256,
+            http_seconds: 5,
+            http_connections: vec![1, 2, 4, 8, 16, 32, 64, 128],
+            http_repeats: 2,
+        }
+    }
 }
 
 /// A run's parameters.
@@ -82,8 +123,8 @@ pub struct BenchConfig {
     pub pool: usize,
     /// Only these platforms (all when `None`).
     pub platforms: Option<Vec<Platform>>,
-    /// Unikernel networking in this build.
-    pub net: NetSupport,
+    /// The net and http suites' sizes.
+    pub net: NetParams,
     /// The command line, recorded in the results.
     pub command: Vec<String>,
     /// Version strings to record (`lightvm` …); tool versions are added.
@@ -105,8 +146,12 @@ pub fn run(
     std::fs::create_dir_all(&work).map_err(BenchError::io(&work))?;
     let machine = machine();
 
+    let workloads: BTreeSet<Workload> = suites
+        .iter()
+        .flat_map(|s| s.workloads().iter().copied())
+        .collect();
     let mut baselines = BTreeMap::new();
-    for workload in Workload::ALL {
+    for &workload in &workloads {
         baselines.insert(workload, build_baseline(&work, workload)?);
     }
     let mut unavailable = BTreeMap::new();
@@ -117,8 +162,8 @@ pub fn run(
     let runc = match runc::probe() {
         Ok(exe) => {
             let runc = runc::Runc::new(exe, &work)?;
-            for workload in Workload::ALL {
-                runc::write_bundle(&runc.bundle(workload.name()), &baselines[&workload])?;
+            for (workload, binary) in &baselines {
+                runc::write_bundle(&runc.bundle(workload.name()), binary, None)?;
             }
             if let Some(v) = runc.version() {
                 versions.insert("runc".to_owned(), v);
@@ -225,7 +270,9 @@ fn build_baseline(work: &Path, workload: Workload) -> Result<PathBuf, BenchError
     let binary = work.join(format!("{name}-static"));
     std::fs::write(&source, workload.baseline_source()).map_err(BenchError::io(&source))?;
     let output = Command::new("cc")
-        .args(["-static", "-O2", "-o"])
+        .args(["-static", "-O2"])
+        .args(workload.baseline_defines())
+        .arg("-o")
         .arg(&binary)
         .arg(&source)
         .output()

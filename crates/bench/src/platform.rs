@@ -113,42 +113,74 @@ pub enum Workload {
     Cpu,
     /// The STREAM-like memory-bandwidth kernel (cpu).
     Stream,
+    /// UDP echo on port 7 (net: UDP round trips).
+    UdpEcho,
+    /// TCP echo on port 7 (net: TCP round trips).
+    TcpEcho,
+    /// TCP discard on port 9 (net: TCP throughput).
+    Sink,
+    /// HTTP/1.1 server of a small fixed body on port 80 (http).
+    Httpd,
 }
 
 impl Workload {
     /// Every workload with a host baseline and a guest.
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 8] = [
         Workload::Hello,
         Workload::Idle,
         Workload::Cpu,
         Workload::Stream,
+        Workload::UdpEcho,
+        Workload::TcpEcho,
+        Workload::Sink,
+        Workload::Httpd,
     ];
 
-    /// Its name: the baseline's `crates/bench/baselines/NAME.c` and `guests/NAME`.
+    /// Its name: `guests/NAME`, and the baseline's binary and bundle.
     pub fn name(self) -> &'static str {
         match self {
             Workload::Hello => "hello",
             Workload::Idle => "idle",
             Workload::Cpu => "cpu",
             Workload::Stream => "stream",
+            Workload::UdpEcho => "udp-echo",
+            Workload::TcpEcho => "tcp-echo",
+            Workload::Sink => "sink",
+            Workload::Httpd => "httpd",
         }
     }
 
-    /// Guest memory its unikernel needs (STREAM's arrays take 96 MiB).
+    /// Guest memory its unikernel needs: STREAM's arrays take 96 MiB; the network
+    /// servers' socket buffers and smoltcp state a few MiB.
     pub fn guest_mem(self) -> &'static str {
         match self {
             Workload::Stream => "128M",
-            _ => "2M",
+            Workload::UdpEcho | Workload::TcpEcho | Workload::Sink | Workload::Httpd => "64M",
+            Workload::Hello | Workload::Idle | Workload::Cpu => "2M",
         }
     }
 
-    /// The C source of its process baseline.
+    /// The C source of its process baseline (`crates/bench/baselines/`).
     pub(crate) fn baseline_source(self) -> &'static str {
         match self {
             Workload::Hello => include_str!("../baselines/hello.c"),
             Workload::Idle => include_str!("../baselines/idle.c"),
             Workload::Cpu => include_str!("../baselines/cpu.c"),
             Workload::Stream => include_str!("../baselines/stream.c"),
+            Workload::UdpEcho => include_str!("../baselines/udp-echo.c"),
+            Workload::TcpEcho | Workload::Sink | Workload::Httpd => {
+                include_str!("../baselines/tcp-server.c")
+            }
+        }
+    }
+
+    /// Compiler flags that pick this workload out of a shared source.
+    pub(crate) fn baseline_defines(self) -> &'static [&'static str] {
+        match self {
+            Workload::TcpEcho => &["-DSERVER=SERVER_ECHO"],
+            Workload::Sink => &["-DSERVER=SERVER_SINK"],
+            Workload::Httpd => &["-DSERVER=SERVER_HTTP"],
+            _ => &[],
         }
     }
 }

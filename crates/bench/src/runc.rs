@@ -41,8 +41,13 @@ pub(crate) fn probe() -> Result<PathBuf, String> {
     Ok(exe)
 }
 
-/// The stock `runc spec` configuration, running `/app` without a terminal.
-fn config_json() -> serde_json::Value {
+/// The stock `runc spec` configuration, running `/app` without a terminal; in a
+/// new, empty network namespace, or in the existing one at `network`.
+fn config_json(network: Option<&Path>) -> serde_json::Value {
+    let network = match network {
+        Some(path) => serde_json::json!({"type": "network", "path": path}),
+        None => serde_json::json!({"type": "network"}),
+    };
     let caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
     serde_json::json!({
         "ociVersion": "1.0.2-dev",
@@ -78,7 +83,7 @@ fn config_json() -> serde_json::Value {
         "linux": {
             "resources": {"devices": [{"allow": false, "access": "rwm"}]},
             "namespaces": [
-                {"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                {"type": "pid"}, network, {"type": "ipc"},
                 {"type": "uts"}, {"type": "mount"}
             ],
             "maskedPaths": [
@@ -93,8 +98,13 @@ fn config_json() -> serde_json::Value {
     })
 }
 
-/// Writes an OCI bundle for `binary` under `dir`: `rootfs/app` and `config.json`.
-pub(crate) fn write_bundle(dir: &Path, binary: &Path) -> Result<(), BenchError> {
+/// Writes an OCI bundle for `binary` under `dir`: `rootfs/app` and `config.json`,
+/// joining the network namespace at `network` if one is given.
+pub(crate) fn write_bundle(
+    dir: &Path,
+    binary: &Path,
+    network: Option<&Path>,
+) -> Result<(), BenchError> {
     let rootfs = dir.join("rootfs");
     std::fs::create_dir_all(&rootfs).map_err(BenchError::io(&rootfs))?;
     for mount_point in ["proc", "dev", "sys"] {
@@ -104,7 +114,7 @@ pub(crate) fn write_bundle(dir: &Path, binary: &Path) -> Result<(), BenchError> 
     let app = rootfs.join("app");
     std::fs::copy(binary, &app).map_err(BenchError::io(&app))?;
     let config = dir.join("config.json");
-    let text = serde_json::to_string_pretty(&config_json())?;
+    let text = serde_json::to_string_pretty(&config_json(network))?;
     std::fs::write(&config, text).map_err(BenchError::io(&config))?;
     Ok(())
 }
@@ -168,9 +178,9 @@ impl Runc {
         launch::run_to_exit(command, PLATFORM, Some(&log))
     }
 
-    /// `runc run --detach` of a workload's bundle, timed to its first output byte;
-    /// returns the container id, the pid of its init and the µs.
-    pub(crate) fn start(&self, workload: &str) -> Result<(String, u32, f64), BenchError> {
+    /// `runc run --detach` of the bundle in `bundle`, timed to its first output
+    /// byte; returns the container id, the pid of its init and the µs.
+    pub(crate) fn start(&self, bundle: &Path) -> Result<(String, u32, f64), BenchError> {
         let id = self.next_id();
         let log = self.work.join("runc-start.log");
         let mut command = self.command();
@@ -178,7 +188,7 @@ impl Runc {
             .arg("run")
             .arg("--detach")
             .arg("--bundle")
-            .arg(self.bundle(workload))
+            .arg(bundle)
             .arg(&id)
             .stderr(launch::stderr_to(&log));
         self.live.borrow_mut().push(id.clone());
@@ -240,10 +250,21 @@ mod tests {
 
     #[test]
     fn the_bundle_runs_app_without_a_terminal_on_a_read_only_root() {
-        let config = config_json();
+        let config = config_json(None);
         assert_eq!(config["process"]["args"][0], "/app");
         assert_eq!(config["process"]["terminal"], false);
         assert_eq!(config["root"]["readonly"], true);
         assert_eq!(config["linux"]["namespaces"].as_array().unwrap().len(), 5);
+        assert_eq!(config["linux"]["namespaces"][1]["type"], "network");
+        assert!(config["linux"]["namespaces"][1].get("path").is_none());
+    }
+
+    #[test]
+    fn a_bundle_can_join_an_existing_network_namespace() {
+        let config = config_json(Some(Path::new("/run/netns/x")));
+        assert_eq!(
+            config["linux"]["namespaces"][1],
+            serde_json::json!({"type": "network", "path": "/run/netns/x"})
+        );
     }
 }

@@ -101,6 +101,20 @@ fn validate(value: &Value, schema: &Value, root: &Value, path: &str, errors: &mu
     }
 }
 
+/// The platforms with a series in `suite`'s `metric`.
+fn measured_platforms(results: &Value, suite: &str, metric: &str) -> Vec<String> {
+    results["suites"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["suite"] == suite)
+        .flat_map(|s| s["metrics"].as_array().into_iter().flatten())
+        .filter(|m| m["id"] == metric)
+        .flat_map(|m| m["series"].as_array().into_iter().flatten())
+        .filter_map(|s| s["platform"].as_str().map(str::to_owned))
+        .collect()
+}
+
 fn schema() -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/bench-results.schema.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -131,12 +145,16 @@ fn the_validator_rejects_what_the_schema_forbids() {
 #[test]
 fn bench_all_quick_writes_valid_results_every_plot_and_the_report() {
     let out = std::env::temp_dir().join(format!("lightvm-bench-all-{}", std::process::id()));
-    let output = Command::new(LIGHTVM)
+    let child = Command::new(LIGHTVM)
         .args(["bench", "all", "--quick"])
         .arg("--out")
         .arg(&out)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run lightvm bench all --quick");
+    let bench_pid = child.id();
+    let output = child.wait_with_output().expect("wait for lightvm bench");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "lightvm bench failed:\n{stderr}");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -233,6 +251,33 @@ fn bench_all_quick_writes_valid_results_every_plot_and_the_report() {
             );
         }
     }
+    // The network suites measured the baseline and the unikernel on their private
+    // network wherever the run could make one, and left none of it behind.
+    if results["machine"]["kvm"] == true && results["machine"]["root"] == true {
+        for (suite, metric) in [
+            ("net", "net-udp-rtt"),
+            ("net", "net-tcp-rtt"),
+            ("net", "net-tcp-throughput"),
+            ("http", "http-peak-rate"),
+            ("http", "http-rate"),
+        ] {
+            let measured = measured_platforms(&results, suite, metric);
+            for platform in ["process", "unikernel-cold"] {
+                assert!(
+                    measured.contains(&platform.to_owned()),
+                    "{metric}: {platform} ran: {measured:?}\n{stderr}"
+                );
+            }
+        }
+    }
+    let leftover: Vec<String> = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&format!("lvmbench-{bench_pid}")))
+        .collect();
+    assert!(leftover.is_empty(), "namespaces left behind: {leftover:?}");
     // A suite that cannot run says why.
     for suite in results["suites"].as_array().unwrap() {
         if suite["metrics"].as_array().unwrap().is_empty() {

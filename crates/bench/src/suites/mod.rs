@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use crate::context::Context;
+use crate::platform::Workload;
 use crate::results::SuiteResult;
 
 /// A benchmark suite.
@@ -56,6 +57,18 @@ impl Suite {
             Suite::Net => "net",
             Suite::Http => "http",
             Suite::Cpu => "cpu",
+        }
+    }
+
+    /// The workloads it runs: their baselines are compiled and their unikernels
+    /// built only when a suite of the run needs them.
+    pub fn workloads(self) -> &'static [Workload] {
+        match self {
+            Suite::Boot | Suite::Size => &[Workload::Hello],
+            Suite::Density | Suite::Memory => &[Workload::Idle],
+            Suite::Cpu => &[Workload::Cpu, Workload::Stream],
+            Suite::Net => &[Workload::UdpEcho, Workload::TcpEcho, Workload::Sink],
+            Suite::Http => &[Workload::Httpd],
         }
     }
 

@@ -1,58 +1,515 @@
 //! Network suites: UDP/TCP round-trip time and TCP throughput (net), and HTTP
 //! requests/s and latency over a sweep of load (http).
 //!
-//! They need unikernel networking: the guests `udp-echo`, `tcp-echo`, `sink` and
-//! `httpd`, and `lightvm run IMAGE --net tap=NAME` with the guest addressed by its
-//! command line (`ip=10.0.0.2/24 gw=10.0.0.1`). The measured path is always inside
-//! a network namespace of the run (`ip netns add`), with the tap and every address
-//! in it, deleted afterwards: nothing touches the host's interfaces. Until those
-//! pieces are in the build, the suites say which are missing and are skipped —
-//! never estimated.
+//! Each platform's server runs at once on the run's private network
+//! ([`crate::netns`]): the unikernel behind a tap, the process and the container
+//! behind veth pairs, one link away from the clients each. The clients interleave
+//! their rounds over the platforms, so that noise on the machine lands on all of
+//! them alike. The pool is skipped: its shells get no network yet.
 
-use crate::context::Context;
-use crate::platform::which;
-use crate::results::SuiteResult;
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4};
 
-/// The guests each suite needs.
-const NET_GUESTS: [&str; 3] = ["udp-echo", "tcp-echo", "sink"];
-const HTTP_GUESTS: [&str; 1] = ["httpd"];
+use crate::context::{Context, Instance, NO_POOL_NETWORK};
+use crate::netclient::{self, WrkReport};
+use crate::netns::Testbed;
+use crate::platform::{which, Platform, Workload};
+use crate::results::{Metric, PlotKind, Skip, SuiteResult};
 
-/// Everything that is missing for a network suite, as one sentence; `None` if
-/// nothing is.
-fn missing(ctx: &Context<'_>, guests: &[&str], tools: &[(&str, &str)]) -> Option<String> {
-    let mut missing = Vec::new();
-    if !ctx.config.net.run_has_net_flag {
-        missing.push("`lightvm run --net tap=NAME` (not in this build: unikernel networking is being added on another branch)".to_owned());
+/// Size of the round-trip messages (bytes): a small request, as the papers use.
+const MESSAGE: usize = 64;
+
+/// The port each server listens on (as in its guest and its C baseline).
+fn port(workload: Workload) -> u16 {
+    match workload {
+        Workload::UdpEcho | Workload::TcpEcho => 7,
+        Workload::Sink => 9,
+        _ => 80,
     }
-    for guest in guests {
-        if !ctx.config.net.guests.iter().any(|g| g == guest) {
-            missing.push(format!("the guests/{guest} unikernel"));
+}
+
+/// Platforms that have no place on the test network, and why.
+fn off_the_network(platform: Platform) -> Option<String> {
+    match platform {
+        Platform::UnikernelPool => Some(NO_POOL_NETWORK.to_owned()),
+        other => Testbed::address(other)
+            .is_none()
+            .then(|| format!("{other} has no server on the test network")),
+    }
+}
+
+/// Why the suite cannot run at all here, or the test network.
+fn testbed(tools: &[(&str, &str)]) -> Result<Testbed, String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(
+            "needs root to create its network namespaces, tap and veth pairs: run the bench as root"
+                .to_owned(),
+        );
+    }
+    let missing: Vec<String> = tools
+        .iter()
+        .filter(|(tool, _)| which(tool).is_none())
+        .map(|(tool, package)| format!("{tool} (apt-get install {package}, or ./scripts/setup.sh)"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("needs {}", missing.join(", ")));
+    }
+    Testbed::create().map_err(|e| format!("cannot build the test network: {e}"))
+}
+
+/// One platform's server, running.
+struct Server {
+    platform: Platform,
+    address: SocketAddr,
+    instance: Instance,
+}
+
+/// Starts `workload`'s server on every platform that can run it; the others are
+/// added to `skipped` with the reason.
+fn start_servers(
+    ctx: &mut Context<'_>,
+    testbed: &Testbed,
+    workload: Workload,
+    skipped: &mut Vec<Skip>,
+) -> Vec<Server> {
+    let (platforms, plan_skips) = ctx.plan(workload, &off_the_network);
+    for skip in plan_skips {
+        add_skip(skipped, skip);
+    }
+    let mut servers = Vec::new();
+    for platform in platforms {
+        let (Some(address), Some(attachment)) =
+            (Testbed::address(platform), testbed.attachment(platform))
+        else {
+            continue;
+        };
+        match ctx.start_attached(platform, workload, Some(&attachment)) {
+            Ok(instance) => servers.push(Server {
+                platform,
+                address: SocketAddr::V4(SocketAddrV4::new(address, port(workload))),
+                instance,
+            }),
+            Err(error) => fail(ctx, skipped, platform, workload, error.to_string()),
         }
     }
-    for (tool, package) in tools {
-        if which(tool).is_none() {
-            missing.push(format!("{tool} (apt-get install {package})"));
+    servers
+}
+
+fn add_skip(skipped: &mut Vec<Skip>, skip: Skip) {
+    if !skipped.iter().any(|s| s.platform == skip.platform) {
+        skipped.push(skip);
+    }
+}
+
+fn fail(
+    ctx: &Context<'_>,
+    skipped: &mut Vec<Skip>,
+    platform: Platform,
+    workload: Workload,
+    reason: String,
+) {
+    ctx.progress.note(&format!(
+        "{}: {platform} failed, skipped: {reason}",
+        workload.name()
+    ));
+    add_skip(
+        skipped,
+        Skip {
+            platform,
+            reason: format!("{} failed: {reason}", workload.name()),
+        },
+    );
+}
+
+fn stop_all(ctx: &mut Context<'_>, servers: Vec<Server>) {
+    for server in servers {
+        ctx.stop(server.instance);
+    }
+}
+
+/// `rounds` rounds, each measuring every server once with `measure` (run inside
+/// the clients' namespace): the samples of each platform. A server whose round
+/// fails is stopped and skipped; the others go on.
+fn interleaved(
+    ctx: &mut Context<'_>,
+    testbed: &Testbed,
+    workload: Workload,
+    rounds: usize,
+    skipped: &mut Vec<Skip>,
+    measure: &(dyn Fn(SocketAddr) -> io::Result<Vec<f64>> + Sync),
+) -> BTreeMap<Platform, Vec<f64>> {
+    let mut servers = start_servers(ctx, testbed, workload, skipped);
+    let mut samples: BTreeMap<Platform, Vec<f64>> = BTreeMap::new();
+    for _ in 0..rounds {
+        let mut index = 0;
+        while index < servers.len() {
+            let address = servers[index].address;
+            let round = match testbed.clients.run_in(|| measure(address)) {
+                Ok(Ok(values)) => Ok(values),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            ctx.progress.advance();
+            match round {
+                Ok(values) => {
+                    samples
+                        .entry(servers[index].platform)
+                        .or_default()
+                        .extend(values);
+                    index += 1;
+                }
+                Err(reason) => {
+                    let server = servers.remove(index);
+                    samples.remove(&server.platform);
+                    fail(ctx, skipped, server.platform, workload, reason);
+                    ctx.stop(server.instance);
+                }
+            }
         }
     }
-    (!missing.is_empty()).then(|| format!("needs {}", missing.join(", ")))
+    stop_all(ctx, servers);
+    samples
 }
 
 pub(super) fn run_net(ctx: &mut Context<'_>) -> SuiteResult {
-    let mut result = super::suite(
-        "UDP and TCP round-trip time (one request in flight, ping-pong of 64-byte messages to an echo server) and TCP throughput (one stream into a discard server), each platform's server reached through the same kind of path: a tap (unikernels) or a veth pair (process) inside a network namespace created and deleted by the run.",
+    let params = ctx.config.net.clone();
+    let mut result = super::suite(&format!(
+        "Each platform's server runs on a private network made for the run: network namespaces holding a tap for the unikernel (its VMM runs in the clients' namespace) and a veth pair each for the process and for the container (runc joins the namespace), every server one virtual link from the clients, deleted afterwards. Clients run in the bench itself, on a thread inside that network, and interleave {rounds} rounds over the platforms. UDP and TCP round trip: {MESSAGE}-byte echo requests (udp-echo, tcp-echo; RFC 862), one in flight, {per} per platform, each timed (warm-up trips first). TCP throughput: {mib} MiB into a discard server (sink; RFC 863) on a new connection, timed until the server closes after reading everything, {transfers} transfers per platform. Servers: the unikernels (smoltcp in the guest, packets through rings in guest memory, one exit per batch) and the same work as one-threaded epoll C servers (crates/bench/baselines).",
+        rounds = params.rounds,
+        per = params.round_trips,
+        mib = params.transfer_mib,
+        transfers = params.transfers,
+    ));
+    let testbed = match testbed(&[("ip", "iproute2")]) {
+        Ok(testbed) => testbed,
+        Err(reason) => {
+            result.skipped_reason = Some(reason);
+            return result;
+        }
+    };
+    let rounds = params.rounds.max(1);
+    let per_round = params.round_trips.div_ceil(rounds).max(1);
+    ctx.progress.stage(
+        "net",
+        ((2 * rounds + params.transfers) * Testbed::PLATFORMS.len()) as u64,
     );
-    result.skipped_reason = missing(ctx, &NET_GUESTS, &[("ip", "iproute2")]).or_else(|| {
-        Some("the networking pieces are present, but this build's net driver is not written yet: nothing is measured rather than something estimated".to_owned())
-    });
+    let mut skipped = Vec::new();
+
+    let mut udp = Metric::new(
+        "net-udp-rtt",
+        "UDP echo round trip (64 B)",
+        "us",
+        PlotKind::Bars,
+        true,
+    );
+    let udp_samples = interleaved(
+        ctx,
+        &testbed,
+        Workload::UdpEcho,
+        rounds,
+        &mut skipped,
+        &|address| netclient::udp_round_trips(address, per_round, MESSAGE),
+    );
+    let mut tcp = Metric::new(
+        "net-tcp-rtt",
+        "TCP echo round trip (64 B)",
+        "us",
+        PlotKind::Bars,
+        true,
+    );
+    let tcp_samples = interleaved(
+        ctx,
+        &testbed,
+        Workload::TcpEcho,
+        rounds,
+        &mut skipped,
+        &|address| netclient::tcp_round_trips(address, per_round, MESSAGE),
+    );
+    let mut throughput = Metric::new(
+        "net-tcp-throughput",
+        "TCP throughput into a discard server",
+        "MB/s",
+        PlotKind::Bars,
+        false,
+    );
+    let mib = params.transfer_mib.max(1);
+    let throughput_samples = interleaved(
+        ctx,
+        &testbed,
+        Workload::Sink,
+        params.transfers.max(1),
+        &mut skipped,
+        &|address| netclient::tcp_send(address, mib).map(|rate| vec![rate]),
+    );
+    for (metric, samples) in [
+        (&mut udp, udp_samples),
+        (&mut tcp, tcp_samples),
+        (&mut throughput, throughput_samples),
+    ] {
+        for (platform, values) in samples {
+            metric.push(platform, values, None);
+        }
+    }
+    result.skipped = skipped;
+    result.metrics = vec![udp, tcp, throughput];
     result
 }
 
+/// Where a platform stands in the HTTP sweep.
+#[derive(Default)]
+struct Sweep {
+    connections: Vec<f64>,
+    rate: Vec<f64>,
+    p50_us: Vec<f64>,
+    p99_us: Vec<f64>,
+    /// The best rate so far and the connections that gave it.
+    best: Option<(f64, usize)>,
+    /// Steps in a row that did not beat the best by [`GROWTH`].
+    flat_steps: usize,
+}
+
+/// A step that does not raise the best rate by this factor adds no throughput.
+const GROWTH: f64 = 1.05;
+/// Steps in a row without growth after which a platform is saturated.
+const SATURATED_AFTER: usize = 2;
+
+impl Sweep {
+    fn record(&mut self, connections: usize, report: WrkReport) {
+        self.connections.push(connections as f64);
+        self.rate.push(report.requests_per_s);
+        self.p50_us.push(report.p50_us);
+        self.p99_us.push(report.p99_us);
+        match self.best {
+            Some((best, _)) if report.requests_per_s < best * GROWTH => {
+                self.flat_steps += 1;
+                if report.requests_per_s > best {
+                    self.best = Some((report.requests_per_s, connections));
+                }
+            }
+            _ => {
+                self.best = Some((report.requests_per_s, connections));
+                self.flat_steps = 0;
+            }
+        }
+    }
+
+    fn saturated(&self) -> bool {
+        self.flat_steps >= SATURATED_AFTER
+    }
+}
+
+/// One wrk run from the clients' namespace.
+fn wrk(
+    testbed: &Testbed,
+    address: SocketAddr,
+    connections: usize,
+    seconds: u32,
+) -> Result<WrkReport, String> {
+    let output = testbed
+        .clients
+        .command("wrk")
+        .args(["-t1", "--latency", "--timeout", "5s"])
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"))
+        .arg(format!("http://{address}/"))
+        .output()
+        .map_err(|e| format!("running wrk: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    match netclient::parse_wrk(&stdout) {
+        Some(report) if output.status.success() => Ok(report),
+        _ => Err(format!(
+            "wrk -c{connections} failed ({}): {} {}",
+            output.status,
+            stdout.trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+    }
+}
+
 pub(super) fn run_http(ctx: &mut Context<'_>) -> SuiteResult {
-    let mut result = super::suite(
-        "HTTP/1.1 keep-alive GETs of a small fixed body, driven by wrk at an increasing number of connections until the rate stops growing; requests/s and latency percentiles at each step. Servers: the httpd unikernel on a tap, and a host process on a veth pair, both inside a network namespace of the run.",
+    let params = ctx.config.net.clone();
+    let mut result = super::suite(&format!(
+        "HTTP/1.1 keep-alive GETs of the same 32-byte body, driven by wrk (one thread, closed loop) from the clients' namespace of the net suite's private network, {seconds} s per step, at {steps} open connections in turn — the offered load — until no platform's rate grows by 5% for two steps (saturation). Every step measures each platform in turn. Servers: the httpd unikernel (one vCPU, smoltcp) and a one-threaded epoll C server for the process and the container. The peak is the best step's rate, measured again {repeats} more times.",
+        seconds = params.http_seconds,
+        steps = params
+            .http_connections
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        repeats = params.http_repeats,
+    ));
+    let testbed = match testbed(&[("ip", "iproute2"), ("wrk", "wrk")]) {
+        Ok(testbed) => testbed,
+        Err(reason) => {
+            result.skipped_reason = Some(reason);
+            return result;
+        }
+    };
+    let mut skipped = Vec::new();
+    let mut servers = start_servers(ctx, &testbed, Workload::Httpd, &mut skipped);
+    ctx.progress.stage(
+        "http",
+        (servers.len() * (params.http_connections.len() + params.http_repeats + 1)) as u64,
     );
-    result.skipped_reason = missing(ctx, &HTTP_GUESTS, &[("ip", "iproute2"), ("wrk", "wrk")]).or_else(|| {
-        Some("the networking pieces are present, but this build's http driver is not written yet: nothing is measured rather than something estimated".to_owned())
-    });
+    // Warm-up: connections, ARP, the servers' first requests.
+    let mut index = 0;
+    while index < servers.len() {
+        let warm = wrk(&testbed, servers[index].address, 8, 1);
+        ctx.progress.advance();
+        match warm {
+            Ok(_) => index += 1,
+            Err(reason) => {
+                let server = servers.remove(index);
+                fail(ctx, &mut skipped, server.platform, Workload::Httpd, reason);
+                ctx.stop(server.instance);
+            }
+        }
+    }
+    let mut sweeps: BTreeMap<Platform, Sweep> = servers
+        .iter()
+        .map(|s| (s.platform, Sweep::default()))
+        .collect();
+    for &connections in &params.http_connections {
+        let mut index = 0;
+        while index < servers.len() {
+            let server = &servers[index];
+            let step = wrk(&testbed, server.address, connections, params.http_seconds);
+            ctx.progress.advance();
+            match step {
+                Ok(report) => {
+                    if report.errors > 0 {
+                        ctx.progress.note(&format!(
+                            "http: {} had {} errors at {connections} connections",
+                            server.platform, report.errors
+                        ));
+                    }
+                    if let Some(sweep) = sweeps.get_mut(&server.platform) {
+                        sweep.record(connections, report);
+                    }
+                    index += 1;
+                }
+                Err(reason) => {
+                    let server = servers.remove(index);
+                    sweeps.remove(&server.platform);
+                    fail(ctx, &mut skipped, server.platform, Workload::Httpd, reason);
+                    ctx.stop(server.instance);
+                }
+            }
+        }
+        if sweeps.values().all(Sweep::saturated) {
+            break;
+        }
+    }
+    let mut peaks: BTreeMap<Platform, Vec<f64>> = sweeps
+        .iter()
+        .filter_map(|(p, s)| Some((*p, vec![s.best?.0])))
+        .collect();
+    for _ in 0..params.http_repeats {
+        for server in &servers {
+            let Some((_, connections)) = sweeps.get(&server.platform).and_then(|s| s.best) else {
+                continue;
+            };
+            let again = wrk(&testbed, server.address, connections, params.http_seconds);
+            ctx.progress.advance();
+            if let (Ok(report), Some(samples)) = (again, peaks.get_mut(&server.platform)) {
+                samples.push(report.requests_per_s);
+            }
+        }
+    }
+    stop_all(ctx, servers);
+
+    let connections = "open connections (wrk, one thread)";
+    let mut rate = Metric::lines(
+        "http-rate",
+        "HTTP requests/s by offered load",
+        "req/s",
+        connections,
+    );
+    rate.plot = PlotKind::Sweep;
+    rate.lower_is_better = false;
+    rate.headline = false;
+    let mut p50 = Metric::lines(
+        "http-latency-p50",
+        "HTTP median latency by offered load",
+        "us",
+        connections,
+    );
+    p50.plot = PlotKind::LogSweep;
+    p50.headline = false;
+    let mut p99 = Metric::lines(
+        "http-latency-p99",
+        "HTTP 99th-percentile latency by offered load",
+        "us",
+        connections,
+    );
+    p99.plot = PlotKind::LogSweep;
+    p99.headline = false;
+    let mut peak = Metric::new(
+        "http-peak-rate",
+        "HTTP requests/s at saturation (best step of the sweep)",
+        "req/s",
+        PlotKind::Bars,
+        false,
+    );
+    for (platform, sweep) in sweeps {
+        rate.push(platform, sweep.rate, Some(sweep.connections.clone()));
+        p50.push(platform, sweep.p50_us, Some(sweep.connections.clone()));
+        p99.push(platform, sweep.p99_us, Some(sweep.connections));
+        if let Some(samples) = peaks.remove(&platform) {
+            peak.push(platform, samples, None);
+        }
+    }
+    result.skipped = skipped;
+    result.metrics = vec![peak, rate, p50, p99];
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(rate: f64) -> WrkReport {
+        WrkReport {
+            requests_per_s: rate,
+            p50_us: 10.0,
+            p99_us: 20.0,
+            errors: 0,
+        }
+    }
+
+    #[test]
+    fn a_sweep_is_saturated_after_two_steps_without_growth() {
+        let mut sweep = Sweep::default();
+        sweep.record(1, report(100.0));
+        sweep.record(2, report(180.0));
+        assert!(!sweep.saturated());
+        sweep.record(4, report(185.0));
+        assert!(!sweep.saturated(), "one flat step");
+        sweep.record(8, report(170.0));
+        assert!(sweep.saturated());
+        assert_eq!(sweep.best, Some((185.0, 4)), "the best step, even if flat");
+        assert_eq!(sweep.connections, [1.0, 2.0, 4.0, 8.0]);
+    }
+
+    #[test]
+    fn growth_resets_saturation() {
+        let mut sweep = Sweep::default();
+        sweep.record(1, report(100.0));
+        sweep.record(2, report(101.0));
+        sweep.record(4, report(200.0));
+        assert!(!sweep.saturated());
+        assert_eq!(sweep.best, Some((200.0, 4)));
+    }
+
+    #[test]
+    fn only_platforms_with_a_server_address_are_on_the_network() {
+        assert!(off_the_network(Platform::Process).is_none());
+        assert!(off_the_network(Platform::Container).is_none());
+        assert!(off_the_network(Platform::UnikernelCold).is_none());
+        assert!(off_the_network(Platform::UnikernelPool).is_some());
+        assert!(off_the_network(Platform::QemuMicrovm).is_some());
+    }
 }

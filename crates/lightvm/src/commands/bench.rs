@@ -3,19 +3,15 @@
 //! writes results.json, results.csv, the plots and report.html.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::CommandFactory;
-use lightvm_bench::{BenchConfig, NetSupport, Progress, Results, Suite, Workload};
+use lightvm_bench::{BenchConfig, NetParams, Progress, Results, Suite, Workload};
 use lightvm_images::unikernel::UnikernelBuild;
 
-use crate::cli::{BenchArgs, Cli, SuiteArg};
-
-/// The network guests the net and http suites look for.
-const NET_GUESTS: [&str; 4] = ["udp-echo", "tcp-echo", "sink", "httpd"];
+use crate::cli::{BenchArgs, SuiteArg};
 
 /// Where a guest lives in a source checkout.
 fn guest_dir(name: &str) -> PathBuf {
@@ -30,13 +26,6 @@ fn build_guest(name: &str) -> Result<PathBuf, String> {
         .build()
         .map_err(|e| format!("building guests/{name}: {e}"))?;
     std::fs::canonicalize(&built.path).map_err(|e| format!("{}: {e}", built.path.display()))
-}
-
-/// Whether this build's `lightvm run` has a `--net` flag.
-fn run_has_net_flag() -> bool {
-    Cli::command()
-        .find_subcommand("run")
-        .is_some_and(|run| run.get_arguments().any(|a| a.get_long() == Some("net")))
 }
 
 /// Progress bars on stderr (hidden when it is not a terminal).
@@ -96,25 +85,14 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<u8> {
     let pool = args.pool.unwrap_or(if args.quick { 4 } else { 16 });
     anyhow::ensure!(pool > 0, "--pool must be at least 1");
 
-    let mut workloads = vec![Workload::Hello, Workload::Idle];
-    if suites.contains(&Suite::Cpu) {
-        workloads.extend([Workload::Cpu, Workload::Stream]);
-    }
+    let workloads: BTreeSet<Workload> = suites
+        .iter()
+        .flat_map(|s| s.workloads().iter().copied())
+        .collect();
     let mut guests = BTreeMap::new();
     for workload in workloads {
         eprintln!("lightvm: building the {} unikernel…", workload.name());
         guests.insert(workload, build_guest(workload.name()));
-    }
-    let mut net = NetSupport {
-        run_has_net_flag: run_has_net_flag(),
-        guests: Vec::new(),
-    };
-    if net.run_has_net_flag && suites.iter().any(|s| matches!(s, Suite::Net | Suite::Http)) {
-        for name in NET_GUESTS {
-            if guest_dir(name).join("Cargo.toml").is_file() && build_guest(name).is_ok() {
-                net.guests.push(name.to_owned());
-            }
-        }
     }
     let out = args.out.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -131,7 +109,11 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<u8> {
         stream_runs: if args.quick { 1 } else { runs.min(5) },
         pool,
         platforms: (!args.platforms.is_empty()).then(|| args.platforms.clone()),
-        net,
+        net: if args.quick {
+            NetParams::quick()
+        } else {
+            NetParams::full()
+        },
         command: std::env::args().collect(),
         versions: BTreeMap::from([("lightvm".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]),
     };

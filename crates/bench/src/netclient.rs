@@ -1,0 +1,263 @@
+//! The clients of the net and http suites: round trips and bulk transfers timed
+//! here, one sample each, and wrk's report read back. They run on a thread inside
+//! the test network ([`crate::netns::Netns::run_in`]).
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+/// Round trips sent before the timed ones on each new socket: ARP, the server's
+/// first wake-up and the caches are not what is measured.
+const WARM_UP_TRIPS: usize = 20;
+/// How long one reply may take before the datagram counts as lost.
+const REPLY_TIMEOUT: Duration = Duration::from_millis(200);
+/// Lost datagrams after which the server is taken for dead.
+const MAX_LOST: usize = 10;
+
+fn context(what: String) -> impl FnOnce(io::Error) -> io::Error {
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// `count` UDP echo round trips of `size`-byte datagrams, one in flight: each
+/// round trip's time (µs). Datagrams that do not come back are not samples.
+pub(crate) fn udp_round_trips(
+    server: SocketAddr,
+    count: usize,
+    size: usize,
+) -> io::Result<Vec<f64>> {
+    let socket = UdpSocket::bind("0.0.0.0:0").map_err(context("bind".to_owned()))?;
+    socket
+        .connect(server)
+        .map_err(context(format!("connect {server}")))?;
+    socket.set_read_timeout(Some(REPLY_TIMEOUT))?;
+    let message = vec![0x42u8; size];
+    let mut reply = vec![0u8; size.max(1)];
+    let mut samples = Vec::with_capacity(count);
+    let mut lost = 0;
+    for trip in 0..WARM_UP_TRIPS + count {
+        let start = Instant::now();
+        socket
+            .send(&message)
+            .map_err(context(format!("send to {server}")))?;
+        match socket.recv(&mut reply) {
+            Ok(_) if trip >= WARM_UP_TRIPS => samples.push(micros(start)),
+            Ok(_) => {}
+            Err(_) => {
+                lost += 1;
+                if lost > MAX_LOST {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("{server}: {lost} datagrams got no echo"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(samples)
+}
+
+/// `count` TCP echo round trips of `size` bytes on one new connection: each one's
+/// time (µs).
+pub(crate) fn tcp_round_trips(
+    server: SocketAddr,
+    count: usize,
+    size: usize,
+) -> io::Result<Vec<f64>> {
+    let mut stream = connect(server)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let message = vec![0x42u8; size];
+    let mut reply = vec![0u8; size];
+    let mut samples = Vec::with_capacity(count);
+    for trip in 0..WARM_UP_TRIPS + count {
+        let start = Instant::now();
+        stream
+            .write_all(&message)
+            .map_err(context(format!("send to {server}")))?;
+        stream
+            .read_exact(&mut reply)
+            .map_err(context(format!("echo from {server}")))?;
+        if trip >= WARM_UP_TRIPS {
+            samples.push(micros(start));
+        }
+    }
+    Ok(samples)
+}
+
+/// Sends `mib` MiB to a discard server on a new connection and waits for it to
+/// close (it does once it has read everything): MB/s over the whole transfer,
+/// connection set-up included.
+pub(crate) fn tcp_send(server: SocketAddr, mib: usize) -> io::Result<f64> {
+    let chunk = vec![0x5au8; 1 << 20];
+    let started = Instant::now();
+    let mut stream = connect(server)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    for _ in 0..mib {
+        stream
+            .write_all(&chunk)
+            .map_err(context(format!("send to {server}")))?;
+    }
+    stream.shutdown(Shutdown::Write)?;
+    let mut rest = Vec::new();
+    stream
+        .read_to_end(&mut rest)
+        .map_err(context(format!("waiting for {server} to close")))?;
+    let bytes = (mib << 20) as f64;
+    Ok(bytes / started.elapsed().as_secs_f64() / 1e6)
+}
+
+fn connect(server: SocketAddr) -> io::Result<TcpStream> {
+    TcpStream::connect_timeout(&server, Duration::from_secs(5))
+        .map_err(context(format!("connect {server}")))
+}
+
+fn micros(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e6
+}
+
+/// What one wrk run reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct WrkReport {
+    /// Requests completed per second.
+    pub requests_per_s: f64,
+    /// Median latency (µs).
+    pub p50_us: f64,
+    /// 99th-percentile latency (µs).
+    pub p99_us: f64,
+    /// Socket errors and non-2xx responses together.
+    pub errors: u64,
+}
+
+/// Reads `wrk --latency`'s report.
+pub(crate) fn parse_wrk(report: &str) -> Option<WrkReport> {
+    let mut requests_per_s = None;
+    let mut p50_us = None;
+    let mut p99_us = None;
+    let mut errors = 0;
+    for line in report.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", rate] => requests_per_s = rate.parse().ok(),
+            ["50%", latency] => p50_us = duration_us(latency),
+            ["99%", latency] => p99_us = duration_us(latency),
+            ["Non-2xx", "or", "3xx", "responses:", n] => errors += n.parse::<u64>().ok()?,
+            ["Socket", "errors:", rest @ ..] => {
+                errors += rest
+                    .iter()
+                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+            _ => {}
+        }
+    }
+    Some(WrkReport {
+        requests_per_s: requests_per_s?,
+        p50_us: p50_us?,
+        p99_us: p99_us?,
+        errors,
+    })
+}
+
+/// wrk's durations: `42.00us`, `1.23ms`, `2.00s`, `1.50m`.
+fn duration_us(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    let scale = match unit {
+        "us" => 1.0,
+        "ms" => 1e3,
+        "s" => 1e6,
+        "m" => 60e6,
+        "h" => 3600e6,
+        _ => return None,
+    };
+    Some(value * scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPORT: &str = "Running 1s test @ http://127.0.0.1/
+  1 threads and 4 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    64.57us  245.92us   4.73ms   98.86%
+    Req/Sec    73.74k     9.40k   91.31k    60.00%
+  Latency Distribution
+     50%   42.00us
+     75%   52.00us
+     90%   61.00us
+     99%    1.20ms
+  73006 requests in 1.00s, 8.35MB read
+  Socket errors: connect 0, read 2, write 0, timeout 5
+  Non-2xx or 3xx responses: 3
+Requests/sec:  72975.93
+Transfer/sec:      8.35MB
+";
+
+    #[test]
+    fn wrk_reports_are_read_with_their_units() {
+        let report = parse_wrk(REPORT).unwrap();
+        assert_eq!(report.requests_per_s, 72975.93);
+        assert_eq!(report.p50_us, 42.0);
+        assert_eq!(report.p99_us, 1200.0);
+        assert_eq!(report.errors, 10);
+    }
+
+    #[test]
+    fn a_failed_wrk_run_has_no_report() {
+        assert_eq!(
+            parse_wrk("unable to connect to 10.0.0.2:http Connection refused"),
+            None
+        );
+        assert_eq!(duration_us("12.5xs"), None);
+        assert_eq!(duration_us("2.00s"), Some(2e6));
+    }
+
+    #[test]
+    fn round_trips_and_transfers_against_local_servers() {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp_addr = udp.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = udp.recv_from(&mut buf) {
+                let _ = udp.send_to(&buf[..n], from);
+            }
+        });
+        let samples = udp_round_trips(udp_addr, 50, 64).unwrap();
+        assert_eq!(samples.len(), 50);
+        assert!(samples.iter().all(|&s| s > 0.0));
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp_addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = stream.read(&mut buf) {
+                        if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(tcp_round_trips(tcp_addr, 30, 64).unwrap().len(), 30);
+
+        let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let sink_addr = sink.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for mut stream in sink.incoming().flatten() {
+                let _ = std::io::copy(&mut stream, &mut std::io::sink());
+            }
+        });
+        assert!(tcp_send(sink_addr, 2).unwrap() > 0.0);
+    }
+
+    #[test]
+    fn a_silent_udp_server_is_an_error_not_a_hang() {
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let error = udp_round_trips(silent.local_addr().unwrap(), 5, 8).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    }
+}

@@ -1,0 +1,266 @@
+//! The private network of the net and http suites: network namespaces made for the
+//! run and deleted after it (also when a suite fails), so that no host interface is
+//! touched and no packet leaves them.
+//!
+//! ```text
+//! lvmbench-PID (clients)                        server side
+//!   lvmtap0 10.0.0.1/24 ── tap ──── unikernel 10.0.0.2 (lightvm run --net, VMM in this namespace)
+//!   vproc   10.0.1.1/24 ── veth ─── eth0 10.0.1.2 in lvmbench-PID-p (the process)
+//!   vctr    10.0.2.1/24 ── veth ─── eth0 10.0.2.2 in lvmbench-PID-c (runc joins it)
+//! ```
+//!
+//! Every server is one virtual link away from the clients, each on its own subnet,
+//! so all of them can run at once and the clients can interleave their rounds.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::error::BenchError;
+use crate::platform::Platform;
+
+/// Where `ip netns` keeps its namespaces.
+const NETNS_DIR: &str = "/run/netns";
+/// The prefix of this suite's namespaces; the rest names the run's pid.
+const PREFIX: &str = "lvmbench-";
+/// The unikernel's tap, in the clients' namespace.
+const TAP: &str = "lvmtap0";
+
+/// A network namespace made by `ip netns add`, deleted on drop.
+#[derive(Debug)]
+pub(crate) struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Makes the namespace and brings its loopback up.
+    pub(crate) fn create(name: String) -> Result<Self, BenchError> {
+        ip(&["netns", "add", &name])?;
+        let netns = Self { name };
+        netns.ip(&["link", "set", "lo", "up"])?;
+        Ok(netns)
+    }
+
+    /// Its name for `ip netns`.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its bind mount: what runc's `namespaces[].path` and `setns` take.
+    pub(crate) fn path(&self) -> PathBuf {
+        Path::new(NETNS_DIR).join(&self.name)
+    }
+
+    /// `ip -n NAME ARGS…`: configures the namespace from outside.
+    pub(crate) fn ip(&self, args: &[&str]) -> Result<(), BenchError> {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// `program` run inside the namespace (`ip netns exec` execs it, so the child's
+    /// pid is the program's own).
+    pub(crate) fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).arg(program);
+        command
+    }
+
+    /// Runs `work` on a thread that has joined the namespace: the sockets it opens
+    /// live there, while the rest of the run stays in the host's namespace.
+    pub(crate) fn run_in<T: Send>(&self, work: impl FnOnce() -> T + Send) -> Result<T, BenchError> {
+        let path = self.path();
+        let file = File::open(&path).map_err(BenchError::io(&path))?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || enter(&file).map(|()| work()))
+                .join()
+                .map_err(|_| BenchError::platform("bench", "a client thread panicked"))?
+                .map_err(BenchError::io(path))
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// Moves the calling thread into the network namespace open as `file`.
+fn enter(file: &File) -> std::io::Result<()> {
+    // SAFETY: setns with a descriptor this function borrows for the call; with
+    // CLONE_NEWNET it changes only the calling thread's network namespace.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Runs `ip ARGS…`; its complaint becomes the error.
+fn ip(args: &[&str]) -> Result<(), BenchError> {
+    let output = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| BenchError::platform("bench", format!("running ip: {e}")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(BenchError::platform(
+            "bench",
+            format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        ))
+    }
+}
+
+/// How an instance joins the test network.
+pub(crate) struct Attachment<'a> {
+    /// The namespace its process runs in (process, the unikernel's VMM) or that it
+    /// joins (a container).
+    pub netns: &'a Netns,
+    /// `lightvm run` flags that give a unikernel its tap and address.
+    pub guest_flags: Vec<String>,
+}
+
+/// The clients' namespace and one server namespace per host platform.
+pub(crate) struct Testbed {
+    /// Where the clients run and the unikernel's tap lives.
+    pub clients: Netns,
+    process: Netns,
+    container: Netns,
+}
+
+impl Testbed {
+    /// The platforms with a server on the network.
+    pub(crate) const PLATFORMS: [Platform; 3] = [
+        Platform::Process,
+        Platform::Container,
+        Platform::UnikernelCold,
+    ];
+
+    /// Builds the network drawn at the top of this module; namespaces that an
+    /// earlier, killed run left behind are deleted first.
+    pub(crate) fn create() -> Result<Self, BenchError> {
+        remove_stale();
+        let base = format!("{PREFIX}{}", std::process::id());
+        let clients = Netns::create(base.clone())?;
+        let process = Netns::create(format!("{base}-p"))?;
+        let container = Netns::create(format!("{base}-c"))?;
+        clients.ip(&["tuntap", "add", "dev", TAP, "mode", "tap"])?;
+        clients.ip(&["addr", "add", "10.0.0.1/24", "dev", TAP])?;
+        clients.ip(&["link", "set", TAP, "up"])?;
+        veth(&clients, "vproc", &process, 1)?;
+        veth(&clients, "vctr", &container, 2)?;
+        Ok(Self {
+            clients,
+            process,
+            container,
+        })
+    }
+
+    /// The address of `platform`'s server.
+    pub(crate) fn address(platform: Platform) -> Option<Ipv4Addr> {
+        let subnet = match platform {
+            Platform::UnikernelCold => 0,
+            Platform::Process => 1,
+            Platform::Container => 2,
+            _ => return None,
+        };
+        Some(Ipv4Addr::new(10, 0, subnet, 2))
+    }
+
+    /// How `platform`'s server joins the network; `None` for platforms it has no
+    /// place for.
+    pub(crate) fn attachment(&self, platform: Platform) -> Option<Attachment<'_>> {
+        let (netns, guest_flags) = match platform {
+            Platform::Process => (&self.process, Vec::new()),
+            Platform::Container => (&self.container, Vec::new()),
+            Platform::UnikernelCold => (
+                &self.clients,
+                vec![
+                    "--net".to_owned(),
+                    format!("tap={TAP}"),
+                    "--cmdline".to_owned(),
+                    format!("ip={}/24 gw=10.0.0.1", Self::address(platform)?),
+                ],
+            ),
+            _ => return None,
+        };
+        Some(Attachment { netns, guest_flags })
+    }
+}
+
+/// A veth pair from the clients (`name`, 10.0.SUBNET.1) to `eth0` of `server`
+/// (10.0.SUBNET.2).
+fn veth(clients: &Netns, name: &str, server: &Netns, subnet: u8) -> Result<(), BenchError> {
+    clients.ip(&[
+        "link",
+        "add",
+        name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        server.name(),
+    ])?;
+    clients.ip(&["addr", "add", &format!("10.0.{subnet}.1/24"), "dev", name])?;
+    clients.ip(&["link", "set", name, "up"])?;
+    server.ip(&["addr", "add", &format!("10.0.{subnet}.2/24"), "dev", "eth0"])?;
+    server.ip(&["link", "set", "eth0", "up"])
+}
+
+/// Deletes this suite's namespaces whose run is gone (killed before it could).
+fn remove_stale() {
+    let Ok(entries) = std::fs::read_dir(NETNS_DIR) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", &name]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_server_has_its_own_subnet() {
+        let addresses: Vec<Ipv4Addr> = [
+            Platform::Process,
+            Platform::Container,
+            Platform::UnikernelCold,
+        ]
+        .into_iter()
+        .filter_map(Testbed::address)
+        .collect();
+        assert_eq!(addresses.len(), 3);
+        for (i, a) in addresses.iter().enumerate() {
+            for b in &addresses[i + 1..] {
+                assert_ne!(a.octets()[2], b.octets()[2], "{a} and {b}");
+            }
+        }
+        assert_eq!(Testbed::address(Platform::UnikernelPool), None);
+    }
+}
