@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use crate::platform::Platform;
-use crate::results::{Metric, Results};
+use crate::results::{Metric, PlotKind, Results};
 
 /// Escapes text for HTML.
 fn esc(text: &str) -> String {
@@ -22,6 +22,15 @@ fn number(value: f64) -> String {
         format!("{value:.1}")
     } else {
         format!("{value:.3}")
+    }
+}
+
+/// A whole number as one (a sweep's connection counts), anything else as [`number`].
+fn number_or_count(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{value:.0}")
+    } else {
+        number(value)
     }
 }
 
@@ -88,6 +97,62 @@ fn metric_section(out: &mut String, metric: &Metric) {
             esc(&metric.title)
         );
     }
+    if matches!(metric.plot, PlotKind::Sweep | PlotKind::LogSweep) {
+        sweep_table(out, metric);
+    } else {
+        summary_table(out, metric);
+    }
+    let _ = writeln!(
+        out,
+        "<p class=\"note\">unit: {}; {}</p>",
+        esc(&metric.unit),
+        if metric.lower_is_better {
+            "lower is better"
+        } else {
+            "higher is better"
+        }
+    );
+}
+
+/// A sweep's steps: a row per `x`, a column per platform.
+fn sweep_table(out: &mut String, metric: &Metric) {
+    let mut steps: Vec<f64> = metric
+        .series
+        .iter()
+        .flat_map(|s| s.x.iter().flatten().copied())
+        .collect();
+    steps.sort_by(f64::total_cmp);
+    steps.dedup();
+    let _ = write!(
+        out,
+        "<table><tr><th>{}</th>",
+        esc(metric.x_label.as_deref().unwrap_or("x"))
+    );
+    for series in &metric.series {
+        let _ = write!(out, "<th>{}</th>", esc(series.platform.name()));
+    }
+    let _ = writeln!(out, "</tr>");
+    for step in steps {
+        let _ = write!(out, "<tr><td>{}</td>", number_or_count(step));
+        for series in &metric.series {
+            let value = series
+                .x
+                .iter()
+                .flatten()
+                .position(|x| *x == step)
+                .and_then(|i| series.samples.get(i));
+            let _ = match value {
+                Some(v) => write!(out, "<td>{}</td>", number(*v)),
+                None => write!(out, "<td>–</td>"),
+            };
+        }
+        let _ = writeln!(out, "</tr>");
+    }
+    let _ = writeln!(out, "</table>");
+}
+
+/// Every platform's samples summarised, with the ratio to process.
+fn summary_table(out: &mut String, metric: &Metric) {
     let _ = writeln!(
         out,
         "<table><tr><th>platform</th><th>samples</th><th>min</th><th>median</th><th>p99</th><th>max</th><th>ratio to process (median)</th></tr>"
@@ -106,16 +171,7 @@ fn metric_section(out: &mut String, metric: &Metric) {
             ratio(series.ratio_to_process)
         );
     }
-    let _ = writeln!(
-        out,
-        "</table><p class=\"note\">unit: {}; {}</p>",
-        esc(&metric.unit),
-        if metric.lower_is_better {
-            "lower is better"
-        } else {
-            "higher is better"
-        }
-    );
+    let _ = writeln!(out, "</table>");
 }
 
 /// Renders the whole report.
@@ -222,6 +278,22 @@ pub(crate) fn html(results: &Results) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sweep_is_a_table_of_its_steps() {
+        let mut metric = Metric::lines("rate", "Rate", "req/s", "connections");
+        metric.plot = PlotKind::Sweep;
+        metric.push(Platform::Process, vec![10.0, 20.0], Some(vec![1.0, 8.0]));
+        metric.push(Platform::UnikernelCold, vec![5.0], Some(vec![1.0]));
+        let mut out = String::new();
+        metric_section(&mut out, &metric);
+        assert!(out.contains("<th>connections</th><th>process</th><th>unikernel-cold</th>"));
+        assert!(out.contains("<tr><td>1</td><td>10.0</td><td>5.0</td></tr>"));
+        assert!(
+            out.contains("<tr><td>8</td><td>20.0</td><td>–</td></tr>"),
+            "{out}"
+        );
+    }
 
     #[test]
     fn text_is_escaped() {
