@@ -421,32 +421,33 @@ pub(super) fn run_http(ctx: &mut Context<'_>) -> SuiteResult {
     }
     stop_all(ctx, servers);
 
-    let connections = "open connections (wrk, one thread)";
-    let mut rate = Metric::lines(
+    let sweep = |id: &str, title: &str, unit: &str, plot: PlotKind, lower_is_better: bool| Metric {
+        plot,
+        lower_is_better,
+        headline: false,
+        ..Metric::lines(id, title, unit, "open connections (wrk, one thread)")
+    };
+    let mut rate = sweep(
         "http-rate",
         "HTTP requests/s by offered load",
         "req/s",
-        connections,
+        PlotKind::Sweep,
+        false,
     );
-    rate.plot = PlotKind::Sweep;
-    rate.lower_is_better = false;
-    rate.headline = false;
-    let mut p50 = Metric::lines(
+    let mut p50 = sweep(
         "http-latency-p50",
         "HTTP median latency by offered load",
         "us",
-        connections,
+        PlotKind::LogSweep,
+        true,
     );
-    p50.plot = PlotKind::LogSweep;
-    p50.headline = false;
-    let mut p99 = Metric::lines(
+    let mut p99 = sweep(
         "http-latency-p99",
         "HTTP 99th-percentile latency by offered load",
         "us",
-        connections,
+        PlotKind::LogSweep,
+        true,
     );
-    p99.plot = PlotKind::LogSweep;
-    p99.headline = false;
     let mut peak = Metric::new(
         "http-peak-rate",
         "HTTP requests/s at saturation (best step of the sweep)",
