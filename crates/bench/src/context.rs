@@ -166,13 +166,15 @@ impl<'a> Context<'a> {
             .map_err(|reason| BenchError::platform("unikernel-cold", reason))?;
         let exe = &self.config.lightvm_exe;
         let mut command = net.map_or_else(|| Command::new(exe), |net| net.netns.command(exe));
-        command
-            .arg("run")
-            .arg("--mem")
-            .arg(workload.guest_mem())
-            .args(net.map_or(&[][..], |net| &net.guest_flags))
-            .arg(image)
-            .stderr(launch::stderr_to(log));
+        command.arg("run").arg("--mem").arg(workload.guest_mem());
+        if let Some(guest) = net.and_then(|net| net.guest.as_ref()) {
+            command
+                .arg("--net")
+                .arg(format!("tap={}", guest.tap))
+                .arg("--cmdline")
+                .arg(&guest.cmdline);
+        }
+        command.arg(image).stderr(launch::stderr_to(log));
         Ok(command)
     }
 

@@ -128,8 +128,16 @@ pub(crate) struct Attachment<'a> {
     /// The namespace its process runs in (process, the unikernel's VMM) or that it
     /// joins (a container).
     pub netns: &'a Netns,
-    /// `lightvm run` flags that give a unikernel its tap and address.
-    pub guest_flags: Vec<String>,
+    /// A unikernel's network: `None` for the host platforms.
+    pub guest: Option<GuestNet>,
+}
+
+/// A unikernel's tap and the command line that gives it its address.
+pub(crate) struct GuestNet {
+    /// The tap, in the clients' namespace (`--net tap=NAME`).
+    pub tap: &'static str,
+    /// `ip=ADDRESS/24 gw=GATEWAY`.
+    pub cmdline: String,
 }
 
 /// The clients' namespace and one server namespace per host platform.
@@ -182,21 +190,19 @@ impl Testbed {
     /// How `platform`'s server joins the network; `None` for platforms it has no
     /// place for.
     pub(crate) fn attachment(&self, platform: Platform) -> Option<Attachment<'_>> {
-        let (netns, guest_flags) = match platform {
-            Platform::Process => (&self.process, Vec::new()),
-            Platform::Container => (&self.container, Vec::new()),
+        let (netns, guest) = match platform {
+            Platform::Process => (&self.process, None),
+            Platform::Container => (&self.container, None),
             Platform::UnikernelCold => (
                 &self.clients,
-                vec![
-                    "--net".to_owned(),
-                    format!("tap={TAP}"),
-                    "--cmdline".to_owned(),
-                    format!("ip={}/24 gw=10.0.0.1", Self::address(platform)?),
-                ],
+                Some(GuestNet {
+                    tap: TAP,
+                    cmdline: format!("ip={}/24 gw=10.0.0.1", Self::address(platform)?),
+                }),
             ),
             _ => return None,
         };
-        Some(Attachment { netns, guest_flags })
+        Some(Attachment { netns, guest })
     }
 }
 
