@@ -364,29 +364,28 @@ impl Daemon {
         // The control socket is not needed once the guest runs: drop it, and watch
         // the process through its pidfd alone.
         drop(shell.control);
+        // A VM that failed to start is entered as ended: the caller takes it off the
+        // running count, and the watcher, finding its end already known, must not
+        // do so a second time (that would wrap the count and refuse every later
+        // create as over the VM limit).
+        let failed = outcome.as_ref().err().map(|error| {
+            // A shell that failed before boot-done ends by itself; make sure.
+            let _ = process::pidfd_signal(pidfd.get_ref(), libc::SIGKILL);
+            let guess = ExitRecord::new(Outcome::Failed, &error.message);
+            state::record_exit_once(&vm_dir, &guess).unwrap_or(guess)
+        });
         write_lock(&self.vms).insert(
             id.clone(),
             VmEntry {
                 record: record.clone(),
-                exit: None,
+                exit: failed,
                 timings,
                 pidfd: Some(pidfd.clone()),
                 stop_requested: outcome.is_err(),
             },
         );
         self.watch(id.clone(), pidfd.clone());
-        match outcome {
-            Ok(_) => Ok(VmView::new(&record, None, timings)),
-            Err(error) => {
-                // A shell that failed before boot-done ends by itself; make sure.
-                let _ = process::pidfd_signal(pidfd.get_ref(), libc::SIGKILL);
-                let _ = state::record_exit_once(
-                    &vm_dir,
-                    &ExitRecord::new(Outcome::Failed, &error.message),
-                );
-                Err(error)
-            }
-        }
+        outcome.map(|_| VmView::new(&record, None, timings))
     }
 
     /// Validates an image once per file version.
