@@ -101,6 +101,12 @@ pub struct CreateArgs {
     /// Stop the guest after this long.
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// A host tap interface for the guest's NIC, tap=NAME[,mac=MAC], as for `lightvm
+    /// run`; the tap must already exist in the daemon's network namespace (the
+    /// daemon never creates one), the guest's address comes from --cmdline (e.g.
+    /// "ip=10.0.0.2/24 gw=10.0.0.1").
+    #[arg(long, value_name = "tap=NAME[,mac=MAC]")]
+    pub net: Option<String>,
     /// Print the VM as JSON instead of its id.
     #[arg(long)]
     pub json: bool,

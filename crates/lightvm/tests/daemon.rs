@@ -4,11 +4,12 @@
 
 mod common;
 
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{image, LIGHTVM};
+use common::{can_use_netns, image, Netns, GUEST_CMDLINE, GUEST_IP, LIGHTVM, TAP};
 use hyper::{Method, StatusCode};
 use lightvm_toolstack::api::{PoolStatus, VmState, VmView};
 use lightvm_toolstack::client::Answer;
@@ -21,10 +22,22 @@ struct TestDaemon {
     child: Option<Child>,
     dir: PathBuf,
     extra_args: Vec<String>,
+    /// The network namespace it runs in (`ip netns exec`), if not the test's own.
+    netns: Option<String>,
 }
 
 impl TestDaemon {
     fn start(name: &str, extra_args: &[&str]) -> Self {
+        Self::start_with(name, extra_args, None)
+    }
+
+    /// A daemon inside `netns`: its shells, and the taps they open, live there. Its
+    /// socket is a path, so the test still reaches it from outside.
+    fn start_in(netns: &Netns, name: &str, extra_args: &[&str]) -> Self {
+        Self::start_with(name, extra_args, Some(netns.name.clone()))
+    }
+
+    fn start_with(name: &str, extra_args: &[&str], netns: Option<String>) -> Self {
         let dir =
             std::env::temp_dir().join(format!("lightvm-daemon-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -32,6 +45,7 @@ impl TestDaemon {
             child: None,
             dir,
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            netns,
         };
         daemon.spawn();
         daemon
@@ -47,7 +61,16 @@ impl TestDaemon {
 
     fn spawn(&mut self) {
         let _ = std::fs::remove_file(self.socket());
-        let child = Command::new(LIGHTVM)
+        // `ip netns exec` execs the daemon in place: the child's pid is the daemon's.
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, LIGHTVM]);
+                command
+            }
+            None => Command::new(LIGHTVM),
+        };
+        let child = command
             .arg("daemon")
             .arg("--socket")
             .arg(self.socket())
@@ -130,6 +153,41 @@ impl TestDaemon {
             }
             assert!(Instant::now() < deadline, "{id} did not exit");
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends a request that must fail; its status and error message.
+    fn error(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (StatusCode, String) {
+        let answer = self.call(method, path, body).expect("daemon answers");
+        let error: serde_json::Value =
+            serde_json::from_slice(&answer.body).expect("a JSON error body");
+        (
+            answer.status,
+            error["error"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    /// Waits until a VM's console holds `text`.
+    fn wait_console(&self, id: &str, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let answer = self
+                .call(Method::GET, &format!("/vms/{id}/console"), None)
+                .expect("daemon answers");
+            let console = String::from_utf8_lossy(&answer.body).into_owned();
+            if console.contains(text) {
+                return console;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} on {id}'s console; it holds:\n{console}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -682,4 +740,169 @@ fn vms_of_one_image_map_its_read_only_pages_from_the_file() {
             "private mappings: {mapped:?}"
         );
     }
+}
+
+/// The pool's shells must be as large as the networked guests need (udp-echo's heap
+/// does not fit the default 2 MiB), so that the VMs below come from the pool.
+const NET_POOL: &[&str] = &["--pool", "2", "--pool-mem", "64M"];
+
+#[test]
+fn a_pooled_vm_gets_a_network_on_a_tap_in_the_daemons_namespace() {
+    if !can_use_netns() {
+        return;
+    }
+    let ns = Netns::new();
+    let daemon = TestDaemon::start_in(&ns, "net", NET_POOL);
+    wait_pool_ready(&daemon, 2);
+    let udp_echo = image("udp-echo");
+    let created = daemon.cli(&[
+        "create",
+        udp_echo.to_str().unwrap(),
+        "--mem",
+        "64M",
+        "--net",
+        &format!("tap={TAP}"),
+        "--cmdline",
+        GUEST_CMDLINE,
+        "--json",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let vm: VmView = serde_json::from_slice(&created.stdout).expect("create --json");
+    let net = format!("tap={TAP},mac=06:00:ac:10:00:02");
+    assert_eq!(vm.net.as_deref(), Some(net.as_str()));
+    assert!(
+        vm.timings.is_some_and(|t| t.pooled),
+        "served from the pool: {:?}",
+        vm.timings
+    );
+    assert_eq!(daemon.inspect(&vm.id).net.as_deref(), Some(net.as_str()));
+    let list: Vec<VmView> = daemon.ok(Method::GET, "/vms", None, StatusCode::OK);
+    assert!(list
+        .iter()
+        .any(|v| v.id == vm.id && v.net.as_deref() == Some(net.as_str())));
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(daemon.state().join("vms").join(&vm.id).join("vm.json"))
+            .expect("vm.json"),
+    )
+    .expect("vm.json is JSON");
+    assert_eq!(record["net"], json!(net));
+
+    daemon.wait_console(&vm.id, "listening");
+    let echoed = ns.run_inside(|| {
+        let socket = UdpSocket::bind("10.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        // The first datagram waits for ARP; a lost one is sent again.
+        for _ in 0..5 {
+            socket.send_to(b"hello, pooled VM", (GUEST_IP, 7)).unwrap();
+            if let Ok((len, from)) = socket.recv_from(&mut buf) {
+                return Some((buf[..len].to_vec(), from.ip().to_string()));
+            }
+        }
+        None
+    });
+    let (echo, from) = echoed.expect("an echo from the guest");
+    assert_eq!(echo, b"hello, pooled VM");
+    assert_eq!(from, GUEST_IP);
+
+    // A second VM on the same tap: the tap is busy, that create fails alone.
+    let (status, message) = daemon.error(
+        Method::POST,
+        "/vms",
+        Some(json!({
+            "image": udp_echo,
+            "mem": "64M",
+            "net": format!("tap={TAP}"),
+            "cmdline": "ip=10.0.0.3/24",
+        })),
+    );
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{message}");
+    assert!(
+        message.contains(TAP) && message.contains("busy"),
+        "{message}"
+    );
+    assert_eq!(daemon.inspect(&vm.id).state, VmState::Running);
+    let _: VmView = daemon.ok(
+        Method::POST,
+        &format!("/vms/{}/stop", vm.id),
+        None,
+        StatusCode::OK,
+    );
+    daemon.wait_exited(&vm.id);
+}
+
+#[test]
+fn a_create_on_a_missing_tap_fails_alone_and_the_daemon_goes_on() {
+    if !can_use_netns() {
+        return;
+    }
+    let ns = Netns::new();
+    let daemon = TestDaemon::start_in(&ns, "nonet", NET_POOL);
+    wait_pool_ready(&daemon, 2);
+    let body = |net: &str| {
+        json!({
+            "image": image("udp-echo"),
+            "net": net,
+            "cmdline": GUEST_CMDLINE,
+        })
+    };
+
+    let (status, message) = daemon.error(Method::POST, "/vms", Some(body("tap0,mac=1")));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{message}");
+    assert!(message.starts_with("net: "), "{message}");
+
+    let (status, message) = daemon.error(Method::POST, "/vms", Some(body("tap=lvmnosuch0")));
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{message}");
+    assert!(
+        message.contains("\"lvmnosuch0\" does not exist"),
+        "{message}"
+    );
+    assert!(
+        !ns.exec(&["ip", "link", "show", "lvmnosuch0"])
+            .status
+            .success(),
+        "the daemon made the missing tap"
+    );
+    let list: Vec<VmView> = daemon.ok(Method::GET, "/vms", None, StatusCode::OK);
+    let failed = list
+        .iter()
+        .find(|v| v.net.as_deref() == Some("tap=lvmnosuch0,mac=06:00:ac:10:00:02"))
+        .expect("the failed VM is listed with its net");
+    assert_eq!(failed.state, VmState::Exited);
+    assert_eq!(
+        failed.exit.as_ref().map(|e| format!("{:?}", e.outcome)),
+        Some("Failed".to_owned())
+    );
+    let created = daemon.cli(&[
+        "create",
+        image("hello").to_str().unwrap(),
+        "--net",
+        "tap=lvmnosuch1",
+    ]);
+    assert_eq!(created.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&created.stderr).contains("lvmnosuch1"),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+
+    // The pool refills, and plain and networked VMs are created from it as before.
+    wait_pool_ready(&daemon, 2);
+    let hello = daemon.create("hello");
+    assert!(hello.timings.is_some_and(|t| t.pooled));
+    assert_eq!(hello.net, None);
+    assert_eq!(daemon.wait_exited(&hello.id).exit.unwrap().status, Some(0));
+    let echo: VmView = daemon.ok(
+        Method::POST,
+        "/vms",
+        Some(body(&format!("tap={TAP}"))),
+        StatusCode::CREATED,
+    );
+    daemon.wait_console(&echo.id, "listening");
 }

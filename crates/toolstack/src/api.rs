@@ -24,6 +24,12 @@ pub struct CreateRequest {
     pub cmdline: String,
     /// Stop the guest after this many milliseconds.
     pub timeout_ms: Option<u64>,
+    /// A network interface, `tap=NAME[,mac=MAC]` as for `lightvm run --net`. The
+    /// tap must already exist in the daemon's network namespace: the VM's shell
+    /// attaches to it at boot and never creates one, because a tap made on the fly
+    /// would have no address or route and would vanish with the VM.
+    #[serde(default)]
+    pub net: Option<String>,
 }
 
 /// A VM as the API shows it.
@@ -39,6 +45,10 @@ pub struct VmView {
     pub mem_size: u64,
     /// Command line.
     pub cmdline: String,
+    /// The network interface, `tap=NAME,mac=MAC` with the MAC it was given, so a
+    /// client sees which tap and address the guest is on; absent without one.
+    #[serde(default)]
+    pub net: Option<String>,
     /// Shell process id.
     pub pid: u32,
     /// Creation time, ms since the UNIX epoch.
@@ -90,6 +100,7 @@ impl VmView {
             image: record.image.clone(),
             mem_size: record.mem_size,
             cmdline: record.cmdline.clone(),
+            net: record.net.clone(),
             pid: record.pid,
             created_unix_ms: record.created_unix_ms,
             uptime_s: end.saturating_sub(record.created_unix_ms) as f64 / 1000.0,

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use lightvm_vmm::{parse_mem_size, UnikernelImage, VmConfig};
+use lightvm_vmm::{parse_mem_size, NetConfig, UnikernelImage, VmConfig};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -266,19 +266,8 @@ impl Daemon {
     /// Creates a VM and answers once its guest has reached `main`.
     pub async fn create(self: &Arc<Self>, request: CreateRequest) -> Result<VmView, ApiError> {
         let started = Instant::now();
-        let mem_size = match &request.mem {
-            Some(mem) => parse_mem_size(mem).map_err(|e| ApiError::bad_request(e.to_string()))?,
-            None => self.config.pool_mem,
-        };
-        if mem_size > self.config.max_mem {
-            return Err(ApiError::bad_request(format!(
-                "memory {mem_size} bytes is above this daemon's limit of {} bytes",
-                self.config.max_mem
-            )));
-        }
-        let timeout = request.timeout_ms.map(Duration::from_millis);
-        VmConfig::new(&request.image, mem_size, request.cmdline.as_str(), timeout)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let checked = check_request(&self.config, &request)?;
+        let mem_size = checked.mem_size;
         self.check_image(&request.image, mem_size)?;
         if self.running.fetch_add(1, Ordering::AcqRel) >= self.config.max_vms {
             self.running.fetch_sub(1, Ordering::AcqRel);
@@ -287,7 +276,7 @@ impl Daemon {
                 self.config.max_vms
             )));
         }
-        let result = self.create_counted(request, mem_size, started).await;
+        let result = self.create_counted(request, checked, started).await;
         if result.is_err() {
             self.running.fetch_sub(1, Ordering::AcqRel);
         }
@@ -297,9 +286,10 @@ impl Daemon {
     async fn create_counted(
         self: &Arc<Self>,
         request: CreateRequest,
-        mem_size: u64,
+        checked: CheckedRequest,
         started: Instant,
     ) -> Result<VmView, ApiError> {
+        let CheckedRequest { mem_size, net } = checked;
         let pooled_shell = (mem_size == self.config.pool_mem)
             .then(|| lock(&self.pool).ready.pop_front())
             .flatten();
@@ -320,6 +310,7 @@ impl Daemon {
             image: request.image.clone(),
             mem_size,
             cmdline: request.cmdline.clone(),
+            net: net.clone(),
             pid: shell.pid,
             pid_start_time: process::start_time(shell.pid).unwrap_or_default(),
             created_unix_ms: state::now_unix_ms(),
@@ -331,6 +322,7 @@ impl Daemon {
         let boot = ShellRequest::Boot(BootRequest {
             image: request.image,
             cmdline: request.cmdline,
+            net,
             timeout_ms: request.timeout_ms,
             vm_dir: vm_dir.clone(),
         });
@@ -372,29 +364,28 @@ impl Daemon {
         // The control socket is not needed once the guest runs: drop it, and watch
         // the process through its pidfd alone.
         drop(shell.control);
+        // A VM that failed to start is entered as ended: the caller takes it off the
+        // running count, and the watcher, finding its end already known, must not
+        // do so a second time (that would wrap the count and refuse every later
+        // create as over the VM limit).
+        let failed = outcome.as_ref().err().map(|error| {
+            // A shell that failed before boot-done ends by itself; make sure.
+            let _ = process::pidfd_signal(pidfd.get_ref(), libc::SIGKILL);
+            let guess = ExitRecord::new(Outcome::Failed, &error.message);
+            state::record_exit_once(&vm_dir, &guess).unwrap_or(guess)
+        });
         write_lock(&self.vms).insert(
             id.clone(),
             VmEntry {
                 record: record.clone(),
-                exit: None,
+                exit: failed,
                 timings,
                 pidfd: Some(pidfd.clone()),
                 stop_requested: outcome.is_err(),
             },
         );
         self.watch(id.clone(), pidfd.clone());
-        match outcome {
-            Ok(_) => Ok(VmView::new(&record, None, timings)),
-            Err(error) => {
-                // A shell that failed before boot-done ends by itself; make sure.
-                let _ = process::pidfd_signal(pidfd.get_ref(), libc::SIGKILL);
-                let _ = state::record_exit_once(
-                    &vm_dir,
-                    &ExitRecord::new(Outcome::Failed, &error.message),
-                );
-                Err(error)
-            }
-        }
+        outcome.map(|_| VmView::new(&record, None, timings))
     }
 
     /// Validates an image once per file version.
@@ -581,6 +572,47 @@ impl Daemon {
     }
 }
 
+/// What [`check_request`] derived from a create request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CheckedRequest {
+    /// Guest memory in bytes.
+    mem_size: u64,
+    /// The network interface in its normal form, `tap=NAME,mac=MAC`: the MAC is
+    /// fixed here, so the record, the answer and the shell all name the same one.
+    net: Option<String>,
+}
+
+/// Checks everything in a create request that needs no file, process or shell, so
+/// that a malformed request is a 400 before the pool is touched.
+fn check_request(
+    config: &DaemonConfig,
+    request: &CreateRequest,
+) -> Result<CheckedRequest, ApiError> {
+    let mem_size = match &request.mem {
+        Some(mem) => parse_mem_size(mem).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        None => config.pool_mem,
+    };
+    if mem_size > config.max_mem {
+        return Err(ApiError::bad_request(format!(
+            "memory {mem_size} bytes is above this daemon's limit of {} bytes",
+            config.max_mem
+        )));
+    }
+    let net = request
+        .net
+        .as_deref()
+        .map(|text| NetConfig::parse(text, 0))
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("net: {e}")))?;
+    let timeout = request.timeout_ms.map(Duration::from_millis);
+    VmConfig::new(&request.image, mem_size, request.cmdline.as_str(), timeout)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(CheckedRequest {
+        mem_size,
+        net: net.map(|net| net.to_string()),
+    })
+}
+
 async fn read_event(control: &mut BufReader<UnixStream>) -> Result<ShellEvent, String> {
     let mut line = Vec::new();
     let read = tokio::time::timeout(SHELL_DEADLINE, control.read_until(b'\n', &mut line))
@@ -659,6 +691,73 @@ fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config() -> DaemonConfig {
+        DaemonConfig {
+            socket: "/nonexistent/api.sock".into(),
+            state_dir: "/nonexistent/state".into(),
+            pool_size: 0,
+            pool_mem: 2 << 20,
+            max_vms: 10,
+            max_mem: 64 << 20,
+            shell_exe: "/nonexistent/lightvm".into(),
+        }
+    }
+
+    fn request(net: Option<&str>) -> CreateRequest {
+        CreateRequest {
+            image: "/images/udp-echo".into(),
+            mem: Some("64M".into()),
+            cmdline: "ip=10.0.0.2/24".into(),
+            timeout_ms: None,
+            net: net.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_bad_net_is_a_bad_request() {
+        for bad in [
+            "",
+            "tap0",
+            "tap=",
+            "mac=06:00:00:00:00:01",
+            "tap=tap0,mac=01:00:00:00:00:01",
+            "tap=tap0,mac=zz:00:00:00:00:01",
+            "tap=tap0,speed=10",
+            "tap=waytoolonginterfacename",
+        ] {
+            let error = check_request(&config(), &request(Some(bad))).expect_err(bad);
+            assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST, "{bad:?}");
+            assert!(
+                error.message.starts_with("net: "),
+                "{bad:?}: {}",
+                error.message
+            );
+        }
+    }
+
+    #[test]
+    fn a_good_net_is_normalised_with_its_mac() {
+        let checked = check_request(&config(), &request(Some("tap=lvmtap0"))).unwrap();
+        assert_eq!(checked.mem_size, 64 << 20);
+        assert_eq!(
+            checked.net.as_deref(),
+            Some("tap=lvmtap0,mac=06:00:ac:10:00:02")
+        );
+        let checked =
+            check_request(&config(), &request(Some("tap=t1,mac=02:00:00:aa:bb:cc"))).unwrap();
+        assert_eq!(checked.net.as_deref(), Some("tap=t1,mac=02:00:00:aa:bb:cc"));
+        assert_eq!(check_request(&config(), &request(None)).unwrap().net, None);
+    }
+
+    #[test]
+    fn a_create_request_without_net_still_parses() {
+        let request: CreateRequest = serde_json::from_str(r#"{"image": "/images/hello"}"#).unwrap();
+        assert_eq!(request.net, None);
+        let request: CreateRequest =
+            serde_json::from_str(r#"{"image": "/i", "net": "tap=tap0"}"#).unwrap();
+        assert_eq!(request.net.as_deref(), Some("tap=tap0"));
+    }
 
     #[test]
     fn ids_are_distinct_and_fixed_width() {

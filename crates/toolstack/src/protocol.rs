@@ -26,6 +26,11 @@ pub struct BootRequest {
     pub image: PathBuf,
     /// The guest command line.
     pub cmdline: String,
+    /// The network interface, `tap=NAME,mac=MAC` as the daemon validated it (the
+    /// MAC filled in). The shell opens the tap itself, at boot, in the daemon's
+    /// network namespace.
+    #[serde(default)]
+    pub net: Option<String>,
     /// Stop the guest after this long.
     pub timeout_ms: Option<u64>,
     /// The VM's state directory: console log and result go there.
@@ -76,6 +81,7 @@ mod tests {
         let request = ShellRequest::Boot(BootRequest {
             image: "/images/hello".into(),
             cmdline: "a\nb".into(),
+            net: Some("tap=tap0,mac=06:00:ac:10:00:02".into()),
             timeout_ms: Some(5),
             vm_dir: "/state/vms/x".into(),
         });

@@ -3,12 +3,14 @@
 //! measured). It prepares and warms a [`Shell`], says so, waits for the one boot
 //! request, runs the guest on its only thread and records how it ended.
 
+use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lightvm_vmm::{Shell, VmConfig};
+use lightvm_vmm::devices::config::DeviceSyntax;
+use lightvm_vmm::{NetConfig, Shell, VmConfig};
 
 use crate::protocol::{self, BootRequest, ShellEvent, ShellRequest};
 use crate::state::{self, ExitRecord, Outcome};
@@ -85,6 +87,10 @@ fn boot(shell: Shell, mem_size: u64, request: &BootRequest, mut events: UnixStre
         Ok(config) => config,
         Err(error) => return fail(&mut events, error.to_string()),
     };
+    let config = match boot_net(request.net.as_deref()) {
+        Ok(net) => config.with_net(net),
+        Err(error) => return fail(&mut events, error.to_string()),
+    };
     let console = match CappedLog::open(&request.vm_dir.join(state::CONSOLE_LOG)) {
         Ok(console) => console,
         Err(error) => return fail(&mut events, format!("console log: {error}")),
@@ -120,6 +126,62 @@ fn boot(shell: Shell, mem_size: u64, request: &BootRequest, mut events: UnixStre
         lightvm_vmm::VmExit::Crashed(_) => 126,
         lightvm_vmm::VmExit::AbiViolation { .. } => 127,
     }
+}
+
+/// Why a boot request's network interface cannot be given to its guest.
+#[derive(Debug, thiserror::Error)]
+pub enum BootNetError {
+    /// The `net` text does not parse (the daemon checks it first; this is a guard).
+    #[error("net: {0}")]
+    Syntax(#[from] DeviceSyntax),
+    /// No interface of that name in this network namespace.
+    #[error(
+        "tap interface {tap:?} does not exist in the daemon's network namespace; \
+         create it first (ip tuntap add dev {tap} mode tap)"
+    )]
+    NoSuchTap {
+        /// The interface asked for.
+        tap: String,
+    },
+    /// The interface could not be looked up.
+    #[error("looking up tap interface {tap:?}: {source}")]
+    Lookup {
+        /// The interface asked for.
+        tap: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// The network interface of a boot request, checked to exist.
+///
+/// The VMM's tap opener creates a missing tap (what `lightvm run` wants, as root),
+/// but a daemon's VM on a tap made on the fly would sit on a link with no address
+/// and no route that disappears with it: a typo in `net` would look like a working
+/// VM. So an interface that does not exist is an error here; one that exists but is
+/// no tap, or is attached to another VM, is refused when the VMM opens it.
+pub fn boot_net(text: Option<&str>) -> Result<Option<NetConfig>, BootNetError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let net = NetConfig::parse(text, 0)?;
+    // Interface names never hold a NUL (the parser bounds their length, the VMM
+    // refuses odd bytes); one that does cannot exist either.
+    let Ok(name) = CString::new(net.tap.as_str()) else {
+        return Err(BootNetError::NoSuchTap { tap: net.tap });
+    };
+    // SAFETY: if_nametoindex reads a NUL-terminated string that outlives the call.
+    if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
+        let error = std::io::Error::last_os_error();
+        return Err(match error.raw_os_error() {
+            Some(libc::ENODEV | libc::ENXIO) => BootNetError::NoSuchTap { tap: net.tap },
+            _ => BootNetError::Lookup {
+                tap: net.tap,
+                source: error,
+            },
+        });
+    }
+    Ok(Some(net))
 }
 
 /// Best effort: the daemon may have closed its end (it does after boot), and a VM
@@ -158,5 +220,46 @@ impl Write for CappedLog {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_net_is_no_interface() {
+        assert_eq!(boot_net(None).unwrap(), None);
+    }
+
+    #[test]
+    fn a_missing_interface_is_named_in_the_error() {
+        let error = boot_net(Some("tap=lvmnosuch0")).unwrap_err();
+        assert!(
+            matches!(&error, BootNetError::NoSuchTap { tap } if tap == "lvmnosuch0"),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("\"lvmnosuch0\" does not exist"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_existing_interface_passes_the_check() {
+        // Every network namespace has a loopback; the VMM refuses it later, as no tap.
+        let net = boot_net(Some("tap=lo,mac=02:00:00:00:00:01")).unwrap();
+        assert_eq!(
+            net.map(|n| n.to_string()).as_deref(),
+            Some("tap=lo,mac=02:00:00:00:00:01")
+        );
+    }
+
+    #[test]
+    fn bad_text_is_a_syntax_error() {
+        assert!(matches!(
+            boot_net(Some("tap=")),
+            Err(BootNetError::Syntax(_))
+        ));
     }
 }

@@ -28,6 +28,11 @@ pub struct VmRecord {
     pub mem_size: u64,
     /// The guest command line.
     pub cmdline: String,
+    /// Its network interface, `tap=NAME,mac=MAC`, if it has one. Records written
+    /// before VMs had networks lack the field; they read as `None`, so a daemon
+    /// still adopts those VMs.
+    #[serde(default)]
+    pub net: Option<String>,
     /// The shell process running it.
     pub pid: u32,
     /// That process's start time (clock ticks since boot, /proc/PID/stat field 22):
@@ -220,6 +225,7 @@ mod tests {
             image: "/img".into(),
             mem_size: 2 << 20,
             cmdline: String::new(),
+            net: None,
             pid: 1,
             pid_start_time: 2,
             created_unix_ms: 3,
@@ -246,6 +252,22 @@ mod tests {
             Some(Outcome::Stopped)
         );
         std::fs::remove_dir_all(state.root()).unwrap();
+    }
+
+    #[test]
+    fn a_record_from_before_networks_still_reads() {
+        let old = r#"{"id": "a", "image": "/img", "mem_size": 2097152, "cmdline": "",
+                      "pid": 1, "pid_start_time": 2, "created_unix_ms": 3}"#;
+        let record: VmRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record, self::record("a"));
+        let mut networked = self::record("b");
+        networked.net = Some("tap=tap0,mac=06:00:ac:10:00:02".into());
+        let text = serde_json::to_string(&networked).unwrap();
+        assert!(
+            text.contains(r#""net":"tap=tap0,mac=06:00:ac:10:00:02""#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<VmRecord>(&text).unwrap(), networked);
     }
 
     #[test]

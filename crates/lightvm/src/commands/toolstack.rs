@@ -83,6 +83,9 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<u8> {
     if let Some(mem) = &args.mem {
         body["mem"] = json!(mem);
     }
+    if let Some(net) = &args.net {
+        body["net"] = json!(net);
+    }
     if let Some(timeout) = args.timeout {
         body["timeout_ms"] = json!(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
     }
