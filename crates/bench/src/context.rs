@@ -5,17 +5,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
-use crate::daemon::{PoolDaemon, PoolVm};
+use crate::daemon::{DaemonSpec, PoolDaemon, PoolVm};
 use crate::error::BenchError;
 use crate::launch::{self, RunOutcome};
 use crate::netns::Attachment;
 use crate::platform::{Platform, Workload};
 use crate::runc::{self, Runc};
 use crate::{BenchConfig, Progress};
-
-/// Why the pool has no place on the test network.
-pub(crate) const NO_POOL_NETWORK: &str =
-    "the daemon's create API attaches no network to pool VMs yet (its shells are prepared before the tap of a request is known)";
 
 /// A finished run of a workload on one platform.
 #[derive(Debug, Clone)]
@@ -44,7 +40,11 @@ pub(crate) struct Instance {
 enum Handle {
     Child(Child),
     Container(String),
-    Pool(PoolVm),
+    Pool {
+        vm: PoolVm,
+        /// Whether it came from the test network's daemon.
+        networked: bool,
+    },
 }
 
 /// The shared state of one bench run.
@@ -59,6 +59,8 @@ pub(crate) struct Context<'a> {
     pub unavailable: BTreeMap<Platform, String>,
     pub runc: Option<Runc>,
     daemon: Option<PoolDaemon>,
+    /// The daemon of the net suites' pool, inside the clients' namespace.
+    net_daemon: Option<PoolDaemon>,
 }
 
 impl<'a> Context<'a> {
@@ -78,6 +80,7 @@ impl<'a> Context<'a> {
             unavailable,
             runc,
             daemon: None,
+            net_daemon: None,
         }
     }
 
@@ -138,20 +141,49 @@ impl<'a> Context<'a> {
         self.unavailable.entry(platform).or_insert(reason);
     }
 
-    /// The daemon of this run, started on first use.
-    fn daemon(&mut self) -> Result<&mut PoolDaemon, BenchError> {
-        if self.daemon.is_none() {
-            let max_vms = self.config.density_count + self.config.pool + 64;
-            self.daemon = Some(PoolDaemon::start(
+    /// The daemon of this run, started on first use: in the host's namespaces, or
+    /// in the test network's when `net` is given, with shells of that size.
+    fn daemon(
+        &mut self,
+        net: Option<&Attachment<'_>>,
+        workload: Workload,
+    ) -> Result<&mut PoolDaemon, BenchError> {
+        let slot = if net.is_some() {
+            &mut self.net_daemon
+        } else {
+            &mut self.daemon
+        };
+        if slot.is_none() {
+            let spec = match net {
+                None => DaemonSpec {
+                    name: "daemon",
+                    pool: self.config.pool,
+                    pool_mem: Workload::Idle.guest_mem(),
+                    max_vms: self.config.density_count + self.config.pool + 64,
+                    netns: None,
+                },
+                Some(net) => DaemonSpec {
+                    name: "daemon-net",
+                    pool: 1,
+                    pool_mem: workload.guest_mem(),
+                    max_vms: 16,
+                    netns: Some(net.netns),
+                },
+            };
+            *slot = Some(PoolDaemon::start(
                 &self.config.lightvm_exe,
                 &self.work,
-                self.config.pool,
-                max_vms,
+                spec,
             )?);
         }
-        self.daemon
-            .as_mut()
+        slot.as_mut()
             .ok_or_else(|| BenchError::platform("unikernel-pool", "no daemon"))
+    }
+
+    /// Stops the daemon on the test network: the net suites call this before their
+    /// network is deleted.
+    pub(crate) fn leave_network(&mut self) {
+        self.net_daemon = None;
     }
 
     /// `lightvm run` of `workload`'s unikernel, on the test network if `net` is given.
@@ -229,8 +261,8 @@ impl<'a> Context<'a> {
                     .guest(workload)
                     .map_err(|reason| BenchError::platform("unikernel-pool", reason))?
                     .to_owned();
-                let daemon = self.daemon()?;
-                let vm = daemon.create(&image, workload.guest_mem())?;
+                let daemon = self.daemon(None, workload)?;
+                let vm = daemon.create(&image, workload.guest_mem(), None)?;
                 let output = match workload {
                     Workload::Hello => Ok(String::new()),
                     _ => daemon.wait_exit(&vm.id),
@@ -316,18 +348,21 @@ impl<'a> Context<'a> {
                 })
             }
             Platform::UnikernelPool => {
-                if net.is_some() {
-                    return Err(BenchError::platform("unikernel-pool", NO_POOL_NETWORK));
-                }
                 let image = self
                     .guest(workload)
                     .map_err(|reason| BenchError::platform("unikernel-pool", reason))?
                     .to_owned();
-                let vm = self.daemon()?.create(&image, workload.guest_mem())?;
+                let guest = net.and_then(|net| net.guest.as_ref());
+                let vm = self
+                    .daemon(net, workload)?
+                    .create(&image, workload.guest_mem(), guest)?;
                 Ok(Instance {
                     to_main_us: vm.request_us,
                     pids: vec![vm.pid],
-                    handle: Handle::Pool(vm),
+                    handle: Handle::Pool {
+                        vm,
+                        networked: net.is_some(),
+                    },
                 })
             }
             other => Err(BenchError::platform(
@@ -346,8 +381,13 @@ impl<'a> Context<'a> {
                     runc.delete(&id);
                 }
             }
-            Handle::Pool(vm) => {
-                if let Some(daemon) = self.daemon.as_mut() {
+            Handle::Pool { vm, networked } => {
+                let daemon = if networked {
+                    self.net_daemon.as_mut()
+                } else {
+                    self.daemon.as_mut()
+                };
+                if let Some(daemon) = daemon {
                     daemon.remove(&vm);
                 }
             }

@@ -16,6 +16,7 @@ use lightvm_toolstack::Client;
 
 use crate::error::BenchError;
 use crate::launch::micros_since;
+use crate::netns::{GuestNet, Netns};
 
 const PLATFORM: &str = "unikernel-pool";
 
@@ -44,31 +45,48 @@ pub(crate) struct PoolVm {
     pub shell_boot_done_us: Option<f64>,
 }
 
+/// What a daemon of the run is for.
+pub(crate) struct DaemonSpec<'a> {
+    /// Its files under the work directory are `NAME.sock`, `NAME.log`, `NAME-state`.
+    pub name: &'a str,
+    /// Shells kept prepared.
+    pub pool: usize,
+    /// Their guest memory (`--pool-mem`).
+    pub pool_mem: &'a str,
+    /// Most VMs at once.
+    pub max_vms: usize,
+    /// The network namespace to run in, where its VMs' taps are.
+    pub netns: Option<&'a Netns>,
+}
+
 impl PoolDaemon {
-    /// Starts `lightvm daemon` with a pool of `pool` shells of 2 MiB, allowing
-    /// `max_vms` VMs, and waits until its socket answers.
+    /// Starts `lightvm daemon` as `spec` says and waits until its pool has a shell.
     pub(crate) fn start(
         lightvm: &Path,
         work: &Path,
-        pool: usize,
-        max_vms: usize,
+        spec: DaemonSpec<'_>,
     ) -> Result<Self, BenchError> {
         let failed = |detail: String| BenchError::platform(PLATFORM, detail);
-        let state = work.join("daemon-state");
-        let socket = work.join("daemon.sock");
+        let state = work.join(format!("{}-state", spec.name));
+        let socket = work.join(format!("{}.sock", spec.name));
         let _ = std::fs::remove_dir_all(&state);
         let _ = std::fs::remove_file(&socket);
-        let log = work.join("daemon.log");
-        let child = Command::new(lightvm)
+        let log = work.join(format!("{}.log", spec.name));
+        let mut command = spec
+            .netns
+            .map_or_else(|| Command::new(lightvm), |netns| netns.command(lightvm));
+        let child = command
             .arg("daemon")
             .arg("--socket")
             .arg(&socket)
             .arg("--state-dir")
             .arg(&state)
             .arg("--pool")
-            .arg(pool.to_string())
+            .arg(spec.pool.to_string())
+            .arg("--pool-mem")
+            .arg(spec.pool_mem)
             .arg("--max-vms")
-            .arg(max_vms.to_string())
+            .arg(spec.max_vms.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(crate::launch::stderr_to(&log))
@@ -117,11 +135,21 @@ impl PoolDaemon {
         }
     }
 
-    /// Creates a VM of `image` with `mem` of guest memory, timed from the request to
-    /// the daemon's answer (sent at the guest's boot-done).
-    pub(crate) fn create(&mut self, image: &Path, mem: &str) -> Result<PoolVm, BenchError> {
+    /// Creates a VM of `image` with `mem` of guest memory, on the tap of `net` if
+    /// given, timed from the request to the daemon's answer (sent at the guest's
+    /// boot-done).
+    pub(crate) fn create(
+        &mut self,
+        image: &Path,
+        mem: &str,
+        net: Option<&GuestNet>,
+    ) -> Result<PoolVm, BenchError> {
         self.wait_ready()?;
-        let body = serde_json::json!({ "image": image, "mem": mem });
+        let mut body = serde_json::json!({ "image": image, "mem": mem });
+        if let Some(net) = net {
+            body["net"] = serde_json::json!(format!("tap={}", net.tap));
+            body["cmdline"] = serde_json::json!(net.cmdline);
+        }
         let start = Instant::now();
         let answer = self
             .runtime

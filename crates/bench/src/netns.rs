@@ -5,6 +5,7 @@
 //! ```text
 //! lvmbench-PID (clients)                        server side
 //!   lvmtap0 10.0.0.1/24 ── tap ──── unikernel 10.0.0.2 (lightvm run --net, VMM in this namespace)
+//!   lvmtap1 10.0.3.1/24 ── tap ──── pooled unikernel 10.0.3.2 (a daemon in this namespace)
 //!   vproc   10.0.1.1/24 ── veth ─── eth0 10.0.1.2 in lvmbench-PID-p (the process)
 //!   vctr    10.0.2.1/24 ── veth ─── eth0 10.0.2.2 in lvmbench-PID-c (runc joins it)
 //! ```
@@ -26,8 +27,9 @@ use crate::platform::Platform;
 const NETNS_DIR: &str = "/run/netns";
 /// The prefix of this suite's namespaces; the rest names the run's pid.
 const PREFIX: &str = "lvmbench-";
-/// The unikernel's tap, in the clients' namespace.
-const TAP: &str = "lvmtap0";
+/// The taps of `unikernel-cold` and `unikernel-pool`, in the clients' namespace.
+const COLD_TAP: &str = "lvmtap0";
+const POOL_TAP: &str = "lvmtap1";
 
 /// A network namespace made by `ip netns add`, deleted on drop.
 #[derive(Debug)]
@@ -150,10 +152,11 @@ pub(crate) struct Testbed {
 
 impl Testbed {
     /// The platforms with a server on the network.
-    pub(crate) const PLATFORMS: [Platform; 3] = [
+    pub(crate) const PLATFORMS: [Platform; 4] = [
         Platform::Process,
         Platform::Container,
         Platform::UnikernelCold,
+        Platform::UnikernelPool,
     ];
 
     /// Builds the network drawn at the top of this module; namespaces that an
@@ -164,9 +167,8 @@ impl Testbed {
         let clients = Netns::create(base.clone())?;
         let process = Netns::create(format!("{base}-p"))?;
         let container = Netns::create(format!("{base}-c"))?;
-        clients.ip(&["tuntap", "add", "dev", TAP, "mode", "tap"])?;
-        clients.ip(&["addr", "add", "10.0.0.1/24", "dev", TAP])?;
-        clients.ip(&["link", "set", TAP, "up"])?;
+        tap(&clients, COLD_TAP, 0)?;
+        tap(&clients, POOL_TAP, 3)?;
         veth(&clients, "vproc", &process, 1)?;
         veth(&clients, "vctr", &container, 2)?;
         Ok(Self {
@@ -182,6 +184,7 @@ impl Testbed {
             Platform::UnikernelCold => 0,
             Platform::Process => 1,
             Platform::Container => 2,
+            Platform::UnikernelPool => 3,
             _ => return None,
         };
         Some(Ipv4Addr::new(10, 0, subnet, 2))
@@ -193,17 +196,28 @@ impl Testbed {
         let (netns, guest) = match platform {
             Platform::Process => (&self.process, None),
             Platform::Container => (&self.container, None),
-            Platform::UnikernelCold => (
-                &self.clients,
-                Some(GuestNet {
-                    tap: TAP,
-                    cmdline: format!("ip={}/24 gw=10.0.0.1", Self::address(platform)?),
-                }),
-            ),
+            Platform::UnikernelCold | Platform::UnikernelPool => {
+                let address = Self::address(platform)?;
+                let [a, b, c, _] = address.octets();
+                let tap = if platform == Platform::UnikernelCold {
+                    COLD_TAP
+                } else {
+                    POOL_TAP
+                };
+                let cmdline = format!("ip={address}/24 gw={a}.{b}.{c}.1");
+                (&self.clients, Some(GuestNet { tap, cmdline }))
+            }
             _ => return None,
         };
         Some(Attachment { netns, guest })
     }
+}
+
+/// A tap in the clients' namespace at 10.0.SUBNET.1/24; its unikernel is .2.
+fn tap(clients: &Netns, name: &str, subnet: u8) -> Result<(), BenchError> {
+    clients.ip(&["tuntap", "add", "dev", name, "mode", "tap"])?;
+    clients.ip(&["addr", "add", &format!("10.0.{subnet}.1/24"), "dev", name])?;
+    clients.ip(&["link", "set", name, "up"])
 }
 
 /// A veth pair from the clients (`name`, 10.0.SUBNET.1) to `eth0` of `server`
@@ -253,20 +267,16 @@ mod tests {
 
     #[test]
     fn every_server_has_its_own_subnet() {
-        let addresses: Vec<Ipv4Addr> = [
-            Platform::Process,
-            Platform::Container,
-            Platform::UnikernelCold,
-        ]
-        .into_iter()
-        .filter_map(Testbed::address)
-        .collect();
-        assert_eq!(addresses.len(), 3);
+        let addresses: Vec<Ipv4Addr> = Testbed::PLATFORMS
+            .into_iter()
+            .filter_map(Testbed::address)
+            .collect();
+        assert_eq!(addresses.len(), Testbed::PLATFORMS.len());
         for (i, a) in addresses.iter().enumerate() {
             for b in &addresses[i + 1..] {
                 assert_ne!(a.octets()[2], b.octets()[2], "{a} and {b}");
             }
         }
-        assert_eq!(Testbed::address(Platform::UnikernelPool), None);
+        assert_eq!(Testbed::address(Platform::QemuMicrovm), None);
     }
 }

@@ -251,8 +251,9 @@ fn bench_all_quick_writes_valid_results_every_plot_and_the_report() {
             );
         }
     }
-    // The network suites measured the baseline and the unikernel on their private
-    // network wherever the run could make one, and left none of it behind.
+    // The network suites measured the baseline and both unikernel platforms on
+    // their private network wherever the run could make one, and left none of it
+    // behind.
     if results["machine"]["kvm"] == true && results["machine"]["root"] == true {
         for (suite, metric) in [
             ("net", "net-udp-rtt"),
@@ -262,7 +263,7 @@ fn bench_all_quick_writes_valid_results_every_plot_and_the_report() {
             ("http", "http-rate"),
         ] {
             let measured = measured_platforms(&results, suite, metric);
-            for platform in ["process", "unikernel-cold"] {
+            for platform in ["process", "unikernel-cold", "unikernel-pool"] {
                 assert!(
                     measured.contains(&platform.to_owned()),
                     "{metric}: {platform} ran: {measured:?}\n{stderr}"

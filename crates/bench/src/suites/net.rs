@@ -5,13 +5,14 @@
 //! ([`crate::netns`]): the unikernel behind a tap, the process and the container
 //! behind veth pairs, one link away from the clients each. The clients interleave
 //! their rounds over the platforms, so that noise on the machine lands on all of
-//! them alike. The pool is skipped: its shells get no network yet.
+//! them alike. The pool's VMs come from a daemon of their own, run inside the
+//! clients' namespace so that its shells can open their tap.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
 
-use crate::context::{Context, Instance, NO_POOL_NETWORK};
+use crate::context::{Context, Instance};
 use crate::netclient::{self, WrkReport};
 use crate::netns::Testbed;
 use crate::platform::{which, Platform, Workload};
@@ -31,12 +32,9 @@ fn port(workload: Workload) -> u16 {
 
 /// Platforms that have no place on the test network, and why.
 fn off_the_network(platform: Platform) -> Option<String> {
-    match platform {
-        Platform::UnikernelPool => Some(NO_POOL_NETWORK.to_owned()),
-        other => Testbed::address(other)
-            .is_none()
-            .then(|| format!("{other} has no server on the test network")),
-    }
+    Testbed::address(platform)
+        .is_none()
+        .then(|| format!("{platform} has no server on the test network"))
 }
 
 /// Why the suite cannot run at all here, or the test network.
@@ -176,7 +174,7 @@ fn interleaved(
 pub(super) fn run_net(ctx: &mut Context<'_>) -> SuiteResult {
     let params = ctx.config.net.clone();
     let mut result = super::suite(&format!(
-        "Each platform's server runs on a private network made for the run: network namespaces holding a tap for the unikernel (its VMM runs in the clients' namespace) and a veth pair each for the process and for the container (runc joins the namespace), every server one virtual link from the clients, deleted afterwards. Clients run in the bench itself, on a thread inside that network, and interleave {rounds} rounds over the platforms. UDP and TCP round trip: {MESSAGE}-byte echo requests (udp-echo, tcp-echo; RFC 862), one in flight, {per} per platform, each timed (warm-up trips first). TCP throughput: {mib} MiB into a discard server (sink; RFC 863) on a new connection, timed until the server closes after reading everything, {transfers} transfers per platform. Servers: the unikernels (smoltcp in the guest, packets through rings in guest memory, one exit per batch) and the same work as one-threaded epoll C servers (crates/bench/baselines).",
+        "Each platform's server runs on a private network made for the run: network namespaces holding a tap for each unikernel platform (`lightvm run`, and a daemon whose pool holds shells of the guest's size; both run in the clients' namespace) and a veth pair each for the process and for the container (runc joins the namespace), every server one virtual link from the clients, deleted afterwards. Clients run in the bench itself, on a thread inside that network, and interleave {rounds} rounds over the platforms. UDP and TCP round trip: {MESSAGE}-byte echo requests (udp-echo, tcp-echo; RFC 862), one in flight, {per} per platform, each timed (warm-up trips first). TCP throughput: {mib} MiB into a discard server (sink; RFC 863) on a new connection, timed until the server closes after reading everything, {transfers} transfers per platform. Servers: the unikernels (smoltcp in the guest, packets through rings in guest memory, one exit per batch) and the same work as one-threaded epoll C servers (crates/bench/baselines).",
         rounds = params.rounds,
         per = params.round_trips,
         mib = params.transfer_mib,
@@ -252,6 +250,7 @@ pub(super) fn run_net(ctx: &mut Context<'_>) -> SuiteResult {
             metric.push(platform, values, None);
         }
     }
+    ctx.leave_network();
     result.skipped = skipped;
     result.metrics = vec![udp, tcp, throughput];
     result
@@ -420,6 +419,7 @@ pub(super) fn run_http(ctx: &mut Context<'_>) -> SuiteResult {
         }
     }
     stop_all(ctx, servers);
+    ctx.leave_network();
 
     let sweep = |id: &str, title: &str, unit: &str, plot: PlotKind, lower_is_better: bool| Metric {
         plot,
@@ -510,7 +510,7 @@ mod tests {
         assert!(off_the_network(Platform::Process).is_none());
         assert!(off_the_network(Platform::Container).is_none());
         assert!(off_the_network(Platform::UnikernelCold).is_none());
-        assert!(off_the_network(Platform::UnikernelPool).is_some());
+        assert!(off_the_network(Platform::UnikernelPool).is_none());
         assert!(off_the_network(Platform::QemuMicrovm).is_some());
     }
 }
