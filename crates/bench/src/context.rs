@@ -42,8 +42,8 @@ enum Handle {
     Container(String),
     Pool {
         vm: PoolVm,
-        /// Whether it came from the test network's daemon.
-        networked: bool,
+        /// The daemon it came from.
+        daemon: DaemonKey,
     },
 }
 
@@ -58,9 +58,18 @@ pub(crate) struct Context<'a> {
     /// Why each unavailable platform is.
     pub unavailable: BTreeMap<Platform, String>,
     pub runc: Option<Runc>,
-    daemon: Option<PoolDaemon>,
-    /// The daemon of the net suites' pool, inside the clients' namespace.
-    net_daemon: Option<PoolDaemon>,
+    /// The run's daemons, one per shell size and network, started on first use.
+    daemons: BTreeMap<DaemonKey, PoolDaemon>,
+}
+
+/// Which daemon of the run: a pool's shells have one size, and its shells can
+/// open only the taps of the namespace the daemon runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct DaemonKey {
+    /// The guest memory of its shells (`--pool-mem`).
+    pool_mem: &'static str,
+    /// Whether it runs in the test network's clients' namespace.
+    networked: bool,
 }
 
 impl<'a> Context<'a> {
@@ -79,8 +88,7 @@ impl<'a> Context<'a> {
             baselines,
             unavailable,
             runc,
-            daemon: None,
-            net_daemon: None,
+            daemons: BTreeMap::new(),
         }
     }
 
@@ -141,49 +149,49 @@ impl<'a> Context<'a> {
         self.unavailable.entry(platform).or_insert(reason);
     }
 
-    /// The daemon of this run, started on first use: in the host's namespaces, or
-    /// in the test network's when `net` is given, with shells of that size.
+    /// The daemon whose shells fit `workload`, in the test network's namespace when
+    /// `net` is given; started on first use. The one of the idle and hello guests
+    /// keeps `--pool` shells (density creates many); the others one.
     fn daemon(
         &mut self,
         net: Option<&Attachment<'_>>,
         workload: Workload,
-    ) -> Result<&mut PoolDaemon, BenchError> {
-        let slot = if net.is_some() {
-            &mut self.net_daemon
-        } else {
-            &mut self.daemon
+    ) -> Result<(DaemonKey, &mut PoolDaemon), BenchError> {
+        let key = DaemonKey {
+            pool_mem: workload.guest_mem(),
+            networked: net.is_some(),
         };
-        if slot.is_none() {
-            let spec = match net {
-                None => DaemonSpec {
-                    name: "daemon",
-                    pool: self.config.pool,
-                    pool_mem: Workload::Idle.guest_mem(),
-                    max_vms: self.config.density_count + self.config.pool + 64,
-                    netns: None,
+        let main = key.pool_mem == Workload::Idle.guest_mem() && !key.networked;
+        if !self.daemons.contains_key(&key) {
+            let name = format!(
+                "daemon-{}{}",
+                key.pool_mem,
+                if key.networked { "-net" } else { "" }
+            );
+            let spec = DaemonSpec {
+                name: &name,
+                pool: if main { self.config.pool } else { 1 },
+                pool_mem: key.pool_mem,
+                max_vms: if main {
+                    self.config.density_count + self.config.pool + 64
+                } else {
+                    16
                 },
-                Some(net) => DaemonSpec {
-                    name: "daemon-net",
-                    pool: 1,
-                    pool_mem: workload.guest_mem(),
-                    max_vms: 16,
-                    netns: Some(net.netns),
-                },
+                netns: net.map(|net| net.netns),
             };
-            *slot = Some(PoolDaemon::start(
-                &self.config.lightvm_exe,
-                &self.work,
-                spec,
-            )?);
+            let daemon = PoolDaemon::start(&self.config.lightvm_exe, &self.work, spec)?;
+            self.daemons.insert(key, daemon);
         }
-        slot.as_mut()
+        self.daemons
+            .get_mut(&key)
+            .map(|daemon| (key, daemon))
             .ok_or_else(|| BenchError::platform("unikernel-pool", "no daemon"))
     }
 
-    /// Stops the daemon on the test network: the net suites call this before their
+    /// Stops the daemons on the test network: the net suites call this before their
     /// network is deleted.
     pub(crate) fn leave_network(&mut self) {
-        self.net_daemon = None;
+        self.daemons.retain(|key, _| !key.networked);
     }
 
     /// `lightvm run` of `workload`'s unikernel, on the test network if `net` is given.
@@ -261,7 +269,7 @@ impl<'a> Context<'a> {
                     .guest(workload)
                     .map_err(|reason| BenchError::platform("unikernel-pool", reason))?
                     .to_owned();
-                let daemon = self.daemon(None, workload)?;
+                let (_, daemon) = self.daemon(None, workload)?;
                 let vm = daemon.create(&image, workload.guest_mem(), None)?;
                 let output = match workload {
                     Workload::Hello => Ok(String::new()),
@@ -353,16 +361,12 @@ impl<'a> Context<'a> {
                     .map_err(|reason| BenchError::platform("unikernel-pool", reason))?
                     .to_owned();
                 let guest = net.and_then(|net| net.guest.as_ref());
-                let vm = self
-                    .daemon(net, workload)?
-                    .create(&image, workload.guest_mem(), guest)?;
+                let (daemon, pool) = self.daemon(net, workload)?;
+                let vm = pool.create(&image, workload.guest_mem(), guest)?;
                 Ok(Instance {
                     to_main_us: vm.request_us,
                     pids: vec![vm.pid],
-                    handle: Handle::Pool {
-                        vm,
-                        networked: net.is_some(),
-                    },
+                    handle: Handle::Pool { vm, daemon },
                 })
             }
             other => Err(BenchError::platform(
@@ -381,13 +385,8 @@ impl<'a> Context<'a> {
                     runc.delete(&id);
                 }
             }
-            Handle::Pool { vm, networked } => {
-                let daemon = if networked {
-                    self.net_daemon.as_mut()
-                } else {
-                    self.daemon.as_mut()
-                };
-                if let Some(daemon) = daemon {
+            Handle::Pool { vm, daemon } => {
+                if let Some(daemon) = self.daemons.get_mut(&daemon) {
                     daemon.remove(&vm);
                 }
             }

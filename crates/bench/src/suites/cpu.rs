@@ -33,12 +33,7 @@ pub(super) fn run(ctx: &mut Context<'_>) -> SuiteResult {
             Err(reason) => fail(ctx, &mut result.skipped, platform, "cpu", reason),
         }
     }
-    let stream_excluded = |platform: Platform| {
-        (platform == Platform::UnikernelPool).then(|| {
-            "stream: the kernel needs a 128 MiB guest and the pool's shells have 2 MiB; the daemon creates other sizes cold, which is unikernel-cold again".to_owned()
-        })
-    };
-    let (stream_platforms, stream_skipped) = ctx.plan(Workload::Stream, &stream_excluded);
+    let (stream_platforms, stream_skipped) = ctx.plan(Workload::Stream, &super::none);
     for skip in stream_skipped {
         if !result.skipped.iter().any(|s| s.platform == skip.platform) {
             result.skipped.push(skip);
