@@ -90,7 +90,7 @@ impl NetParams {
             transfers: 5,
             transfer_mib: 256,
             http_seconds: 5,
-            http_connections: vec![1, 2, 4, 8, 16, 32, 64, 128],
+            http_connections: vec![1, 2, 4, 8, 16, 32, 64, 128, 256],
             http_repeats: 2,
         }
     }
