@@ -13,47 +13,80 @@ const WARM_UP_TRIPS: usize = 20;
 const REPLY_TIMEOUT: Duration = Duration::from_millis(200);
 /// Lost datagrams after which the server is taken for dead.
 const MAX_LOST: usize = 10;
+/// How long a TCP read or write may make no progress before the server is taken
+/// for stalled (a blocked write would otherwise hang the run).
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn context(what: String) -> impl FnOnce(io::Error) -> io::Error {
     move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-/// `count` UDP echo round trips of `size`-byte datagrams, one in flight: each
-/// round trip's time (µs). Datagrams that do not come back are not samples.
-pub(crate) fn udp_round_trips(
-    server: SocketAddr,
-    count: usize,
-    size: usize,
-) -> io::Result<Vec<f64>> {
+/// What one client round measured.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Round {
+    /// One sample per answered request: a round trip's time (µs), or a transfer's
+    /// rate.
+    pub samples: Vec<f64>,
+    /// Timed requests that got no answer (UDP datagrams whose echo did not come
+    /// back within [`REPLY_TIMEOUT`]).
+    pub lost: usize,
+}
+
+/// `count` UDP echo round trips of `size`-byte datagrams (at least 8: each carries
+/// its trip's number), one in flight. An echo that comes back after its trip gave
+/// up is recognised by its number and dropped, so it is never taken for the echo
+/// of a later trip.
+pub(crate) fn udp_round_trips(server: SocketAddr, count: usize, size: usize) -> io::Result<Round> {
     let socket = UdpSocket::bind("0.0.0.0:0").map_err(context("bind".to_owned()))?;
     socket
         .connect(server)
         .map_err(context(format!("connect {server}")))?;
     socket.set_read_timeout(Some(REPLY_TIMEOUT))?;
-    let message = vec![0x42u8; size];
-    let mut reply = vec![0u8; size.max(1)];
-    let mut samples = Vec::with_capacity(count);
-    let mut lost = 0;
+    let mut message = vec![0x42u8; size.max(8)];
+    let mut reply = vec![0u8; message.len()];
+    let mut round = Round {
+        samples: Vec::with_capacity(count),
+        lost: 0,
+    };
+    let mut unanswered = 0;
     for trip in 0..WARM_UP_TRIPS + count {
+        let number = (trip as u64).to_le_bytes();
+        message[..8].copy_from_slice(&number);
         let start = Instant::now();
         socket
             .send(&message)
             .map_err(context(format!("send to {server}")))?;
-        match socket.recv(&mut reply) {
-            Ok(_) if trip >= WARM_UP_TRIPS => samples.push(micros(start)),
-            Ok(_) => {}
-            Err(_) => {
-                lost += 1;
-                if lost > MAX_LOST {
+        let answered = wait_for_echo(&socket, &mut reply, number, start);
+        let timed = trip >= WARM_UP_TRIPS;
+        match (answered, timed) {
+            (true, true) => round.samples.push(micros(start)),
+            (true, false) => {}
+            (false, _) => {
+                round.lost += usize::from(timed);
+                unanswered += 1;
+                if unanswered > MAX_LOST {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("{server}: {lost} datagrams got no echo"),
+                        format!("{server}: {unanswered} datagrams got no echo"),
                     ));
                 }
             }
         }
     }
-    Ok(samples)
+    Ok(round)
+}
+
+/// Receives until the echo numbered `number` arrives (true) or the trip that
+/// started at `start` has waited [`REPLY_TIMEOUT`] (false). The socket's read
+/// timeout bounds each receive, so the usual case costs one `recv`.
+fn wait_for_echo(socket: &UdpSocket, reply: &mut [u8], number: [u8; 8], start: Instant) -> bool {
+    loop {
+        match socket.recv(reply) {
+            Ok(len) if len >= 8 && reply[..8] == number => return true,
+            Ok(_) if start.elapsed() < REPLY_TIMEOUT => {}
+            Ok(_) | Err(_) => return false,
+        }
+    }
 }
 
 /// `count` TCP echo round trips of `size` bytes on one new connection: each one's
@@ -65,7 +98,8 @@ pub(crate) fn tcp_round_trips(
 ) -> io::Result<Vec<f64>> {
     let mut stream = connect(server)?;
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(STALL_TIMEOUT))?;
+    stream.set_write_timeout(Some(STALL_TIMEOUT))?;
     let message = vec![0x42u8; size];
     let mut reply = vec![0u8; size];
     let mut samples = Vec::with_capacity(count);
@@ -91,7 +125,8 @@ pub(crate) fn tcp_send(server: SocketAddr, mib: usize) -> io::Result<f64> {
     let chunk = vec![0x5au8; 1 << 20];
     let started = Instant::now();
     let mut stream = connect(server)?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.set_read_timeout(Some(STALL_TIMEOUT))?;
+    stream.set_write_timeout(Some(STALL_TIMEOUT))?;
     for _ in 0..mib {
         stream
             .write_all(&chunk)
@@ -224,9 +259,9 @@ Transfer/sec:      8.35MB
                 let _ = udp.send_to(&buf[..n], from);
             }
         });
-        let samples = udp_round_trips(udp_addr, 50, 64).unwrap();
-        assert_eq!(samples.len(), 50);
-        assert!(samples.iter().all(|&s| s > 0.0));
+        let round = udp_round_trips(udp_addr, 50, 64).unwrap();
+        assert_eq!((round.samples.len(), round.lost), (50, 0));
+        assert!(round.samples.iter().all(|&s| s > 0.0));
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let tcp_addr = listener.local_addr().unwrap();
@@ -252,6 +287,40 @@ Transfer/sec:      8.35MB
             }
         });
         assert!(tcp_send(sink_addr, 2).unwrap() > 0.0);
+    }
+
+    #[test]
+    fn echoes_of_other_trips_are_skipped() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.connect(client.local_addr().unwrap()).unwrap();
+        client.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        let mut reply = [0u8; 16];
+        // A late echo of trip 7 is queued before trip 8's.
+        server.send(&7u64.to_le_bytes()).unwrap();
+        server.send(&8u64.to_le_bytes()).unwrap();
+        assert!(wait_for_echo(
+            &client,
+            &mut reply,
+            8u64.to_le_bytes(),
+            Instant::now()
+        ));
+        // Only other trips' echoes: the trip gives up.
+        server.send(&7u64.to_le_bytes()).unwrap();
+        assert!(!wait_for_echo(
+            &client,
+            &mut reply,
+            9u64.to_le_bytes(),
+            Instant::now()
+        ));
+        // Too short to carry a number.
+        server.send(b"x").unwrap();
+        assert!(!wait_for_echo(
+            &client,
+            &mut reply,
+            0u64.to_le_bytes(),
+            Instant::now()
+        ));
     }
 
     #[test]

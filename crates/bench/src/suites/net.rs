@@ -13,7 +13,7 @@ use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
 
 use crate::context::{Context, Instance};
-use crate::netclient::{self, WrkReport};
+use crate::netclient::{self, Round, WrkReport};
 use crate::netns::Testbed;
 use crate::platform::{which, Platform, Workload};
 use crate::results::{Metric, PlotKind, Skip, SuiteResult};
@@ -127,19 +127,27 @@ fn stop_all(ctx: &mut Context<'_>, servers: Vec<Server>) {
     }
 }
 
+/// What the rounds of one platform measured.
+#[derive(Default)]
+struct Measured {
+    samples: Vec<f64>,
+    /// Unanswered requests, one count per round.
+    lost: Vec<f64>,
+}
+
 /// `rounds` rounds, each measuring every server once with `measure` (run inside
-/// the clients' namespace): the samples of each platform. A server whose round
-/// fails is stopped and skipped; the others go on.
+/// the clients' namespace). A server whose round fails is stopped and skipped;
+/// the others go on.
 fn interleaved(
     ctx: &mut Context<'_>,
     testbed: &Testbed,
     workload: Workload,
     rounds: usize,
     skipped: &mut Vec<Skip>,
-    measure: &(dyn Fn(SocketAddr) -> io::Result<Vec<f64>> + Sync),
-) -> BTreeMap<Platform, Vec<f64>> {
+    measure: &(dyn Fn(SocketAddr) -> io::Result<Round> + Sync),
+) -> BTreeMap<Platform, Measured> {
     let mut servers = start_servers(ctx, testbed, workload, skipped);
-    let mut samples: BTreeMap<Platform, Vec<f64>> = BTreeMap::new();
+    let mut measured: BTreeMap<Platform, Measured> = BTreeMap::new();
     for _ in 0..rounds {
         let mut index = 0;
         while index < servers.len() {
@@ -151,16 +159,15 @@ fn interleaved(
             };
             ctx.progress.advance();
             match round {
-                Ok(values) => {
-                    samples
-                        .entry(servers[index].platform)
-                        .or_default()
-                        .extend(values);
+                Ok(round) => {
+                    let platform = measured.entry(servers[index].platform).or_default();
+                    platform.samples.extend(round.samples);
+                    platform.lost.push(round.lost as f64);
                     index += 1;
                 }
                 Err(reason) => {
                     let server = servers.remove(index);
-                    samples.remove(&server.platform);
+                    measured.remove(&server.platform);
                     fail(ctx, skipped, server.platform, workload, reason);
                     ctx.stop(server.instance);
                 }
@@ -168,7 +175,7 @@ fn interleaved(
         }
     }
     stop_all(ctx, servers);
-    samples
+    measured
 }
 
 pub(super) fn run_net(ctx: &mut Context<'_>) -> SuiteResult {
@@ -223,7 +230,10 @@ pub(super) fn run_net(ctx: &mut Context<'_>) -> SuiteResult {
         Workload::TcpEcho,
         rounds,
         &mut skipped,
-        &|address| netclient::tcp_round_trips(address, per_round, MESSAGE),
+        &|address| {
+            netclient::tcp_round_trips(address, per_round, MESSAGE)
+                .map(|samples| Round { samples, lost: 0 })
+        },
     );
     let mut throughput = Metric::new(
         "net-tcp-throughput",
@@ -239,20 +249,38 @@ pub(super) fn run_net(ctx: &mut Context<'_>) -> SuiteResult {
         Workload::Sink,
         params.transfers.max(1),
         &mut skipped,
-        &|address| netclient::tcp_send(address, mib).map(|rate| vec![rate]),
+        &|address| {
+            netclient::tcp_send(address, mib).map(|rate| Round {
+                samples: vec![rate],
+                lost: 0,
+            })
+        },
     );
-    for (metric, samples) in [
+    let mut udp_lost = Metric {
+        headline: false,
+        ..Metric::new(
+            "net-udp-lost",
+            &format!("UDP echo requests without an echo, per round of {per_round}"),
+            "datagrams",
+            PlotKind::Bars,
+            true,
+        )
+    };
+    for (platform, measured) in &udp_samples {
+        udp_lost.push(*platform, measured.lost.clone(), None);
+    }
+    for (metric, measured) in [
         (&mut udp, udp_samples),
         (&mut tcp, tcp_samples),
         (&mut throughput, throughput_samples),
     ] {
-        for (platform, values) in samples {
-            metric.push(platform, values, None);
+        for (platform, measured) in measured {
+            metric.push(platform, measured.samples, None);
         }
     }
     ctx.leave_network();
     result.skipped = skipped;
-    result.metrics = vec![udp, tcp, throughput];
+    result.metrics = vec![udp, tcp, throughput, udp_lost];
     result
 }
 
@@ -317,7 +345,9 @@ fn wrk(
         .map_err(|e| format!("running wrk: {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     match netclient::parse_wrk(&stdout) {
-        Some(report) if output.status.success() => Ok(report),
+        // A server that accepts connections but never answers leaves wrk with
+        // nothing measured (and latencies of 0): a failure, not a fast step.
+        Some(report) if output.status.success() && report.requests_per_s > 0.0 => Ok(report),
         _ => Err(format!(
             "wrk -c{connections} failed ({}): {} {}",
             output.status,
@@ -330,7 +360,7 @@ fn wrk(
 pub(super) fn run_http(ctx: &mut Context<'_>) -> SuiteResult {
     let params = ctx.config.net.clone();
     let mut result = super::suite(&format!(
-        "HTTP/1.1 keep-alive GETs of the same 32-byte body, driven by wrk (one thread, closed loop) from the clients' namespace of the net suite's private network, {seconds} s per step, at {steps} open connections in turn — the offered load — until no platform's rate grows by 5% for two steps (saturation). Every step measures each platform in turn. Servers: the httpd unikernel (one vCPU, smoltcp) and a one-threaded epoll C server for the process and the container. The peak is the best step's rate, measured again {repeats} more times.",
+        "HTTP/1.1 keep-alive GETs of the same 32-byte body, driven by wrk (one thread, closed loop) from the clients' namespace of the net suite's private network, {seconds} s per step, at {steps} open connections in turn — the offered load — until no platform's rate grows by 5% for two steps (saturation). Every step measures each platform in turn. Servers: the httpd unikernel (one vCPU, smoltcp) and a one-threaded epoll C server for the process and the container. The peak is the rate at the best step's connections, measured again {repeats} times (with no repeats, the best step's own rate).",
         seconds = params.http_seconds,
         steps = params
             .http_connections
@@ -402,10 +432,9 @@ pub(super) fn run_http(ctx: &mut Context<'_>) -> SuiteResult {
             break;
         }
     }
-    let mut peaks: BTreeMap<Platform, Vec<f64>> = sweeps
-        .iter()
-        .filter_map(|(p, s)| Some((*p, vec![s.best?.0])))
-        .collect();
+    // The best step is the maximum of noisy steps: with repeats, the peak is their
+    // measurements alone, at that step's connections.
+    let mut peaks: BTreeMap<Platform, Vec<f64>> = BTreeMap::new();
     for _ in 0..params.http_repeats {
         for server in &servers {
             let Some((_, connections)) = sweeps.get(&server.platform).and_then(|s| s.best) else {
@@ -413,10 +442,23 @@ pub(super) fn run_http(ctx: &mut Context<'_>) -> SuiteResult {
             };
             let again = wrk(&testbed, server.address, connections, params.http_seconds);
             ctx.progress.advance();
-            if let (Ok(report), Some(samples)) = (again, peaks.get_mut(&server.platform)) {
-                samples.push(report.requests_per_s);
+            match again {
+                Ok(report) => peaks
+                    .entry(server.platform)
+                    .or_default()
+                    .push(report.requests_per_s),
+                Err(reason) => ctx.progress.note(&format!(
+                    "http: {} repeat failed: {reason}",
+                    server.platform
+                )),
             }
         }
+    }
+    if params.http_repeats == 0 {
+        peaks = sweeps
+            .iter()
+            .filter_map(|(p, s)| Some((*p, vec![s.best?.0])))
+            .collect();
     }
     stop_all(ctx, servers);
     ctx.leave_network();
