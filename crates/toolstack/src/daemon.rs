@@ -304,6 +304,7 @@ impl Daemon {
         };
 
         let id = self.new_id();
+        let net = net.map(|net| net.for_vm(&id));
         let vm_dir = self.state.vm_dir(&id);
         let record = VmRecord {
             id: id.clone(),
@@ -577,9 +578,40 @@ impl Daemon {
 struct CheckedRequest {
     /// Guest memory in bytes.
     mem_size: u64,
-    /// The network interface in its normal form, `tap=NAME,mac=MAC`: the MAC is
-    /// fixed here, so the record, the answer and the shell all name the same one.
-    net: Option<String>,
+    /// The network interface asked for.
+    net: Option<NetRequest>,
+}
+
+/// A create request's network interface, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NetRequest {
+    config: NetConfig,
+    /// Whether the request named the MAC; if not, the VM gets one of its own.
+    mac_given: bool,
+}
+
+impl NetRequest {
+    /// The interface of VM `id` in its normal form, `tap=NAME,mac=MAC`, fixed
+    /// before boot so that the record, the answer and the shell name the same MAC.
+    /// Without a `mac=`, the MAC comes from the VM's id: VMs whose taps share a
+    /// bridge must not share a MAC, as they would with one default for all.
+    fn for_vm(mut self, id: &str) -> String {
+        if !self.mac_given {
+            self.config.mac = vm_mac(id);
+        }
+        self.config.to_string()
+    }
+}
+
+/// A locally administered unicast MAC derived from a VM id (16 hex digits of a
+/// 64-bit mix of the daemon's counter): 40 bits of it, so VMs differ.
+fn vm_mac(id: &str) -> [u8; 6] {
+    let bits = u64::from_str_radix(id, 16).unwrap_or_else(|_| {
+        id.bytes()
+            .fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b))
+    });
+    let [_, _, _, a, b, c, d, e] = bits.to_be_bytes();
+    [0x06, a, b, c, d, e]
 }
 
 /// Checks everything in a create request that needs no file, process or shell, so
@@ -601,16 +633,18 @@ fn check_request(
     let net = request
         .net
         .as_deref()
-        .map(|text| NetConfig::parse(text, 0))
+        .map(|text| {
+            NetConfig::parse(text, 0).map(|config| NetRequest {
+                config,
+                mac_given: text.split(',').any(|part| part.starts_with("mac=")),
+            })
+        })
         .transpose()
         .map_err(|e| ApiError::bad_request(format!("net: {e}")))?;
     let timeout = request.timeout_ms.map(Duration::from_millis);
     VmConfig::new(&request.image, mem_size, request.cmdline.as_str(), timeout)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(CheckedRequest {
-        mem_size,
-        net: net.map(|net| net.to_string()),
-    })
+    Ok(CheckedRequest { mem_size, net })
 }
 
 async fn read_event(control: &mut BufReader<UnixStream>) -> Result<ShellEvent, String> {
@@ -740,13 +774,23 @@ mod tests {
     fn a_good_net_is_normalised_with_its_mac() {
         let checked = check_request(&config(), &request(Some("tap=lvmtap0"))).unwrap();
         assert_eq!(checked.mem_size, 64 << 20);
+        let net = checked.net.unwrap();
         assert_eq!(
-            checked.net.as_deref(),
-            Some("tap=lvmtap0,mac=06:00:ac:10:00:02")
+            net.clone().for_vm("00000000000000aa"),
+            "tap=lvmtap0,mac=06:00:00:00:00:aa"
+        );
+        assert_ne!(
+            net.clone().for_vm("1234567890abcdef"),
+            net.for_vm("1234567890abcdee"),
+            "VMs on one bridge need MACs of their own"
         );
         let checked =
             check_request(&config(), &request(Some("tap=t1,mac=02:00:00:aa:bb:cc"))).unwrap();
-        assert_eq!(checked.net.as_deref(), Some("tap=t1,mac=02:00:00:aa:bb:cc"));
+        assert_eq!(
+            checked.net.unwrap().for_vm("1234567890abcdef"),
+            "tap=t1,mac=02:00:00:aa:bb:cc",
+            "a MAC the request names is kept"
+        );
         assert_eq!(check_request(&config(), &request(None)).unwrap().net, None);
     }
 
