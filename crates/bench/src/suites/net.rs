@@ -492,7 +492,7 @@ pub(super) fn run_http(ctx: &mut Context<'_>) -> SuiteResult {
     );
     let mut peak = Metric::new(
         "http-peak-rate",
-        "HTTP requests/s at saturation (best step of the sweep)",
+        "HTTP requests/s at saturation (at the sweep's best step)",
         "req/s",
         PlotKind::Bars,
         false,
