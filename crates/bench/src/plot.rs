@@ -142,46 +142,49 @@ fn bars(metric: &Metric, path: &Path, log: bool) -> DrawResult {
         .map(|(_, s)| s.p99.max(s.median))
         .fold(0.0, f64::max);
     let x_range = -0.5..(count as f64 - 0.5);
-    let y_desc = unit(metric);
     if log {
         let low = if low.is_finite() { low } else { 1.0 };
         let floor = 10f64.powf(low.log10().floor()).min(low / 2.0);
         let ceiling = (high * 3.0).max(floor * 10.0);
-        let mut chart = ChartBuilder::on(&root)
-            .caption(caption(metric), ("sans-serif", 20))
-            .margin(15)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x_range, (floor..ceiling).log_scale())?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(0)
-            .y_desc(y_desc)
-            .y_label_formatter(&|v| format_value(*v))
-            .draw()?;
-        draw_bars(&mut chart, &series, floor)?;
-        label_platforms(&root, &chart, &series, floor, &unit(metric))?;
+        let y_range = (floor..ceiling).log_scale();
+        bar_chart(&root, metric, &series, x_range, y_range, floor)?;
     } else {
         let ceiling = (high * 1.2).max(1e-9);
-        let mut chart = ChartBuilder::on(&root)
-            .caption(caption(metric), ("sans-serif", 20))
-            .margin(15)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x_range, 0.0..ceiling)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(0)
-            .y_desc(y_desc)
-            .y_label_formatter(&|v| format_value(*v))
-            .draw()?;
-        draw_bars(&mut chart, &series, 0.0)?;
-        label_platforms(&root, &chart, &series, 0.0, &unit(metric))?;
+        bar_chart(&root, metric, &series, x_range, 0.0..ceiling, 0.0)?;
     }
     root.present()?;
     Ok(())
+}
+
+/// The axes, the mesh, the bars and the labels of a bar plot, for either kind
+/// of `y` axis; the bars rise from `floor`.
+fn bar_chart<'a, Y>(
+    root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
+    metric: &Metric,
+    series: &[(Platform, crate::stats::Summary)],
+    x_range: std::ops::Range<f64>,
+    y_range: Y,
+    floor: f64,
+) -> DrawResult
+where
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption(metric), ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x_range, y_range)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc(unit(metric))
+        .y_label_formatter(&|v| format_value(*v))
+        .draw()?;
+    draw_bars(&mut chart, series, floor)?;
+    label_platforms(root, &chart, series, floor, &unit(metric))
 }
 
 fn draw_bars<'a, Y>(
