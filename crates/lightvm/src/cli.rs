@@ -251,33 +251,34 @@ pub struct KernelBuildArgs {
     pub jobs: Option<usize>,
 }
 
-/// The suites of `lightvm bench`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SuiteArg {
-    /// Time to the workload's main and exit.
-    Boot,
-    /// N idle instances one after another: latency of each, memory as N grows.
-    Density,
-    /// Host memory per idle instance.
-    Memory,
-    /// Image size on disk.
-    Size,
-    /// UDP/TCP round-trip time and TCP throughput.
-    Net,
-    /// HTTP requests/s and latency over a load sweep.
-    Http,
-    /// A fixed compute kernel and STREAM memory bandwidth.
-    Cpu,
-    /// Every suite.
-    All,
+/// The suites a `lightvm bench` argument names: one, or every one for `all`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suites(pub Vec<lightvm_bench::Suite>);
+
+/// Accepts a suite's name or `all`, each listed with what it measures in `--help`.
+fn suites_parser() -> impl clap::builder::TypedValueParser<Value = Suites> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    use lightvm_bench::Suite;
+    let names = Suite::ALL
+        .iter()
+        .map(|suite| PossibleValue::new(suite.name()).help(suite.about()))
+        .chain([PossibleValue::new("all").help("Every suite")]);
+    PossibleValuesParser::new(names).map(|name| {
+        Suites(
+            Suite::ALL
+                .into_iter()
+                .filter(|suite| name == "all" || suite.name() == name)
+                .collect(),
+        )
+    })
 }
 
 /// `lightvm bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Which suite to run.
-    #[arg(value_enum)]
-    pub suite: SuiteArg,
+    #[arg(value_parser = suites_parser())]
+    pub suite: Suites,
     /// Few runs and small counts (boot, size and memory in well under two minutes).
     #[arg(long)]
     pub quick: bool,
@@ -327,5 +328,21 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn a_bench_names_one_suite_or_all() {
+        use clap::Parser;
+        use lightvm_bench::Suite;
+        let suites = |name: &str| match Cli::try_parse_from(["lightvm", "bench", name]) {
+            Ok(Cli {
+                command: Command::Bench(args),
+                ..
+            }) => Some(args.suite.0),
+            _ => None,
+        };
+        assert_eq!(suites("net"), Some(vec![Suite::Net]));
+        assert_eq!(suites("all"), Some(Suite::ALL.to_vec()));
+        assert_eq!(suites("nope"), None);
     }
 }

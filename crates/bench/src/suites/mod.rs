@@ -60,6 +60,21 @@ impl Suite {
         }
     }
 
+    /// One line on what it measures (the command line's help).
+    pub fn about(self) -> &'static str {
+        match self {
+            Suite::Boot => "Time to the workload's main and exit",
+            Suite::Density => {
+                "N idle instances one after another: latency of each, memory as N grows"
+            }
+            Suite::Memory => "Host memory per idle instance",
+            Suite::Size => "Image size on disk",
+            Suite::Net => "UDP/TCP round-trip time and TCP throughput",
+            Suite::Http => "HTTP requests/s and latency over a load sweep",
+            Suite::Cpu => "A fixed compute kernel and STREAM memory bandwidth",
+        }
+    }
+
     /// The workloads it runs: their baselines are compiled and their unikernels
     /// built only when a suite of the run needs them.
     pub fn workloads(self) -> &'static [Workload] {

@@ -8,10 +8,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use lightvm_bench::{BenchConfig, NetParams, Progress, Results, Suite, Workload};
+use lightvm_bench::{BenchConfig, NetParams, Progress, Results, Workload};
 use lightvm_images::unikernel::UnikernelBuild;
 
-use crate::cli::{BenchArgs, SuiteArg};
+use crate::cli::BenchArgs;
 
 /// Where a guest lives in a source checkout.
 fn guest_dir(name: &str) -> PathBuf {
@@ -68,16 +68,7 @@ impl Progress for Bars {
 }
 
 pub fn bench(args: &BenchArgs) -> anyhow::Result<u8> {
-    let suites: Vec<Suite> = match args.suite {
-        SuiteArg::Boot => vec![Suite::Boot],
-        SuiteArg::Density => vec![Suite::Density],
-        SuiteArg::Memory => vec![Suite::Memory],
-        SuiteArg::Size => vec![Suite::Size],
-        SuiteArg::Net => vec![Suite::Net],
-        SuiteArg::Http => vec![Suite::Http],
-        SuiteArg::Cpu => vec![Suite::Cpu],
-        SuiteArg::All => Suite::ALL.to_vec(),
-    };
+    let suites = &args.suite.0;
     let runs = args.runs.unwrap_or(if args.quick { 10 } else { 50 });
     anyhow::ensure!(runs > 0, "--runs must be at least 1");
     let density_count = args.count.unwrap_or(if args.quick { 20 } else { 200 });
@@ -120,7 +111,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<u8> {
     let bars = Bars {
         bar: RefCell::new(None),
     };
-    let results = lightvm_bench::run(&config, &suites, &bars)?;
+    let results = lightvm_bench::run(&config, suites, &bars)?;
     bars.finish();
     print_headline(&results)?;
     println!("\nwrote {}", out.join("report.html").display());
