@@ -129,17 +129,10 @@ impl NetDevice {
                 let index = done + slots;
                 let desc: NetDesc = tx.read(guest, index)?;
                 let what = || format!("{} entry {}", tx.name(), tx.used().wrapping_add(index));
-                if desc.len > NET_BUFFER_MAX {
-                    return Err(AbiViolation(format!(
-                        "{}: length {} is above the {NET_BUFFER_MAX}-byte limit",
-                        what(),
-                        desc.len
-                    )));
-                }
-                guest.check(&what, desc.addr, u64::from(desc.len))?;
+                let buffer = checked_buffer(guest, &what, &desc)?;
                 frame_len += u64::from(desc.len);
                 self.iov.push(libc::iovec {
-                    iov_base: guest.host_ptr(desc.addr)?.cast(),
+                    iov_base: buffer.cast(),
                     iov_len: desc.len as usize,
                 });
                 slots += 1;
@@ -191,15 +184,7 @@ impl NetDevice {
         while filled < posted {
             let mut desc: NetDesc = rx.read(guest, filled)?;
             let what = || format!("{} entry {}", rx.name(), rx.used().wrapping_add(filled));
-            if desc.len > NET_BUFFER_MAX {
-                return Err(AbiViolation(format!(
-                    "{}: length {} is above the {NET_BUFFER_MAX}-byte limit",
-                    what(),
-                    desc.len
-                )));
-            }
-            guest.check(&what, desc.addr, u64::from(desc.len))?;
-            let ptr = guest.host_ptr(desc.addr)?;
+            let ptr = checked_buffer(guest, &what, &desc)?;
             // SAFETY: `ptr..ptr+len` is guest memory, checked just above.
             match unsafe { self.tap.read_raw(ptr, desc.len as usize) } {
                 Ok(Some(n)) => {
@@ -217,4 +202,22 @@ impl NetDevice {
         rx.complete(guest, filled)?;
         Ok(filled)
     }
+}
+
+/// The host address of the buffer `desc` names, once its length is within the
+/// ABI's limit and all of it is guest memory; `what` names the slot in errors.
+fn checked_buffer(
+    guest: &Guest<'_>,
+    what: &dyn Fn() -> String,
+    desc: &NetDesc,
+) -> Result<*mut u8, AbiViolation> {
+    if desc.len > NET_BUFFER_MAX {
+        return Err(AbiViolation(format!(
+            "{}: length {} is above the {NET_BUFFER_MAX}-byte limit",
+            what(),
+            desc.len
+        )));
+    }
+    guest.check(what, desc.addr, u64::from(desc.len))?;
+    guest.host_ptr(desc.addr)
 }
