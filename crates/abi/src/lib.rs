@@ -1,42 +1,57 @@
-//! The one contract between the lightvm VMM and every unikernel guest.
+//! The one contract between the lightvm monitor and every unikernel guest.
 //!
-//! Both sides compile this crate: the VMM (std, host) and `libos` (no_std, in the
+//! Both sides compile this crate: the monitor (std, host) and `libos` (no_std, in the
 //! guest). Anything a guest may rely on — where memory is, how it is mapped, how a
 //! hypercall is made and what its arguments look like — is written down here and
 //! nowhere else, so the two sides cannot drift apart.
 //!
-//! # Machine state at entry
+//! # Two platforms, one image
 //!
-//! A unikernel runs entirely in **64-bit user mode (CPL 3)**. On the development
-//! machines guest kernel-mode code is emulated instruction by instruction while
-//! user-mode code runs natively, so the VMM does all kernel-mode work itself (paging,
-//! GDT, control registers) and starts the guest straight at CPL 3:
+//! The same image runs on either of the monitor's platforms:
+//!
+//! * **kvm** — a KVM VM whose only vCPU runs the guest in 64-bit user mode (CPL 3);
+//! * **process** — a host process that maps the guest at the same addresses and runs
+//!   it under a seccomp filter, for hosts without `/dev/kvm`.
+//!
+//! A guest cannot tell them apart except through [`BootInfo::platform`], and never
+//! needs to: it reaches the monitor only through the [hypercall
+//! gate](BootInfo::hypercall_gate), whose address the monitor hands it at boot.
+//!
+//! # Machine state at entry
 //!
 //! * `rip` = the ELF entry point, `rdi` = [`layout::BOOT_INFO_ADDR`] (a [`BootInfo`]),
 //!   `rsp` = [`layout::STACK_TOP`] − 8 (as if `_start` had been called, so the stack
 //!   has the alignment the System V ABI promises at function entry);
-//! * `cs` = [`layout::USER_CODE_SELECTOR`], `ss`/`ds`/`es` = [`layout::USER_DATA_SELECTOR`];
-//! * the TSS I/O-permission bitmap opens exactly the hypercall ports to CPL 3 (IOPL
-//!   stays 0), so `out` to them works and every other port faults;
-//! * SSE is enabled (`CR4.OSFXSR`), so code compiled for `x86_64-unknown-linux-gnu`
-//!   runs unchanged; `rdtsc` is allowed (no `CR4.TSD`);
-//! * memory is identity-mapped (guest virtual = guest physical) with the permissions
-//!   of the ELF segments (text R+X, rodata R, data/bss R+W, heap and stack R+W+NX);
-//!   page 0, the page tables and a guard page below the stack are *not* mapped;
+//! * 64-bit user mode; SSE is usable (code compiled for `x86_64-unknown-linux-gnu`
+//!   runs unchanged), the x87 and SSE control words hold their reset values, and
+//!   `rdtsc` is allowed;
+//! * guest virtual = guest physical addresses, with the permissions of the ELF
+//!   segments (text R+X, rodata R, data/bss R+W, heap and stack R+W+NX); the boot
+//!   info page is read-only; the guard page below the stack and everything below the
+//!   boot info page are *not* accessible;
 //! * every byte of guest memory the image does not cover is zero, bss included.
 //!
-//! There is no IDT and no interrupt: any CPU exception (a null dereference, `ud2`, a
-//! `syscall`, `hlt`) ends the VM, and the VMM reports it as a crash with the registers.
+//! There is no interrupt and no exception handler: any CPU exception (a null
+//! dereference, `ud2`, `int3`, `hlt`, a `syscall`) ends the guest, and the monitor
+//! reports it as a crash with the registers. A `syscall` never reaches the host
+//! kernel on either platform.
 //!
 //! # Making a hypercall
 //!
-//! `out dx, eax` with `dx` = [`HYPERCALL_PORT_BASE`] + the [`Hypercall`] number and
-//! `eax` = the guest address of the call's argument struct (0 for calls without one).
-//! The struct must lie wholly inside guest memory; pointers inside it are guest
-//! addresses and are bounds-checked by the VMM. A call that breaks these rules stops
-//! the VM with an error naming the call — a guest can never crash or hang the VMM.
-//! The VMM writes results (the `out`-marked fields) back into the struct before the
-//! guest resumes.
+//! Call the gate as a System V function, `gate(call: u64, arg: u64)`: `rdi` = the
+//! [`Hypercall`] number, `rsi` = the guest address of the call's argument struct (0
+//! for calls without one). The gate preserves what a System V callee preserves
+//! (`rbx`, `rbp`, `r12`–`r15`, the stack, the x87 and SSE control words, and FS and
+//! GS bases) and clobbers the rest. The struct must lie wholly inside
+//! [guest-owned memory](layout::GUEST_OWNED_START); pointers inside it are guest
+//! addresses and are bounds-checked by the monitor, and results are only written to
+//! memory the guest may write. A call that breaks these rules stops the guest with an
+//! error naming the call — a guest can never crash or hang the monitor.
+//!
+//! On kvm the gate is a stub the monitor places in guest memory: it turns the call
+//! into `out dx, eax` with `dx` = [`HYPERCALL_PORT_BASE`] + the number and `eax` =
+//! the (32-bit) argument address, a VM exit. On process it is the monitor's own
+//! entry point: a function call, with no exit and no host system call.
 #![no_std]
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -44,11 +59,16 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 pub mod devices;
 
 /// Bumped whenever a change to this crate would break an existing guest image.
-pub const ABI_VERSION: u32 = 1;
+///
+/// Version 2: hypercalls go through [`BootInfo::hypercall_gate`], the boot info
+/// moved above 64 KiB (so that an unprivileged process can map it), and
+/// [`BootInfo::platform`] replaced `flags`.
+pub const ABI_VERSION: u32 = 2;
 
-/// First I/O port of the hypercall range. Chosen above the legacy PC ports the Linux
-/// microVM devices use (serial at 0x3f8 is far away, 0x500 is free on a PC), so one
-/// VMM exit handler can tell hypercalls from device I/O by port alone.
+/// First I/O port of the hypercall range, used by the kvm platform's gate. Chosen
+/// above the legacy PC ports the Linux microVM devices use (serial at 0x3f8 is far
+/// away, 0x500 is free on a PC), so one exit handler can tell hypercalls from device
+/// I/O by port alone.
 pub const HYPERCALL_PORT_BASE: u16 = 0x500;
 
 /// Number of ports reserved for hypercalls, from [`HYPERCALL_PORT_BASE`]. Only these
@@ -56,7 +76,8 @@ pub const HYPERCALL_PORT_BASE: u16 = 0x500;
 /// `in`/`out` faults.
 pub const HYPERCALL_PORT_COUNT: u16 = 16;
 
-/// Hypercall numbers; the port is `HYPERCALL_PORT_BASE + number`.
+/// Hypercall numbers: the gate's first argument (on kvm, the port is
+/// `HYPERCALL_PORT_BASE + number`).
 #[repr(u16)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hypercall {
@@ -97,9 +118,16 @@ impl Hypercall {
         HYPERCALL_PORT_BASE + self as u16
     }
 
-    /// The call a port belongs to, if any: the VMM's dispatch.
+    /// The call a port belongs to, if any: the kvm platform's dispatch.
     pub fn from_port(port: u16) -> Option<Hypercall> {
         Self::ALL.into_iter().find(|call| call.port() == port)
+    }
+
+    /// The call a gate number names, if any: the process platform's dispatch.
+    pub fn from_number(number: u64) -> Option<Hypercall> {
+        Self::ALL
+            .into_iter()
+            .find(|call| u64::from(*call as u16) == number)
     }
 
     /// A stable lower-case name for error messages and logs.
@@ -160,10 +188,12 @@ pub struct PollArgs {
 pub struct BootInfo {
     /// [`BOOT_INFO_MAGIC`]: lets a guest tell a lightvm boot from garbage.
     pub magic: u64,
-    /// The [`ABI_VERSION`] of the VMM; a guest built for another version may refuse.
+    /// The [`ABI_VERSION`] of the monitor; a guest built for another version may
+    /// refuse.
     pub abi_version: u32,
-    /// Reserved, zero.
-    pub flags: u32,
+    /// Which platform runs the guest: [`PLATFORM_KVM`] or [`PLATFORM_PROCESS`]. For
+    /// messages and tests; a guest behaves the same on both.
+    pub platform: u32,
     /// Bytes of guest memory, from address 0.
     pub mem_size: u64,
     /// First byte of free memory after the image (page-aligned): the heap.
@@ -183,34 +213,65 @@ pub struct BootInfo {
     pub tsc_hz: u64,
     /// Host wall-clock time (ns since the UNIX epoch) when the VM was started.
     pub wall_clock_ns: u64,
+    /// Address of the hypercall gate (see "Making a hypercall" above). On kvm it
+    /// lies in guest memory below the boot info; on process it is the monitor's own
+    /// code, outside guest memory.
+    pub hypercall_gate: u64,
 }
 
-/// Value of [`BootInfo::magic`]: "LIGHTVM" followed by the ABI version byte.
-pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"LIGHTVM\x01");
+/// [`BootInfo::platform`]: a KVM virtual machine.
+pub const PLATFORM_KVM: u32 = 1;
+/// [`BootInfo::platform`]: a seccomp-sandboxed host process.
+pub const PLATFORM_PROCESS: u32 = 2;
 
-/// Guest-physical memory layout. Everything below [`layout::IMAGE_MIN_ADDR`] belongs
-/// to the VMM; an image may only load at or above it.
+/// Value of [`BootInfo::magic`]: "LIGHTVM" followed by the ABI version byte.
+pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"LIGHTVM\x02");
+
+/// Guest memory layout. Everything below [`layout::BOOT_INFO_ADDR`] belongs to the
+/// monitor (on kvm: the GDT, the gate stub and the page tables; on process: nothing
+/// is mapped there), and a guest may only hand the monitor addresses from
+/// [`layout::GUEST_OWNED_START`] up.
+///
+/// ```text
+/// 0x0000_1000  GDT and TSS              kvm only, supervisor
+/// 0x0000_2000  hypercall gate stub      kvm only, user R+X
+/// 0x0000_3000  page tables …            kvm only, never mapped
+/// 0x000b_e000  boot info, command line  R
+/// 0x000b_f000  stack guard page         no access
+/// 0x000c_0000  stack (256 KiB)          R+W+NX
+/// 0x0010_0000  image segments, then the heap up to the end of memory
+/// ```
 pub mod layout {
     /// The granule of mapping and permissions.
     pub const PAGE_SIZE: u64 = 4096;
     /// The large-page size used for memory beyond the image.
     pub const LARGE_PAGE_SIZE: u64 = 2 << 20;
-    /// The GDT (mapped supervisor-only: the CPU reads it, the guest cannot write it).
+    /// The GDT (kvm: mapped supervisor-only, so the CPU reads it and the guest
+    /// cannot write it).
     pub const GDT_ADDR: u64 = 0x1000;
-    /// The [`BootInfo`](super::BootInfo) page (user read-only).
-    pub const BOOT_INFO_ADDR: u64 = 0x2000;
+    /// The kvm platform's hypercall gate: a stub that makes the `out`.
+    pub const KVM_GATE_ADDR: u64 = 0x2000;
+    /// First page-table page (kvm); tables grow upward from here and are never
+    /// mapped.
+    pub const PAGE_TABLES_ADDR: u64 = 0x3000;
+    /// One past the last address page tables may use.
+    pub const PAGE_TABLES_END: u64 = BOOT_INFO_ADDR;
+    /// The [`BootInfo`](super::BootInfo) page (user read-only): the lowest address a
+    /// guest sees. It lies above 64 KiB, the `vm.mmap_min_addr` of a stock Debian,
+    /// so that an unprivileged process can map it on the process platform.
+    pub const BOOT_INFO_ADDR: u64 = STACK_BOTTOM - 2 * PAGE_SIZE;
     /// The command line, in the boot-info page after the struct.
     pub const CMDLINE_ADDR: u64 = BOOT_INFO_ADDR + 0x400;
-    /// First page-table page; tables grow upward from here and are never mapped.
-    pub const PAGE_TABLES_ADDR: u64 = 0x3000;
-    /// One past the last address page tables may use (the stack guard page starts here).
-    pub const PAGE_TABLES_END: u64 = STACK_BOTTOM - PAGE_SIZE;
     /// Bytes of stack.
     pub const STACK_SIZE: u64 = 256 << 10;
     /// One past the top of the stack; `rsp` starts 8 below.
     pub const STACK_TOP: u64 = IMAGE_MIN_ADDR;
     /// Lowest stack address; the page below is an unmapped guard.
     pub const STACK_BOTTOM: u64 = STACK_TOP - STACK_SIZE;
+    /// The first address of memory the guest owns (its stack, image and heap, up to
+    /// the end of memory): every address a guest hands the monitor must lie at or
+    /// above it, and the monitor writes on the guest's behalf only there.
+    pub const GUEST_OWNED_START: u64 = STACK_BOTTOM;
     /// The lowest address an image segment may load at (the linker scripts use it).
     pub const IMAGE_MIN_ADDR: u64 = 0x10_0000;
     /// Guest memory must be a multiple of this (the large-page size).
@@ -250,10 +311,15 @@ const _: () = {
     use layout::*;
     assert!(BOOT_INFO_ADDR + core::mem::size_of::<BootInfo>() as u64 <= CMDLINE_ADDR);
     assert!(CMDLINE_ADDR + limits::CMDLINE_MAX == BOOT_INFO_ADDR + PAGE_SIZE);
-    assert!(GDT_ADDR + PAGE_SIZE <= BOOT_INFO_ADDR);
-    assert!(BOOT_INFO_ADDR + PAGE_SIZE <= PAGE_TABLES_ADDR);
+    assert!(GDT_ADDR + PAGE_SIZE <= KVM_GATE_ADDR);
+    assert!(KVM_GATE_ADDR + PAGE_SIZE <= PAGE_TABLES_ADDR);
     assert!(PAGE_TABLES_ADDR < PAGE_TABLES_END);
-    assert!(PAGE_TABLES_END < STACK_BOTTOM);
+    assert!(PAGE_TABLES_END <= BOOT_INFO_ADDR);
+    // Mappable by an unprivileged process under Debian's vm.mmap_min_addr.
+    assert!(BOOT_INFO_ADDR >= 0x10000);
+    // The guard page sits between the boot info and the stack.
+    assert!(BOOT_INFO_ADDR + 2 * PAGE_SIZE == STACK_BOTTOM);
+    assert!(GUEST_OWNED_START == STACK_BOTTOM);
     assert!(STACK_TOP <= IMAGE_MIN_ADDR);
     assert!(MEM_MAX <= u32::MAX as u64 + 1);
     assert!(MEM_MIN.is_multiple_of(MEM_ALIGN));
@@ -268,6 +334,16 @@ const _: () = {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_number_maps_back_to_its_call() {
+        for call in Hypercall::ALL {
+            assert_eq!(Hypercall::from_number(call as u16 as u64), Some(call));
+        }
+        assert_eq!(Hypercall::from_number(0), None);
+        assert_eq!(Hypercall::from_number(u64::MAX), None);
+        assert_eq!(Hypercall::from_number(1 << 16 | 1), None);
+    }
 
     #[test]
     fn every_port_maps_back_to_its_call() {

@@ -25,7 +25,7 @@ static CMDLINE_LEN: AtomicUsize = AtomicUsize::new(0);
 static NO_BOOT_INFO: BootInfo = BootInfo {
     magic: 0,
     abi_version: 0,
-    flags: 0,
+    platform: 0,
     mem_size: 0,
     heap_start: 0,
     heap_end: 0,
@@ -35,6 +35,7 @@ static NO_BOOT_INFO: BootInfo = BootInfo {
     cmdline_len: 0,
     tsc_hz: 0,
     wall_clock_ns: 0,
+    hypercall_gate: 0,
 };
 
 /// The boot info the VMM passed, as checked by `_start`.
@@ -97,6 +98,8 @@ pub enum BootError {
         /// `heap_end` as given.
         end: u64,
     },
+    /// The boot info names no hypercall gate.
+    NoGate,
     /// The command line lies outside guest memory or is longer than the ABI allows.
     BadCmdline {
         /// `cmdline_addr` as given.
@@ -126,6 +129,7 @@ impl fmt::Display for BootError {
                 f,
                 "heap {start:#x}..{end:#x} is reversed, outside guest memory or overlaps the image"
             ),
+            BootError::NoGate => write!(f, "boot info names no hypercall gate"),
             BootError::BadCmdline { addr, len } => write!(
                 f,
                 "command line at {addr:#x} ({len} bytes) is outside guest memory or too long"
@@ -142,6 +146,9 @@ pub fn check(info: &BootInfo, image_end: u64) -> Result<(), BootError> {
     }
     if info.abi_version != abi::ABI_VERSION {
         return Err(BootError::AbiVersion(info.abi_version));
+    }
+    if info.hypercall_gate == 0 {
+        return Err(BootError::NoGate);
     }
     let mem_end = info.mem_size.min(abi::layout::MEM_MAX);
     if info.heap_start > info.heap_end || info.heap_start < image_end || info.heap_end > mem_end {
@@ -176,6 +183,8 @@ pub(crate) unsafe fn record(info: *const BootInfo) {
     BOOT_INFO.store(info.cast_mut(), Ordering::Relaxed);
     // SAFETY: the caller passes the checked, permanently mapped boot info.
     let info = unsafe { &*info };
+    // SAFETY: the gate comes from the boot info the monitor passed, checked above.
+    unsafe { crate::hypercall::set_gate(info.hypercall_gate) };
     if info.cmdline_len == 0 {
         return;
     }

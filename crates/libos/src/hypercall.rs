@@ -1,26 +1,43 @@
-//! Hypercalls: the only way a unikernel talks to the VMM.
+//! Hypercalls: the only way a unikernel talks to the monitor.
 //!
-//! The guest runs at CPL 3 and the VMM's TSS I/O bitmap opens the hypercall ports to
-//! it, so a hypercall is a single `out dx, eax`: `dx` selects the call ([`Hypercall::port`]) and `eax` carries the
-//! 32-bit guest address of the call's argument struct (see the `lightvm-abi` crate).
-//! Every hypercall is a VM exit (~18 µs on the development machines), so the wrappers
-//! here batch what they can and callers should too.
+//! A hypercall is a call of the monitor's gate, whose address the boot info carries
+//! (`lightvm-abi`, "Making a hypercall"): `rdi` selects the call and `rsi` carries the
+//! guest address of the call's argument struct. On the kvm platform the gate is a
+//! stub that makes an `out` (a VM exit, ~18 µs on the development machines); on the
+//! process platform it is a function call into the monitor. Either way the wrappers
+//! here batch what they can, and callers should too.
 //!
 //! The typed wrappers are safe: they build the argument struct on the stack from
 //! Rust references, so every address they pass is valid guest memory. [`raw`] is the
 //! primitive they share, public for tests and low-level applications that need to
-//! hand the VMM arguments no safe wrapper would produce.
+//! hand the monitor arguments no safe wrapper would produce.
+
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::abi::{ConsoleWriteArgs, ExitArgs, Hypercall, PollArgs};
 
-/// Makes hypercall `call` with `arg` as its argument struct (null for calls without
-/// one) and returns once the VMM resumes the guest, with any `out` fields written.
+/// The gate's address, once `_start` has taken it from the checked boot info; 0
+/// before (and when the boot info could not be trusted).
+static GATE: AtomicU64 = AtomicU64::new(0);
+
+/// Makes later hypercalls go through the gate at `address`.
 ///
-/// The pointer travels in `rax` (its provenance intact); `out dx, eax` hands the VMM
-/// its low 32 bits, which is the whole address because guest memory ends below
-/// [`crate::abi::layout::MEM_MAX`] ≤ 4 GiB. The `asm!` block keeps the default options, so
-/// the compiler treats it as reading and writing memory: the struct is fully stored
-/// before the exit and re-read after it.
+/// # Safety
+///
+/// `address` must be the hypercall gate of the boot info the monitor passed.
+pub(crate) unsafe fn set_gate(address: u64) {
+    GATE.store(address, Ordering::Relaxed);
+}
+
+/// Makes hypercall `call` with `arg` as its argument struct (null for calls without
+/// one) and returns once the monitor resumes the guest, with any `out` fields
+/// written.
+///
+/// The asm block keeps the default options, so the compiler treats it as reading and
+/// writing memory: the struct is fully stored before the call and re-read after it.
+/// Before `_start` has found the gate (a boot info it had to refuse) there is no
+/// gate to call: the call falls back to the kvm platform's `out`, which reaches a
+/// kvm monitor and ends the guest with a crash report anywhere else.
 ///
 /// For tests and low-level applications; everything else should use the typed
 /// wrappers in this module.
@@ -29,18 +46,35 @@ use crate::abi::{ConsoleWriteArgs, ExitArgs, Hypercall, PollArgs};
 ///
 /// `arg` must be null or point to a properly initialised argument struct of the type
 /// `call` expects, valid for reads and writes for the duration of the call. Addresses
-/// *inside* the struct are checked by the VMM, not by the CPU: a bad one stops the VM
-/// with an ABI-violation error instead of returning.
+/// *inside* the struct are checked by the monitor, not by the CPU: a bad one stops
+/// the guest with an ABI-violation error instead of returning.
 #[inline]
 pub unsafe fn raw<T>(call: Hypercall, arg: *mut T) {
-    // SAFETY: the caller guarantees `arg` is null or a valid argument struct for
-    // `call`; `out` to a hypercall port is permitted at CPL 3 (the TSS I/O bitmap opens these ports) and only
-    // transfers control to the VMM, which writes nothing but the struct's `out` fields.
+    let gate = GATE.load(Ordering::Relaxed);
+    if gate == 0 {
+        // SAFETY: `out` to a hypercall port only transfers control to a kvm monitor
+        // (which writes nothing but the struct's `out` fields) or faults, which ends
+        // the guest; the caller vouches for `arg`.
+        unsafe {
+            core::arch::asm!(
+                "out dx, eax",
+                in("dx") call.port(),
+                in("rax") arg,
+            );
+        }
+        return;
+    }
+    // SAFETY: the gate is a System V function of two arguments (lightvm-abi), which
+    // `clobber_abi` describes; the caller guarantees `arg` is null or a valid
+    // argument struct for `call`. Without `nostack` the compiler keeps the stack
+    // aligned for the call and out of the red zone.
     unsafe {
         core::arch::asm!(
-            "out dx, eax",
-            in("dx") call.port(),
-            in("rax") arg,
+            "call {gate}",
+            gate = in(reg) gate,
+            in("rdi") call as u64,
+            in("rsi") arg,
+            clobber_abi("sysv64"),
         );
     }
 }
@@ -90,7 +124,7 @@ pub fn exit(status: u32, msg: &str) -> ! {
 /// Tells the VMM that the guest has booted and is about to run the application's
 /// `main`: the VMM stamps its boot time here. Called once by `_start`.
 pub fn boot_done() {
-    // SAFETY: BootDone takes no argument; the VMM ignores `eax`.
+    // SAFETY: BootDone takes no argument; the monitor ignores it.
     unsafe { raw(Hypercall::BootDone, core::ptr::null_mut::<u8>()) };
 }
 
