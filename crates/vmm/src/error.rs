@@ -1,8 +1,8 @@
 //! The VMM's host-side failures. A misbehaving guest is *not* an error: it is a
 //! [`crate::VmExit`], because the VMM handled it correctly.
 
-use crate::arch::paging::PagingError;
 use crate::config::ConfigError;
+use crate::kvm::arch::paging::PagingError;
 use crate::loader::ImageError;
 
 /// Why a VM could not be built or run.
@@ -17,6 +17,9 @@ pub enum VmmError {
     /// A Linux kernel or initrd was refused.
     #[error(transparent)]
     LinuxImage(#[from] crate::linux::LinuxImageError),
+    /// The platform asked for cannot run on this host.
+    #[error(transparent)]
+    Unavailable(#[from] crate::platform::Unavailable),
     /// `/dev/kvm` is missing or not accessible.
     #[error("{}", kvm_open_message(.0))]
     KvmUnavailable(kvm_ioctls::Error),

@@ -7,10 +7,9 @@
 //! after the deadline, so a signal that lands just before KVM_RUN is entered (and is
 //! therefore missed) is followed by another. No thread, no shared flag.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
+use vmm_sys_util::signal::SIGRTMIN;
 
 use crate::error::VmmError;
 
@@ -22,16 +21,11 @@ pub(crate) fn kick_signal() -> libc::c_int {
     SIGRTMIN() + 1
 }
 
-extern "C" fn ignore_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
-
+/// Installs the kick's handler. It is the process platform's signal handler, which
+/// stops a guest running on the kicked thread and does nothing otherwise: on kvm the
+/// signal's arrival alone is the point, as it makes `KVM_RUN` return.
 pub(crate) fn install_handler() -> Result<(), VmmError> {
-    static INSTALLED: OnceLock<Result<(), i32>> = OnceLock::new();
-    let installed = *INSTALLED
-        .get_or_init(|| register_signal_handler(kick_signal(), ignore_kick).map_err(|e| e.errno()));
-    installed.map_err(|errno| VmmError::Host {
-        op: "installing the vCPU kick signal handler",
-        source: std::io::Error::from_raw_os_error(errno),
-    })
+    crate::unikernel::process::signals::install_kick()
 }
 
 /// An armed per-thread timer; disarmed and deleted on drop.

@@ -79,7 +79,7 @@ impl LinuxVm {
             ..Default::default()
         };
         vm.create_pit2(pit).map_err(kvm_op("KVM_CREATE_PIT2"))?;
-        let memory = memory::create(&vm, mem_size)?;
+        let memory = crate::kvm::memory::create(&vm, mem_size)?;
 
         let kernel =
             loader::load_kernel(config.kernel(), &memory, mem_size).map_err(image_error)?;
@@ -297,6 +297,7 @@ impl LinuxVm {
             .and_then(|t| t.booted())
             .map(micros);
         Ok(RunReport {
+            platform: crate::platform::Platform::Kvm,
             exit,
             timings: self.timings,
             console_bytes: written,

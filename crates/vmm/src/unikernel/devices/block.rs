@@ -17,8 +17,8 @@ use lightvm_abi::devices::{
     BLOCK_FLUSH, BLOCK_OK, BLOCK_READ, BLOCK_REQUEST_MAX, BLOCK_WRITE, READY_BLOCK, SECTOR_SIZE,
 };
 
-use super::ring::{Guest, Ring};
-use crate::hypercall::AbiViolation;
+use super::ring::Ring;
+use crate::unikernel::guest::{AbiViolation, Guest};
 
 /// A guest disk backed by a file.
 pub struct BlockDevice {
@@ -59,6 +59,11 @@ impl BlockDevice {
             readonly,
             ring: None,
         })
+    }
+
+    /// The image file's descriptor.
+    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
     }
 
     /// The disk's size in sectors.
@@ -104,7 +109,12 @@ impl BlockDevice {
                             req.len
                         )));
                     }
-                    guest.check(&what, req.addr, u64::from(req.len))?;
+                    // A read writes guest memory: only where the guest may write.
+                    if req.op == BLOCK_READ {
+                        guest.check_writable(&what, req.addr, u64::from(req.len))?;
+                    } else {
+                        guest.check(&what, req.addr, u64::from(req.len))?;
+                    }
                     let ptr = guest.host_ptr(req.addr)?;
                     let count = u64::from(req.len) / SECTOR_SIZE;
                     let in_range = req

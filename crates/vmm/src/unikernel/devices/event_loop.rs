@@ -30,6 +30,12 @@ impl EventLoop {
         })
     }
 
+    /// The epoll descriptor.
+    pub fn as_raw_fd(&self) -> RawFd {
+        use std::os::fd::AsRawFd;
+        self.epoll.as_raw_fd()
+    }
+
     /// Adds `fd`, to be reported readable as `tag` (a `READY_*` bit).
     pub fn add_readable(&mut self, fd: RawFd, tag: u64) -> io::Result<()> {
         self.epoll.ctl(

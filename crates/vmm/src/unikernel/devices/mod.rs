@@ -17,22 +17,30 @@ pub mod event_loop;
 pub mod net;
 pub mod ring;
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
-
-use lightvm_abi::devices::{BlockSetupArgs, NetSetupArgs, NotifyArgs, READY_NET};
-use lightvm_abi::Hypercall;
-use vm_memory::GuestMemoryMmap;
 
 use crate::devices::tap::Tap;
 use crate::error::VmmError;
-use crate::hypercall::{self, AbiViolation};
+use crate::unikernel::guest::{AbiViolation, Guest};
 use block::BlockDevice;
 use event_loop::EventLoop;
+use lightvm_abi::devices::{BlockSetupArgs, NetSetupArgs, NotifyArgs, READY_NET};
+use lightvm_abi::Hypercall;
 use net::NetDevice;
-use ring::Guest;
 
 pub use crate::devices::config::{DeviceSyntax, DiskConfig, NetConfig};
+
+/// The descriptors behind a VM's devices (see [`Devices::fds`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceFds {
+    /// The tap (read, written).
+    pub tap: Option<RawFd>,
+    /// The disk image (read, written, synced at the guest's offsets).
+    pub disk: Option<RawFd>,
+    /// The epoll set the `poll` hypercall waits in.
+    pub events: Option<RawFd>,
+}
 
 /// The devices of one VM.
 #[derive(Default)]
@@ -81,32 +89,31 @@ impl Devices {
     /// Answers a device hypercall whose argument struct is at `addr`.
     pub fn hypercall(
         &mut self,
-        memory: &GuestMemoryMmap,
+        guest: &Guest<'_>,
         call: Hypercall,
         addr: u64,
     ) -> Result<(), AbiViolation> {
-        let guest = Guest::new(memory);
         match call {
             Hypercall::NetSetup => {
-                let mut args: NetSetupArgs = hypercall::read_args(memory, call, addr)?;
+                let mut args: NetSetupArgs = guest.read_inout(call, addr)?;
                 args.present = 0;
                 if let Some(net) = &mut self.net {
-                    net.setup(&guest, &mut args)?;
+                    net.setup(guest, &mut args)?;
                 }
-                hypercall::write_args(memory, call, addr, &args)
+                guest.write_args(call, addr, &args)
             }
             Hypercall::BlockSetup => {
-                let mut args: BlockSetupArgs = hypercall::read_args(memory, call, addr)?;
+                let mut args: BlockSetupArgs = guest.read_inout(call, addr)?;
                 args.present = 0;
                 if let Some(block) = &mut self.block {
-                    block.setup(&guest, &mut args)?;
+                    block.setup(guest, &mut args)?;
                 }
-                hypercall::write_args(memory, call, addr, &args)
+                guest.write_args(call, addr, &args)
             }
             Hypercall::Notify => {
-                let mut args: NotifyArgs = hypercall::read_args(memory, call, addr)?;
-                args.ready = self.service(&guest)?;
-                hypercall::write_args(memory, call, addr, &args)
+                let mut args: NotifyArgs = guest.read_inout(call, addr)?;
+                args.ready = self.service(guest)?;
+                guest.write_args(call, addr, &args)
             }
             other => Err(AbiViolation(format!(
                 "{}: not a device hypercall",
@@ -120,16 +127,15 @@ impl Devices {
     /// Returns the `READY_*` bits.
     pub fn poll(
         &mut self,
-        memory: &GuestMemoryMmap,
+        guest: &Guest<'_>,
         timeout: Option<Duration>,
     ) -> Result<u64, AbiViolation> {
-        let guest = Guest::new(memory);
-        let ready = self.service(&guest)?;
+        let ready = self.service(guest)?;
         if ready != 0 || timeout == Some(Duration::ZERO) {
             return Ok(ready);
         }
         let can_receive = match &self.net {
-            Some(net) => net.can_receive(&guest)?,
+            Some(net) => net.can_receive(guest)?,
             None => false,
         };
         match (&mut self.events, can_receive) {
@@ -140,7 +146,7 @@ impl Devices {
                 if woken == 0 {
                     return Ok(0);
                 }
-                self.service(&guest)
+                self.service(guest)
             }
             _ => {
                 crate::timer::wait(timeout)
@@ -159,6 +165,16 @@ impl Devices {
             ready |= block.service(guest)?;
         }
         Ok(ready)
+    }
+
+    /// The host descriptors the devices use while the guest runs: what a sandbox
+    /// must leave the monitor.
+    pub fn fds(&self) -> DeviceFds {
+        DeviceFds {
+            tap: self.net.as_ref().map(|net| net.tap().as_raw_fd()),
+            disk: self.block.as_ref().map(|block| block.as_raw_fd()),
+            events: self.events.as_ref().map(|events| events.as_raw_fd()),
+        }
     }
 
     /// The network counters, if the VM has a NIC.

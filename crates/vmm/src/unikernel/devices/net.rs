@@ -10,9 +10,9 @@
 use lightvm_abi::devices::{NetDesc, NET_BUFFER_MAX, NET_DESC_MORE, NET_FRAME_MAX};
 use lightvm_abi::devices::{NetSetupArgs, READY_NET};
 
-use super::ring::{Guest, Ring};
+use super::ring::Ring;
 use crate::devices::tap::Tap;
-use crate::hypercall::AbiViolation;
+use crate::unikernel::guest::{AbiViolation, Guest};
 
 /// The MTU the guest is told: the tap's default.
 pub const MTU: u32 = 1500;
@@ -129,7 +129,7 @@ impl NetDevice {
                 let index = done + slots;
                 let desc: NetDesc = tx.read(guest, index)?;
                 let what = || format!("{} entry {}", tx.name(), tx.used().wrapping_add(index));
-                let buffer = checked_buffer(guest, &what, &desc)?;
+                let buffer = checked_buffer(guest, &what, &desc, Direction::FromGuest)?;
                 frame_len += u64::from(desc.len);
                 self.iov.push(libc::iovec {
                     iov_base: buffer.cast(),
@@ -184,7 +184,7 @@ impl NetDevice {
         while filled < posted {
             let mut desc: NetDesc = rx.read(guest, filled)?;
             let what = || format!("{} entry {}", rx.name(), rx.used().wrapping_add(filled));
-            let ptr = checked_buffer(guest, &what, &desc)?;
+            let ptr = checked_buffer(guest, &what, &desc, Direction::ToGuest)?;
             // SAFETY: `ptr..ptr+len` is guest memory, checked just above.
             match unsafe { self.tap.read_raw(ptr, desc.len as usize) } {
                 Ok(Some(n)) => {
@@ -204,12 +204,23 @@ impl NetDevice {
     }
 }
 
+/// Which way a buffer's bytes move.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// The monitor reads it (a frame to send).
+    FromGuest,
+    /// The monitor writes it (a received frame).
+    ToGuest,
+}
+
 /// The host address of the buffer `desc` names, once its length is within the
-/// ABI's limit and all of it is guest memory; `what` names the slot in errors.
+/// ABI's limit and all of it is guest memory the transfer may touch; `what` names
+/// the slot in errors.
 fn checked_buffer(
     guest: &Guest<'_>,
     what: &dyn Fn() -> String,
     desc: &NetDesc,
+    direction: Direction,
 ) -> Result<*mut u8, AbiViolation> {
     if desc.len > NET_BUFFER_MAX {
         return Err(AbiViolation(format!(
@@ -218,6 +229,9 @@ fn checked_buffer(
             desc.len
         )));
     }
-    guest.check(what, desc.addr, u64::from(desc.len))?;
+    match direction {
+        Direction::FromGuest => guest.check(what, desc.addr, u64::from(desc.len))?,
+        Direction::ToGuest => guest.check_writable(what, desc.addr, u64::from(desc.len))?,
+    }
     guest.host_ptr(desc.addr)
 }

@@ -7,71 +7,9 @@
 use std::marker::PhantomData;
 
 use lightvm_abi::devices::{ring_bytes, RingHeader, RING_ALIGN, RING_SIZE_MAX};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-use crate::hypercall::AbiViolation;
-
-/// Guest memory as the devices see it: bounds checks and host pointers.
-pub struct Guest<'a> {
-    memory: &'a GuestMemoryMmap,
-    size: u64,
-}
-
-impl<'a> Guest<'a> {
-    /// A view of `memory` (one region from address 0, as `memory::create` makes it).
-    pub fn new(memory: &'a GuestMemoryMmap) -> Self {
-        Self {
-            memory,
-            size: memory.last_addr().0 + 1,
-        }
-    }
-
-    /// Checks that `addr..addr+len` lies inside guest memory.
-    pub fn check(
-        &self,
-        what: &dyn Fn() -> String,
-        addr: u64,
-        len: u64,
-    ) -> Result<(), AbiViolation> {
-        match addr.checked_add(len) {
-            Some(end) if end <= self.size => Ok(()),
-            _ => Err(AbiViolation(format!(
-                "{}: {addr:#x}+{len:#x} lies outside the {:#x} bytes of guest memory",
-                what(),
-                self.size
-            ))),
-        }
-    }
-
-    /// The host address of guest byte `addr`, which [`check`](Self::check) accepted
-    /// with the length about to be used.
-    pub fn host_ptr(&self, addr: u64) -> Result<*mut u8, AbiViolation> {
-        self.memory
-            .get_host_address(GuestAddress(addr))
-            .map_err(|e| AbiViolation(format!("guest address {addr:#x}: {e}")))
-    }
-
-    /// Reads a plain struct at `addr` (checked).
-    pub fn read<T: FromBytes + IntoBytes>(&self, addr: u64) -> Result<T, AbiViolation> {
-        let mut value = T::new_zeroed();
-        self.memory
-            .read_slice(value.as_mut_bytes(), GuestAddress(addr))
-            .map_err(|e| AbiViolation(format!("reading guest memory at {addr:#x}: {e}")))?;
-        Ok(value)
-    }
-
-    /// Writes a plain struct at `addr` (checked).
-    pub fn write<T: IntoBytes + Immutable>(
-        &self,
-        addr: u64,
-        value: &T,
-    ) -> Result<(), AbiViolation> {
-        self.memory
-            .write_slice(value.as_bytes(), GuestAddress(addr))
-            .map_err(|e| AbiViolation(format!("writing guest memory at {addr:#x}: {e}")))
-    }
-}
+use crate::unikernel::guest::{AbiViolation, Guest};
 
 /// A ring of `E` entries the guest attached; `used` is the VMM's own counter.
 #[derive(Debug)]
@@ -104,13 +42,15 @@ impl<E: FromBytes + IntoBytes + Immutable> Ring<E> {
                 "{name}: address {addr:#x} is not {RING_ALIGN}-byte aligned"
             )));
         }
-        guest.check(
+        // The monitor writes the header's `used` and the entries' results: all of
+        // the ring must be memory the guest may write.
+        guest.check_writable(
             &|| name.to_owned(),
             addr,
             ring_bytes(size, std::mem::size_of::<E>()),
         )?;
         // The guest may have left anything in the header: start both counters at 0.
-        guest.write(addr, &RingHeader::default())?;
+        guest.write(&|| name.to_owned(), addr, &RingHeader::default())?;
         Ok(Self {
             name,
             addr,
@@ -132,7 +72,7 @@ impl<E: FromBytes + IntoBytes + Immutable> Ring<E> {
 
     /// The guest's `avail`, checked: how many entries wait, from `used` on.
     pub fn pending(&self, guest: &Guest<'_>) -> Result<u32, AbiViolation> {
-        let header: RingHeader = guest.read(self.addr)?;
+        let header: RingHeader = guest.read(&|| self.name.to_owned(), self.addr)?;
         let pending = header.avail.wrapping_sub(self.used);
         if pending > self.size {
             return Err(AbiViolation(format!(
@@ -151,12 +91,19 @@ impl<E: FromBytes + IntoBytes + Immutable> Ring<E> {
 
     /// Reads entry `used + offset`.
     pub fn read(&self, guest: &Guest<'_>, offset: u32) -> Result<E, AbiViolation> {
-        guest.read(self.entry_addr(self.used.wrapping_add(offset)))
+        guest.read(
+            &|| self.name.to_owned(),
+            self.entry_addr(self.used.wrapping_add(offset)),
+        )
     }
 
     /// Writes entry `used + offset` back (the device's results).
     pub fn write(&self, guest: &Guest<'_>, offset: u32, entry: &E) -> Result<(), AbiViolation> {
-        guest.write(self.entry_addr(self.used.wrapping_add(offset)), entry)
+        guest.write(
+            &|| self.name.to_owned(),
+            self.entry_addr(self.used.wrapping_add(offset)),
+            entry,
+        )
     }
 
     /// Hands `count` entries back to the guest and publishes the new `used`.
@@ -165,7 +112,11 @@ impl<E: FromBytes + IntoBytes + Immutable> Ring<E> {
             return Ok(());
         }
         self.used = self.used.wrapping_add(count);
-        guest.write(self.addr + USED_OFFSET, &self.used)
+        guest.write(
+            &|| self.name.to_owned(),
+            self.addr + USED_OFFSET,
+            &self.used,
+        )
     }
 
     /// The VMM's `used` counter.
@@ -177,54 +128,63 @@ impl<E: FromBytes + IntoBytes + Immutable> Ring<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::unikernel::guest::tests::{memory, ownership, MEM, TEXT};
     use lightvm_abi::devices::NetDesc;
+    use lightvm_abi::layout;
 
-    fn memory() -> GuestMemoryMmap {
-        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap()
+    const RING: u64 = 0x10_4000;
+
+    fn name() -> String {
+        "test".into()
     }
 
     #[test]
     fn bad_sizes_and_places_are_refused() {
-        let memory = memory();
-        let guest = Guest::new(&memory);
+        let (memory, owned) = (memory(), ownership());
+        let guest = Guest::new(&memory, &owned);
         for (addr, size) in [
-            (0x1000, 0),
-            (0x1000, 3),
-            (0x1000, RING_SIZE_MAX * 2),
-            (0x1001, 4),
-            ((2 << 20) - 16, 4),
+            (RING, 0),
+            (RING, 3),
+            (RING, RING_SIZE_MAX * 2),
+            (RING + 1, 4),
+            (MEM - 16, 4),
             (u64::MAX - 8, 4),
+            // The monitor's pages and the image's read-only text.
+            (layout::GDT_ADDR, 4),
+            (layout::PAGE_TABLES_ADDR, 4),
+            (layout::BOOT_INFO_ADDR, 4),
+            (TEXT, 4),
         ] {
             assert!(
                 Ring::<NetDesc>::attach(&guest, "r", addr, size).is_err(),
                 "{addr:#x} {size}"
             );
         }
-        assert!(Ring::<NetDesc>::attach(&guest, "r", 0x1000, 256).is_ok());
+        assert!(Ring::<NetDesc>::attach(&guest, "r", RING, 256).is_ok());
     }
 
     #[test]
     fn avail_beyond_the_ring_is_an_index_out_of_range() {
-        let memory = memory();
-        let guest = Guest::new(&memory);
-        let mut ring = Ring::<NetDesc>::attach(&guest, "tx ring", 0x1000, 8).unwrap();
+        let (memory, owned) = (memory(), ownership());
+        let guest = Guest::new(&memory, &owned);
+        let mut ring = Ring::<NetDesc>::attach(&guest, "tx ring", RING, 8).unwrap();
         for avail in [0u32, 1, 8] {
-            guest.write(0x1000, &avail).unwrap();
+            guest.write(&name, RING, &avail).unwrap();
             assert_eq!(ring.pending(&guest).unwrap(), avail);
         }
         for avail in [9u32, u32::MAX] {
-            guest.write(0x1000, &avail).unwrap();
+            guest.write(&name, RING, &avail).unwrap();
             let err = ring.pending(&guest).unwrap_err();
             assert!(
                 err.0.contains("tx ring") && err.0.contains("out of range"),
                 "{err}"
             );
         }
-        guest.write(0x1000, &10u32).unwrap();
+        guest.write(&name, RING, &10u32).unwrap();
         ring.complete(&guest, 5).unwrap();
         assert_eq!(ring.pending(&guest).unwrap(), 5);
-        let used: u32 = guest.read(0x1000 + USED_OFFSET).unwrap();
+        let used: u32 = guest.read(&name, RING + USED_OFFSET).unwrap();
         assert_eq!(used, 5);
-        assert_eq!(ring.entry_addr(9), 0x1000 + 16 + 16);
+        assert_eq!(ring.entry_addr(9), RING + 16 + 16);
     }
 }

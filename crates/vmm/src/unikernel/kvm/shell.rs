@@ -1,12 +1,13 @@
-//! VM shells: everything about a VM that does not depend on the image, done ahead
-//! of time (LightVM's *prepare* phase), so that starting a guest (*execute*) is only
-//! writing the image and resuming the vCPU.
+//! kvm shells: everything about a KVM VM that does not depend on the image, done
+//! ahead of time (LightVM's *prepare* phase), so that starting a guest (*execute*)
+//! is only writing the image and resuming the vCPU.
 //!
 //! On our hosts creating a VM costs ~200 µs, its vCPU ~200 µs and the vCPU's first
-//! `KVM_RUN` ~100 µs more, whatever the guest does (DESIGN.md). A [`Shell`] pays for
-//! all three: [`Shell::create`] builds the VM, its memory, the vCPU and the GDT/TSS,
-//! and [`Shell::warm`] runs the vCPU once through a parking stub. [`Shell::boot`] then
-//! loads an image and returns a [`Vm`] ready to run.
+//! `KVM_RUN` ~100 µs more, whatever the guest does (DESIGN.md). A [`KvmShell`] pays
+//! for all three: [`KvmShell::create`] builds the VM, its memory, the vCPU, the
+//! GDT/TSS and the hypercall gate stub, and [`KvmShell::warm`] runs the vCPU once
+//! through a parking stub. [`KvmShell::start`] then loads an image and returns a
+//! [`KvmVm`] ready to run.
 //!
 //! Page tables are never rewritten in place: KVM's shadow MMU caches translations
 //! of the tables the stub ran with, and a host-side write to those pages would not be
@@ -14,26 +15,48 @@
 //! vCPU switches to them with its new CR3.
 
 use std::io::Write;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
-use lightvm_abi::{layout, BootInfo, Hypercall, ABI_VERSION, BOOT_INFO_MAGIC};
+use lightvm_abi::{layout, Hypercall, HYPERCALL_PORT_BASE, HYPERCALL_PORT_COUNT, PLATFORM_KVM};
 use vm_memory::GuestMemoryMmap;
 use zerocopy::IntoBytes;
 
-use crate::arch::cpu::{self, EntryState};
-use crate::arch::gdt;
-use crate::arch::paging::{self, Mapping, PageAccess};
+use super::vm::KvmVm;
 use crate::config::VmConfig;
 use crate::error::{kvm_op, VmmError};
+use crate::kvm::arch::cpu::{self, EntryState};
+use crate::kvm::arch::gdt;
+use crate::kvm::arch::paging::{self, Mapping, PageAccess};
 use crate::loader::UnikernelImage;
 use crate::memory;
-use crate::report::{micros, Timings};
-use crate::unikernel_devices::Devices;
-use crate::vm::Vm;
+use crate::report::Timings;
+use crate::unikernel::boot::{self, BootFacts};
+use crate::unikernel::core::Core;
+use crate::unikernel::devices::Devices;
+use crate::unikernel::guest::{self, Ownership};
 
-/// A prepared VM without an image: KVM VM, guest memory, vCPU, GDT and TSS.
-pub struct Shell {
+/// The gate stub at [`layout::KVM_GATE_ADDR`]: `gate(call: rdi, arg: rsi)` becomes
+/// `out` to port `HYPERCALL_PORT_BASE + call` with the argument's low 32 bits in
+/// `eax`. A number past the hypercall ports goes to the range's last port, which no
+/// call uses, so the exit loop reports it as an unknown call instead of the guest
+/// taking a #GP on a closed port.
+const GATE_STUB: [u8; 21] = {
+    let last = (HYPERCALL_PORT_COUNT - 1) as u8;
+    let base = HYPERCALL_PORT_BASE.to_le_bytes();
+    [
+        0x48, 0x83, 0xff, last, // cmp rdi, last
+        0x76, 0x05, // jbe +5
+        0xbf, last, 0, 0, 0, // mov edi, last
+        0x8d, 0x97, base[0], base[1], 0, 0, // lea edx, [rdi + base]
+        0x89, 0xf0, // mov eax, esi
+        0xef, // out dx, eax
+        0xc3, // ret
+    ]
+};
+
+/// A prepared VM without an image: KVM VM, guest memory, vCPU, GDT, TSS and gate.
+pub struct KvmShell {
     parts: ShellParts,
     mem_size: u64,
     tsc_hz: u64,
@@ -42,7 +65,7 @@ pub struct Shell {
     warmed: bool,
 }
 
-/// The KVM objects a [`Vm`] takes over from its shell.
+/// The KVM objects a [`KvmVm`] takes over from its shell.
 pub(crate) struct ShellParts {
     // Field order is drop order: the vCPU and VM file descriptors go before the
     // memory they map.
@@ -51,17 +74,18 @@ pub(crate) struct ShellParts {
     pub(crate) memory: GuestMemoryMmap,
 }
 
-impl Shell {
+impl KvmShell {
     /// Creates the VM, its memory and its vCPU, and writes the image-independent
     /// machine state. `mem_size` must be valid for [`VmConfig`].
     pub fn create(mem_size: u64) -> Result<Self, VmmError> {
         VmConfig::check_mem_size(mem_size)?;
         let kvm = Kvm::new().map_err(VmmError::KvmUnavailable)?;
         let vm = kvm.create_vm().map_err(kvm_op("KVM_CREATE_VM"))?;
-        let memory = memory::create(&vm, mem_size)?;
+        let memory = crate::kvm::memory::create(&vm, mem_size)?;
         let vcpu = vm.create_vcpu(0).map_err(kvm_op("KVM_CREATE_VCPU"))?;
         let tsc_hz = vcpu.get_tsc_khz().map_or(0, |khz| u64::from(khz) * 1000);
         memory::write(&memory, layout::GDT_ADDR, &gdt::page(layout::GDT_ADDR))?;
+        memory::write(&memory, layout::KVM_GATE_ADDR, &GATE_STUB)?;
         // No KVM_SET_CPUID2: querying the supported set costs ~80 µs per cold boot,
         // and a CPL-3 guest built for baseline x86-64 needs no feature the default
         // (empty) CPUID hides — SSE is enabled through CR4, and NX is enforced
@@ -138,39 +162,29 @@ impl Shell {
         Ok(())
     }
 
-    /// Loads the image `config` names into this shell (execute phase): validation,
-    /// image, page tables, boot info and registers. The returned VM's timings count
-    /// from this call.
-    pub fn boot(self, config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm, VmmError> {
-        let started = Instant::now();
-        if config.mem_size() != self.mem_size {
-            return Err(VmmError::Internal(
-                "a shell can only boot images configured for its memory size",
-            ));
-        }
-        let image = UnikernelImage::from_file(config.image())?;
-        image.check_fits(self.mem_size)?;
-        let image_loaded = started.elapsed();
-        self.start(&image, config, console, started, image_loaded)
-    }
-
-    /// Writes the image and its boot state, and points the vCPU at its entry.
-    pub(crate) fn start(
+    /// Writes the image and its boot state, and points the vCPU at its entry: the
+    /// execute phase. `devices` were opened for the guest; the VM's timings count
+    /// from `started`, and `image_loaded` of that went to reading the image.
+    pub fn start(
         self,
         image: &UnikernelImage,
+        devices: Devices,
         config: &VmConfig,
         console: Box<dyn Write + Send>,
-        started: Instant,
-        image_loaded: Duration,
-    ) -> Result<Vm, VmmError> {
-        // Devices first: a missing tap or disk fails before guest memory is touched.
-        let devices = Devices::open(config.net(), config.disk())?;
+        (started, image_loaded): (Instant, std::time::Duration),
+    ) -> Result<KvmVm, VmmError> {
         let memory = &self.parts.memory;
-        let heap_start = image.end().next_multiple_of(layout::PAGE_SIZE);
+        let heap_start = boot::heap_start(image);
         let tables = image_page_tables(image, self.tables_at, self.mem_size, heap_start)?;
         write_tables(memory, &tables)?;
-        write_boot_info(memory, config, self.mem_size, heap_start, self.tsc_hz)?;
-        load_segments(memory, image)?;
+        let facts = BootFacts {
+            mem_size: self.mem_size,
+            tsc_hz: self.tsc_hz,
+            platform: PLATFORM_KVM,
+            hypercall_gate: layout::KVM_GATE_ADDR,
+        };
+        boot::write_boot_info(memory, &facts, heap_start, config.cmdline())?;
+        boot::load_segments(memory, image)?;
         cpu::set_entry_state(
             &self.parts.vcpu,
             &EntryState {
@@ -181,19 +195,18 @@ impl Shell {
                 gdt_addr: layout::GDT_ADDR,
             },
         )?;
-        let timings = Timings {
-            image_load_us: micros(image_loaded),
-            vm_setup_us: micros(started.elapsed() - image_loaded),
-            ..Timings::default()
-        };
-        Ok(Vm::new(
-            self.parts,
+        let timings = Timings::setup(started, image_loaded);
+        let ShellParts { vcpu, vm, memory } = self.parts;
+        let owned = Ownership::new(self.mem_size, guest::read_only_ranges(image));
+        let core = Core::new(
+            memory,
+            owned,
             devices,
             console,
             config.timeout(),
-            started,
-            timings,
-        ))
+            (started, timings),
+        );
+        Ok(KvmVm::new(vcpu, vm, core))
     }
 }
 
@@ -212,6 +225,7 @@ fn image_page_tables(
         .min(mem_size);
     let mut mappings = vec![
         map(page(layout::GDT_ADDR), PageAccess::SUPERVISOR),
+        map(page(layout::KVM_GATE_ADDR), PageAccess::USER_CODE),
         map(page(layout::BOOT_INFO_ADDR), PageAccess::READ_ONLY),
         map(layout::STACK_BOTTOM..layout::STACK_TOP, PageAccess::DATA),
     ];
@@ -234,62 +248,6 @@ fn image_page_tables(
 fn write_tables(memory: &GuestMemoryMmap, tables: &paging::PageTables) -> Result<(), VmmError> {
     for (addr, entries) in &tables.pages {
         memory::write(memory, *addr, entries.as_bytes())?;
-    }
-    Ok(())
-}
-
-fn write_boot_info(
-    memory: &GuestMemoryMmap,
-    config: &VmConfig,
-    mem_size: u64,
-    heap_start: u64,
-    tsc_hz: u64,
-) -> Result<(), VmmError> {
-    let wall_clock_ns = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    let boot_info = BootInfo {
-        magic: BOOT_INFO_MAGIC,
-        abi_version: ABI_VERSION,
-        flags: 0,
-        mem_size,
-        heap_start,
-        heap_end: mem_size,
-        stack_bottom: layout::STACK_BOTTOM,
-        stack_top: layout::STACK_TOP,
-        cmdline_addr: layout::CMDLINE_ADDR,
-        cmdline_len: config.cmdline().len() as u64,
-        tsc_hz,
-        wall_clock_ns,
-    };
-    memory::write(memory, layout::BOOT_INFO_ADDR, boot_info.as_bytes())?;
-    memory::write(memory, layout::CMDLINE_ADDR, config.cmdline().as_bytes())
-}
-
-/// Puts the image in guest memory: whole read-only pages mapped from the file, the
-/// rest copied. Fresh memory is zero, so bss needs no clearing.
-fn load_segments(memory: &GuestMemoryMmap, image: &UnikernelImage) -> Result<(), VmmError> {
-    for segment in image.segments() {
-        let bytes = image.file_bytes(segment);
-        let mapped = match (image.file_pages(segment), image.file()) {
-            (Some(pages), Some(file)) => {
-                memory::map_file(memory, pages.guest_addr, pages.len, file, pages.file_offset)?;
-                pages.guest_addr - segment.guest_addr
-                    ..pages.guest_addr - segment.guest_addr + pages.len
-            }
-            _ => 0..0,
-        };
-        let split = |range: std::ops::Range<u64>| {
-            bytes
-                .get(range.start as usize..range.end as usize)
-                .ok_or(VmmError::Internal("file pages outside their segment"))
-        };
-        let (head, tail) = (
-            split(0..mapped.start)?,
-            split(mapped.end..bytes.len() as u64)?,
-        );
-        memory::write(memory, segment.guest_addr, head)?;
-        memory::write(memory, segment.guest_addr + mapped.end, tail)?;
     }
     Ok(())
 }

@@ -1,0 +1,229 @@
+//! The hypercall core: what a unikernel's hypercalls do, the same on every platform.
+//!
+//! A platform only finds out *that* the guest made a call and with which number and
+//! argument address — the kvm platform from an `out` exit, the process platform from
+//! a call of its gate — and hands it to [`Core::hypercall`]. Everything after that is
+//! here, once: argument checks, the console with its rate limit, the devices and the
+//! `poll` wait, boot-done timing, the exit status, and the deadline.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use lightvm_abi::{limits, ConsoleWriteArgs, ExitArgs, Hypercall, PollArgs};
+use vm_memory::GuestMemoryMmap;
+
+use super::devices::Devices;
+use super::guest::{violation, AbiViolation, Guest, Ownership};
+use crate::console::Console;
+use crate::error::VmmError;
+use crate::platform::Platform;
+use crate::report::{micros, RunReport, Timings, VmExit};
+use crate::timer::DeadlineTimer;
+
+/// Called once when the guest reaches its `main`, with µs since the boot started.
+pub type BootListener = Box<dyn FnMut(f64) + Send>;
+
+/// What the guest does after a hypercall.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flow {
+    /// It carries on.
+    Continue,
+    /// It is over.
+    Exit(VmExit),
+}
+
+/// The platform-independent state of one running unikernel.
+pub struct Core {
+    memory: GuestMemoryMmap,
+    owned: Ownership,
+    console: Console,
+    devices: Devices,
+    scratch: Vec<u8>,
+    boot_listener: Option<BootListener>,
+    started: Instant,
+    timings: Timings,
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    exit: Option<VmExit>,
+}
+
+impl Core {
+    /// The core of a guest loaded into `memory`, which `owned` describes; its
+    /// timings count from `started`.
+    pub fn new(
+        memory: GuestMemoryMmap,
+        owned: Ownership,
+        devices: Devices,
+        console: Box<dyn Write + Send>,
+        timeout: Option<Duration>,
+        (started, timings): (Instant, Timings),
+    ) -> Self {
+        Self {
+            memory,
+            owned,
+            console: Console::new(console),
+            devices,
+            scratch: Vec::new(),
+            boot_listener: None,
+            started,
+            timings,
+            timeout,
+            deadline: None,
+            exit: None,
+        }
+    }
+
+    /// Guest memory.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
+    }
+
+    /// The devices (their descriptors, for a sandbox).
+    pub fn devices(&self) -> &Devices {
+        &self.devices
+    }
+
+    /// Timings so far.
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
+    /// Registers `listener` for the guest's boot-done hypercall.
+    pub fn on_boot_done(&mut self, listener: BootListener) {
+        self.boot_listener = Some(listener);
+    }
+
+    /// Starts the clock of the timeout, if there is one: the returned timer
+    /// interrupts the calling thread (the one that runs the guest) once it passes,
+    /// and again every millisecond after, until it is dropped.
+    pub fn arm_deadline(&mut self) -> Result<Option<DeadlineTimer>, VmmError> {
+        let Some(timeout) = self.timeout else {
+            return Ok(None);
+        };
+        self.deadline = Some(Instant::now() + timeout);
+        DeadlineTimer::arm(timeout).map(Some)
+    }
+
+    /// The timeout's verdict, once the deadline has passed.
+    pub fn timed_out(&self) -> Option<VmExit> {
+        let (deadline, timeout) = self.deadline.zip(self.timeout)?;
+        (Instant::now() >= deadline).then(|| VmExit::TimedOut {
+            after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// The verdict of a guest stopped by the deadline timer.
+    pub fn timeout_exit(&self) -> VmExit {
+        VmExit::TimedOut {
+            after_ms: self
+                .timeout
+                .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// Answers hypercall number `number` with its argument at `arg`. Nothing the
+    /// guest passes can make this fail: a broken call ends the guest as an ABI
+    /// violation, and a deadline that passed during the call ends it as timed out.
+    pub fn hypercall(&mut self, call: Hypercall, arg: u64) -> Flow {
+        match self.dispatch(call, arg) {
+            Ok(Flow::Continue) => match self.timed_out() {
+                Some(exit) => Flow::Exit(exit),
+                None => Flow::Continue,
+            },
+            Ok(exit) => exit,
+            Err(AbiViolation(detail)) => Flow::Exit(VmExit::AbiViolation { detail }),
+        }
+    }
+
+    fn dispatch(&mut self, call: Hypercall, addr: u64) -> Result<Flow, AbiViolation> {
+        let guest = Guest::new(&self.memory, &self.owned);
+        match call {
+            Hypercall::BootDone => {
+                if self.timings.boot_done_us.is_none() {
+                    let boot_done = micros(self.started.elapsed());
+                    self.timings.boot_done_us = Some(boot_done);
+                    if let Some(mut listener) = self.boot_listener.take() {
+                        listener(boot_done);
+                    }
+                }
+            }
+            Hypercall::ConsoleWrite => {
+                let args: ConsoleWriteArgs = guest.read_args(call, addr)?;
+                guest.read_buffer(
+                    call,
+                    (args.buf, args.len),
+                    limits::CONSOLE_WRITE_MAX,
+                    false,
+                    &mut self.scratch,
+                )?;
+                self.console.write(&self.scratch);
+            }
+            Hypercall::Poll => {
+                let mut args: PollArgs = guest.read_inout(call, addr)?;
+                let timeout =
+                    (args.timeout_ns != u64::MAX).then(|| Duration::from_nanos(args.timeout_ns));
+                // Services the devices, then waits on their descriptors (or just the
+                // timeout and the deadline timer's signal when there are none).
+                args.ready = self.devices.poll(&guest, timeout)?;
+                guest.write_args(call, addr, &args)?;
+            }
+            // Device hypercalls (net/block rings, notify): see `devices`.
+            Hypercall::NetSetup | Hypercall::BlockSetup | Hypercall::Notify => {
+                self.devices.hypercall(&guest, call, addr)?;
+            }
+            Hypercall::Exit => {
+                let args: ExitArgs = guest.read_args(call, addr)?;
+                let message = if args.msg_len == 0 {
+                    None
+                } else {
+                    guest.read_buffer(
+                        call,
+                        (args.msg, args.msg_len),
+                        limits::EXIT_MESSAGE_MAX,
+                        true,
+                        &mut self.scratch,
+                    )?;
+                    Some(String::from_utf8_lossy(&self.scratch).into_owned())
+                };
+                if args.status > limits::GUEST_STATUS_MAX {
+                    return Err(violation(
+                        call,
+                        format!(
+                            "status {} is above {}, the highest a guest may use",
+                            args.status,
+                            limits::GUEST_STATUS_MAX
+                        ),
+                    ));
+                }
+                return Ok(Flow::Exit(VmExit::Exited {
+                    status: args.status,
+                    message,
+                }));
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Keeps how the guest ended, for a platform whose way out of the guest cannot
+    /// carry it (the process platform's gate returns through assembly).
+    pub fn set_exit(&mut self, exit: VmExit) {
+        self.exit = Some(exit);
+    }
+
+    /// What [`Core::set_exit`] kept.
+    pub fn take_exit(&mut self) -> Option<VmExit> {
+        self.exit.take()
+    }
+
+    /// The report of a guest that ran on `platform` and ended with `exit`.
+    pub fn report(&mut self, platform: Platform, exit: VmExit) -> RunReport {
+        self.timings.total_us = micros(self.started.elapsed());
+        RunReport {
+            platform,
+            exit,
+            timings: self.timings,
+            console_bytes: self.console.written(),
+            console_dropped: self.console.dropped(),
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The process platform (Solo5's spt, Nabla containers, gVisor's systrap in spirit):
+//! a unikernel image runs unchanged in a host process, for hosts without KVM.
+//!
+//! The guest is mapped at its own addresses in the monitor's address space
+//! ([`memory`]), starts and makes hypercalls through [`gate`] (a function call, no
+//! exit, no host system call), is stopped by [`signals`] when it faults or outruns
+//! its deadline, and runs behind [`sandbox`]'s seccomp filter, which is in force
+//! before its first instruction. The hypercall core, the devices and the reports are
+//! the ones the kvm platform uses.
+//!
+//! As on kvm, a guest is prepared in two steps: a [`ProcessShell`] (memory mapped,
+//! signal handlers and stack in place, first pages touched) is the *prepare* phase;
+//! [`ProcessShell::start`] loads the image (*execute*), and [`ProcessVm::run`] enters
+//! the sandbox and the guest.
+
+pub mod gate;
+pub mod memory;
+pub mod sandbox;
+pub mod signals;
+pub mod tsc;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use lightvm_abi::{layout, PLATFORM_PROCESS};
+
+use self::memory::{FixedMapping, ProcessMemory};
+use self::sandbox::SandboxPolicy;
+use crate::config::VmConfig;
+use crate::error::VmmError;
+use crate::loader::UnikernelImage;
+use crate::platform::Platform;
+use crate::report::{
+    describe_fault, describe_syscall, CrashReport, GuestRegisters, RunReport, Timings, VmExit,
+};
+use crate::unikernel::boot::{self, BootFacts};
+use crate::unikernel::core::Core;
+use crate::unikernel::devices::Devices;
+use crate::unikernel::guest::{self, Ownership};
+
+/// A prepared process-platform VM without an image: guest memory mapped, signal
+/// handling installed, the TSC being measured.
+pub struct ProcessShell {
+    slot: gate::GuestSlot,
+    memory: ProcessMemory,
+    mem_size: u64,
+    tsc: tsc::Calibration,
+    warmed: bool,
+}
+
+impl ProcessShell {
+    /// Maps guest memory of `mem_size` bytes (valid for [`VmConfig`]) and installs
+    /// the signal handling a guest needs.
+    pub fn create(mem_size: u64) -> Result<Self, VmmError> {
+        let tsc = tsc::Calibration::start();
+        VmConfig::check_mem_size(mem_size)?;
+        let slot = gate::GuestSlot::claim().ok_or(VmmError::Internal(
+            "a process-platform guest already lives in this process (one per process)",
+        ))?;
+        signals::install()?;
+        let memory = memory::map_guest(mem_size)?;
+        Ok(Self {
+            slot,
+            memory,
+            mem_size,
+            tsc,
+            warmed: false,
+        })
+    }
+
+    /// Guest memory of this shell.
+    pub fn mem_size(&self) -> u64 {
+        self.mem_size
+    }
+
+    /// Whether [`ProcessShell::warm`] has run.
+    pub fn is_warm(&self) -> bool {
+        self.warmed
+    }
+
+    /// Touches the pages every guest uses first.
+    pub fn warm(&mut self) -> Result<(), VmmError> {
+        memory::pre_touch(&self.memory)?;
+        self.warmed = true;
+        Ok(())
+    }
+
+    /// Loads the image and its boot state (the execute phase); see
+    /// `KvmShell::start` for the arguments.
+    pub fn start(
+        self,
+        image: &UnikernelImage,
+        devices: Devices,
+        config: &VmConfig,
+        console: Box<dyn Write + Send>,
+        (started, image_loaded): (Instant, Duration),
+    ) -> Result<ProcessVm, VmmError> {
+        let ProcessMemory { memory, mapping } = self.memory;
+        let heap_start = boot::heap_start(image);
+        let facts = BootFacts {
+            mem_size: self.mem_size,
+            tsc_hz: self.tsc.finish(),
+            platform: PLATFORM_PROCESS,
+            hypercall_gate: gate::gate_address(),
+        };
+        boot::write_boot_info(&memory, &facts, heap_start, config.cmdline())?;
+        boot::load_segments(&memory, image)?;
+        memory::protect_image(image, heap_start)?;
+        let timings = Timings::setup(started, image_loaded);
+        let owned = Ownership::new(self.mem_size, guest::read_only_ranges(image));
+        let core = Core::new(
+            memory,
+            owned,
+            devices,
+            console,
+            config.timeout(),
+            (started, timings),
+        );
+        Ok(ProcessVm {
+            core,
+            _mapping: mapping,
+            _slot: self.slot,
+            entry: image.entry(),
+            mem_size: self.mem_size,
+            sandbox: SandboxPolicy::default(),
+        })
+    }
+}
+
+/// A loaded process-platform VM, ready to run its guest.
+pub struct ProcessVm {
+    core: Core,
+    /// The guest's pages: declared after `core`, whose view of them drops first.
+    _mapping: FixedMapping,
+    /// Declared last: the slot is free once the pages are gone.
+    _slot: gate::GuestSlot,
+    entry: u64,
+    mem_size: u64,
+    sandbox: SandboxPolicy,
+}
+
+impl ProcessVm {
+    /// The platform-independent state.
+    pub fn core(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    /// What the sandbox must leave the monitor beyond the devices.
+    pub fn set_sandbox(&mut self, policy: SandboxPolicy) {
+        self.sandbox = policy;
+    }
+
+    /// Enters the sandbox and runs the guest until it exits, crashes, breaks the ABI
+    /// or times out. The process stays sandboxed afterwards: what it does after the
+    /// run (print, write a report, exit) must fit the sandbox's allow-list.
+    pub fn run(mut self) -> Result<RunReport, VmmError> {
+        // This thread may not be the one that created the shell.
+        signals::install()?;
+        let _timer = self.core.arm_deadline()?;
+        if self.sandbox.enforce {
+            let program =
+                sandbox::compile(&self.sandbox, self.core.devices().fds(), self.mem_size)?;
+            sandbox::enter(&program)?;
+        }
+        // SAFETY: this VM holds the guest slot; the image is loaded at its addresses with its
+        // entry point `entry`, the stack lies below STACK_TOP, and `signals::install`
+        // put the handlers and this thread's alternate stack in place.
+        let ended = unsafe {
+            gate::enter(
+                &mut self.core,
+                self.entry,
+                layout::STACK_TOP - 8,
+                layout::BOOT_INFO_ADDR,
+            )
+        };
+        let exit = match ended {
+            gate::STOPPED_BY_SIGNAL => {
+                // SAFETY: this thread ran the guest, and `enter` said a signal stopped it.
+                let stop = unsafe { signals::last_stop() };
+                stop_exit(&stop, &self.core)
+            }
+            _ => self.core.take_exit().unwrap_or(VmExit::AbiViolation {
+                detail: "the guest left through the gate without an exit".into(),
+            }),
+        };
+        Ok(self.core.report(Platform::Process, exit))
+    }
+}
+
+/// How a signal's stop of the guest reads in a report.
+fn stop_exit(stop: &signals::StopRecord, core: &Core) -> VmExit {
+    if stop.signal == crate::timer::kick_signal() {
+        return core.timed_out().unwrap_or_else(|| core.timeout_exit());
+    }
+    let reg = |index: libc::c_int| {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| stop.gregs.get(i))
+            .map_or(0, |&value| value as u64)
+    };
+    let registers = GuestRegisters {
+        rip: reg(libc::REG_RIP),
+        rsp: reg(libc::REG_RSP),
+        rbp: reg(libc::REG_RBP),
+        rflags: reg(libc::REG_EFL),
+        cr2: stop.cr2,
+        general: [
+            reg(libc::REG_RAX),
+            reg(libc::REG_RBX),
+            reg(libc::REG_RCX),
+            reg(libc::REG_RDX),
+            reg(libc::REG_RSI),
+            reg(libc::REG_RDI),
+            reg(libc::REG_R8),
+            reg(libc::REG_R9),
+            reg(libc::REG_R10),
+            reg(libc::REG_R11),
+            reg(libc::REG_R12),
+            reg(libc::REG_R13),
+            reg(libc::REG_R14),
+            reg(libc::REG_R15),
+        ],
+    };
+    let (reason, vector) = if stop.signal == libc::SIGSYS {
+        // The kernel reports the address after the `syscall`, as rcx would hold.
+        (describe_syscall(Some(stop.syscall), registers.rip), None)
+    } else {
+        let vector = u8::try_from(stop.trapno).ok();
+        // A trap (int3) reports the address after the instruction, as on hardware.
+        (describe_fault(vector, registers.rip, stop.cr2), vector)
+    };
+    VmExit::Crashed(CrashReport {
+        reason,
+        vector,
+        registers: registers.named(),
+    })
+}

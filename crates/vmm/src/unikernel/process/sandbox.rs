@@ -1,0 +1,372 @@
+//! The process platform's wall: what the monitor process keeps once the guest may
+//! run. The guest shares its address space with the monitor (as in Solo5's spt and
+//! Nabla containers), so the boundary between a guest and the host is not the gate
+//! but the host kernel's view of the process:
+//!
+//! * **a seccomp filter**, installed before the first guest instruction, that allows
+//!   only the host system calls the hypercall handlers and the monitor's exit path
+//!   make ([`ALLOWED_CALLS`]), each bound to the descriptors opened before it
+//!   (the console, the tap, the disk, the wait set) where the arguments allow, and
+//!   that answers *any* system call made from guest memory with SIGSYS — the
+//!   instruction pointer is checked before the number, so a `syscall` in the guest
+//!   never reaches the host kernel, whatever it asks for;
+//! * `no_new_privs`, which the filter needs and which keeps a set-uid program from
+//!   ever running with more rights;
+//! * new user, mount, PID, IPC and UTS namespaces where the host allows (as root,
+//!   or as a user where unprivileged user namespaces are enabled);
+//! * no core dumps (they would hold guest memory), and no way to open, create or
+//!   reach a file, a socket or a process: none of those calls is in the list.
+//!
+//! What a guest that takes over the monitor's code (it can jump anywhere in the
+//! process) can still do is exactly what the list allows: write to its console and
+//! its tap, read and write its disk, wait, allocate anonymous memory, and exit. A
+//! KVM guest has the hardware boundary in front of the same monitor; a runc
+//! container has the whole Linux system-call table behind its own seccomp profile.
+
+use std::collections::BTreeMap;
+use std::os::fd::RawFd;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use serde::Serialize;
+
+use crate::error::VmmError;
+use crate::unikernel::devices::DeviceFds;
+
+/// The host system calls a sandboxed monitor may make, and under which condition.
+/// README.md repeats this list; a test checks the two agree.
+pub const ALLOWED_CALLS: &[(&str, &str)] = &[
+    ("read, readv", "the tap"),
+    (
+        "write, writev",
+        "the console, stdout, stderr, the report, the tap",
+    ),
+    ("pread64, pwrite64, fdatasync, fsync", "the disk"),
+    (
+        "epoll_wait, epoll_pwait, epoll_pwait2",
+        "the device wait set",
+    ),
+    ("ppoll", "no descriptors (a plain sleep)"),
+    ("mmap", "anonymous, never executable"),
+    ("munmap, mremap, brk", "the allocator"),
+    ("madvise", "MADV_DONTNEED, MADV_FREE"),
+    ("futex, sched_yield", "locks"),
+    (
+        "rt_sigreturn, rt_sigprocmask, sigaltstack, restart_syscall",
+        "signal delivery",
+    ),
+    ("rt_sigaction, tgkill", "SIGABRT only (abort)"),
+    (
+        "timer_settime, timer_gettime, timer_delete",
+        "the deadline timer",
+    ),
+    ("clock_gettime, gettimeofday, gettid, getpid", "-"),
+    ("close, exit, exit_group", "-"),
+];
+
+/// What the monitor must keep while the guest runs, beyond its devices.
+#[derive(Debug, Clone)]
+pub struct SandboxPolicy {
+    /// Descriptors it writes: stdout and stderr are always there; add the console
+    /// log, a report file or a control socket.
+    pub writable: Vec<RawFd>,
+    /// Off only in this crate's unit tests, which run guests on test-harness
+    /// threads that must go on after the guest.
+    pub(crate) enforce: bool,
+}
+
+impl Default for SandboxPolicy {
+    fn default() -> Self {
+        Self {
+            writable: Vec::new(),
+            enforce: true,
+        }
+    }
+}
+
+impl SandboxPolicy {
+    /// The policy with `fds` writable as well.
+    pub fn writable(fds: impl IntoIterator<Item = RawFd>) -> Self {
+        Self {
+            writable: fds.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// No sandbox: for unit tests only.
+    #[cfg(test)]
+    pub(crate) fn disabled_for_tests() -> Self {
+        Self {
+            writable: Vec::new(),
+            enforce: false,
+        }
+    }
+}
+
+/// What [`enter`] achieved, for reports and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SandboxReport {
+    /// The namespaces the process entered.
+    pub namespaces: Vec<&'static str>,
+    /// Whether the seccomp filter is in force.
+    pub seccomp: bool,
+}
+
+const NAMESPACES: [(libc::c_int, &str); 5] = [
+    (libc::CLONE_NEWUSER, "user"),
+    (libc::CLONE_NEWNS, "mount"),
+    (libc::CLONE_NEWPID, "pid"),
+    (libc::CLONE_NEWIPC, "ipc"),
+    (libc::CLONE_NEWUTS, "uts"),
+];
+
+/// Builds the filter for a guest whose memory ends at `guest_end`, with these
+/// devices and this policy. Compiled ahead of time (prepare), applied by [`enter`].
+pub fn compile(
+    policy: &SandboxPolicy,
+    devices: DeviceFds,
+    guest_end: u64,
+) -> Result<BpfProgram, VmmError> {
+    let filter = SeccompFilter::new(
+        rules(policy, devices)?,
+        SeccompAction::Trap,
+        SeccompAction::Allow,
+        TargetArch::x86_64,
+    )
+    .map_err(filter_error)?;
+    let rules: BpfProgram = filter.try_into().map_err(filter_error)?;
+    let mut program = guest_ip_check(guest_end)?;
+    program.extend(rules);
+    Ok(program)
+}
+
+/// Enters the sandbox: namespaces, rlimits, `no_new_privs`, then `program`.
+/// Nothing the process had open is closed: what it needs was opened before.
+pub fn enter(program: &BpfProgram) -> Result<SandboxReport, VmmError> {
+    let namespaces = enter_namespaces();
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads a valid rlimit; lowering a limit needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) } != 0 {
+        return Err(host("limiting core dumps"));
+    }
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(host("setting no_new_privs"));
+    }
+    seccompiler::apply_filter(program).map_err(filter_error)?;
+    Ok(SandboxReport {
+        namespaces,
+        seccomp: true,
+    })
+}
+
+/// New namespaces, as many as the host allows: all of them where user namespaces
+/// may be made; without a user namespace (they are disabled, or the process has
+/// threads), the others as root.
+fn enter_namespaces() -> Vec<&'static str> {
+    let all = NAMESPACES.iter().fold(0, |flags, (flag, _)| flags | flag);
+    let without_user = all & !libc::CLONE_NEWUSER;
+    for flags in [all, without_user] {
+        // SAFETY: unshare takes flags and changes only this process's namespaces.
+        if unsafe { libc::unshare(flags) } == 0 {
+            return NAMESPACES
+                .iter()
+                .filter(|(flag, _)| flags & flag != 0)
+                .map(|(_, name)| *name)
+                .collect();
+        }
+    }
+    Vec::new()
+}
+
+/// BPF that answers every system call made from guest memory (`0..guest_end`)
+/// with SIGSYS, before the number is even looked at: seccomp_data's
+/// `instruction_pointer` is the address after the `syscall`.
+fn guest_ip_check(guest_end: u64) -> Result<BpfProgram, VmmError> {
+    const BPF_LD_W_ABS: u16 = 0x20;
+    const BPF_JEQ_K: u16 = 0x15;
+    const BPF_JGE_K: u16 = 0x35;
+    const BPF_RET_K: u16 = 0x06;
+    const IP_LOW: u32 = 8;
+    const IP_HIGH: u32 = 12;
+    let end = u32::try_from(guest_end).map_err(|_| VmmError::Internal("guest end above 4 GiB"))?;
+    let insn = |code, jt, jf, k| seccompiler::sock_filter { code, jt, jf, k };
+    Ok(vec![
+        insn(BPF_LD_W_ABS, 0, 0, IP_HIGH),
+        // High half not zero: far above the guest; go on to the rules.
+        insn(BPF_JEQ_K, 0, 3, 0),
+        insn(BPF_LD_W_ABS, 0, 0, IP_LOW),
+        // At or above the guest's end: go on to the rules.
+        insn(BPF_JGE_K, 1, 0, end),
+        insn(BPF_RET_K, 0, 0, u32::from(SeccompAction::Trap)),
+    ])
+}
+
+fn rules(
+    policy: &SandboxPolicy,
+    devices: DeviceFds,
+) -> Result<BTreeMap<i64, Vec<SeccompRule>>, VmmError> {
+    let mut writable: Vec<RawFd> = vec![libc::STDOUT_FILENO, libc::STDERR_FILENO];
+    writable.extend(&policy.writable);
+    let tap: Vec<RawFd> = devices.tap.into_iter().collect();
+    let disk: Vec<RawFd> = devices.disk.into_iter().collect();
+    let events: Vec<RawFd> = devices.events.into_iter().collect();
+    let mut with_tap = writable.clone();
+    with_tap.extend(&tap);
+
+    let mut rules = BTreeMap::new();
+    let mut allow = |calls: &[libc::c_long], chain: Vec<SeccompRule>| {
+        for &call in calls {
+            rules.insert(call, chain.clone());
+        }
+    };
+    let on_fds = |fds: &[RawFd]| -> Result<Option<Vec<SeccompRule>>, VmmError> {
+        if fds.is_empty() {
+            return Ok(None);
+        }
+        fds.iter()
+            .map(|&fd| rule(&[(0, SeccompCmpOp::Eq, fd as u64)]))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    };
+    if let Some(chain) = on_fds(&tap)? {
+        allow(&[libc::SYS_read, libc::SYS_readv], chain);
+    }
+    if let Some(chain) = on_fds(&with_tap)? {
+        allow(&[libc::SYS_write, libc::SYS_writev], chain);
+    }
+    if let Some(chain) = on_fds(&disk)? {
+        allow(
+            &[
+                libc::SYS_pread64,
+                libc::SYS_pwrite64,
+                libc::SYS_fdatasync,
+                libc::SYS_fsync,
+            ],
+            chain,
+        );
+    }
+    if let Some(chain) = on_fds(&events)? {
+        allow(
+            &[
+                libc::SYS_epoll_wait,
+                libc::SYS_epoll_pwait,
+                libc::SYS_epoll_pwait2,
+            ],
+            chain,
+        );
+    }
+    allow(&[libc::SYS_ppoll], vec![rule(&[(1, SeccompCmpOp::Eq, 0)])?]);
+    allow(
+        &[libc::SYS_mmap],
+        vec![rule(&[
+            (2, SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64), 0),
+            (
+                3,
+                SeccompCmpOp::MaskedEq(libc::MAP_ANONYMOUS as u64),
+                libc::MAP_ANONYMOUS as u64,
+            ),
+        ])?],
+    );
+    allow(
+        &[libc::SYS_madvise],
+        vec![
+            rule(&[(2, SeccompCmpOp::Eq, libc::MADV_DONTNEED as u64)])?,
+            rule(&[(2, SeccompCmpOp::Eq, libc::MADV_FREE as u64)])?,
+        ],
+    );
+    allow(
+        &[libc::SYS_rt_sigaction],
+        vec![rule(&[(0, SeccompCmpOp::Eq, libc::SIGABRT as u64)])?],
+    );
+    allow(
+        &[libc::SYS_tgkill],
+        vec![rule(&[(2, SeccompCmpOp::Eq, libc::SIGABRT as u64)])?],
+    );
+    allow(
+        &[
+            libc::SYS_munmap,
+            libc::SYS_mremap,
+            libc::SYS_brk,
+            libc::SYS_futex,
+            libc::SYS_sched_yield,
+            libc::SYS_rt_sigreturn,
+            libc::SYS_rt_sigprocmask,
+            libc::SYS_sigaltstack,
+            libc::SYS_restart_syscall,
+            libc::SYS_timer_settime,
+            libc::SYS_timer_gettime,
+            libc::SYS_timer_delete,
+            libc::SYS_clock_gettime,
+            libc::SYS_gettimeofday,
+            libc::SYS_gettid,
+            libc::SYS_getpid,
+            libc::SYS_close,
+            libc::SYS_exit,
+            libc::SYS_exit_group,
+        ],
+        Vec::new(),
+    );
+    Ok(rules)
+}
+
+/// One rule: all of `conditions` (argument index, comparison, value) hold.
+fn rule(conditions: &[(u8, SeccompCmpOp, u64)]) -> Result<SeccompRule, VmmError> {
+    let conditions = conditions
+        .iter()
+        .map(|(arg, op, value)| {
+            SeccompCondition::new(*arg, SeccompCmpArgLen::Dword, op.clone(), *value)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(filter_error)?;
+    SeccompRule::new(conditions).map_err(filter_error)
+}
+
+fn filter_error(error: impl std::fmt::Display) -> VmmError {
+    VmmError::Host {
+        op: "building the seccomp filter",
+        source: std::io::Error::other(error.to_string()),
+    }
+}
+
+fn host(op: &'static str) -> VmmError {
+    VmmError::Host {
+        op,
+        source: std::io::Error::last_os_error(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filter_compiles_for_every_device_set() {
+        let policy = SandboxPolicy::writable([5]);
+        for devices in [
+            DeviceFds::default(),
+            DeviceFds {
+                tap: Some(7),
+                disk: Some(8),
+                events: Some(9),
+            },
+        ] {
+            let program = compile(&policy, devices, 2 << 20).unwrap();
+            assert!(program.len() > 20, "{} instructions", program.len());
+        }
+    }
+
+    #[test]
+    fn the_guest_check_traps_below_the_guest_end_only() {
+        let program = guest_ip_check(2 << 20).unwrap();
+        assert_eq!(program.len(), 5);
+        assert_eq!(program[3].k, 2 << 20);
+        assert_eq!(program[4].k, u32::from(SeccompAction::Trap));
+        assert!(guest_ip_check(1 << 40).is_err());
+    }
+}
