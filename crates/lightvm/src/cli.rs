@@ -85,6 +85,9 @@ pub struct DaemonArgs {
     /// Most guest memory per VM.
     #[arg(long, default_value = "1G")]
     pub max_mem: String,
+    /// Where the VMs run (see `lightvm run --platform`).
+    #[arg(long, value_enum, default_value_t = PlatformChoice::Auto)]
+    pub platform: PlatformChoice,
 }
 
 /// `lightvm create`.
@@ -164,6 +167,9 @@ pub struct PoolArgs {
 /// `lightvm shell`.
 #[derive(Debug, Args)]
 pub struct ShellArgs {
+    /// The platform the VM runs on.
+    #[arg(long)]
+    pub platform: lightvm_vmm::Platform,
     /// Guest memory in bytes.
     #[arg(long)]
     pub mem: u64,
@@ -227,6 +233,50 @@ pub struct RunArgs {
     /// Also write the JSON result to this file (the console stays on stdout).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Where a unikernel runs: kvm (a KVM VM), process (a seccomp-sandboxed
+    /// process, for hosts without /dev/kvm), or auto: kvm where /dev/kvm is usable,
+    /// else process. Linux guests always run on kvm.
+    #[arg(long, value_enum, default_value_t = PlatformChoice::Auto, conflicts_with = "kernel")]
+    pub platform: PlatformChoice,
+}
+
+/// `--platform`: a platform, or the host's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlatformChoice {
+    /// KVM where /dev/kvm is usable, else the process platform.
+    Auto,
+    /// A KVM virtual machine.
+    Kvm,
+    /// A seccomp-sandboxed host process.
+    Process,
+}
+
+impl PlatformChoice {
+    /// The platform this names, or `None` for `auto`.
+    pub fn platform(self) -> Option<lightvm_vmm::Platform> {
+        match self {
+            PlatformChoice::Auto => None,
+            PlatformChoice::Kvm => Some(lightvm_vmm::Platform::Kvm),
+            PlatformChoice::Process => Some(lightvm_vmm::Platform::Process),
+        }
+    }
+
+    /// The platform to run on: the one named, or the host's default, saying on
+    /// stderr (one line) when that default is not kvm, and why.
+    pub fn resolve(self) -> Result<lightvm_vmm::Platform, lightvm_vmm::Unavailable> {
+        if let Some(platform) = self.platform() {
+            platform.check()?;
+            return Ok(platform);
+        }
+        let (platform, passed_over) = lightvm_vmm::Platform::choose()?;
+        if let Some(why) = passed_over {
+            eprintln!(
+                "lightvm: running on the {platform} platform: {} (choose with --platform)",
+                why.reason
+            );
+        }
+        Ok(platform)
+    }
 }
 
 /// `lightvm kernel`.

@@ -47,6 +47,8 @@ pub struct DaemonConfig {
     pub max_mem: u64,
     /// The `lightvm` executable, run as `lightvm shell` for each VM.
     pub shell_exe: PathBuf,
+    /// Where the VMs run.
+    pub platform: lightvm_vmm::Platform,
 }
 
 /// Why the daemon could not start.
@@ -240,12 +242,14 @@ impl Daemon {
 
     async fn prepare_shell(&self, mem_size: u64) -> Result<ReadyShell, String> {
         let exe = self.config.shell_exe.clone();
+        let platform = self.config.platform;
         let log = self.state.root().join("shells.log");
-        let spawned: SpawnedShell =
-            tokio::task::spawn_blocking(move || process::spawn_shell(&exe, mem_size, &log))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("starting a shell process: {e}"))?;
+        let spawned: SpawnedShell = tokio::task::spawn_blocking(move || {
+            process::spawn_shell(&exe, platform, mem_size, &log)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("starting a shell process: {e}"))?;
         spawned
             .control
             .set_nonblocking(true)
@@ -735,6 +739,7 @@ mod tests {
             max_vms: 10,
             max_mem: 64 << 20,
             shell_exe: "/nonexistent/lightvm".into(),
+            platform: lightvm_vmm::Platform::Process,
         }
     }
 

@@ -19,14 +19,22 @@ pub struct SpawnedShell {
     pub control: UnixStream,
 }
 
-/// Starts `exe shell --mem <mem_size>` with the control socket as its stdin, in its
+/// Starts `exe shell --platform <platform> --mem <mem_size>` with the control socket
+/// as its stdin, in its
 /// own process group (a terminal's Ctrl-C to the daemon does not reach the VMs) and
 /// with its stderr appended to `log`.
-pub fn spawn_shell(exe: &Path, mem_size: u64, log: &Path) -> std::io::Result<SpawnedShell> {
+pub fn spawn_shell(
+    exe: &Path,
+    platform: lightvm_vmm::Platform,
+    mem_size: u64,
+    log: &Path,
+) -> std::io::Result<SpawnedShell> {
     let (control, child_end) = UnixStream::pair()?;
     let stderr = File::options().create(true).append(true).open(log)?;
     let child = Command::new(exe)
         .arg("shell")
+        .arg("--platform")
+        .arg(platform.name())
         .arg("--mem")
         .arg(mem_size.to_string())
         .stdin(Stdio::from(OwnedFd::from(child_end)))

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lightvm_vmm::devices::config::DeviceSyntax;
-use lightvm_vmm::{NetConfig, Shell, VmConfig};
+use lightvm_vmm::{NetConfig, Platform, Shell, VmConfig};
 
 use crate::protocol::{self, BootRequest, ShellEvent, ShellRequest};
 use crate::state::{self, ExitRecord, Outcome};
@@ -21,13 +21,13 @@ const CONSOLE_LOG_MAX: u64 = 64 << 20;
 
 /// Runs a shell on `control` (the daemon's socket); returns the process exit code:
 /// the guest's status, or the codes `lightvm run` uses for the VMM's verdicts.
-pub fn run(mem_size: u64, control: UnixStream) -> i32 {
+pub fn run(platform: Platform, mem_size: u64, control: UnixStream) -> i32 {
     let prepare_started = Instant::now();
     let mut events = match control.try_clone() {
         Ok(events) => events,
         Err(_) => return 125,
     };
-    let shell = Shell::create(mem_size).and_then(|mut shell| {
+    let shell = Shell::create(platform, mem_size).and_then(|mut shell| {
         shell.warm()?;
         Ok(shell)
     });
@@ -99,7 +99,8 @@ fn boot(shell: Shell, mem_size: u64, request: &BootRequest, mut events: UnixStre
         Ok(vm) => vm,
         Err(error) => return fail(&mut events, error.to_string()),
     };
-    let setup_us = vm.timings().image_load_us + vm.timings().vm_setup_us;
+    let timings = vm.timings();
+    let setup_us = timings.image_load_us + timings.vm_setup_us;
     vm.on_boot_done(Box::new(move |boot_done_us| {
         send(
             &mut events,
@@ -120,12 +121,7 @@ fn boot(shell: Shell, mem_size: u64, request: &BootRequest, mut events: UnixStre
         }
     };
     let _ = state::record_exit_once(&request.vm_dir, &ExitRecord::from_report(&report));
-    match report.exit {
-        lightvm_vmm::VmExit::Exited { status, .. } => i32::try_from(status).unwrap_or(127),
-        lightvm_vmm::VmExit::TimedOut { .. } => 124,
-        lightvm_vmm::VmExit::Crashed(_) => 126,
-        lightvm_vmm::VmExit::AbiViolation { .. } => 127,
-    }
+    i32::from(report.exit.exit_code())
 }
 
 /// Why a boot request's network interface cannot be given to its guest.

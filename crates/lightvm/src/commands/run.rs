@@ -1,15 +1,18 @@
 //! `lightvm run`: boot one unikernel (or Linux kernel) and report how it ended.
 
+use std::fs::File;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use anyhow::Context;
 use lightvm_vmm::linux::{CpuFeature, DiskConfig, LinuxVmSpec, NetConfig, DEFAULT_CMDLINE};
-use lightvm_vmm::{parse_mem_size, LinuxVm, LinuxVmConfig, RunReport, Vm, VmConfig, VmExit};
+use lightvm_vmm::{
+    parse_mem_size, LinuxVm, LinuxVmConfig, RunReport, SandboxPolicy, Vm, VmConfig, VmExit,
+};
 use serde::Serialize;
 
 use crate::cli::RunArgs;
-use crate::exit_code;
 
 /// `--json` output: the run report plus what the caller needs to interpret it.
 #[derive(Serialize)]
@@ -26,19 +29,29 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     } else {
         Box::new(std::io::stdout())
     };
+    // Opened before the guest starts: a bad path fails at once, and a sandboxed
+    // monitor may write what it opened but open nothing more.
+    let mut report_file = args
+        .report
+        .as_ref()
+        .map(|path| File::create(path).with_context(|| format!("--report {}", path.display())))
+        .transpose()?;
     let (image, report) = match (&args.kernel, &args.image) {
         (Some(kernel), _) => (kernel.as_path(), run_linux(args, kernel, console)?),
-        (None, Some(image)) => (image.as_path(), run_unikernel(args, image, console)?),
+        (None, Some(image)) => {
+            let keep = report_file.as_ref().map(AsRawFd::as_raw_fd);
+            (image.as_path(), run_unikernel(args, image, console, keep)?)
+        }
         (None, None) => anyhow::bail!("nothing to boot: give an image, or --kernel"),
     };
-    let code = exit_code::for_exit(&report.exit);
+    let code = report.exit.exit_code();
     let result = JsonResult {
         image,
         exit_code: code,
         report: &report,
     };
-    if let Some(path) = &args.report {
-        std::fs::write(path, serde_json::to_vec(&result)?)
+    if let (Some(file), Some(path)) = (&mut report_file, &args.report) {
+        file.write_all(&serde_json::to_vec(&result)?)
             .with_context(|| format!("--report {}", path.display()))?;
     }
     if args.json {
@@ -49,18 +62,23 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     Ok(code)
 }
 
+/// Boots a unikernel; `report_fd` is a file the monitor still writes after the
+/// guest started (the process platform's sandbox keeps it).
 fn run_unikernel(
     args: &RunArgs,
     image: &Path,
     console: Box<dyn Write + Send>,
+    report_fd: Option<i32>,
 ) -> anyhow::Result<RunReport> {
     let mem_size = parse_mem_size(args.mem.as_deref().unwrap_or("2M")).context("--mem")?;
     let cmdline = args.cmdline.as_deref().unwrap_or("");
     let config = VmConfig::new(image, mem_size, cmdline, args.timeout)?
         .with_net(single(&args.net, "--net")?.map(str::parse).transpose()?)
         .with_disk(single(&args.disk, "--disk")?.map(str::parse).transpose()?);
-    let vm =
-        Vm::build(&config, console).with_context(|| format!("cannot boot {}", image.display()))?;
+    let platform = args.platform.resolve()?;
+    let mut vm = Vm::build(platform, &config, console)
+        .with_context(|| format!("cannot boot {}", image.display()))?;
+    vm.set_sandbox(SandboxPolicy::writable(report_fd));
     Ok(vm.run()?)
 }
 

@@ -25,6 +25,7 @@ pub fn daemon(args: &DaemonArgs) -> anyhow::Result<u8> {
         max_vms: args.max_vms,
         max_mem: parse_mem_size(&args.max_mem).context("--max-mem")?,
         shell_exe: std::env::current_exe().context("finding the lightvm executable")?,
+        platform: args.platform.resolve()?,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -52,7 +53,8 @@ pub fn shell(args: &ShellArgs) -> u8 {
             return exit_code::LIGHTVM_ERROR;
         }
     };
-    u8::try_from(shell_main::run(args.mem, control)).unwrap_or(exit_code::LIGHTVM_ERROR)
+    u8::try_from(shell_main::run(args.platform, args.mem, control))
+        .unwrap_or(exit_code::LIGHTVM_ERROR)
 }
 
 /// Runs one client call to completion.
