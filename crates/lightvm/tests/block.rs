@@ -1,4 +1,5 @@
-//! End-to-end block device: a raw image file as the guest's disk.
+//! End-to-end block device: a raw image file as the guest's disk, on every platform
+//! the host has.
 
 mod common;
 
@@ -6,14 +7,17 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{assert_no_vmm_panic, image, Vm, LIGHTVM};
+use lightvm_vmm::Platform;
 
 /// A scratch disk image of `size` bytes, removed on drop.
 struct Disk(std::path::PathBuf);
 
 impl Disk {
-    fn new(tag: &str, size: u64) -> Disk {
-        let path =
-            std::env::temp_dir().join(format!("lightvm-disk-{}-{tag}.img", std::process::id()));
+    fn new(platform: Platform, tag: &str, size: u64) -> Disk {
+        let path = std::env::temp_dir().join(format!(
+            "lightvm-disk-{}-{platform}-{tag}.img",
+            std::process::id()
+        ));
         let file = std::fs::File::create(&path).unwrap();
         file.set_len(size).unwrap();
         Disk(path)
@@ -30,10 +34,12 @@ impl Drop for Disk {
     }
 }
 
-fn run(name: &str, disk: &str, cmdline: &str) -> std::process::Output {
+fn run(platform: Platform, name: &str, disk: &str, cmdline: &str) -> std::process::Output {
     Command::new(LIGHTVM)
         .args([
             "run",
+            "--platform",
+            platform.name(),
             image(name).to_str().unwrap(),
             "--mem",
             "16M",
@@ -58,26 +64,26 @@ fn pattern(sector: u64, i: usize) -> u8 {
     (sector as usize * 31 + i * 7 + 1) as u8
 }
 
-#[test]
-fn writes_read_back_and_read_only_is_enforced() {
-    let disk = Disk::new("rw", 4 << 20);
-    let output = run("blocktest", &disk.arg(false), "");
+fn writes_read_back_and_read_only_is_enforced(platform: Platform) {
+    let disk = Disk::new(platform, "rw", 4 << 20);
+    let output = run(platform, "blocktest", &disk.arg(false), "");
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert!(text(&output).contains("blocktest: ok"));
 
-    let output = run("blocktest", &disk.arg(true), "verify");
+    let output = run(platform, "blocktest", &disk.arg(true), "verify");
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    let output = run("blocktest", &disk.arg(true), "readonly");
+    let output = run(platform, "blocktest", &disk.arg(true), "readonly");
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert!(text(&output).contains("read-only refused"));
 }
 
-#[test]
-fn flushed_writes_survive_killing_the_vmm() {
-    let disk = Disk::new("kill", 1 << 20);
+fn flushed_writes_survive_killing_the_vmm(platform: Platform) {
+    let disk = Disk::new(platform, "kill", 1 << 20);
     let mut cmd = Command::new(LIGHTVM);
     cmd.args([
         "run",
+        "--platform",
+        platform.name(),
         image("blocktest").to_str().unwrap(),
         "--mem",
         "16M",
@@ -103,15 +109,14 @@ fn flushed_writes_survive_killing_the_vmm() {
 
 #[test]
 fn a_missing_image_is_a_lightvm_error() {
-    let output = run("blocktest", "/nonexistent/lightvm.img", "");
+    let output = run(Platform::Process, "blocktest", "/nonexistent/lightvm.img", "");
     assert_eq!(output.status.code(), Some(125));
     assert!(text(&output).contains("--disk"), "{}", text(&output));
 }
 
-#[test]
-fn a_broken_block_ring_stops_the_vm() {
-    let disk = Disk::new("broken", 1 << 20);
-    let output = run("brokenring", &disk.arg(false), "mode=block");
+fn a_broken_block_ring_stops_the_vm(platform: Platform) {
+    let disk = Disk::new(platform, "broken", 1 << 20);
+    let output = run(platform, "brokenring", &disk.arg(false), "mode=block");
     let out = text(&output);
     assert_eq!(output.status.code(), Some(127), "{out}");
     assert!(
@@ -120,3 +125,10 @@ fn a_broken_block_ring_stops_the_vm() {
     );
     assert_no_vmm_panic(&out);
 }
+
+lightvm_testkit::platform_tests!(
+    lightvm_vmm::Platform;
+    writes_read_back_and_read_only_is_enforced,
+    flushed_writes_survive_killing_the_vmm,
+    a_broken_block_ring_stops_the_vm,
+);

@@ -1,5 +1,6 @@
 //! End-to-end networking: unikernel servers on a tap in a private network namespace,
-//! reached by real host clients (ping, curl, std sockets) in that namespace.
+//! reached by real host clients (ping, curl, std sockets) in that namespace, on every
+//! platform the host has.
 
 mod common;
 
@@ -8,14 +9,14 @@ use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use common::{assert_no_vmm_panic, can_use_netns, image, Netns, GUEST_IP};
+use lightvm_vmm::Platform;
 
-#[test]
-fn ping_reaches_the_guest() {
+fn ping_reaches_the_guest(platform: Platform) {
     if !can_use_netns() {
         return;
     }
     let ns = Netns::new();
-    let _vm = ns.start_vm(&image("udp-echo"), "", "listening");
+    let _vm = ns.start_vm(platform, &image("udp-echo"), "", "listening");
     let output = ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", GUEST_IP]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -26,13 +27,12 @@ fn ping_reaches_the_guest() {
     assert!(text.contains("3 received"), "{text}");
 }
 
-#[test]
-fn udp_echo_round_trips() {
+fn udp_echo_round_trips(platform: Platform) {
     if !can_use_netns() {
         return;
     }
     let ns = Netns::new();
-    let _vm = ns.start_vm(&image("udp-echo"), "", "listening");
+    let _vm = ns.start_vm(platform, &image("udp-echo"), "", "listening");
     ns.run_inside(|| {
         let socket = UdpSocket::bind("10.0.0.1:0").unwrap();
         socket
@@ -69,13 +69,12 @@ fn echo_once(len: usize, seed: u8) -> bool {
     back == data
 }
 
-#[test]
-fn tcp_echo_round_trips() {
+fn tcp_echo_round_trips(platform: Platform) {
     if !can_use_netns() {
         return;
     }
     let ns = Netns::new();
-    let _vm = ns.start_vm(&image("tcp-echo"), "", "listening");
+    let _vm = ns.start_vm(platform, &image("tcp-echo"), "", "listening");
     ns.run_inside(|| {
         for (len, seed) in [(1, 3), (1000, 5), (300_000, 7)] {
             assert!(echo_once(len, seed), "{len} bytes did not come back intact");
@@ -83,13 +82,12 @@ fn tcp_echo_round_trips() {
     });
 }
 
-#[test]
-fn a_hundred_parallel_tcp_connections_all_get_their_bytes_back() {
+fn a_hundred_parallel_tcp_connections_all_get_their_bytes_back(platform: Platform) {
     if !can_use_netns() {
         return;
     }
     let ns = Netns::new();
-    let _vm = ns.start_vm(&image("tcp-echo"), "", "listening");
+    let _vm = ns.start_vm(platform, &image("tcp-echo"), "", "listening");
     let intact = ns.run_inside(|| {
         let clients: Vec<_> = (0..100)
             .map(|i| std::thread::spawn(move || echo_once(20_000 + i * 97, i as u8 | 1)))
@@ -106,13 +104,12 @@ fn a_hundred_parallel_tcp_connections_all_get_their_bytes_back() {
     );
 }
 
-#[test]
-fn curl_gets_the_http_body_with_keep_alive() {
+fn curl_gets_the_http_body_with_keep_alive(platform: Platform) {
     if !can_use_netns() {
         return;
     }
     let ns = Netns::new();
-    let _vm = ns.start_vm(&image("httpd"), "", "serving");
+    let _vm = ns.start_vm(platform, &image("httpd"), "", "serving");
     let url = format!("http://{GUEST_IP}/");
     // Two requests on one connection: curl reuses it ("Re-using existing connection").
     let output = ns.exec(&["curl", "-sS", "-v", "--max-time", "10", &url, &url]);
@@ -127,14 +124,13 @@ fn curl_gets_the_http_body_with_keep_alive() {
     );
 }
 
-#[test]
-fn sixty_four_mib_reach_the_sink_complete() {
+fn sixty_four_mib_reach_the_sink_complete(platform: Platform) {
     if !can_use_netns() {
         return;
     }
     const TOTAL: usize = 64 << 20;
     let ns = Netns::new();
-    let vm = ns.start_vm(&image("sink"), "once", "listening");
+    let vm = ns.start_vm(platform, &image("sink"), "once", "listening");
     ns.run_inside(|| {
         let mut stream = TcpStream::connect((GUEST_IP, 9)).expect("connect to sink");
         let chunk = vec![0x5au8; 1 << 20];
@@ -154,8 +150,7 @@ fn sixty_four_mib_reach_the_sink_complete() {
     assert_eq!(code, Some(0), "{output}");
 }
 
-#[test]
-fn broken_rings_stop_the_vm_with_a_clear_error() {
+fn broken_rings_stop_the_vm_with_a_clear_error(platform: Platform) {
     if !can_use_netns() {
         return;
     }
@@ -169,6 +164,8 @@ fn broken_rings_stop_the_vm_with_a_clear_error() {
             .command(&[
                 common::LIGHTVM,
                 "run",
+                "--platform",
+                platform.name(),
                 image("brokenring").to_str().unwrap(),
                 "--mem",
                 "16M",
@@ -194,10 +191,21 @@ fn broken_rings_stop_the_vm_with_a_clear_error() {
     // The host side is intact: the tap is still there, up, and serves the next VM.
     let link = ns.exec(&["ip", "link", "show", common::TAP]);
     assert!(link.status.success());
-    let _vm = ns.start_vm(&image("udp-echo"), "", "listening");
+    let _vm = ns.start_vm(platform, &image("udp-echo"), "", "listening");
     let ping = ns.exec(&["ping", "-c", "1", "-W", "2", GUEST_IP]);
     assert!(
         ping.status.success(),
         "the next VM on the same tap is unreachable"
     );
 }
+
+lightvm_testkit::platform_tests!(
+    lightvm_vmm::Platform;
+    ping_reaches_the_guest,
+    udp_echo_round_trips,
+    tcp_echo_round_trips,
+    a_hundred_parallel_tcp_connections_all_get_their_bytes_back,
+    curl_gets_the_http_body_with_keep_alive,
+    sixty_four_mib_reach_the_sink_complete,
+    broken_rings_stop_the_vm_with_a_clear_error,
+);

@@ -1,13 +1,17 @@
-//! End-to-end: `lightvm build` the guest applications, then `lightvm run` them on the
-//! real `/dev/kvm`, checking what a user would check — output, exit code, the one
-//! line of explanation on stderr.
+//! End-to-end: `lightvm build` the guest applications, then `lightvm run` them on
+//! every platform the host has — the real `/dev/kvm`, and a real sandboxed process —
+//! checking what a user would check: output, exit code, the one line of explanation
+//! on stderr. Each platform test runs as `kvm::NAME` and `process::NAME`; the kvm
+//! ones are reported as skipped, with the reason, on hosts without KVM.
 
 mod common;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use common::{image, LIGHTVM};
+use common::{image, Vm, LIGHTVM};
+use lightvm_vmm::Platform;
 
 fn lightvm(args: &[&str]) -> Output {
     Command::new(LIGHTVM)
@@ -16,9 +20,14 @@ fn lightvm(args: &[&str]) -> Output {
         .expect("run lightvm")
 }
 
-fn run(name: &str, extra: &[&str]) -> Output {
+fn run(platform: Platform, name: &str, extra: &[&str]) -> Output {
     let image = image(name);
-    let mut args = vec!["run", image.to_str().expect("utf-8 path")];
+    let mut args = vec![
+        "run",
+        "--platform",
+        platform.name(),
+        image.to_str().expect("utf-8 path"),
+    ];
     args.extend_from_slice(extra);
     lightvm(&args)
 }
@@ -41,18 +50,16 @@ fn assert_no_vmm_panic(output: &Output) {
     assert!(!err.contains("RUST_BACKTRACE"), "the VMM panicked:\n{err}");
 }
 
-#[test]
-fn hello_prints_and_exits_zero() {
-    let output = run("hello", &[]);
+fn hello_prints_and_exits_zero(platform: Platform) {
+    let output = run(platform, "hello", &[]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(stdout(&output).contains("Hello from a lightvm unikernel!"));
 }
 
-#[test]
-fn the_guest_library_passes_its_self_test_on_small_and_large_vms() {
+fn the_guest_library_passes_its_self_test_on_small_and_large_vms(platform: Platform) {
     // Heap, mem* functions, clocks, sleep through the poll hypercall, boot info.
     for mem in ["2M", "64M"] {
-        let output = run("selftest", &["--mem", mem, "--timeout", "30s"]);
+        let output = run(platform, "selftest", &["--mem", mem, "--timeout", "30s"]);
         assert_eq!(
             output.status.code(),
             Some(0),
@@ -63,9 +70,8 @@ fn the_guest_library_passes_its_self_test_on_small_and_large_vms() {
     }
 }
 
-#[test]
-fn the_command_line_reaches_the_guest() {
-    let output = run("hello", &["--cmdline", "answer=42 mode=test"]);
+fn the_command_line_reaches_the_guest(platform: Platform) {
+    let output = run(platform, "hello", &["--cmdline", "answer=42 mode=test"]);
     assert_eq!(output.status.code(), Some(0));
     assert!(
         stdout(&output).contains("answer=42 mode=test"),
@@ -74,10 +80,9 @@ fn the_command_line_reaches_the_guest() {
     );
 }
 
-#[test]
-fn the_guest_status_is_the_exit_code() {
+fn the_guest_status_is_the_exit_code(platform: Platform) {
     for status in ["0", "7", "123"] {
-        let output = run("exitcode", &["--cmdline", status]);
+        let output = run(platform, "exitcode", &["--cmdline", status]);
         assert_eq!(
             output.status.code(),
             status.parse().ok(),
@@ -87,12 +92,12 @@ fn the_guest_status_is_the_exit_code() {
     }
 }
 
-#[test]
-fn json_reports_the_exit_and_the_timings() {
-    let output = run("hello", &["--json"]);
+fn json_reports_the_exit_and_the_timings(platform: Platform) {
+    let output = run(platform, "hello", &["--json"]);
     assert_eq!(output.status.code(), Some(0));
     let result: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
     assert_eq!(result["exit_code"], 0);
+    assert_eq!(result["platform"], platform.name());
     assert_eq!(result["exit"]["kind"], "exited");
     let timings = &result["timings"];
     for key in ["image_load_us", "vm_setup_us", "boot_done_us", "total_us"] {
@@ -109,10 +114,9 @@ fn json_reports_the_exit_and_the_timings() {
     );
 }
 
-#[test]
-fn report_writes_the_json_result_and_leaves_the_console_on_stdout() {
-    let report = image("hello").with_file_name("hello-report.json");
-    let output = run("hello", &["--report", report.to_str().unwrap()]);
+fn report_writes_the_json_result_and_leaves_the_console_on_stdout(platform: Platform) {
+    let report = image("hello").with_file_name(format!("hello-report-{platform}.json"));
+    let output = run(platform, "hello", &["--report", report.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(0));
     assert!(stdout(&output).contains("Hello from a lightvm unikernel!"));
     let result: serde_json::Value =
@@ -123,9 +127,8 @@ fn report_writes_the_json_result_and_leaves_the_console_on_stdout() {
         .is_some_and(|t| t > 0.0));
 }
 
-#[test]
-fn a_panic_message_reaches_the_host() {
-    let output = run("panic", &[]);
+fn a_panic_message_reaches_the_host(platform: Platform) {
+    let output = run(platform, "panic", &[]);
     assert_eq!(output.status.code(), Some(101));
     assert!(
         stderr(&output).contains("deliberate panic for testing"),
@@ -135,9 +138,8 @@ fn a_panic_message_reaches_the_host() {
     assert_no_vmm_panic(&output);
 }
 
-#[test]
-fn a_wild_pointer_stops_the_vm_and_names_the_call() {
-    let output = run("badptr", &[]);
+fn a_wild_pointer_stops_the_vm_and_names_the_call(platform: Platform) {
+    let output = run(platform, "badptr", &[]);
     assert_eq!(output.status.code(), Some(127), "{}", stderr(&output));
     let err = stderr(&output);
     assert!(
@@ -147,16 +149,14 @@ fn a_wild_pointer_stops_the_vm_and_names_the_call() {
     assert_no_vmm_panic(&output);
 }
 
-#[test]
-fn a_spinning_guest_is_killed_by_the_timeout() {
-    let output = run("spin", &["--timeout", "1s"]);
+fn a_spinning_guest_is_killed_by_the_timeout(platform: Platform) {
+    let output = run(platform, "spin", &["--timeout", "1s"]);
     assert_eq!(output.status.code(), Some(124), "{}", stderr(&output));
     assert!(stderr(&output).contains("timeout"), "{}", stderr(&output));
 }
 
-#[test]
-fn a_fault_is_reported_as_a_crash_with_registers() {
-    let output = run("fault", &[]);
+fn a_fault_is_reported_as_a_crash_with_registers(platform: Platform) {
+    let output = run(platform, "fault", &[]);
     assert_eq!(output.status.code(), Some(126), "{}", stderr(&output));
     let err = stderr(&output);
     assert!(
@@ -167,9 +167,8 @@ fn a_fault_is_reported_as_a_crash_with_registers() {
     assert_no_vmm_panic(&output);
 }
 
-#[test]
-fn a_console_flood_is_rate_limited_and_reported() {
-    let output = run("flood", &["--timeout", "2s"]);
+fn a_console_flood_is_rate_limited_and_reported(platform: Platform) {
+    let output = run(platform, "flood", &["--timeout", "2s"]);
     assert_eq!(output.status.code(), Some(124), "{}", stderr(&output));
     // 1 MiB/s with a 1 MiB burst: two seconds let at most ~3 MiB through.
     assert!(
@@ -272,27 +271,46 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// `lightvm run ARGS… hello` on a host without /dev/kvm: an empty /dev in a private
+/// mount namespace.
+fn run_without_kvm(args: &[&str]) -> Output {
+    let hello = image("hello");
+    let script = format!(
+        "mount -t tmpfs none /dev && exec {LIGHTVM} run {} {}",
+        args.join(" "),
+        hello.display()
+    );
+    Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .output()
+        .expect("run unshare")
+}
+
 #[test]
-fn missing_kvm_is_named() {
+fn without_kvm_the_process_platform_runs_the_guest_and_says_why() {
     if !is_root() {
         eprintln!("skipped: hiding /dev/kvm needs a mount namespace (root)");
         return;
     }
-    let hello = image("hello");
-    // An empty /dev in a private mount namespace: lightvm finds no /dev/kvm.
-    let script = format!(
-        "mount -t tmpfs none /dev && exec {LIGHTVM} run {}",
-        hello.display()
+    let output = run_without_kvm(&["--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(result["platform"], "process");
+    let err = stderr(&output);
+    let notice: Vec<&str> = err.lines().filter(|l| l.starts_with("lightvm:")).collect();
+    assert_eq!(notice.len(), 1, "one line says which platform and why:\n{err}");
+    assert!(
+        notice[0].contains("process platform") && notice[0].contains("no /dev/kvm"),
+        "{err}"
     );
-    let output = Command::new("unshare")
-        .args(["--mount", "sh", "-c", &script])
-        .output()
-        .expect("run unshare");
-    assert_refused(&output, "/dev/kvm does not exist");
+    assert_refused(
+        &run_without_kvm(&["--platform", "kvm"]),
+        "no /dev/kvm on this host",
+    );
 }
 
 #[test]
-fn kvm_without_permission_is_named() {
+fn kvm_without_permission_falls_back_or_is_named() {
     if !is_root() {
         eprintln!("skipped: dropping privileges needs root");
         return;
@@ -300,19 +318,127 @@ fn kvm_without_permission_is_named() {
     let hello = image("hello");
     let dir = hello.parent().unwrap();
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let output = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            LIGHTVM,
-            "run",
-        ])
-        .arg(&hello)
-        .output()
-        .expect("run setpriv");
-    assert_refused(&output, "permission denied opening /dev/kvm");
+    let as_nobody = |platform: &str| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args([LIGHTVM, "run", "--platform", platform])
+            .arg(&hello)
+            .output()
+            .expect("run setpriv")
+    };
+    let output = as_nobody("auto");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("Hello from a lightvm unikernel!"));
+    if std::path::Path::new("/dev/kvm").exists() {
+        assert!(
+            stderr(&output).contains("not accessible"),
+            "{}",
+            stderr(&output)
+        );
+        assert_refused(&as_nobody("kvm"), "/dev/kvm is not accessible");
+    }
 }
+
+/// Each CPU exception a guest can raise is a crash report naming it, exit 126.
+fn every_fault_is_a_crash_report_naming_it(platform: Platform) {
+    for (mode, reason) in [
+        ("null", "accessing 0x0"),
+        ("ud2", "invalid opcode"),
+        ("int3", "breakpoint"),
+        ("hlt", "general protection fault"),
+        ("divide", "divide error"),
+        ("stack", "stack overflow"),
+        ("jump", "not mapped executable"),
+    ] {
+        let output = run(platform, "fault", &["--cmdline", &format!("mode={mode}")]);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(126), "{mode}: {err}");
+        assert!(err.contains(reason), "{mode}: expected {reason:?} in {err}");
+        assert!(err.contains("rip=0x"), "{mode}: {err}");
+        assert!(!stdout(&output).contains("did not stop"), "{mode}");
+        assert_no_vmm_panic(&output);
+    }
+}
+
+/// A `syscall` in the guest — running a shell, opening a host file, making a
+/// socket — ends it with a crash report, and the call never reaches the host.
+fn a_guest_system_call_never_reaches_the_host(platform: Platform) {
+    for mode in ["syscall", "execve", "open", "socket"] {
+        let output = run(platform, "fault", &["--cmdline", &format!("mode={mode}")]);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(126), "{mode}: {err}");
+        assert!(err.contains("executed `syscall`"), "{mode}: {err}");
+        let out = stdout(&output);
+        assert!(!out.contains("returned"), "{mode} came back: {out}");
+        assert!(!out.contains("/etc/passwd"), "{mode}: {out}");
+        assert_no_vmm_panic(&output);
+    }
+}
+
+fn status_field(status: &str, field: &str) -> Option<String> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .map(|value| value.trim().to_owned())
+}
+
+#[test]
+fn the_process_platform_runs_the_guest_under_its_sandbox() {
+    let idle = image("idle");
+    let vm = Vm::spawn(Command::new(LIGHTVM).args([
+        "run",
+        "--platform",
+        "process",
+        "--timeout",
+        "60s",
+        idle.to_str().unwrap(),
+    ]));
+    vm.wait_for("idle: up", Duration::from_secs(20));
+    let pid = vm.child.lock().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert_eq!(
+        status_field(&status, "Seccomp:").as_deref(),
+        Some("2"),
+        "{status}"
+    );
+    assert_eq!(
+        status_field(&status, "NoNewPrivs:").as_deref(),
+        Some("1"),
+        "{status}"
+    );
+    if is_root() {
+        for ns in ["user", "mnt", "ipc", "uts"] {
+            let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+            let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+            assert_ne!(theirs, ours, "the guest's process shares our {ns} namespace");
+        }
+    }
+    // No core dumps of guest memory.
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap_or_default();
+    assert!(core.split_whitespace().any(|w| w == "0"), "{core}");
+    vm.kill();
+}
+
+lightvm_testkit::platform_tests!(
+    lightvm_vmm::Platform;
+    hello_prints_and_exits_zero,
+    the_guest_library_passes_its_self_test_on_small_and_large_vms,
+    the_command_line_reaches_the_guest,
+    the_guest_status_is_the_exit_code,
+    json_reports_the_exit_and_the_timings,
+    report_writes_the_json_result_and_leaves_the_console_on_stdout,
+    a_panic_message_reaches_the_host,
+    a_wild_pointer_stops_the_vm_and_names_the_call,
+    a_spinning_guest_is_killed_by_the_timeout,
+    a_fault_is_reported_as_a_crash_with_registers,
+    a_console_flood_is_rate_limited_and_reported,
+    every_fault_is_a_crash_report_naming_it,
+    a_guest_system_call_never_reaches_the_host,
+);
 
 #[test]
 fn build_errors_are_named() {

@@ -123,13 +123,22 @@ impl Netns {
         run_ok(&mut self.command(args));
     }
 
-    /// Starts `lightvm run IMAGE --net tap=TAP --cmdline GUEST_CMDLINE extra…` in the
-    /// namespace and waits until its console prints `ready`.
-    pub fn start_vm(&self, image: &Path, extra_cmdline: &str, ready: &str) -> Vm {
+    /// Starts `lightvm run --platform PLATFORM IMAGE --net tap=TAP --cmdline
+    /// GUEST_CMDLINE extra…` in the namespace and waits until its console prints
+    /// `ready`.
+    pub fn start_vm(
+        &self,
+        platform: lightvm_vmm::Platform,
+        image: &Path,
+        extra_cmdline: &str,
+        ready: &str,
+    ) -> Vm {
         let cmdline = format!("{GUEST_CMDLINE} {extra_cmdline}");
         let mut cmd = self.command(&[
             LIGHTVM,
             "run",
+            "--platform",
+            platform.name(),
             image.to_str().expect("utf-8 path"),
             "--mem",
             "64M",
