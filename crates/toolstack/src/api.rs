@@ -121,6 +121,20 @@ pub struct PoolStatus {
     pub preparing: usize,
     /// Guest memory of pooled shells, bytes.
     pub mem_size: u64,
+    /// Where the daemon's VMs run.
+    pub platform: lightvm_vmm::Platform,
+    /// When the last preparations failed: how many in a row, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing: Option<PoolFailure>,
+}
+
+/// Shell preparations failing in a row (the pool retries with a growing delay).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolFailure {
+    /// Failures in a row.
+    pub in_a_row: u32,
+    /// The last one's reason.
+    pub error: String,
 }
 
 /// `PUT /pool`.

@@ -12,16 +12,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use lightvm_vmm::devices::tap::Tap;
 use lightvm_vmm::{parse_mem_size, NetConfig, UnikernelImage, VmConfig};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::Notify;
 
-use crate::api::{ApiError, CreateRequest, CreateTimings, PoolStatus, VmView};
+use crate::api::{ApiError, CreateRequest, CreateTimings, PoolFailure, PoolStatus, VmView};
 use crate::metrics::{Gauges, Metrics};
 use crate::process::{self, Reaped, SpawnedShell};
-use crate::protocol::{self, BootRequest, ShellEvent, ShellRequest};
+use crate::protocol::{self, BootFiles, BootRequest, ShellEvent};
 use crate::state::{self, ExitRecord, Outcome, StateDir, VmRecord};
 
 /// How long a shell may take to prepare, or a guest to reach boot-done, before the
@@ -90,7 +91,18 @@ struct Pool {
     ready: VecDeque<ReadyShell>,
     target: usize,
     preparing: usize,
+    /// Shell preparations that failed in a row, and when to try again: a host that
+    /// cannot prepare shells (no platform, no memory) is not asked to in a loop.
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: Option<String>,
 }
+
+/// The first wait after a failed preparation; it doubles with each failure in a
+/// row, up to [`BACKOFF_MAX`].
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+/// The longest wait between failing preparations.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 struct VmEntry {
     record: VmRecord,
@@ -208,9 +220,19 @@ impl Daemon {
         &self.config
     }
 
-    /// Keeps the pool at its target, forever; spawn once.
+    /// Keeps the pool at its target, forever; spawn once. After a failed
+    /// preparation it waits, twice as long after each failure in a row, and says
+    /// what failed once (and again only when the reason changes).
     pub async fn refill_pool(self: Arc<Self>) {
         loop {
+            let retry_at = lock(&self.pool).retry_at.filter(|at| *at > Instant::now());
+            if let Some(at) = retry_at {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at.into()) => {}
+                    () = self.pool_changed.notified() => {}
+                }
+                continue;
+            }
             let wanted = {
                 let pool = lock(&self.pool);
                 (pool
@@ -226,10 +248,27 @@ impl Daemon {
                     let mut pool = lock(&daemon.pool);
                     pool.preparing -= 1;
                     match shell {
-                        Ok(shell) if pool.ready.len() < pool.target => pool.ready.push_back(shell),
-                        Ok(_) => {}
+                        Ok(shell) => {
+                            pool.failures = 0;
+                            pool.retry_at = None;
+                            pool.last_error = None;
+                            if pool.ready.len() < pool.target {
+                                pool.ready.push_back(shell);
+                            }
+                        }
                         Err(error) => {
-                            eprintln!("lightvm daemon: preparing a shell failed: {error}")
+                            let delay = BACKOFF_FIRST
+                                .saturating_mul(1 << pool.failures.min(16))
+                                .min(BACKOFF_MAX);
+                            pool.failures = pool.failures.saturating_add(1);
+                            pool.retry_at = Some(Instant::now() + delay);
+                            if pool.last_error.as_deref() != Some(error.as_str()) {
+                                eprintln!(
+                                    "lightvm daemon: preparing a shell failed: {error}; retrying with a growing delay (up to {} s)",
+                                    BACKOFF_MAX.as_secs()
+                                );
+                                pool.last_error = Some(error);
+                            }
                         }
                     }
                     drop(pool);
@@ -256,15 +295,23 @@ impl Daemon {
             .map_err(|e| e.to_string())?;
         let control = UnixStream::from_std(spawned.control).map_err(|e| e.to_string())?;
         let mut control = BufReader::new(control);
-        match read_event(&mut control).await? {
-            ShellEvent::Ready { .. } => Ok(ReadyShell {
-                pid: spawned.pid,
-                pidfd: spawned.pidfd,
-                control,
-            }),
-            ShellEvent::Failed { error } => Err(error),
-            other => Err(format!("unexpected message from a new shell: {other:?}")),
-        }
+        let failure = match read_event(&mut control).await {
+            Ok(ShellEvent::Ready { .. }) => {
+                return Ok(ReadyShell {
+                    pid: spawned.pid,
+                    pidfd: spawned.pidfd,
+                    control,
+                })
+            }
+            Ok(ShellEvent::Failed { error }) => error,
+            Ok(other) => format!("unexpected message from a new shell: {other:?}"),
+            Err(error) => error,
+        };
+        // A shell that failed is this daemon's child: stop and reap it, or it stays
+        // a zombie.
+        let pidfd = spawned.pidfd;
+        let _ = tokio::task::spawn_blocking(move || process::kill_and_reap(&pidfd)).await;
+        Err(failure)
     }
 
     /// Creates a VM and answers once its guest has reached `main`.
@@ -272,7 +319,8 @@ impl Daemon {
         let started = Instant::now();
         let checked = check_request(&self.config, &request)?;
         let mem_size = checked.mem_size;
-        self.check_image(&request.image, mem_size)?;
+        let image = OpenedImage::open(&request.image)?;
+        self.check_image(&image, mem_size)?;
         if self.running.fetch_add(1, Ordering::AcqRel) >= self.config.max_vms {
             self.running.fetch_sub(1, Ordering::AcqRel);
             return Err(ApiError::limit(format!(
@@ -280,7 +328,7 @@ impl Daemon {
                 self.config.max_vms
             )));
         }
-        let result = self.create_counted(request, checked, started).await;
+        let result = self.create_counted(request, checked, image, started).await;
         if result.is_err() {
             self.running.fetch_sub(1, Ordering::AcqRel);
         }
@@ -291,9 +339,15 @@ impl Daemon {
         self: &Arc<Self>,
         request: CreateRequest,
         checked: CheckedRequest,
+        image: OpenedImage,
         started: Instant,
     ) -> Result<VmView, ApiError> {
         let CheckedRequest { mem_size, net } = checked;
+        // The tap before a shell: a missing one fails this create alone.
+        let tap = net
+            .as_ref()
+            .map(|net| open_tap(&net.config.tap))
+            .transpose()?;
         let pooled_shell = (mem_size == self.config.pool_mem)
             .then(|| lock(&self.pool).ready.pop_front())
             .flatten();
@@ -315,29 +369,33 @@ impl Daemon {
             image: request.image.clone(),
             mem_size,
             cmdline: request.cmdline.clone(),
-            net: net.clone(),
+            net: net.as_ref().map(NetConfig::to_string),
             pid: shell.pid,
             pid_start_time: process::start_time(shell.pid).unwrap_or_default(),
             created_unix_ms: state::now_unix_ms(),
         };
-        std::fs::create_dir_all(&vm_dir)
+        let files = std::fs::create_dir_all(&vm_dir)
             .and_then(|()| state::write_json(&vm_dir.join(state::VM_RECORD), &record))
+            .and_then(|()| state::open_vm_files(&vm_dir))
             .map_err(|e| ApiError::internal(format!("writing the VM's state: {e}")))?;
+        let files = BootFiles {
+            image: image.file,
+            console: files.console,
+            result: files.result,
+            tap: tap.map(Tap::into_file),
+        };
 
-        let boot = ShellRequest::Boot(BootRequest {
+        let boot = BootRequest {
             image: request.image,
             cmdline: request.cmdline,
             net,
             timeout_ms: request.timeout_ms,
-            vm_dir: vm_dir.clone(),
-        });
+        };
         let event = async {
-            shell
-                .control
-                .get_mut()
-                .write_all(&protocol::encode(&boot))
+            protocol::send_boot(shell.control.get_ref(), &boot, &files)
                 .await
                 .map_err(|e| format!("sending the boot request: {e}"))?;
+            drop(files);
             read_event(&mut shell.control).await
         }
         .await;
@@ -393,25 +451,32 @@ impl Daemon {
         outcome.map(|_| VmView::new(&record, None, timings))
     }
 
-    /// Validates an image once per file version.
-    fn check_image(&self, path: &Path, mem_size: u64) -> Result<(), ApiError> {
+    /// Validates an opened image once per file version (inode, size and
+    /// modification time: a replaced or rewritten file is checked again).
+    fn check_image(&self, image: &OpenedImage, mem_size: u64) -> Result<(), ApiError> {
         use std::os::unix::fs::MetadataExt;
-        let metadata = std::fs::metadata(path)
-            .map_err(|e| ApiError::bad_request(format!("image {}: {e}", path.display())))?;
+        let metadata = image
+            .file
+            .metadata()
+            .map_err(|e| ApiError::bad_request(format!("image {}: {e}", image.path.display())))?;
         let key = |end| ImageCheck {
             len: metadata.len(),
             modified: metadata.modified().ok(),
             inode: metadata.ino(),
             end,
         };
-        let cached = lock(&self.images).get(path).cloned();
+        let cached = lock(&self.images).get(&image.path).cloned();
         let end = match cached {
             Some(check) if check == key(check.end) => check.end,
             _ => {
-                let image = UnikernelImage::from_file(path)
+                let file = image
+                    .file
+                    .try_clone()
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                let parsed = UnikernelImage::from_open_file(file, &image.path)
                     .map_err(|e| ApiError::unprocessable(e.to_string()))?;
-                lock(&self.images).insert(path.to_owned(), key(image.end()));
-                image.end()
+                lock(&self.images).insert(image.path.clone(), key(parsed.end()));
+                parsed.end()
             }
         };
         if end > mem_size {
@@ -535,6 +600,11 @@ impl Daemon {
             ready: pool.ready.len(),
             preparing: pool.preparing,
             mem_size: self.config.pool_mem,
+            platform: self.config.platform,
+            failing: pool.last_error.as_ref().map(|error| PoolFailure {
+                in_a_row: pool.failures,
+                error: error.clone(),
+            }),
         }
     }
 
@@ -586,6 +656,25 @@ struct CheckedRequest {
     net: Option<NetRequest>,
 }
 
+/// An image file a request named, opened (a regular file, or refused): what the
+/// shell gets is what was checked.
+#[derive(Debug)]
+struct OpenedImage {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl OpenedImage {
+    fn open(path: &Path) -> Result<Self, ApiError> {
+        let file = lightvm_vmm::loader::open_file(path)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+        })
+    }
+}
+
 /// A create request's network interface, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct NetRequest {
@@ -595,15 +684,15 @@ struct NetRequest {
 }
 
 impl NetRequest {
-    /// The interface of VM `id` in its normal form, `tap=NAME,mac=MAC`, fixed
-    /// before boot so that the record, the answer and the shell name the same MAC.
-    /// Without a `mac=`, the MAC comes from the VM's id: VMs whose taps share a
-    /// bridge must not share a MAC, as they would with one default for all.
-    fn for_vm(mut self, id: &str) -> String {
+    /// The interface of VM `id`, its MAC fixed before boot so that the record, the
+    /// answer and the shell name the same one. Without a `mac=`, the MAC comes from
+    /// the VM's id: VMs whose taps share a bridge must not share a MAC, as they
+    /// would with one default for all.
+    fn for_vm(mut self, id: &str) -> NetConfig {
         if !self.mac_given {
             self.config.mac = vm_mac(id);
         }
-        self.config.to_string()
+        self.config
     }
 }
 
@@ -649,6 +738,33 @@ fn check_request(
     VmConfig::new(&request.image, mem_size, request.cmdline.as_str(), timeout)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(CheckedRequest { mem_size, net })
+}
+
+/// Opens the tap a request names, in the daemon's network namespace. The VMM's
+/// tap opener creates a missing tap (what `lightvm run` wants, as root), but a
+/// daemon's VM on a tap made on the fly would sit on a link with no address and no
+/// route that disappears with it: a typo in `net` would look like a working VM. So
+/// an interface that does not exist is an error here; one that exists but is no
+/// tap, or is attached to another VM, is refused when it is opened.
+fn open_tap(name: &str) -> Result<Tap, ApiError> {
+    let missing = || {
+        ApiError::unprocessable(format!(
+            "tap interface {name:?} does not exist in the daemon's network namespace; \
+             create it first (ip tuntap add dev {name} mode tap)"
+        ))
+    };
+    // Interface names never hold a NUL (the parser bounds their length, the VMM
+    // refuses odd bytes); one that does cannot exist either.
+    let c_name = std::ffi::CString::new(name).map_err(|_| missing())?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string that outlives the call.
+    if unsafe { libc::if_nametoindex(c_name.as_ptr()) } == 0 {
+        let error = std::io::Error::last_os_error();
+        return Err(match error.raw_os_error() {
+            Some(libc::ENODEV | libc::ENXIO) => missing(),
+            _ => ApiError::unprocessable(format!("looking up tap interface {name:?}: {error}")),
+        });
+    }
+    Tap::open(name).map_err(|e| ApiError::unprocessable(format!("net: {e}")))
 }
 
 async fn read_event(control: &mut BufReader<UnixStream>) -> Result<ShellEvent, String> {
@@ -781,7 +897,7 @@ mod tests {
         assert_eq!(checked.mem_size, 64 << 20);
         let net = checked.net.unwrap();
         assert_eq!(
-            net.clone().for_vm("00000000000000aa"),
+            net.clone().for_vm("00000000000000aa").to_string(),
             "tap=lvmtap0,mac=06:00:00:00:00:aa"
         );
         assert_ne!(
@@ -792,7 +908,7 @@ mod tests {
         let checked =
             check_request(&config(), &request(Some("tap=t1,mac=02:00:00:aa:bb:cc"))).unwrap();
         assert_eq!(
-            checked.net.unwrap().for_vm("1234567890abcdef"),
+            checked.net.unwrap().for_vm("1234567890abcdef").to_string(),
             "tap=t1,mac=02:00:00:aa:bb:cc",
             "a MAC the request names is kept"
         );

@@ -128,6 +128,24 @@ pub fn reap(pidfd: &OwnedFd) -> Reaped {
     }
 }
 
+/// Kills the process behind `pidfd` and waits for it: for a child that failed and
+/// must not stay a zombie. Blocks until it has exited.
+pub fn kill_and_reap(pidfd: &OwnedFd) {
+    let _ = pidfd_signal(pidfd, libc::SIGKILL);
+    // SAFETY: siginfo_t is plain data; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on a pidfd we own, writing into `info`; it returns once the
+    // process has exited (or at once with an error if it is not our child).
+    unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED,
+        )
+    };
+}
+
 /// The start time of `pid` (clock ticks since boot), from /proc: with the pid, it
 /// names one process for good, even across pid reuse.
 pub fn start_time(pid: u32) -> Option<u64> {

@@ -6,9 +6,20 @@
 //! that the daemon closes its end and watches the process through a pidfd, so a
 //! running VM costs the daemon one file descriptor; how the VM ended is written to
 //! its state directory by whoever sees it end.
+//!
+//! The shell opens nothing by name: a process-platform shell is already in its own
+//! namespaces when the request comes, and the daemon is the one that decides which
+//! files a client may have its VM use. So the boot request carries the files it
+//! needs as open descriptors ([`BootFiles`], SCM_RIGHTS on the same message), and
+//! names them only for messages.
 
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
+use lightvm_vmm::NetConfig;
+use sendfd::{RecvWithFd, SendWithFd};
 use serde::{Deserialize, Serialize};
 
 /// Daemon → shell.
@@ -19,22 +30,118 @@ pub enum ShellRequest {
     Boot(BootRequest),
 }
 
-/// What a shell needs to boot a guest.
+/// What a shell needs to boot a guest, beside its [`BootFiles`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BootRequest {
-    /// The unikernel image.
+    /// The unikernel image's path, for messages (its file comes open).
     pub image: PathBuf,
     /// The guest command line.
     pub cmdline: String,
-    /// The network interface, `tap=NAME,mac=MAC` as the daemon validated it (the
-    /// MAC filled in). The shell opens the tap itself, at boot, in the daemon's
-    /// network namespace.
+    /// The network interface, as the daemon validated it (the MAC filled in); its
+    /// tap comes open, attached in the daemon's network namespace.
     #[serde(default)]
-    pub net: Option<String>,
+    pub net: Option<NetConfig>,
     /// Stop the guest after this long.
     pub timeout_ms: Option<u64>,
-    /// The VM's state directory: console log and result go there.
-    pub vm_dir: PathBuf,
+}
+
+/// The files a boot request hands over, open, in this order on the wire.
+#[derive(Debug)]
+pub struct BootFiles {
+    /// The image, read-only.
+    pub image: File,
+    /// The console log, append-only.
+    pub console: File,
+    /// Where the shell writes how the guest ended (`result.json`, empty until then).
+    pub result: File,
+    /// The tap, when the request has a network.
+    pub tap: Option<File>,
+}
+
+impl BootFiles {
+    const MAX: usize = 4;
+
+    fn raw(&self) -> Vec<RawFd> {
+        let mut fds = vec![
+            self.image.as_raw_fd(),
+            self.console.as_raw_fd(),
+            self.result.as_raw_fd(),
+        ];
+        fds.extend(self.tap.as_ref().map(AsRawFd::as_raw_fd));
+        fds
+    }
+
+    fn from_received(fds: Vec<OwnedFd>, with_tap: bool) -> Result<Self, String> {
+        let expected = if with_tap { 4 } else { 3 };
+        if fds.len() != expected {
+            return Err(format!(
+                "the request came with {} descriptors, not {expected}",
+                fds.len()
+            ));
+        }
+        let mut files = fds.into_iter().map(File::from);
+        let mut next = || files.next().ok_or("missing descriptor");
+        Ok(Self {
+            image: next()?,
+            console: next()?,
+            result: next()?,
+            tap: if with_tap { Some(next()?) } else { None },
+        })
+    }
+}
+
+/// Sends a boot request and its files (daemon side).
+pub async fn send_boot(
+    control: &tokio::net::UnixStream,
+    request: &BootRequest,
+    files: &BootFiles,
+) -> std::io::Result<()> {
+    let line = encode(&ShellRequest::Boot(request.clone()));
+    let fds = files.raw();
+    let mut sent = 0;
+    while sent < line.len() {
+        control.writable().await?;
+        // The descriptors travel with the first bytes.
+        let attach: &[RawFd] = if sent == 0 { &fds } else { &[] };
+        match control.send_with_fd(&line[sent..], attach) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads one boot request and its files (shell side): `Ok(None)` when the daemon
+/// went away without sending one.
+pub fn receive_boot(control: &UnixStream) -> Result<Option<(BootRequest, BootFiles)>, String> {
+    let mut line = Vec::new();
+    let mut fds = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !line.contains(&b'\n') {
+        let mut raw = [-1 as RawFd; BootFiles::MAX];
+        let (n, received) = control
+            .recv_with_fd(&mut buf, &mut raw)
+            .map_err(|e| format!("reading the request: {e}"))?;
+        // SAFETY: the kernel installed these descriptors in this process for us
+        // alone; nothing else owns them.
+        fds.extend(
+            raw.iter()
+                .take(received)
+                .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+        );
+        if n == 0 {
+            return Ok(None);
+        }
+        line.extend_from_slice(buf.get(..n).unwrap_or_default());
+        if line.len() > 1 << 20 {
+            return Err("the request is over 1 MiB".to_owned());
+        }
+    }
+    let ShellRequest::Boot(request) =
+        decode::<ShellRequest>(&line).map_err(|e| format!("bad request: {e}"))?;
+    let files = BootFiles::from_received(fds, request.net.is_some())?;
+    Ok(Some((request, files)))
 }
 
 /// Shell → daemon.
@@ -81,9 +188,8 @@ mod tests {
         let request = ShellRequest::Boot(BootRequest {
             image: "/images/hello".into(),
             cmdline: "a\nb".into(),
-            net: Some("tap=tap0,mac=06:00:ac:10:00:02".into()),
+            net: Some(NetConfig::parse("tap=tap0,mac=06:00:ac:10:00:02", 0).unwrap()),
             timeout_ms: Some(5),
-            vm_dir: "/state/vms/x".into(),
         });
         let line = encode(&request);
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
@@ -93,6 +199,60 @@ mod tests {
             setup_us: 0.5,
         };
         assert_eq!(decode::<ShellEvent>(&encode(&event)).unwrap(), event);
+    }
+
+    #[test]
+    fn a_boot_request_carries_its_files() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (daemon, shell) = std::os::unix::net::UnixStream::pair().unwrap();
+        daemon.set_nonblocking(true).unwrap();
+        let dir = std::env::temp_dir().join(format!("lightvm-protocol-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = |name: &str| dir.join(name);
+        std::fs::write(path("image"), b"IMAGE").unwrap();
+        let request = BootRequest {
+            image: path("image"),
+            cmdline: "x".into(),
+            net: None,
+            timeout_ms: None,
+        };
+        let files = BootFiles {
+            image: File::open(path("image")).unwrap(),
+            console: File::create(path("console")).unwrap(),
+            result: File::create(path("result")).unwrap(),
+            tap: None,
+        };
+        runtime.block_on(async {
+            let daemon = tokio::net::UnixStream::from_std(daemon).unwrap();
+            send_boot(&daemon, &request, &files).await.unwrap();
+        });
+        let (received, mut files) = receive_boot(&shell).unwrap().unwrap();
+        assert_eq!(received, request);
+        let mut image = String::new();
+        std::io::Read::read_to_string(&mut files.image, &mut image).unwrap();
+        assert_eq!(image, "IMAGE");
+        std::io::Write::write_all(&mut files.result, b"done").unwrap();
+        assert_eq!(std::fs::read(path("result")).unwrap(), b"done");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_request_with_the_wrong_files_is_refused() {
+        let (daemon, shell) = std::os::unix::net::UnixStream::pair().unwrap();
+        let line = encode(&ShellRequest::Boot(BootRequest {
+            image: "/x".into(),
+            cmdline: String::new(),
+            net: None,
+            timeout_ms: None,
+        }));
+        std::io::Write::write_all(&mut &daemon, &line).unwrap();
+        let error = receive_boot(&shell).unwrap_err();
+        assert!(error.contains("0 descriptors"), "{error}");
+        drop(daemon);
+        assert!(receive_boot(&shell).unwrap().is_none());
     }
 
     #[test]

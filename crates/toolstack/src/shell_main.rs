@@ -1,19 +1,23 @@
 //! The shell process: one per VM (Firecracker's isolation, and the only layout that
 //! stays flat to 10,000 VMs under the task, fd and MMU-notifier limits DESIGN.md
-//! measured). It prepares and warms a [`Shell`], says so, waits for the one boot
-//! request, runs the guest on its only thread and records how it ended.
+//! measured). It prepares and warms a [`Shell`] — on the process platform it also
+//! enters its namespaces then, so that only the filter is left for the boot —
+//! says so, waits for the one boot request and the files that come with it, runs
+//! the guest on its only thread and writes how it ended into the result file it was
+//! handed.
 
-use std::ffi::CString;
-use std::io::{BufRead, BufReader, Write};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lightvm_vmm::devices::config::DeviceSyntax;
-use lightvm_vmm::{NetConfig, Platform, Shell, VmConfig};
+use lightvm_vmm::devices::tap::Tap;
+use lightvm_vmm::unikernel::devices::Devices;
+use lightvm_vmm::{Platform, SandboxPolicy, Shell, UnikernelImage, Vm, VmConfig};
 
-use crate::protocol::{self, BootRequest, ShellEvent, ShellRequest};
-use crate::state::{self, ExitRecord, Outcome};
+use crate::protocol::{self, BootFiles, BootRequest, ShellEvent};
+use crate::state::{ExitRecord, Outcome};
 
 /// Largest console log per VM. The VMM's rate limit bounds how fast it grows; this
 /// bounds how far, for guests that print for days.
@@ -29,6 +33,7 @@ pub fn run(platform: Platform, mem_size: u64, control: UnixStream) -> i32 {
     };
     let shell = Shell::create(platform, mem_size).and_then(|mut shell| {
         shell.warm()?;
+        shell.isolate()?;
         Ok(shell)
     });
     let shell = match shell {
@@ -50,55 +55,48 @@ pub fn run(platform: Platform, mem_size: u64, control: UnixStream) -> i32 {
         },
     );
 
-    let mut line = Vec::new();
-    match BufReader::new(control).read_until(b'\n', &mut line) {
+    match protocol::receive_boot(&control) {
         // The daemon went away before using this shell: nothing to run.
-        Ok(0) | Err(_) => return 0,
-        Ok(_) => {}
+        Ok(None) => 0,
+        Ok(Some((request, files))) => boot(shell, mem_size, &request, files, events),
+        Err(error) => {
+            send(&mut events, &ShellEvent::Failed { error });
+            125
+        }
     }
-    let request = match protocol::decode::<ShellRequest>(&line) {
-        Ok(ShellRequest::Boot(request)) => request,
+}
+
+fn boot(
+    shell: Shell,
+    mem_size: u64,
+    request: &BootRequest,
+    files: BootFiles,
+    mut events: UnixStream,
+) -> i32 {
+    let started = Instant::now();
+    let BootFiles {
+        image,
+        console,
+        mut result,
+        tap,
+    } = files;
+    let writable = [events.as_raw_fd(), console.as_raw_fd(), result.as_raw_fd()];
+    let vm = load(shell, mem_size, request, (image, console, tap), started);
+    let mut vm = match vm {
+        Ok(vm) => vm,
         Err(error) => {
             send(
                 &mut events,
                 &ShellEvent::Failed {
-                    error: format!("bad request: {error}"),
+                    error: error.clone(),
                 },
             );
+            write_result(&mut result, &ExitRecord::new(Outcome::Failed, error));
             return 125;
         }
     };
-    boot(shell, mem_size, &request, events)
-}
-
-fn boot(shell: Shell, mem_size: u64, request: &BootRequest, mut events: UnixStream) -> i32 {
-    let fail = |events: &mut UnixStream, error: String| {
-        send(
-            events,
-            &ShellEvent::Failed {
-                error: error.clone(),
-            },
-        );
-        let _ = state::record_exit_once(&request.vm_dir, &ExitRecord::new(Outcome::Failed, error));
-        125
-    };
-    let timeout = request.timeout_ms.map(Duration::from_millis);
-    let config = match VmConfig::new(&request.image, mem_size, request.cmdline.as_str(), timeout) {
-        Ok(config) => config,
-        Err(error) => return fail(&mut events, error.to_string()),
-    };
-    let config = match boot_net(request.net.as_deref()) {
-        Ok(net) => config.with_net(net),
-        Err(error) => return fail(&mut events, error.to_string()),
-    };
-    let console = match CappedLog::open(&request.vm_dir.join(state::CONSOLE_LOG)) {
-        Ok(console) => console,
-        Err(error) => return fail(&mut events, format!("console log: {error}")),
-    };
-    let mut vm = match shell.boot(&config, Box::new(console)) {
-        Ok(vm) => vm,
-        Err(error) => return fail(&mut events, error.to_string()),
-    };
+    // What the monitor still writes once the guest runs: events, console, result.
+    vm.set_sandbox(SandboxPolicy::writable(writable));
     let timings = vm.timings();
     let setup_us = timings.image_load_us + timings.vm_setup_us;
     vm.on_boot_done(Box::new(move |boot_done_us| {
@@ -110,74 +108,60 @@ fn boot(shell: Shell, mem_size: u64, request: &BootRequest, mut events: UnixStre
             },
         );
     }));
-    let report = match vm.run() {
-        Ok(report) => report,
+    match vm.run() {
+        Ok(report) => {
+            write_result(&mut result, &ExitRecord::from_report(&report));
+            i32::from(report.exit.exit_code())
+        }
         Err(error) => {
-            let _ = state::record_exit_once(
-                &request.vm_dir,
+            write_result(
+                &mut result,
                 &ExitRecord::new(Outcome::Failed, error.to_string()),
             );
-            return 125;
+            125
         }
-    };
-    let _ = state::record_exit_once(&request.vm_dir, &ExitRecord::from_report(&report));
-    i32::from(report.exit.exit_code())
-}
-
-/// Why a boot request's network interface cannot be given to its guest.
-#[derive(Debug, thiserror::Error)]
-pub enum BootNetError {
-    /// The `net` text does not parse (the daemon checks it first; this is a guard).
-    #[error("net: {0}")]
-    Syntax(#[from] DeviceSyntax),
-    /// No interface of that name in this network namespace.
-    #[error(
-        "tap interface {tap:?} does not exist in the daemon's network namespace; \
-         create it first (ip tuntap add dev {tap} mode tap)"
-    )]
-    NoSuchTap {
-        /// The interface asked for.
-        tap: String,
-    },
-    /// The interface could not be looked up.
-    #[error("looking up tap interface {tap:?}: {source}")]
-    Lookup {
-        /// The interface asked for.
-        tap: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
-}
-
-/// The network interface of a boot request, checked to exist.
-///
-/// The VMM's tap opener creates a missing tap (what `lightvm run` wants, as root),
-/// but a daemon's VM on a tap made on the fly would sit on a link with no address
-/// and no route that disappears with it: a typo in `net` would look like a working
-/// VM. So an interface that does not exist is an error here; one that exists but is
-/// no tap, or is attached to another VM, is refused when the VMM opens it.
-pub fn boot_net(text: Option<&str>) -> Result<Option<NetConfig>, BootNetError> {
-    let Some(text) = text else {
-        return Ok(None);
-    };
-    let net = NetConfig::parse(text, 0)?;
-    // Interface names never hold a NUL (the parser bounds their length, the VMM
-    // refuses odd bytes); one that does cannot exist either.
-    let Ok(name) = CString::new(net.tap.as_str()) else {
-        return Err(BootNetError::NoSuchTap { tap: net.tap });
-    };
-    // SAFETY: if_nametoindex reads a NUL-terminated string that outlives the call.
-    if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
-        let error = std::io::Error::last_os_error();
-        return Err(match error.raw_os_error() {
-            Some(libc::ENODEV | libc::ENXIO) => BootNetError::NoSuchTap { tap: net.tap },
-            _ => BootNetError::Lookup {
-                tap: net.tap,
-                source: error,
-            },
-        });
     }
-    Ok(Some(net))
+}
+
+/// The execute phase up to the guest's start: the request checked again on
+/// receipt, the image read from its file, the devices and console made from theirs,
+/// all loaded into the shell.
+fn load(
+    shell: Shell,
+    mem_size: u64,
+    request: &BootRequest,
+    (image, console, tap): (File, File, Option<File>),
+    started: Instant,
+) -> Result<Vm, String> {
+    let timeout = request.timeout_ms.map(Duration::from_millis);
+    let config = VmConfig::new(&request.image, mem_size, request.cmdline.as_str(), timeout)
+        .map_err(|e| e.to_string())?
+        .with_net(request.net.clone());
+    let image = UnikernelImage::from_open_file(image, &request.image).map_err(|e| e.to_string())?;
+    let image_loaded = started.elapsed();
+    let net = match (tap, &request.net) {
+        (Some(tap), Some(net)) => Some((Tap::from_file(tap, net.tap.clone()), net.mac)),
+        _ => None,
+    };
+    let devices = Devices::new(net, None).map_err(|e| e.to_string())?;
+    let console = CappedLog::new(console).map_err(|e| format!("console log: {e}"))?;
+    shell
+        .boot_opened(
+            &image,
+            devices,
+            &config,
+            Box::new(console),
+            (started, image_loaded),
+        )
+        .map_err(|e| e.to_string())
+}
+
+/// Writes the exit record into the file the daemon handed over: one write, read by
+/// the daemon once this process has ended.
+fn write_result(file: &mut File, record: &ExitRecord) {
+    if let Ok(bytes) = serde_json::to_vec_pretty(record) {
+        let _ = file.write_all(&bytes);
+    }
 }
 
 /// Best effort: the daemon may have closed its end (it does after boot), and a VM
@@ -189,16 +173,12 @@ fn send(events: &mut UnixStream, event: &ShellEvent) {
 /// The console log: appends, and refuses more than [`CONSOLE_LOG_MAX`] bytes (the
 /// console then counts the rest as dropped).
 struct CappedLog {
-    file: std::fs::File,
+    file: File,
     written: u64,
 }
 
 impl CappedLog {
-    fn open(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(path)?;
+    fn new(file: File) -> std::io::Result<Self> {
         let written = file.metadata()?.len();
         Ok(Self { file, written })
     }
@@ -216,46 +196,5 @@ impl Write for CappedLog {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn no_net_is_no_interface() {
-        assert_eq!(boot_net(None).unwrap(), None);
-    }
-
-    #[test]
-    fn a_missing_interface_is_named_in_the_error() {
-        let error = boot_net(Some("tap=lvmnosuch0")).unwrap_err();
-        assert!(
-            matches!(&error, BootNetError::NoSuchTap { tap } if tap == "lvmnosuch0"),
-            "{error:?}"
-        );
-        assert!(
-            error.to_string().contains("\"lvmnosuch0\" does not exist"),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn an_existing_interface_passes_the_check() {
-        // Every network namespace has a loopback; the VMM refuses it later, as no tap.
-        let net = boot_net(Some("tap=lo,mac=02:00:00:00:00:01")).unwrap();
-        assert_eq!(
-            net.map(|n| n.to_string()).as_deref(),
-            Some("tap=lo,mac=02:00:00:00:00:01")
-        );
-    }
-
-    #[test]
-    fn bad_text_is_a_syntax_error() {
-        assert!(matches!(
-            boot_net(Some("tap=")),
-            Err(BootNetError::Syntax(_))
-        ));
     }
 }

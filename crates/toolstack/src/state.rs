@@ -194,6 +194,28 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     std::fs::rename(&temporary, path)
 }
 
+/// The files of a VM's directory its shell writes, opened by the daemon.
+pub struct VmFiles {
+    /// The console log, opened to append.
+    pub console: File,
+    /// The exit record, created empty: the shell writes it when the guest ends.
+    pub result: File,
+}
+
+/// Opens (creating) a VM's console log and empty exit record, for its shell.
+pub fn open_vm_files(vm_dir: &Path) -> std::io::Result<VmFiles> {
+    let console = File::options()
+        .create(true)
+        .append(true)
+        .open(vm_dir.join(CONSOLE_LOG))?;
+    let result = File::options()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(vm_dir.join(EXIT_RECORD))?;
+    Ok(VmFiles { console, result })
+}
+
 /// Writes the exit record unless one is already there (the shell's own report wins
 /// over the daemon's guess).
 pub fn record_exit_once(vm_dir: &Path, exit: &ExitRecord) -> std::io::Result<ExitRecord> {

@@ -30,6 +30,54 @@ const MAX_SEGMENTS: usize = 16;
 /// could exhaust the host while it is read.
 pub const MAX_IMAGE_FILE: u64 = 1 << 30;
 
+/// Opens an image file for reading without blocking on a FIFO or device (a FIFO
+/// with no writer would block `open` itself), and refuses anything but a regular
+/// file.
+pub fn open_file(path: &Path) -> Result<File, ImageError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|source| ImageError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    match file.metadata() {
+        Ok(metadata) if metadata.is_file() => Ok(file),
+        Ok(_) => Err(ImageError::NotRegular {
+            path: path.to_owned(),
+        }),
+        Err(source) => Err(ImageError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Reads a file of `size` bytes from offset 0, whatever its offset (another process
+/// may share it), and refuses one that turns out longer than `size`.
+fn read_whole(file: &File, size: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let len = usize::try_from(size).map_err(std::io::Error::other)?;
+    let mut bytes = vec![0u8; len];
+    let mut done = 0;
+    while let Some(rest) = bytes.get_mut(done..).filter(|rest| !rest.is_empty()) {
+        match file.read_at(rest, done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(done);
+    let mut probe = [0u8; 1];
+    if file.read_at(&mut probe, size)? != 0 {
+        return Err(std::io::Error::other("the file grew while it was read"));
+    }
+    Ok(bytes)
+}
+
 /// Why an image was refused; every variant names the field that is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -40,6 +88,12 @@ pub enum ImageError {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The path names a directory, device, FIFO or socket rather than a file.
+    #[error("image {path} is not a regular file")]
+    NotRegular {
+        /// The image path.
+        path: PathBuf,
     },
     /// The file is larger than [`MAX_IMAGE_FILE`].
     #[error("image is {size} bytes, larger than the {} MiB limit", MAX_IMAGE_FILE >> 20)]
@@ -130,17 +184,29 @@ pub struct FilePages {
 impl UnikernelImage {
     /// Reads and validates an image file.
     pub fn from_file(path: &Path) -> Result<Self, ImageError> {
+        Self::from_open_file(open_file(path)?, path)
+    }
+
+    /// Reads and validates an image file that was opened already (by a daemon that
+    /// hands it over, say); `path` names it in errors. Only a regular file of at
+    /// most [`MAX_IMAGE_FILE`] bytes is read, and never past that size: a device or
+    /// FIFO given as an image is refused, not read forever.
+    pub fn from_open_file(file: File, path: &Path) -> Result<Self, ImageError> {
         let read_error = |source| ImageError::Read {
             path: path.to_owned(),
             source,
         };
-        let mut file = File::open(path).map_err(read_error)?;
-        let size = file.metadata().map_err(read_error)?.len();
+        let metadata = file.metadata().map_err(read_error)?;
+        if !metadata.is_file() {
+            return Err(ImageError::NotRegular {
+                path: path.to_owned(),
+            });
+        }
+        let size = metadata.len();
         if size > MAX_IMAGE_FILE {
             return Err(ImageError::FileTooLarge { size });
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or_default());
-        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(read_error)?;
+        let bytes = read_whole(&file, size).map_err(read_error)?;
         let mut image = Self::parse(bytes)?;
         image.file = Some(Arc::new(file));
         Ok(image)

@@ -34,9 +34,10 @@ pub fn daemon(args: &DaemonArgs) -> anyhow::Result<u8> {
         let daemon = Daemon::open(config)?;
         let adopted = daemon.adopt()?;
         eprintln!(
-            "lightvm daemon: listening on {}, {adopted} running VMs adopted, pool of {}",
+            "lightvm daemon: listening on {}, {adopted} running VMs adopted, pool of {} on the {} platform",
             args.socket.display(),
-            args.pool
+            args.pool,
+            daemon.config().platform
         );
         server::serve(daemon).await?;
         anyhow::Ok(())
@@ -212,12 +213,19 @@ pub fn pool(args: &PoolArgs) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(&pool)?);
     } else {
         println!(
-            "pool: {} ready, {} preparing, target {} (shells of {} MiB)",
+            "pool: {} ready, {} preparing, target {} (shells of {} MiB, {} platform)",
             pool.ready,
             pool.preparing,
             pool.target,
-            pool.mem_size >> 20
+            pool.mem_size >> 20,
+            pool.platform
         );
+        if let Some(failing) = &pool.failing {
+            println!(
+                "pool: preparing shells failed {} times in a row: {}",
+                failing.in_a_row, failing.error
+            );
+        }
     }
     Ok(0)
 }

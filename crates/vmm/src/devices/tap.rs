@@ -73,6 +73,17 @@ impl Tap {
         })
     }
 
+    /// A tap opened elsewhere (handed over by the daemon): `file` must be a
+    /// non-blocking `/dev/net/tun` descriptor attached to the interface `name`.
+    pub fn from_file(file: File, name: String) -> Self {
+        Self { file, name }
+    }
+
+    /// The open `/dev/net/tun` descriptor, to hand to another process.
+    pub fn into_file(self) -> File {
+        self.file
+    }
+
     /// Reads one waiting frame into `buf`; `None` when none is waiting.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         match io::Read::read(&mut &self.file, buf) {

@@ -78,6 +78,18 @@ impl Shell {
         }
     }
 
+    /// Builds what of the guest's sandbox needs no guest, in the prepare phase: on
+    /// process, the namespaces, limits and `no_new_privs` (the filter follows at
+    /// the guest's start); on kvm nothing yet. Afterwards the shell can boot only
+    /// images and devices handed to it open ([`Shell::boot_opened`]). Returns the
+    /// namespaces entered.
+    pub fn isolate(&mut self) -> Result<Vec<&'static str>, VmmError> {
+        match self {
+            Shell::Kvm(_) => Ok(Vec::new()),
+            Shell::Process(shell) => shell.isolate(),
+        }
+    }
+
     /// Whether [`Shell::warm`] has run.
     pub fn is_warm(&self) -> bool {
         match self {

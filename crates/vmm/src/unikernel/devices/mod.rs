@@ -53,12 +53,37 @@ pub struct Devices {
 impl Devices {
     /// Opens the host side of the devices asked for: the tap and the disk image.
     pub fn open(net: Option<&NetConfig>, disk: Option<&DiskConfig>) -> Result<Self, VmmError> {
-        let mut devices = Self::default();
-        if let Some(config) = net {
-            let tap = Tap::open(&config.tap).map_err(|source| VmmError::Host {
-                op: "opening the network device (--net)",
-                source,
-            })?;
+        let tap = net
+            .map(|config| {
+                Tap::open(&config.tap)
+                    .map(|tap| (tap, config.mac))
+                    .map_err(|source| VmmError::Host {
+                        op: "opening the network device (--net)",
+                        source,
+                    })
+            })
+            .transpose()?;
+        let block = disk
+            .map(|config| {
+                BlockDevice::open(&config.path, config.read_only).map_err(|e| VmmError::Host {
+                    op: "opening the disk image (--disk)",
+                    source: std::io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", config.path.display()),
+                    ),
+                })
+            })
+            .transpose()?;
+        Self::new(tap, block)
+    }
+
+    /// The devices of a tap with the guest's MAC and a disk, both opened already.
+    pub fn new(net: Option<(Tap, [u8; 6])>, block: Option<BlockDevice>) -> Result<Self, VmmError> {
+        let mut devices = Self {
+            block,
+            ..Self::default()
+        };
+        if let Some((tap, mac)) = net {
             let mut events = EventLoop::new().map_err(|source| VmmError::Host {
                 op: "creating the device event loop",
                 source,
@@ -69,19 +94,8 @@ impl Devices {
                     op: "watching the tap interface",
                     source,
                 })?;
-            devices.net = Some(NetDevice::new(tap, config.mac));
+            devices.net = Some(NetDevice::new(tap, mac));
             devices.events = Some(events);
-        }
-        if let Some(config) = disk {
-            let block =
-                BlockDevice::open(&config.path, config.read_only).map_err(|e| VmmError::Host {
-                    op: "opening the disk image (--disk)",
-                    source: std::io::Error::new(
-                        e.kind(),
-                        format!("{}: {e}", config.path.display()),
-                    ),
-                })?;
-            devices.block = Some(block);
         }
         Ok(devices)
     }

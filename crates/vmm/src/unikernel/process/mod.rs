@@ -46,6 +46,7 @@ pub struct ProcessShell {
     mem_size: u64,
     tsc: tsc::Calibration,
     warmed: bool,
+    isolated: bool,
 }
 
 impl ProcessShell {
@@ -65,7 +66,18 @@ impl ProcessShell {
             mem_size,
             tsc,
             warmed: false,
+            isolated: false,
         })
+    }
+
+    /// Builds the part of the sandbox that needs no guest (namespaces, limits,
+    /// `no_new_privs`) now, in the prepare phase; only the filter is left for the
+    /// guest's start. After this the process can open nothing a namespace hides:
+    /// the image, console and devices must come to it as open descriptors.
+    pub fn isolate(&mut self) -> Result<Vec<&'static str>, VmmError> {
+        let namespaces = sandbox::isolate()?;
+        self.isolated = true;
+        Ok(namespaces)
     }
 
     /// Guest memory of this shell.
@@ -123,6 +135,7 @@ impl ProcessShell {
             entry: image.entry(),
             mem_size: self.mem_size,
             sandbox: SandboxPolicy::default(),
+            isolated: self.isolated,
         })
     }
 }
@@ -137,6 +150,7 @@ pub struct ProcessVm {
     entry: u64,
     mem_size: u64,
     sandbox: SandboxPolicy,
+    isolated: bool,
 }
 
 impl ProcessVm {
@@ -160,7 +174,10 @@ impl ProcessVm {
         if self.sandbox.enforce {
             let program =
                 sandbox::compile(&self.sandbox, self.core.devices().fds(), self.mem_size)?;
-            sandbox::enter(&program)?;
+            if !self.isolated {
+                sandbox::isolate()?;
+            }
+            sandbox::apply(&program)?;
         }
         // SAFETY: this VM holds the guest slot; the image is loaded at its addresses with its
         // entry point `entry`, the stack lies below STACK_TOP, and `signals::install`

@@ -30,7 +30,6 @@ use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
 };
-use serde::Serialize;
 
 use crate::error::VmmError;
 use crate::unikernel::devices::DeviceFds;
@@ -64,6 +63,10 @@ pub const ALLOWED_CALLS: &[(&str, &str)] = &[
     ),
     ("clock_gettime, gettimeofday, gettid, getpid", "-"),
     ("close, exit, exit_group", "-"),
+    (
+        "fcntl",
+        "F_GETFD only (Rust checks a descriptor is open before closing it)",
+    ),
 ];
 
 /// What the monitor must keep while the guest runs, beyond its devices.
@@ -105,15 +108,6 @@ impl SandboxPolicy {
     }
 }
 
-/// What [`enter`] achieved, for reports and tests.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct SandboxReport {
-    /// The namespaces the process entered.
-    pub namespaces: Vec<&'static str>,
-    /// Whether the seccomp filter is in force.
-    pub seccomp: bool,
-}
-
 const NAMESPACES: [(libc::c_int, &str); 5] = [
     (libc::CLONE_NEWUSER, "user"),
     (libc::CLONE_NEWNS, "mount"),
@@ -123,7 +117,7 @@ const NAMESPACES: [(libc::c_int, &str); 5] = [
 ];
 
 /// Builds the filter for a guest whose memory ends at `guest_end`, with these
-/// devices and this policy. Compiled ahead of time (prepare), applied by [`enter`].
+/// devices and this policy, for [`apply`].
 pub fn compile(
     policy: &SandboxPolicy,
     devices: DeviceFds,
@@ -142,9 +136,10 @@ pub fn compile(
     Ok(program)
 }
 
-/// Enters the sandbox: namespaces, rlimits, `no_new_privs`, then `program`.
-/// Nothing the process had open is closed: what it needs was opened before.
-pub fn enter(program: &BpfProgram) -> Result<SandboxReport, VmmError> {
+/// The part of the sandbox that can be built ahead of the guest (a pool shell
+/// does it while it is prepared): namespaces, no core dumps, `no_new_privs`.
+/// Returns the namespaces entered. Nothing the process had open is closed.
+pub fn isolate() -> Result<Vec<&'static str>, VmmError> {
     let namespaces = enter_namespaces();
     let no_core = libc::rlimit {
         rlim_cur: 0,
@@ -158,11 +153,13 @@ pub fn enter(program: &BpfProgram) -> Result<SandboxReport, VmmError> {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(host("setting no_new_privs"));
     }
-    seccompiler::apply_filter(program).map_err(filter_error)?;
-    Ok(SandboxReport {
-        namespaces,
-        seccomp: true,
-    })
+    Ok(namespaces)
+}
+
+/// Puts `program` in force for the calling thread: the last step before the
+/// guest's first instruction. Needs `no_new_privs` ([`isolate`]) unless root.
+pub fn apply(program: &BpfProgram) -> Result<(), VmmError> {
+    seccompiler::apply_filter(program).map_err(filter_error)
 }
 
 /// New namespaces, as many as the host allows: all of them where user namespaces
@@ -238,7 +235,10 @@ fn rules(
         allow(&[libc::SYS_read, libc::SYS_readv], chain);
     }
     if let Some(chain) = on_fds(&with_tap)? {
-        allow(&[libc::SYS_write, libc::SYS_writev], chain);
+        allow(
+            &[libc::SYS_write, libc::SYS_writev, libc::SYS_sendto],
+            chain,
+        );
     }
     if let Some(chain) = on_fds(&disk)? {
         allow(
@@ -279,6 +279,10 @@ fn rules(
             rule(&[(2, SeccompCmpOp::Eq, libc::MADV_DONTNEED as u64)])?,
             rule(&[(2, SeccompCmpOp::Eq, libc::MADV_FREE as u64)])?,
         ],
+    );
+    allow(
+        &[libc::SYS_fcntl],
+        vec![rule(&[(1, SeccompCmpOp::Eq, libc::F_GETFD as u64)])?],
     );
     allow(
         &[libc::SYS_rt_sigaction],
