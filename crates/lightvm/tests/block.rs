@@ -109,7 +109,12 @@ fn flushed_writes_survive_killing_the_vmm(platform: Platform) {
 
 #[test]
 fn a_missing_image_is_a_lightvm_error() {
-    let output = run(Platform::Process, "blocktest", "/nonexistent/lightvm.img", "");
+    let output = run(
+        Platform::Process,
+        "blocktest",
+        "/nonexistent/lightvm.img",
+        "",
+    );
     assert_eq!(output.status.code(), Some(125));
     assert!(text(&output).contains("--disk"), "{}", text(&output));
 }

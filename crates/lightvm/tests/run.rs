@@ -298,7 +298,11 @@ fn without_kvm_the_process_platform_runs_the_guest_and_says_why() {
     assert_eq!(result["platform"], "process");
     let err = stderr(&output);
     let notice: Vec<&str> = err.lines().filter(|l| l.starts_with("lightvm:")).collect();
-    assert_eq!(notice.len(), 1, "one line says which platform and why:\n{err}");
+    assert_eq!(
+        notice.len(),
+        1,
+        "one line says which platform and why:\n{err}"
+    );
     assert!(
         notice[0].contains("process platform") && notice[0].contains("no /dev/kvm"),
         "{err}"
@@ -410,7 +414,10 @@ fn the_process_platform_runs_the_guest_under_its_sandbox() {
         for ns in ["user", "mnt", "ipc", "uts"] {
             let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
             let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
-            assert_ne!(theirs, ours, "the guest's process shares our {ns} namespace");
+            assert_ne!(
+                theirs, ours,
+                "the guest's process shares our {ns} namespace"
+            );
         }
     }
     // No core dumps of guest memory.
