@@ -39,11 +39,14 @@ use crate::unikernel::devices::Devices;
 use crate::unikernel::guest::{self, Ownership};
 
 /// A prepared process-platform VM without an image: guest memory mapped, signal
-/// handling installed, the TSC being measured.
+/// handling installed, the TSC's frequency known or being measured.
 pub struct ProcessShell {
     slot: gate::GuestSlot,
     memory: ProcessMemory,
     mem_size: u64,
+    /// The host's TSC frequency, when a measurement of it is kept; otherwise
+    /// `tsc` measures it over this shell's set-up.
+    tsc_hz: Option<u64>,
     tsc: tsc::Calibration,
     warmed: bool,
     isolated: bool,
@@ -64,6 +67,7 @@ impl ProcessShell {
             slot,
             memory,
             mem_size,
+            tsc_hz: tsc::host_hz(),
             tsc,
             warmed: false,
             isolated: false,
@@ -111,7 +115,7 @@ impl ProcessShell {
         let heap_start = boot::heap_start(image);
         let facts = BootFacts {
             mem_size: self.mem_size,
-            tsc_hz: self.tsc.finish(),
+            tsc_hz: self.tsc_hz.unwrap_or_else(|| self.tsc.finish()),
             platform: PLATFORM_PROCESS,
             hypercall_gate: gate::gate_address(),
         };
