@@ -25,7 +25,7 @@ use std::io::Write;
 use std::time::Instant;
 
 pub use self::core::BootListener;
-pub use self::process::sandbox::{SandboxPolicy, ALLOWED_CALLS};
+pub use self::process::sandbox::{SandboxPolicy, ALLOWED};
 use crate::config::VmConfig;
 use crate::error::VmmError;
 use crate::loader::UnikernelImage;

@@ -215,7 +215,16 @@ std::arch::global_asm!(
     "3:",
     "mov rsp, [rip + {state} + {guest_rsp}]",
     "mov qword ptr [rip + {state} + {in_guest}], 1",
+    // The caller-saved registers hold the monitor's pointers: the guest gets none.
     "xor eax, eax",
+    "xor ecx, ecx",
+    "xor edx, edx",
+    "xor esi, esi",
+    "xor edi, edi",
+    "xor r8d, r8d",
+    "xor r9d, r9d",
+    "xor r10d, r10d",
+    "xor r11d, r11d",
     "ret",
     // The guest is over: return rax from lightvm_enter_guest.
     "4:",

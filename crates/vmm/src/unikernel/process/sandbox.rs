@@ -5,7 +5,7 @@
 //!
 //! * **a seccomp filter**, installed before the first guest instruction, that allows
 //!   only the host system calls the hypercall handlers and the monitor's exit path
-//!   make ([`ALLOWED_CALLS`]), each bound to the descriptors opened before it
+//!   make ([`ALLOWED`]), each bound to the descriptors opened before it
 //!   (the console, the tap, the disk, the wait set) where the arguments allow, and
 //!   that answers *any* system call made from guest memory with SIGSYS — the
 //!   instruction pointer is checked before the number, so a `syscall` in the guest
@@ -34,39 +34,166 @@ use seccompiler::{
 use crate::error::VmmError;
 use crate::unikernel::devices::DeviceFds;
 
-/// The host system calls a sandboxed monitor may make, and under which condition.
-/// README.md repeats this list; a test checks the two agree.
-pub const ALLOWED_CALLS: &[(&str, &str)] = &[
-    ("read, readv", "the tap"),
-    (
-        "write, writev",
-        "the console, stdout, stderr, the report, the tap",
-    ),
-    ("pread64, pwrite64, fdatasync, fsync", "the disk"),
-    (
-        "epoll_wait, epoll_pwait, epoll_pwait2",
-        "the device wait set",
-    ),
-    ("ppoll", "no descriptors (a plain sleep)"),
-    ("mmap", "anonymous, never executable"),
-    ("munmap, mremap, brk", "the allocator"),
-    ("madvise", "MADV_DONTNEED, MADV_FREE"),
-    ("futex, sched_yield", "locks"),
-    (
-        "rt_sigreturn, rt_sigprocmask, sigaltstack, restart_syscall",
-        "signal delivery",
-    ),
-    ("rt_sigaction, tgkill", "SIGABRT only (abort)"),
-    (
-        "timer_settime, timer_gettime, timer_delete",
-        "the deadline timer",
-    ),
-    ("clock_gettime, gettimeofday, gettid, getpid", "-"),
-    ("close, exit, exit_group", "-"),
-    (
-        "fcntl",
-        "F_GETFD only (Rust checks a descriptor is open before closing it)",
-    ),
+/// Which descriptors a call may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fds {
+    /// The tap.
+    Tap,
+    /// What the monitor writes: stdout, stderr, the policy's descriptors, the tap.
+    Output,
+    /// The disk image.
+    Disk,
+    /// The epoll set of the `poll` hypercall.
+    Events,
+}
+
+/// What a call's arguments must be for the filter to allow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// Anything.
+    Any,
+    /// Argument 0 is one of these descriptors (the call is not allowed at all when
+    /// the VM has none of them).
+    Fd(Fds),
+    /// Argument `index` is one of `values`.
+    ArgIn(u8, &'static [u64]),
+    /// `mmap` of anonymous memory that is never executable.
+    AnonymousNoExec,
+}
+
+/// Host system calls the sandboxed monitor may make, the bound on their
+/// arguments, and what needs them: the filter is built from this list, and
+/// README.md repeats it (a test checks every name is there).
+#[derive(Debug, Clone, Copy)]
+pub struct Allowance {
+    /// Names and numbers.
+    pub calls: &'static [(&'static str, libc::c_long)],
+    /// The bound on their arguments.
+    pub bound: Bound,
+    /// What the monitor makes them for.
+    pub purpose: &'static str,
+}
+
+/// The whole allow-list.
+pub const ALLOWED: &[Allowance] = &[
+    Allowance {
+        calls: &[("read", libc::SYS_read), ("readv", libc::SYS_readv)],
+        bound: Bound::Fd(Fds::Tap),
+        purpose: "receiving frames",
+    },
+    Allowance {
+        calls: &[
+            ("write", libc::SYS_write),
+            ("writev", libc::SYS_writev),
+            ("sendto", libc::SYS_sendto),
+        ],
+        bound: Bound::Fd(Fds::Output),
+        purpose: "the console, the report, the daemon's socket, sending frames",
+    },
+    Allowance {
+        calls: &[
+            ("pread64", libc::SYS_pread64),
+            ("pwrite64", libc::SYS_pwrite64),
+            ("fdatasync", libc::SYS_fdatasync),
+            ("fsync", libc::SYS_fsync),
+        ],
+        bound: Bound::Fd(Fds::Disk),
+        purpose: "the disk",
+    },
+    Allowance {
+        calls: &[
+            ("epoll_wait", libc::SYS_epoll_wait),
+            ("epoll_pwait", libc::SYS_epoll_pwait),
+            ("epoll_pwait2", libc::SYS_epoll_pwait2),
+        ],
+        bound: Bound::Fd(Fds::Events),
+        purpose: "the poll hypercall's wait",
+    },
+    Allowance {
+        calls: &[("ppoll", libc::SYS_ppoll)],
+        bound: Bound::ArgIn(1, &[0]),
+        purpose: "a wait with no descriptor (a plain sleep)",
+    },
+    Allowance {
+        calls: &[("mmap", libc::SYS_mmap)],
+        bound: Bound::AnonymousNoExec,
+        purpose: "the allocator: anonymous memory, never executable",
+    },
+    Allowance {
+        calls: &[
+            ("munmap", libc::SYS_munmap),
+            ("mremap", libc::SYS_mremap),
+            ("brk", libc::SYS_brk),
+        ],
+        bound: Bound::Any,
+        purpose: "the allocator",
+    },
+    Allowance {
+        calls: &[("madvise", libc::SYS_madvise)],
+        bound: Bound::ArgIn(2, &[libc::MADV_DONTNEED as u64, libc::MADV_FREE as u64]),
+        purpose: "the allocator giving memory back",
+    },
+    Allowance {
+        calls: &[
+            ("futex", libc::SYS_futex),
+            ("sched_yield", libc::SYS_sched_yield),
+        ],
+        bound: Bound::Any,
+        purpose: "locks",
+    },
+    Allowance {
+        calls: &[
+            ("rt_sigreturn", libc::SYS_rt_sigreturn),
+            ("rt_sigprocmask", libc::SYS_rt_sigprocmask),
+            ("sigaltstack", libc::SYS_sigaltstack),
+            ("restart_syscall", libc::SYS_restart_syscall),
+        ],
+        bound: Bound::Any,
+        purpose: "signal delivery (faults, the deadline)",
+    },
+    Allowance {
+        calls: &[("rt_sigaction", libc::SYS_rt_sigaction)],
+        bound: Bound::ArgIn(0, &[libc::SIGABRT as u64]),
+        purpose: "abort() on a monitor bug: SIGABRT's handler only",
+    },
+    Allowance {
+        calls: &[("tgkill", libc::SYS_tgkill)],
+        bound: Bound::ArgIn(2, &[libc::SIGABRT as u64]),
+        purpose: "abort() on a monitor bug: SIGABRT only",
+    },
+    Allowance {
+        calls: &[
+            ("timer_settime", libc::SYS_timer_settime),
+            ("timer_gettime", libc::SYS_timer_gettime),
+            ("timer_delete", libc::SYS_timer_delete),
+        ],
+        bound: Bound::Any,
+        purpose: "the deadline timer",
+    },
+    Allowance {
+        calls: &[
+            ("clock_gettime", libc::SYS_clock_gettime),
+            ("gettimeofday", libc::SYS_gettimeofday),
+            ("gettid", libc::SYS_gettid),
+            ("getpid", libc::SYS_getpid),
+        ],
+        bound: Bound::Any,
+        purpose: "time and identity",
+    },
+    Allowance {
+        calls: &[
+            ("close", libc::SYS_close),
+            ("exit", libc::SYS_exit),
+            ("exit_group", libc::SYS_exit_group),
+        ],
+        bound: Bound::Any,
+        purpose: "the end of the run",
+    },
+    Allowance {
+        calls: &[("fcntl", libc::SYS_fcntl)],
+        bound: Bound::ArgIn(1, &[libc::F_GETFD as u64]),
+        purpose: "F_GETFD only: Rust checks a descriptor is open before closing it",
+    },
 ];
 
 /// What the monitor must keep while the guest runs, beyond its devices.
@@ -208,114 +335,48 @@ fn rules(
     policy: &SandboxPolicy,
     devices: DeviceFds,
 ) -> Result<BTreeMap<i64, Vec<SeccompRule>>, VmmError> {
-    let mut writable: Vec<RawFd> = vec![libc::STDOUT_FILENO, libc::STDERR_FILENO];
-    writable.extend(&policy.writable);
-    let tap: Vec<RawFd> = devices.tap.into_iter().collect();
-    let disk: Vec<RawFd> = devices.disk.into_iter().collect();
-    let events: Vec<RawFd> = devices.events.into_iter().collect();
-    let mut with_tap = writable.clone();
-    with_tap.extend(&tap);
-
+    let fds = |which: Fds| -> Vec<RawFd> {
+        match which {
+            Fds::Tap => devices.tap.into_iter().collect(),
+            Fds::Output => [libc::STDOUT_FILENO, libc::STDERR_FILENO]
+                .into_iter()
+                .chain(policy.writable.iter().copied())
+                .chain(devices.tap)
+                .collect(),
+            Fds::Disk => devices.disk.into_iter().collect(),
+            Fds::Events => devices.events.into_iter().collect(),
+        }
+    };
     let mut rules = BTreeMap::new();
-    let mut allow = |calls: &[libc::c_long], chain: Vec<SeccompRule>| {
-        for &call in calls {
-            rules.insert(call, chain.clone());
+    for allowance in ALLOWED {
+        let chain = match allowance.bound {
+            Bound::Any => Vec::new(),
+            Bound::Fd(which) => {
+                let fds = fds(which);
+                if fds.is_empty() {
+                    continue;
+                }
+                fds.iter()
+                    .map(|&fd| rule(&[(0, SeccompCmpOp::Eq, fd as u64)]))
+                    .collect::<Result<_, _>>()?
+            }
+            Bound::ArgIn(index, values) => values
+                .iter()
+                .map(|&value| rule(&[(index, SeccompCmpOp::Eq, value)]))
+                .collect::<Result<_, _>>()?,
+            Bound::AnonymousNoExec => vec![rule(&[
+                (2, SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64), 0),
+                (
+                    3,
+                    SeccompCmpOp::MaskedEq(libc::MAP_ANONYMOUS as u64),
+                    libc::MAP_ANONYMOUS as u64,
+                ),
+            ])?],
+        };
+        for &(_, number) in allowance.calls {
+            rules.insert(number, chain.clone());
         }
-    };
-    let on_fds = |fds: &[RawFd]| -> Result<Option<Vec<SeccompRule>>, VmmError> {
-        if fds.is_empty() {
-            return Ok(None);
-        }
-        fds.iter()
-            .map(|&fd| rule(&[(0, SeccompCmpOp::Eq, fd as u64)]))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
-    };
-    if let Some(chain) = on_fds(&tap)? {
-        allow(&[libc::SYS_read, libc::SYS_readv], chain);
     }
-    if let Some(chain) = on_fds(&with_tap)? {
-        allow(
-            &[libc::SYS_write, libc::SYS_writev, libc::SYS_sendto],
-            chain,
-        );
-    }
-    if let Some(chain) = on_fds(&disk)? {
-        allow(
-            &[
-                libc::SYS_pread64,
-                libc::SYS_pwrite64,
-                libc::SYS_fdatasync,
-                libc::SYS_fsync,
-            ],
-            chain,
-        );
-    }
-    if let Some(chain) = on_fds(&events)? {
-        allow(
-            &[
-                libc::SYS_epoll_wait,
-                libc::SYS_epoll_pwait,
-                libc::SYS_epoll_pwait2,
-            ],
-            chain,
-        );
-    }
-    allow(&[libc::SYS_ppoll], vec![rule(&[(1, SeccompCmpOp::Eq, 0)])?]);
-    allow(
-        &[libc::SYS_mmap],
-        vec![rule(&[
-            (2, SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64), 0),
-            (
-                3,
-                SeccompCmpOp::MaskedEq(libc::MAP_ANONYMOUS as u64),
-                libc::MAP_ANONYMOUS as u64,
-            ),
-        ])?],
-    );
-    allow(
-        &[libc::SYS_madvise],
-        vec![
-            rule(&[(2, SeccompCmpOp::Eq, libc::MADV_DONTNEED as u64)])?,
-            rule(&[(2, SeccompCmpOp::Eq, libc::MADV_FREE as u64)])?,
-        ],
-    );
-    allow(
-        &[libc::SYS_fcntl],
-        vec![rule(&[(1, SeccompCmpOp::Eq, libc::F_GETFD as u64)])?],
-    );
-    allow(
-        &[libc::SYS_rt_sigaction],
-        vec![rule(&[(0, SeccompCmpOp::Eq, libc::SIGABRT as u64)])?],
-    );
-    allow(
-        &[libc::SYS_tgkill],
-        vec![rule(&[(2, SeccompCmpOp::Eq, libc::SIGABRT as u64)])?],
-    );
-    allow(
-        &[
-            libc::SYS_munmap,
-            libc::SYS_mremap,
-            libc::SYS_brk,
-            libc::SYS_futex,
-            libc::SYS_sched_yield,
-            libc::SYS_rt_sigreturn,
-            libc::SYS_rt_sigprocmask,
-            libc::SYS_sigaltstack,
-            libc::SYS_restart_syscall,
-            libc::SYS_timer_settime,
-            libc::SYS_timer_gettime,
-            libc::SYS_timer_delete,
-            libc::SYS_clock_gettime,
-            libc::SYS_gettimeofday,
-            libc::SYS_gettid,
-            libc::SYS_getpid,
-            libc::SYS_close,
-            libc::SYS_exit,
-            libc::SYS_exit_group,
-        ],
-        Vec::new(),
-    );
     Ok(rules)
 }
 
@@ -362,6 +423,19 @@ mod tests {
         ] {
             let program = compile(&policy, devices, 2 << 20).unwrap();
             assert!(program.len() > 20, "{} instructions", program.len());
+        }
+    }
+
+    #[test]
+    fn the_readme_lists_every_allowed_call() {
+        let readme = include_str!("../../../../../README.md");
+        for allowance in ALLOWED {
+            for (name, _) in allowance.calls {
+                assert!(
+                    readme.contains(&format!("`{name}`")),
+                    "README.md does not list {name}"
+                );
+            }
         }
     }
 
