@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds everything, boots the hello unikernel, and times its boot next to a static
-# process doing the same work, measured in the same run.
+# Builds everything, boots the hello unikernel on every platform this host has (kvm
+# where /dev/kvm is usable, the sandboxed-process platform everywhere), and times
+# its boot next to a static process doing the same work, measured in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -10,7 +11,11 @@ echo "== building lightvm"
 cargo build --release --quiet
 echo "== building the hello unikernel"
 hello=$(./target/release/lightvm build guests/hello)
-echo "== booting it"
-./target/release/lightvm run "$hello"
+echo "== the platforms this host can run it on"
+./target/release/lightvm platforms
+for platform in $(./target/release/lightvm platforms --available); do
+    echo "== booting it on the $platform platform"
+    ./target/release/lightvm run --platform "$platform" "$hello"
+done
 echo "== boot time: process vs container vs unikernel (same run)"
 ./target/release/lightvm bench boot "$@"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what building and testing lightvm needs on a fresh Debian machine with
-# /dev/kvm. Idempotent and quiet when everything is already there.
+# Installs what building and testing lightvm needs on a fresh Debian machine, with
+# or without /dev/kvm. Idempotent and quiet when everything is already there.
 set -euo pipefail
 
 # Debian packages:
@@ -44,5 +44,5 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' \
     || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 
 if [[ ! -e /dev/kvm ]]; then
-    echo "setup: warning: /dev/kvm is missing; lightvm builds, but cannot boot VMs here" >&2
+    echo "setup: no /dev/kvm here: unikernels run on the process platform; the kvm platform and Linux microVMs (and their tests) need KVM" >&2
 fi

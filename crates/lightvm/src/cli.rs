@@ -26,6 +26,8 @@ pub enum Command {
     /// out, 125 lightvm failed, 126 the guest crashed, 127 the guest broke the
     /// hypercall ABI.
     Run(RunArgs),
+    /// Show the platforms unikernels can run on here, and why any cannot.
+    Platforms(PlatformsArgs),
     /// Linux kernels for lightvm's Linux microVMs.
     #[command(subcommand)]
     Kernel(KernelCommand),
@@ -173,6 +175,14 @@ pub struct ShellArgs {
     /// Guest memory in bytes.
     #[arg(long)]
     pub mem: u64,
+}
+
+/// `lightvm platforms`.
+#[derive(Debug, Args)]
+pub struct PlatformsArgs {
+    /// Print only the names of the platforms this host can run, one per line.
+    #[arg(long)]
+    pub available: bool,
 }
 
 /// `lightvm build`.

@@ -448,6 +448,27 @@ lightvm_testkit::platform_tests!(
 );
 
 #[test]
+fn platforms_lists_what_this_host_can_run() {
+    let output = lightvm(&["platforms", "--available"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let available: Vec<String> = stdout(&output).lines().map(str::to_owned).collect();
+    let kvm_usable = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    assert!(available.contains(&"process".to_owned()), "{available:?}");
+    assert_eq!(
+        available.contains(&"kvm".to_owned()),
+        kvm_usable,
+        "{available:?}"
+    );
+    let table = stdout(&lightvm(&["platforms"]));
+    assert_eq!(table.lines().count(), 2, "{table}");
+    assert_eq!(table.contains("unavailable"), !kvm_usable, "{table}");
+}
+
+#[test]
 fn build_errors_are_named() {
     let output = lightvm(&["build", "/nonexistent/app"]);
     assert_refused(&output, "does not exist");

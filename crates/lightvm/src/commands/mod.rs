@@ -3,6 +3,7 @@
 mod bench;
 mod build;
 mod kernel;
+mod platforms;
 mod run;
 mod toolstack;
 
@@ -13,6 +14,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Build(args) => build::build(&args),
         Command::Run(args) => run::run(&args),
+        Command::Platforms(args) => Ok(platforms::platforms(&args)),
         Command::Kernel(KernelCommand::Build(args)) => kernel::build(&args),
         Command::Bench(args) => bench::bench(&args),
         Command::Daemon(args) => toolstack::daemon(&args),
