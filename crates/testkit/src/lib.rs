@@ -27,7 +27,7 @@ pub fn emit_kvm_cfg() {
 /// tests `kvm::NAME` and `process::NAME`; the kvm ones are ignored (skipped, with
 /// the reason) where the crate was built without `cfg(kvm)`.
 ///
-/// ```ignore
+/// ```text
 /// fn hello_prints(platform: Platform) { … }
 /// lightvm_testkit::platform_tests!(lightvm_vmm::Platform; hello_prints);
 /// ```
