@@ -6,6 +6,12 @@ use kvm_ioctls::VcpuFd;
 
 use super::layout;
 use crate::error::{kvm_op, VmmError};
+use crate::kvm::arch::regs::{
+    CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, FPU_CONTROL_WORD, MISC_ENABLE_FAST_STRING,
+    MSR_CSTAR, MSR_IA32_MISC_ENABLE, MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_EIP,
+    MSR_IA32_SYSENTER_ESP, MSR_IA32_TSC, MSR_KERNEL_GS_BASE, MSR_LSTAR, MSR_STAR, MSR_SYSCALL_MASK,
+    MXCSR_DEFAULT, RFLAGS_RESERVED,
+};
 
 /// Which CPUID register a feature bit is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,13 +180,6 @@ pub enum BootEntry {
     },
 }
 
-const CR0_PE: u64 = 1;
-const CR0_ET: u64 = 1 << 4;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
-
 /// GDT selectors, as the boot protocol names them.
 const BOOT_CS: u16 = 0x10;
 const BOOT_DS: u16 = 0x18;
@@ -256,18 +255,6 @@ pub fn identity_page_tables() -> [(u64, Vec<u64>); 3] {
     ]
 }
 
-const MSR_IA32_SYSENTER_CS: u32 = 0x174;
-const MSR_IA32_SYSENTER_ESP: u32 = 0x175;
-const MSR_IA32_SYSENTER_EIP: u32 = 0x176;
-const MSR_STAR: u32 = 0xc000_0081;
-const MSR_LSTAR: u32 = 0xc000_0082;
-const MSR_CSTAR: u32 = 0xc000_0083;
-const MSR_SYSCALL_MASK: u32 = 0xc000_0084;
-const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
-const MSR_IA32_TSC: u32 = 0x10;
-const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
-const MISC_ENABLE_FAST_STRING: u64 = 1;
-
 /// CPUID, MSRs, FPU and LAPIC of one vCPU; every vCPU gets these.
 pub fn configure(
     vcpu: &VcpuFd,
@@ -306,8 +293,8 @@ pub fn configure(
     }
 
     let fpu = kvm_fpu {
-        fcw: 0x37f,
-        mxcsr: 0x1f80,
+        fcw: FPU_CONTROL_WORD,
+        mxcsr: MXCSR_DEFAULT,
         ..Default::default()
     };
     vcpu.set_fpu(&fpu).map_err(kvm_op("KVM_SET_FPU"))?;
@@ -352,7 +339,7 @@ pub fn set_boot_registers(vcpu: &VcpuFd, entry: BootEntry) -> Result<(), VmmErro
     sregs.idt.base = 0;
     sregs.idt.limit = 0;
     let mut regs = kvm_regs {
-        rflags: 0x2,
+        rflags: RFLAGS_RESERVED,
         ..Default::default()
     };
     match entry {

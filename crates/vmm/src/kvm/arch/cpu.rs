@@ -4,6 +4,10 @@ use kvm_bindings::{kvm_fpu, kvm_regs, Msrs};
 use kvm_ioctls::VcpuFd;
 
 use super::gdt;
+use super::regs::{
+    CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PAE, EFER_LMA,
+    EFER_LME, EFER_NXE, FPU_CONTROL_WORD, MSR_LSTAR, MXCSR_DEFAULT, RFLAGS_RESERVED,
+};
 use crate::error::{kvm_op, VmmError};
 
 /// Where `syscall` lands: a canonical, never-mapped address. On our hosts `syscall`
@@ -12,26 +16,6 @@ use crate::error::{kvm_op, VmmError};
 /// guest's registers intact, and the crash report can say "the guest made a system
 /// call" (`rip` = this address, `rcx` = the return address).
 pub const SYSCALL_TRAP: u64 = 0xffff_ff80_0000_0000;
-
-const MSR_LSTAR: u32 = 0xc000_0082;
-
-const CR0_PE: u64 = 1 << 0;
-const CR0_MP: u64 = 1 << 1;
-const CR0_ET: u64 = 1 << 4;
-const CR0_NE: u64 = 1 << 5;
-const CR0_WP: u64 = 1 << 16;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
-const CR4_OSFXSR: u64 = 1 << 9;
-const CR4_OSXMMEXCPT: u64 = 1 << 10;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
-const EFER_NXE: u64 = 1 << 11;
-const RFLAGS_RESERVED: u64 = 1 << 1;
-/// x87 control word after FNINIT: all exceptions masked, 64-bit precision.
-const FPU_CONTROL_WORD: u16 = 0x37f;
-/// MXCSR reset value: all SSE exceptions masked.
-const MXCSR_DEFAULT: u32 = 0x1f80;
 
 /// Where the guest starts.
 #[derive(Debug, Clone, Copy)]
