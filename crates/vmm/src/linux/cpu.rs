@@ -1,7 +1,7 @@
 //! The vCPUs of a Linux guest: CPUID, MSRs, FPU, LAPIC, and the register state
 //! at the kernel's entry point (64-bit boot protocol or PVH).
 
-use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, CpuId, Msrs};
+use kvm_bindings::{kvm_fpu, kvm_regs, CpuId, Msrs};
 use kvm_ioctls::VcpuFd;
 
 use super::layout;
@@ -12,6 +12,7 @@ use crate::kvm::arch::regs::{
     MSR_IA32_SYSENTER_ESP, MSR_IA32_TSC, MSR_KERNEL_GS_BASE, MSR_LSTAR, MSR_STAR, MSR_SYSCALL_MASK,
     MXCSR_DEFAULT, RFLAGS_RESERVED,
 };
+use crate::kvm::arch::segment::{Descriptor, TYPE_TSS_BUSY};
 
 /// Which CPUID register a feature bit is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,55 +186,27 @@ const BOOT_CS: u16 = 0x10;
 const BOOT_DS: u16 = 0x18;
 const BOOT_TSS: u16 = 0x20;
 
-/// The boot GDT: null, null, code (64-bit for the Linux protocol, 32-bit for
-/// PVH), data, TSS. Flat segments; the kernel loads its own GDT at once.
-pub fn gdt(entry: BootEntry) -> [u64; 5] {
-    let code_flags = match entry {
-        BootEntry::Linux64 { .. } => 0xa09b, // L=1, D=0
-        BootEntry::Pvh { .. } => 0xc09b,     // D=1, G=1
+/// The boot GDT's code, data and TSS descriptors. Flat segments; the kernel loads
+/// its own GDT at once.
+fn boot_segments(entry: BootEntry) -> [Descriptor; 3] {
+    let code = match entry {
+        BootEntry::Linux64 { .. } => Descriptor::flat_code(0, true),
+        BootEntry::Pvh { .. } => Descriptor::flat_code(0, false),
     };
-    [
-        0,
-        0,
-        descriptor(code_flags, 0, 0xfffff),
-        descriptor(0xc093, 0, 0xfffff),
-        descriptor(0x808b, 0, 0xfffff),
-    ]
+    let tss = Descriptor {
+        type_: TYPE_TSS_BUSY,
+        code_or_data: false,
+        big: false,
+        ..Descriptor::flat_data(0)
+    };
+    [code, Descriptor::flat_data(0), tss]
 }
 
-fn descriptor(flags: u64, base: u64, limit: u64) -> u64 {
-    ((base & 0xff00_0000) << 32)
-        | ((flags & 0xf0ff) << 40)
-        | ((limit & 0xf_0000) << 32)
-        | ((base & 0x00ff_ffff) << 16)
-        | (limit & 0xffff)
-}
-
-fn segment(descriptor: u64, selector: u16) -> kvm_segment {
-    let flags = (descriptor >> 40) & 0xf0ff;
-    kvm_segment {
-        base: ((descriptor >> 16) & 0xff_ffff) | ((descriptor >> 32) & 0xff00_0000),
-        limit: {
-            let raw = ((descriptor >> 32) & 0xf_0000) | (descriptor & 0xffff);
-            // Granularity: 4 KiB units.
-            if flags & 0x8000 != 0 {
-                ((raw << 12) | 0xfff) as u32
-            } else {
-                raw as u32
-            }
-        },
-        selector,
-        type_: (flags & 0xf) as u8,
-        present: ((flags >> 7) & 1) as u8,
-        dpl: ((flags >> 5) & 3) as u8,
-        db: ((flags >> 14) & 1) as u8,
-        s: ((flags >> 4) & 1) as u8,
-        l: ((flags >> 13) & 1) as u8,
-        g: ((flags >> 15) & 1) as u8,
-        avl: ((flags >> 12) & 1) as u8,
-        unusable: 0,
-        padding: 0,
-    }
+/// The boot GDT: null, null, code (64-bit for the Linux protocol, 32-bit for
+/// PVH), data, TSS, at the selectors the boot protocol names.
+pub fn gdt(entry: BootEntry) -> [u64; 5] {
+    let [code, data, tss] = boot_segments(entry);
+    [0, 0, code.encode(), data.encode(), tss.encode()]
 }
 
 /// The identity map of the first 1 GiB the 64-bit boot protocol needs (2 MiB
@@ -324,9 +297,12 @@ fn set_lint(vcpu: &VcpuFd) -> Result<(), VmmError> {
 pub fn set_boot_registers(vcpu: &VcpuFd, entry: BootEntry) -> Result<(), VmmError> {
     let table = gdt(entry);
     let mut sregs = vcpu.get_sregs().map_err(kvm_op("KVM_GET_SREGS"))?;
-    let code = segment(table[usize::from(BOOT_CS / 8)], BOOT_CS);
-    let data = segment(table[usize::from(BOOT_DS / 8)], BOOT_DS);
-    let tss = segment(table[usize::from(BOOT_TSS / 8)], BOOT_TSS);
+    let [code, data, tss] = boot_segments(entry);
+    let (code, data, tss) = (
+        code.to_kvm(BOOT_CS),
+        data.to_kvm(BOOT_DS),
+        tss.to_kvm(BOOT_TSS),
+    );
     sregs.cs = code;
     sregs.ds = data;
     sregs.es = data;
@@ -368,6 +344,7 @@ pub fn set_boot_registers(vcpu: &VcpuFd, entry: BootEntry) -> Result<(), VmmErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kvm::arch::segment::decode;
     use kvm_bindings::kvm_cpuid_entry2;
 
     fn leaf(function: u32, index: u32) -> kvm_cpuid_entry2 {
@@ -428,15 +405,15 @@ mod tests {
     #[test]
     fn boot_segments_are_flat_and_of_the_right_mode() {
         let long = gdt(BootEntry::Linux64 { entry: 0 });
-        let cs = segment(long[2], BOOT_CS);
+        let cs = decode(long[2], BOOT_CS);
         assert_eq!((cs.l, cs.db, cs.present, cs.s, cs.type_), (1, 0, 1, 1, 0xb));
         assert_eq!((cs.base, cs.limit, cs.g), (0, 0xffff_ffff, 1));
-        let ds = segment(long[3], BOOT_DS);
+        let ds = decode(long[3], BOOT_DS);
         assert_eq!((ds.type_, ds.db, ds.limit), (0x3, 1, 0xffff_ffff));
         let pvh = gdt(BootEntry::Pvh { entry: 0 });
-        let cs = segment(pvh[2], BOOT_CS);
+        let cs = decode(pvh[2], BOOT_CS);
         assert_eq!((cs.l, cs.db), (0, 1));
-        let tr = segment(pvh[4], BOOT_TSS);
+        let tr = decode(pvh[4], BOOT_TSS);
         assert_eq!((tr.type_, tr.s), (0xb, 0));
     }
 
