@@ -6,6 +6,7 @@ use kvm_ioctls::VcpuFd;
 
 use super::layout;
 use crate::error::{kvm_op, VmmError};
+use crate::kvm::arch::paging::{self, PageTables, PagingError};
 use crate::kvm::arch::regs::{
     CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, FPU_CONTROL_WORD, MISC_ENABLE_FAST_STRING,
     MSR_CSTAR, MSR_IA32_MISC_ENABLE, MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_EIP,
@@ -210,22 +211,12 @@ pub fn gdt(entry: BootEntry) -> [u64; 5] {
 }
 
 /// The identity map of the first 1 GiB the 64-bit boot protocol needs (2 MiB
-/// pages): `(address, 4 KiB table)` for PML4, PDPT and PD.
-pub fn identity_page_tables() -> [(u64, Vec<u64>); 3] {
-    const PRESENT_WRITE: u64 = 0x3;
-    const HUGE: u64 = 0x80;
-    let mut pml4 = vec![0u64; 512];
-    pml4[0] = layout::PDPT_ADDR | PRESENT_WRITE;
-    let mut pdpt = vec![0u64; 512];
-    pdpt[0] = layout::PD_ADDR | PRESENT_WRITE;
-    let pd = (0..512u64)
-        .map(|i| (i << 21) | PRESENT_WRITE | HUGE)
-        .collect();
-    [
-        (layout::PML4_ADDR, pml4),
-        (layout::PDPT_ADDR, pdpt),
-        (layout::PD_ADDR, pd),
-    ]
+/// pages): PML4, PDPT and PD at [`layout::PML4_ADDR`] and the pages after it.
+pub fn identity_page_tables() -> Result<PageTables, PagingError> {
+    paging::kernel_identity(
+        layout::PML4_ADDR..layout::PAGE_TABLES_END,
+        layout::IDENTITY_MAPPED,
+    )
 }
 
 /// CPUID, MSRs, FPU and LAPIC of one vCPU; every vCPU gets these.
@@ -419,7 +410,7 @@ mod tests {
 
     #[test]
     fn the_identity_map_covers_the_first_gigabyte() {
-        let tables = identity_page_tables();
+        let tables = identity_page_tables().unwrap().pages;
         let pd = &tables[2].1;
         assert_eq!(pd[0] & !0xfff, 0);
         assert_eq!(pd[511] & !0xfff, 511 << 21);

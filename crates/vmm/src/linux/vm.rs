@@ -125,10 +125,7 @@ impl LinuxVm {
             .flat_map(|d| d.to_le_bytes())
             .collect();
         memory::write(&memory, layout::GDT_ADDR, &gdt)?;
-        for (addr, table) in cpu::identity_page_tables() {
-            let bytes: Vec<u8> = table.iter().flat_map(|e| e.to_le_bytes()).collect();
-            memory::write(&memory, addr, &bytes)?;
-        }
+        cpu::identity_page_tables()?.write(&memory)?;
         memory::write(&memory, layout::EBDA_START, &mptable::build(config.vcpus()))?;
 
         // Devices, each interrupt line an irqfd into the in-kernel irqchip.

@@ -20,7 +20,6 @@ use std::time::Instant;
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use lightvm_abi::{layout, Hypercall, HYPERCALL_PORT_BASE, HYPERCALL_PORT_COUNT, PLATFORM_KVM};
 use vm_memory::GuestMemoryMmap;
-use zerocopy::IntoBytes;
 
 use super::vm::KvmVm;
 use crate::config::VmConfig;
@@ -134,7 +133,7 @@ impl KvmShell {
             layout::LARGE_PAGE_SIZE,
             &mappings,
         )?;
-        write_tables(&self.parts.memory, &tables)?;
+        tables.write(&self.parts.memory)?;
         cpu::set_entry_state(
             &self.parts.vcpu,
             &EntryState {
@@ -176,7 +175,7 @@ impl KvmShell {
         let memory = &self.parts.memory;
         let heap_start = boot::heap_start(image);
         let tables = image_page_tables(image, self.tables_at, self.mem_size, heap_start)?;
-        write_tables(memory, &tables)?;
+        tables.write(memory)?;
         let facts = BootFacts {
             mem_size: self.mem_size,
             tsc_hz: self.tsc_hz,
@@ -243,13 +242,6 @@ fn image_page_tables(
         mappings.push(map(heap_start..fine_end, PageAccess::DATA));
     }
     Ok(paging::build(base, mem_size, fine_end, &mappings)?)
-}
-
-fn write_tables(memory: &GuestMemoryMmap, tables: &paging::PageTables) -> Result<(), VmmError> {
-    for (addr, entries) in &tables.pages {
-        memory::write(memory, *addr, entries.as_bytes())?;
-    }
-    Ok(())
 }
 
 /// The one page at `addr`.
