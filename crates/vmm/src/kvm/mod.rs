@@ -1,6 +1,8 @@
 //! What every KVM guest needs, unikernel or Linux: guest memory registered with
-//! KVM, and the x86-64 machine state (page tables, GDT, control registers) that a
-//! monitor writes because the guest cannot.
+//! KVM ([`memory`]), the x86-64 machine state (page tables, GDT, control
+//! registers) that a monitor writes because the guest cannot ([`arch`]), and the
+//! part of an exit loop that does not depend on the guest ([`vcpu`]).
 
 pub mod arch;
 pub mod memory;
+pub mod vcpu;

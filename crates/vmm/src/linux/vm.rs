@@ -27,6 +27,7 @@ use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::net::Net;
 use crate::error::{kvm_op, VmmError};
+use crate::kvm::vcpu::{self, Run};
 use crate::memory;
 use crate::report::{micros, CrashReport, RunReport, Timings, VmExit};
 use crate::timer;
@@ -320,13 +321,14 @@ fn write_obj<T: vm_memory::ByteValued>(
 fn vcpu_loop(mut vcpu: VcpuFd, devices: &Devices, stop: &AtomicBool, events: &mpsc::Sender<Event>) {
     while !stop.load(Ordering::SeqCst) {
         let mut crash_reason = None;
-        let verdict = match vcpu.run() {
-            Ok(VcpuExit::IoOut(port, data)) => io_out(devices, port, data),
-            Ok(VcpuExit::IoIn(port, data)) => {
+        let verdict = match vcpu::run(&mut vcpu) {
+            Ok(Run::Interrupted) => None,
+            Ok(Run::Exit(VcpuExit::IoOut(port, data))) => io_out(devices, port, data),
+            Ok(Run::Exit(VcpuExit::IoIn(port, data))) => {
                 io_in(devices, port, data);
                 None
             }
-            Ok(VcpuExit::MmioRead(addr, data)) => {
+            Ok(Run::Exit(VcpuExit::MmioRead(addr, data))) => {
                 data.fill(0);
                 if let Some((transport, offset)) = virtio_at(devices, addr) {
                     if let Ok(mut t) = transport.lock() {
@@ -335,7 +337,7 @@ fn vcpu_loop(mut vcpu: VcpuFd, devices: &Devices, stop: &AtomicBool, events: &mp
                 }
                 None
             }
-            Ok(VcpuExit::MmioWrite(addr, data)) => {
+            Ok(Run::Exit(VcpuExit::MmioWrite(addr, data))) => {
                 if let Some((transport, offset)) = virtio_at(devices, addr) {
                     if let Ok(mut t) = transport.lock() {
                         t.write(offset, data);
@@ -343,32 +345,27 @@ fn vcpu_loop(mut vcpu: VcpuFd, devices: &Devices, stop: &AtomicBool, events: &mp
                 }
                 None
             }
-            Ok(VcpuExit::Hlt) => Some(Event::Exit(VmExit::Exited {
+            Ok(Run::Exit(VcpuExit::Hlt)) => Some(Event::Exit(VmExit::Exited {
                 status: 0,
                 message: None,
             })),
-            Ok(VcpuExit::SystemEvent(..)) => Some(Event::Exit(VmExit::Exited {
+            Ok(Run::Exit(VcpuExit::SystemEvent(..))) => Some(Event::Exit(VmExit::Exited {
                 status: 0,
                 message: None,
             })),
-            Ok(VcpuExit::Shutdown) => {
+            Ok(Run::Exit(VcpuExit::Shutdown)) => {
                 crash_reason = Some("the guest triple-faulted (lightvm does not emulate a CPU reset; reboot with reboot=k)".to_owned());
                 None
             }
-            Ok(VcpuExit::InternalError) => {
+            Ok(Run::Exit(VcpuExit::InternalError)) => {
                 crash_reason = Some("KVM could not emulate an instruction (on hosts that emulate guest kernel mode, try --cpu-clear)".to_owned());
                 None
             }
-            Ok(VcpuExit::FailEntry(reason, _)) => Some(Event::Error(VmmError::Host {
-                op: "entering the guest",
-                source: std::io::Error::other(format!("hardware entry failure reason {reason:#x}")),
-            })),
-            Ok(other) => {
+            Ok(Run::Exit(other)) => {
                 crash_reason = Some(format!("unexpected VM exit {other:?}"));
                 None
             }
-            Err(error) if matches!(error.errno(), libc::EINTR | libc::EAGAIN) => None,
-            Err(error) => Some(Event::Error(kvm_op("KVM_RUN")(error))),
+            Err(error) => Some(Event::Error(error)),
         };
         let verdict = verdict.or_else(|| crash_reason.map(|reason| crash(&vcpu, &reason)));
         if let Some(event) = verdict {

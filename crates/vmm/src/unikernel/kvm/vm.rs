@@ -9,6 +9,7 @@ use lightvm_abi::Hypercall;
 
 use crate::error::{kvm_op, VmmError};
 use crate::kvm::arch::cpu::SYSCALL_TRAP;
+use crate::kvm::vcpu::{self, Run};
 use crate::platform::Platform;
 use crate::report::{
     describe_fault, describe_syscall, CrashReport, GuestRegisters, RunReport, VmExit,
@@ -54,8 +55,9 @@ impl KvmVm {
 
     /// Runs the vCPU to its next exit and handles it; `Some` when the VM is over.
     fn step(&mut self) -> Result<Option<VmExit>, VmmError> {
-        let exit = match self.vcpu.run() {
-            Ok(VcpuExit::IoOut(port, data)) => {
+        let exit = match vcpu::run(&mut self.vcpu)? {
+            Run::Interrupted => return Ok(self.core.timed_out()),
+            Run::Exit(VcpuExit::IoOut(port, data)) => {
                 let Some(call) = Hypercall::from_port(port) else {
                     let detail = if port == lightvm_abi::HYPERCALL_PORT_BASE + 15 {
                         "called the hypercall gate with an unknown hypercall number".to_owned()
@@ -72,34 +74,22 @@ impl KvmVm {
                     Err(AbiViolation(detail)) => VmExit::AbiViolation { detail },
                 }
             }
-            Ok(VcpuExit::IoIn(port, _)) => VmExit::AbiViolation {
+            Run::Exit(VcpuExit::IoIn(port, _)) => VmExit::AbiViolation {
                 detail: format!("read I/O port {port:#x}; unikernels have no port devices"),
             },
-            Ok(VcpuExit::MmioRead(addr, _) | VcpuExit::MmioWrite(addr, _)) => {
+            Run::Exit(VcpuExit::MmioRead(addr, _) | VcpuExit::MmioWrite(addr, _)) => {
                 VmExit::AbiViolation {
                     detail: format!("accessed {addr:#x}, outside guest memory"),
                 }
             }
-            Ok(VcpuExit::Shutdown) => VmExit::Crashed(self.crash_report(None)?),
-            Ok(VcpuExit::InternalError) => {
+            Run::Exit(VcpuExit::Shutdown) => VmExit::Crashed(self.crash_report(None)?),
+            Run::Exit(VcpuExit::InternalError) => {
                 VmExit::Crashed(self.crash_report(Some("KVM could not emulate an instruction"))?)
             }
-            Ok(VcpuExit::FailEntry(reason, _)) => {
-                return Err(VmmError::Host {
-                    op: "entering the guest",
-                    source: std::io::Error::other(format!(
-                        "hardware entry failure reason {reason:#x}"
-                    )),
-                })
-            }
-            Ok(other) => {
+            Run::Exit(other) => {
                 let reason = format!("unexpected VM exit {other:?}");
                 VmExit::Crashed(self.crash_report(Some(&reason))?)
             }
-            Err(error) if matches!(error.errno(), libc::EINTR | libc::EAGAIN) => {
-                return Ok(self.core.timed_out());
-            }
-            Err(error) => return Err(kvm_op("KVM_RUN")(error)),
         };
         Ok(Some(exit))
     }
