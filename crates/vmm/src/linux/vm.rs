@@ -27,9 +27,9 @@ use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::net::Net;
 use crate::error::{kvm_op, VmmError};
-use crate::kvm::vcpu::{self, Run};
+use crate::kvm::vcpu::{self, Run, Shown, VcpuRegisters};
 use crate::memory;
-use crate::report::{micros, CrashReport, RunReport, Timings, VmExit};
+use crate::report::{micros, RunReport, Timings, VmExit};
 use crate::timer;
 
 /// Devices shared by the vCPU threads.
@@ -434,32 +434,16 @@ fn virtio_at(devices: &Devices, addr: u64) -> Option<(&Arc<Mutex<MmioTransport>>
         .map(|t| (t, offset % layout::VIRTIO_MMIO_SIZE))
 }
 
+/// A crash, reported even when KVM cannot say more than `reason`.
 fn crash(vcpu: &VcpuFd, reason: &str) -> Event {
-    let regs = match (vcpu.get_regs(), vcpu.get_sregs()) {
-        (Ok(regs), Ok(sregs)) => vec![
-            ("rip", regs.rip),
-            ("rsp", regs.rsp),
-            ("rflags", regs.rflags),
-            ("cr0", sregs.cr0),
-            ("cr2", sregs.cr2),
-            ("cr3", sregs.cr3),
-            ("cr4", sregs.cr4),
-            ("efer", sregs.efer),
-            ("rax", regs.rax),
-            ("rbx", regs.rbx),
-            ("rcx", regs.rcx),
-            ("rdx", regs.rdx),
-            ("rsi", regs.rsi),
-            ("rdi", regs.rdi),
-        ],
-        _ => Vec::new(),
-    };
-    let vector = vcpu.get_vcpu_events().ok().map(|e| e.exception.nr);
-    Event::Exit(VmExit::Crashed(CrashReport {
-        reason: reason.to_owned(),
+    let registers = VcpuRegisters::read(vcpu).ok();
+    let vector = vcpu::exception_vector(vcpu).ok();
+    Event::Exit(VmExit::Crashed(vcpu::crash_report(
+        reason.to_owned(),
         vector,
-        registers: regs,
-    }))
+        registers.as_ref(),
+        Shown::Kernel,
+    )))
 }
 
 /// Delivers frames from a tap to its device: waits for the tap (or, while a frame

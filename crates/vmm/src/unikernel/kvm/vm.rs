@@ -7,13 +7,11 @@
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use lightvm_abi::Hypercall;
 
-use crate::error::{kvm_op, VmmError};
+use crate::error::VmmError;
 use crate::kvm::arch::cpu::SYSCALL_TRAP;
-use crate::kvm::vcpu::{self, Run};
+use crate::kvm::vcpu::{self, Run, Shown, VcpuRegisters};
 use crate::platform::Platform;
-use crate::report::{
-    describe_fault, describe_syscall, CrashReport, GuestRegisters, RunReport, VmExit,
-};
+use crate::report::{describe_fault, describe_syscall, CrashReport, RunReport, VmExit};
 use crate::unikernel::core::{Core, Flow};
 use crate::unikernel::guest::{violation, AbiViolation};
 
@@ -94,39 +92,24 @@ impl KvmVm {
         Ok(Some(exit))
     }
 
+    /// The report of a guest stopped by a fault, or by an exit no unikernel makes
+    /// (`reason`): a fault or `syscall` is named from the registers.
     fn crash_report(&self, reason: Option<&str>) -> Result<CrashReport, VmmError> {
-        let regs = self.vcpu.get_regs().map_err(kvm_op("KVM_GET_REGS"))?;
-        let sregs = self.vcpu.get_sregs().map_err(kvm_op("KVM_GET_SREGS"))?;
-        let events = self
-            .vcpu
-            .get_vcpu_events()
-            .map_err(kvm_op("KVM_GET_VCPU_EVENTS"))?;
-        // After a triple fault KVM leaves the last exception's vector here.
-        let vector = Some(events.exception.nr);
-        let registers = GuestRegisters {
-            rip: regs.rip,
-            rsp: regs.rsp,
-            rbp: regs.rbp,
-            rflags: regs.rflags,
-            cr2: sregs.cr2,
-            general: [
-                regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.r8, regs.r9,
-                regs.r10, regs.r11, regs.r12, regs.r13, regs.r14, regs.r15,
-            ],
-        };
+        let registers = VcpuRegisters::read(&self.vcpu)?;
+        let vector = Some(vcpu::exception_vector(&self.vcpu)?);
+        let regs = &registers.regs;
         let reason = match reason {
             Some(reason) => reason.to_owned(),
             // The number is still in rax: nothing ran after the `syscall`.
-            None if regs.rip == SYSCALL_TRAP => {
-                describe_syscall(Some(regs.rax as i64), registers.rcx())
-            }
-            None => describe_fault(vector, regs.rip, sregs.cr2),
+            None if regs.rip == SYSCALL_TRAP => describe_syscall(Some(regs.rax as i64), regs.rcx),
+            None => describe_fault(vector, regs.rip, registers.sregs.cr2),
         };
-        Ok(CrashReport {
+        Ok(vcpu::crash_report(
             reason,
             vector,
-            registers: registers.named(),
-        })
+            Some(&registers),
+            Shown::Unikernel,
+        ))
     }
 }
 
