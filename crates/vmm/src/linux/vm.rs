@@ -250,10 +250,7 @@ impl LinuxVm {
                 Err(mpsc::RecvTimeoutError::Timeout)
                     if deadline.is_some_and(|d| Instant::now() >= d) =>
                 {
-                    let after = self.timeout.unwrap_or_default();
-                    break Ok(VmExit::TimedOut {
-                        after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
-                    });
+                    break Ok(VmExit::timed_out(self.timeout.unwrap_or_default()));
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {

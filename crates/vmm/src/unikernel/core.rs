@@ -107,18 +107,12 @@ impl Core {
     /// The timeout's verdict, once the deadline has passed.
     pub fn timed_out(&self) -> Option<VmExit> {
         let (deadline, timeout) = self.deadline.zip(self.timeout)?;
-        (Instant::now() >= deadline).then(|| VmExit::TimedOut {
-            after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-        })
+        (Instant::now() >= deadline).then(|| VmExit::timed_out(timeout))
     }
 
     /// The verdict of a guest stopped by the deadline timer.
     pub fn timeout_exit(&self) -> VmExit {
-        VmExit::TimedOut {
-            after_ms: self
-                .timeout
-                .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-        }
+        VmExit::timed_out(self.timeout.unwrap_or_default())
     }
 
     /// Answers hypercall number `number` with its argument at `arg`. Nothing the
