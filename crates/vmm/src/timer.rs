@@ -6,6 +6,12 @@
 //! loop then sees that the deadline passed. The timer re-fires every millisecond
 //! after the deadline, so a signal that lands just before KVM_RUN is entered (and is
 //! therefore missed) is followed by another. No thread, no shared flag.
+//!
+//! The signal's handler is not installed here: it is the process platform's
+//! (`unikernel::process::signals`), which stops a process-platform guest on the
+//! kicked thread and does nothing on any other, so that one handler serves every
+//! guest in the process. Each run loop installs it before it arms a timer, and
+//! [`DeadlineTimer::arm`] refuses to arm one whose signal would kill the process.
 
 use std::time::Duration;
 
@@ -21,22 +27,20 @@ pub(crate) fn kick_signal() -> libc::c_int {
     SIGRTMIN() + 1
 }
 
-/// Installs the kick's handler. It is the process platform's signal handler, which
-/// stops a guest running on the kicked thread and does nothing otherwise: on kvm the
-/// signal's arrival alone is the point, as it makes `KVM_RUN` return.
-pub(crate) fn install_handler() -> Result<(), VmmError> {
-    crate::unikernel::process::signals::install_kick()
-}
-
 /// An armed per-thread timer; disarmed and deleted on drop.
 pub struct DeadlineTimer {
     id: libc::timer_t,
 }
 
 impl DeadlineTimer {
-    /// Arms a timer that interrupts the *calling* thread after `timeout`.
+    /// Arms a timer that interrupts the *calling* thread after `timeout`. The
+    /// kick's handler must be installed (see the module's documentation).
     pub fn arm(timeout: Duration) -> Result<Self, VmmError> {
-        install_handler()?;
+        if !kick_handled() {
+            return Err(VmmError::Internal(
+                "the deadline timer's signal has no handler",
+            ));
+        }
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
         // SAFETY: sigevent is plain data; all-zero is a valid starting value.
@@ -67,6 +71,17 @@ impl Drop for DeadlineTimer {
         // SAFETY: `self.id` was created by timer_create and is deleted exactly once.
         unsafe { libc::timer_delete(self.id) };
     }
+}
+
+/// Whether the kick signal has a handler: its default action would kill the
+/// process, and an ignored signal would interrupt nothing.
+fn kick_handled() -> bool {
+    // SAFETY: sigaction is plain data; all-zero is a valid value to overwrite.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: with a null new action sigaction only writes the current one into
+    // `current`, which is valid for the call.
+    let rc = unsafe { libc::sigaction(kick_signal(), std::ptr::null(), &mut current) };
+    rc == 0 && current.sa_sigaction != libc::SIG_DFL && current.sa_sigaction != libc::SIG_IGN
 }
 
 fn timespec(duration: Duration) -> libc::timespec {
@@ -113,6 +128,7 @@ mod tests {
 
     #[test]
     fn the_timer_interrupts_an_unbounded_wait() {
+        crate::unikernel::process::signals::install_kick().unwrap();
         let _timer = DeadlineTimer::arm(Duration::from_millis(20)).unwrap();
         let start = Instant::now();
         wait(None).unwrap();

@@ -14,6 +14,7 @@ use crate::platform::Platform;
 use crate::report::{describe_fault, describe_syscall, CrashReport, RunReport, VmExit};
 use crate::unikernel::core::{Core, Flow};
 use crate::unikernel::guest::{violation, AbiViolation};
+use crate::unikernel::process::signals;
 
 /// A loaded kvm VM, ready to run its guest.
 pub struct KvmVm {
@@ -41,7 +42,8 @@ impl KvmVm {
 
     /// Runs the guest until it exits, crashes, breaks the ABI or times out.
     pub fn run(mut self) -> Result<RunReport, VmmError> {
-        crate::timer::install_handler()?;
+        // The deadline timer's kick only has to make KVM_RUN return.
+        signals::install_kick()?;
         let _timer = self.core.arm_deadline()?;
         let exit = loop {
             if let Some(exit) = self.step()? {
