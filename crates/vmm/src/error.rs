@@ -31,9 +31,12 @@ pub enum VmmError {
         /// The errno.
         source: kvm_ioctls::Error,
     },
-    /// Guest memory could not be created or written.
+    /// Guest memory could not be created.
     #[error("guest memory: {0}")]
     Memory(String),
+    /// The monitor's data could not be written into guest memory.
+    #[error(transparent)]
+    GuestMemory(#[from] crate::memory::MemoryError),
     /// The page tables could not be built.
     #[error(transparent)]
     Paging(#[from] PagingError),

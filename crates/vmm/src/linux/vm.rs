@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::boot_params::{self, BootSpec};
@@ -107,19 +107,19 @@ impl LinuxVm {
             cmdline_len: cmdline.len(),
             initrd,
         };
-        write_obj(
+        memory::write_obj(
             &memory,
             layout::ZERO_PAGE_ADDR,
             boot_params::zero_page(&spec, kernel.setup_header),
         )?;
         if let BootEntry::Pvh { .. } = kernel.entry {
             let pvh = boot_params::pvh_start_info(&spec);
-            write_obj(&memory, layout::PVH_INFO_ADDR, pvh.start_info)?;
+            memory::write_obj(&memory, layout::PVH_INFO_ADDR, pvh.start_info)?;
             for (i, entry) in pvh.memmap.iter().enumerate() {
-                write_obj(&memory, layout::PVH_MEMMAP_ADDR + 24 * i as u64, *entry)?;
+                memory::write_obj(&memory, layout::PVH_MEMMAP_ADDR + 24 * i as u64, *entry)?;
             }
             for (i, module) in pvh.modules.iter().enumerate() {
-                write_obj(&memory, layout::PVH_MODLIST_ADDR + 32 * i as u64, *module)?;
+                memory::write_obj(&memory, layout::PVH_MODLIST_ADDR + 32 * i as u64, *module)?;
             }
         }
         let gdt: Vec<u8> = cpu::gdt(kernel.entry)
@@ -306,16 +306,6 @@ impl LinuxVm {
 
 fn image_error(error: LinuxImageError) -> VmmError {
     VmmError::LinuxImage(error)
-}
-
-fn write_obj<T: vm_memory::ByteValued>(
-    memory: &GuestMemoryMmap,
-    addr: u64,
-    value: T,
-) -> Result<(), VmmError> {
-    memory
-        .write_obj(value, GuestAddress(addr))
-        .map_err(|e| VmmError::Memory(format!("writing boot data at {addr:#x}: {e}")))
 }
 
 fn vcpu_loop(mut vcpu: VcpuFd, devices: &Devices, stop: &AtomicBool, events: &mpsc::Sender<Event>) {

@@ -9,7 +9,7 @@ use zerocopy::IntoBytes;
 
 use crate::error::VmmError;
 use crate::loader::UnikernelImage;
-use crate::memory;
+use crate::memory::{self, MemoryError};
 
 /// What the boot info says beyond the image and the command line.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +35,7 @@ pub fn write_boot_info(
     facts: &BootFacts,
     heap_start: u64,
     cmdline: &str,
-) -> Result<(), VmmError> {
+) -> Result<(), MemoryError> {
     let wall_clock_ns = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));

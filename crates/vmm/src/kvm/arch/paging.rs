@@ -15,8 +15,7 @@ use lightvm_abi::layout::{LARGE_PAGE_SIZE, MEM_MAX, PAGE_SIZE, PAGE_TABLES_ADDR,
 use vm_memory::GuestMemoryMmap;
 use zerocopy::IntoBytes;
 
-use crate::error::VmmError;
-use crate::memory;
+use crate::memory::{self, MemoryError};
 
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
@@ -140,7 +139,7 @@ pub struct PageTables {
 
 impl PageTables {
     /// Writes every table page at its guest address.
-    pub fn write(&self, memory: &GuestMemoryMmap) -> Result<(), VmmError> {
+    pub fn write(&self, memory: &GuestMemoryMmap) -> Result<(), MemoryError> {
         for (addr, entries) in &self.pages {
             memory::write(memory, *addr, entries.as_bytes())?;
         }
