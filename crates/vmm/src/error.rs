@@ -20,17 +20,9 @@ pub enum VmmError {
     /// The platform asked for cannot run on this host.
     #[error(transparent)]
     Unavailable(#[from] crate::platform::Unavailable),
-    /// `/dev/kvm` is missing or not accessible.
-    #[error("{}", kvm_open_message(.0))]
-    KvmUnavailable(kvm_ioctls::Error),
-    /// A KVM ioctl failed.
-    #[error("KVM call {op} failed: {source}")]
-    Kvm {
-        /// The ioctl.
-        op: &'static str,
-        /// The errno.
-        source: kvm_ioctls::Error,
-    },
+    /// KVM could not do what was asked of it.
+    #[error(transparent)]
+    Kvm(#[from] crate::kvm::KvmError),
     /// Guest memory could not be created.
     #[error("guest memory: {0}")]
     Memory(String),
@@ -51,17 +43,4 @@ pub enum VmmError {
     /// An invariant of the VMM itself was broken (a bug, never guest input).
     #[error("internal error: {0}")]
     Internal(&'static str),
-}
-
-fn kvm_open_message(error: &kvm_ioctls::Error) -> String {
-    match error.errno() {
-        libc::ENOENT => "/dev/kvm does not exist: this host has no KVM (enable hardware virtualization, or load kvm_intel / kvm_amd)".to_owned(),
-        libc::EACCES | libc::EPERM => "permission denied opening /dev/kvm: run as root or add your user to the kvm group".to_owned(),
-        _ => format!("cannot open /dev/kvm: {error}"),
-    }
-}
-
-/// Maps a failed ioctl to [`VmmError::Kvm`] naming it: `.map_err(kvm_op("KVM_RUN"))`.
-pub(crate) fn kvm_op(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
-    move |source| VmmError::Kvm { op, source }
 }

@@ -4,7 +4,7 @@
 use kvm_bindings::{kvm_regs, kvm_sregs};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
-use crate::error::{kvm_op, VmmError};
+use super::{kvm_op, KvmError};
 use crate::report::{CrashReport, GuestRegisters};
 
 /// How one `KVM_RUN` ended.
@@ -20,12 +20,9 @@ pub enum Run<'a> {
 
 /// Runs `vcpu` to its next exit. A hardware entry failure is an error, not an
 /// exit: the CPU refused the state the monitor set up, which no guest can cause.
-pub fn run(vcpu: &mut VcpuFd) -> Result<Run<'_>, VmmError> {
+pub fn run(vcpu: &mut VcpuFd) -> Result<Run<'_>, KvmError> {
     match vcpu.run() {
-        Ok(VcpuExit::FailEntry(reason, _)) => Err(VmmError::Host {
-            op: "entering the guest",
-            source: std::io::Error::other(format!("hardware entry failure reason {reason:#x}")),
-        }),
+        Ok(VcpuExit::FailEntry(reason, _)) => Err(KvmError::FailEntry { reason }),
         Ok(exit) => Ok(Run::Exit(exit)),
         Err(error) if matches!(error.errno(), libc::EINTR | libc::EAGAIN) => Ok(Run::Interrupted),
         Err(error) => Err(kvm_op("KVM_RUN")(error)),
@@ -53,7 +50,7 @@ pub struct VcpuRegisters {
 
 impl VcpuRegisters {
     /// Reads them (`KVM_GET_REGS`, `KVM_GET_SREGS`).
-    pub fn read(vcpu: &VcpuFd) -> Result<Self, VmmError> {
+    pub fn read(vcpu: &VcpuFd) -> Result<Self, KvmError> {
         Ok(Self {
             regs: vcpu.get_regs().map_err(kvm_op("KVM_GET_REGS"))?,
             sregs: vcpu.get_sregs().map_err(kvm_op("KVM_GET_SREGS"))?,
@@ -105,7 +102,7 @@ impl VcpuRegisters {
 /// The vector of the exception that stopped the guest: with no IDT every
 /// exception ends in a triple fault, after which KVM leaves the last exception's
 /// vector in the vCPU's events (`KVM_GET_VCPU_EVENTS`).
-pub fn exception_vector(vcpu: &VcpuFd) -> Result<u8, VmmError> {
+pub fn exception_vector(vcpu: &VcpuFd) -> Result<u8, KvmError> {
     let events = vcpu
         .get_vcpu_events()
         .map_err(kvm_op("KVM_GET_VCPU_EVENTS"))?;

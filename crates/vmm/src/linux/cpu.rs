@@ -5,7 +5,6 @@ use kvm_bindings::{kvm_fpu, kvm_regs, CpuId, Msrs};
 use kvm_ioctls::VcpuFd;
 
 use super::layout;
-use crate::error::{kvm_op, VmmError};
 use crate::kvm::arch::paging::{self, PageTables, PagingError};
 use crate::kvm::arch::regs::{
     CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, FPU_CONTROL_WORD, MISC_ENABLE_FAST_STRING,
@@ -14,6 +13,7 @@ use crate::kvm::arch::regs::{
     MXCSR_DEFAULT, RFLAGS_RESERVED,
 };
 use crate::kvm::arch::segment::{Descriptor, TYPE_TSS_BUSY};
+use crate::kvm::{kvm_op, KvmError};
 
 /// Which CPUID register a feature bit is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +226,7 @@ pub fn configure(
     index: u8,
     count: u8,
     clear: &[CpuFeature],
-) -> Result<(), VmmError> {
+) -> Result<(), KvmError> {
     let mut cpuid = supported.clone();
     patch_cpuid(cpuid.as_mut_slice(), index, count, clear);
     vcpu.set_cpuid2(&cpuid).map_err(kvm_op("KVM_SET_CPUID2"))?;
@@ -250,10 +250,10 @@ pub fn configure(
         ..Default::default()
     })
     .collect();
-    let msrs = Msrs::from_entries(&entries).map_err(|_| VmmError::Internal("MSR list"))?;
+    let msrs = Msrs::from_entries(&entries).map_err(|_| KvmError::Internal("MSR list"))?;
     let written = vcpu.set_msrs(&msrs).map_err(kvm_op("KVM_SET_MSRS"))?;
     if written != entries.len() {
-        return Err(VmmError::Internal("KVM refused a boot MSR"));
+        return Err(KvmError::Internal("KVM refused a boot MSR"));
     }
 
     let fpu = kvm_fpu {
@@ -266,7 +266,7 @@ pub fn configure(
 }
 
 /// LINT0 = ExtINT (the PIC), LINT1 = NMI, as a PC's BIOS leaves them.
-fn set_lint(vcpu: &VcpuFd) -> Result<(), VmmError> {
+fn set_lint(vcpu: &VcpuFd) -> Result<(), KvmError> {
     const APIC_LVT0: usize = 0x350;
     const APIC_LVT1: usize = 0x360;
     const MODE_EXTINT: u32 = 0x7;
@@ -285,7 +285,7 @@ fn set_lint(vcpu: &VcpuFd) -> Result<(), VmmError> {
 }
 
 /// Registers of the boot vCPU at the kernel's entry point.
-pub fn set_boot_registers(vcpu: &VcpuFd, entry: BootEntry) -> Result<(), VmmError> {
+pub fn set_boot_registers(vcpu: &VcpuFd, entry: BootEntry) -> Result<(), KvmError> {
     let table = gdt(entry);
     let mut sregs = vcpu.get_sregs().map_err(kvm_op("KVM_GET_SREGS"))?;
     let [code, data, tss] = boot_segments(entry);

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -26,7 +26,8 @@ use crate::devices::tap::Tap;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::net::Net;
-use crate::error::{kvm_op, VmmError};
+use crate::error::VmmError;
+use crate::kvm::kvm_op;
 use crate::kvm::vcpu::{self, Run, Shown, VcpuRegisters};
 use crate::memory;
 use crate::report::{micros, RunReport, Timings, VmExit};
@@ -71,7 +72,7 @@ impl LinuxVm {
     pub fn build(config: &LinuxVmConfig, console: Box<dyn Write + Send>) -> Result<Self, VmmError> {
         let started = Instant::now();
         let mem_size = config.mem_size();
-        let kvm = Kvm::new().map_err(VmmError::KvmUnavailable)?;
+        let kvm = crate::kvm::open()?;
         let vm = kvm.create_vm().map_err(kvm_op("KVM_CREATE_VM"))?;
         vm.set_tss_address(layout::KVM_TSS_ADDR)
             .map_err(kvm_op("KVM_SET_TSS_ADDR"))?;
@@ -355,7 +356,7 @@ fn vcpu_loop(mut vcpu: VcpuFd, devices: &Devices, stop: &AtomicBool, events: &mp
                 crash_reason = Some(format!("unexpected VM exit {other:?}"));
                 None
             }
-            Err(error) => Some(Event::Error(error)),
+            Err(error) => Some(Event::Error(error.into())),
         };
         let verdict = verdict.or_else(|| crash_reason.map(|reason| crash(&vcpu, &reason)));
         if let Some(event) = verdict {

@@ -8,7 +8,7 @@ use super::regs::{
     CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PAE, EFER_LMA,
     EFER_LME, EFER_NXE, FPU_CONTROL_WORD, MSR_LSTAR, MXCSR_DEFAULT, RFLAGS_RESERVED,
 };
-use crate::error::{kvm_op, VmmError};
+use crate::kvm::{kvm_op, KvmError};
 
 /// Where `syscall` lands: a canonical, never-mapped address. On our hosts `syscall`
 /// from CPL 3 enters CPL 0 at LSTAR even with EFER.SCE clear; LSTAR = 0 would make
@@ -34,7 +34,7 @@ pub struct EntryState {
 
 /// Sets the state that never changes between boots of a shell: FPU control words and
 /// the `syscall` trap. Done once, when the vCPU is created.
-pub fn set_static_state(vcpu: &VcpuFd) -> Result<(), VmmError> {
+pub fn set_static_state(vcpu: &VcpuFd) -> Result<(), KvmError> {
     let fpu = kvm_fpu {
         fcw: FPU_CONTROL_WORD,
         mxcsr: MXCSR_DEFAULT,
@@ -46,13 +46,13 @@ pub fn set_static_state(vcpu: &VcpuFd) -> Result<(), VmmError> {
         data: SYSCALL_TRAP,
         ..Default::default()
     }])
-    .map_err(|_| VmmError::Internal("MSR list does not fit"))?;
+    .map_err(|_| KvmError::Internal("MSR list does not fit"))?;
     vcpu.set_msrs(&msrs).map_err(kvm_op("KVM_SET_MSRS"))?;
     Ok(())
 }
 
 /// Puts the vCPU in 64-bit user mode at `state.entry`, with `state`'s page tables.
-pub fn set_entry_state(vcpu: &VcpuFd, state: &EntryState) -> Result<(), VmmError> {
+pub fn set_entry_state(vcpu: &VcpuFd, state: &EntryState) -> Result<(), KvmError> {
     let segments = gdt::segments(state.gdt_addr);
     let mut sregs = vcpu.get_sregs().map_err(kvm_op("KVM_GET_SREGS"))?;
     sregs.cs = segments.code;

@@ -17,16 +17,17 @@
 use std::io::Write;
 use std::time::Instant;
 
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use lightvm_abi::{layout, Hypercall, HYPERCALL_PORT_BASE, HYPERCALL_PORT_COUNT, PLATFORM_KVM};
 use vm_memory::GuestMemoryMmap;
 
 use super::vm::KvmVm;
 use crate::config::VmConfig;
-use crate::error::{kvm_op, VmmError};
+use crate::error::VmmError;
 use crate::kvm::arch::cpu::{self, EntryState};
 use crate::kvm::arch::gdt;
 use crate::kvm::arch::paging::{self, Mapping, PageAccess};
+use crate::kvm::kvm_op;
 use crate::loader::UnikernelImage;
 use crate::memory;
 use crate::report::Timings;
@@ -78,7 +79,7 @@ impl KvmShell {
     /// machine state. `mem_size` must be valid for [`VmConfig`].
     pub fn create(mem_size: u64) -> Result<Self, VmmError> {
         VmConfig::check_mem_size(mem_size)?;
-        let kvm = Kvm::new().map_err(VmmError::KvmUnavailable)?;
+        let kvm = crate::kvm::open()?;
         let vm = kvm.create_vm().map_err(kvm_op("KVM_CREATE_VM"))?;
         let memory = crate::kvm::memory::create(&vm, mem_size)?;
         let vcpu = vm.create_vcpu(0).map_err(kvm_op("KVM_CREATE_VCPU"))?;
@@ -154,7 +155,7 @@ impl KvmShell {
                     )),
                 })
             }
-            Err(error) => return Err(kvm_op("KVM_RUN")(error)),
+            Err(error) => return Err(kvm_op("KVM_RUN")(error).into()),
         }
         self.tables_at = tables.end;
         self.warmed = true;
