@@ -29,6 +29,9 @@ pub enum VmmError {
     /// The monitor's data could not be written into guest memory.
     #[error(transparent)]
     GuestMemory(#[from] crate::memory::MemoryError),
+    /// The deadline timer could not be armed.
+    #[error(transparent)]
+    Timer(#[from] crate::timer::TimerError),
     /// The page tables could not be built.
     #[error(transparent)]
     Paging(#[from] PagingError),
@@ -43,4 +46,33 @@ pub enum VmmError {
     /// An invariant of the VMM itself was broken (a bug, never guest input).
     #[error("internal error: {0}")]
     Internal(&'static str),
+}
+
+impl From<HostError> for VmmError {
+    fn from(error: HostError) -> Self {
+        VmmError::Host {
+            op: error.op,
+            source: error.source,
+        }
+    }
+}
+
+/// A host system call failed: what the monitor was doing, and the OS's error.
+#[derive(Debug, thiserror::Error)]
+#[error("{op}: {source}")]
+pub struct HostError {
+    /// What was being done.
+    pub op: &'static str,
+    /// The OS error.
+    pub source: std::io::Error,
+}
+
+impl HostError {
+    /// The error of the system call that just failed (from `errno`).
+    pub fn last_os_error(op: &'static str) -> Self {
+        Self {
+            op,
+            source: std::io::Error::last_os_error(),
+        }
+    }
 }

@@ -17,7 +17,19 @@ use std::time::Duration;
 
 use vmm_sys_util::signal::SIGRTMIN;
 
-use crate::error::VmmError;
+use crate::error::HostError;
+
+/// Why a deadline timer could not be armed.
+#[derive(Debug, thiserror::Error)]
+pub enum TimerError {
+    /// The timer could not be created or set.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// Its signal has no handler yet, so it would kill the process (a bug of the
+    /// run loop, never guest input).
+    #[error("internal error: the deadline timer's signal has no handler")]
+    NoHandler,
+}
 
 /// Re-fire period after the deadline.
 const REPEAT: Duration = Duration::from_millis(1);
@@ -35,11 +47,9 @@ pub struct DeadlineTimer {
 impl DeadlineTimer {
     /// Arms a timer that interrupts the *calling* thread after `timeout`. The
     /// kick's handler must be installed (see the module's documentation).
-    pub fn arm(timeout: Duration) -> Result<Self, VmmError> {
+    pub fn arm(timeout: Duration) -> Result<Self, TimerError> {
         if !kick_handled() {
-            return Err(VmmError::Internal(
-                "the deadline timer's signal has no handler",
-            ));
+            return Err(TimerError::NoHandler);
         }
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
@@ -51,7 +61,7 @@ impl DeadlineTimer {
         let mut id: libc::timer_t = std::ptr::null_mut();
         // SAFETY: `event` and `id` are valid for the call; the kernel writes `id`.
         if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut id) } != 0 {
-            return Err(host_error("timer_create"));
+            return Err(HostError::last_os_error("timer_create").into());
         }
         let timer = Self { id };
         let spec = libc::itimerspec {
@@ -60,7 +70,7 @@ impl DeadlineTimer {
         };
         // SAFETY: `timer.id` is the timer just created; `spec` is valid.
         if unsafe { libc::timer_settime(timer.id, 0, &spec, std::ptr::null_mut()) } != 0 {
-            return Err(host_error("timer_settime"));
+            return Err(HostError::last_os_error("timer_settime").into());
         }
         Ok(timer)
     }
@@ -91,17 +101,10 @@ fn timespec(duration: Duration) -> libc::timespec {
     }
 }
 
-fn host_error(op: &'static str) -> VmmError {
-    VmmError::Host {
-        op,
-        source: std::io::Error::last_os_error(),
-    }
-}
-
 /// Sleeps up to `timeout` (forever if `None`), returning early when a signal — the
 /// deadline timer — arrives. The `poll` hypercall waits here; devices will add their
 /// file descriptors to this wait.
-pub fn wait(timeout: Option<Duration>) -> Result<(), VmmError> {
+pub fn wait(timeout: Option<Duration>) -> Result<(), HostError> {
     let spec = timeout.map(timespec);
     let spec_ptr = spec
         .as_ref()
@@ -112,7 +115,7 @@ pub fn wait(timeout: Option<Duration>) -> Result<(), VmmError> {
     if rc < 0 {
         let error = std::io::Error::last_os_error();
         if error.raw_os_error() != Some(libc::EINTR) {
-            return Err(VmmError::Host {
+            return Err(HostError {
                 op: "waiting in the poll hypercall",
                 source: error,
             });
