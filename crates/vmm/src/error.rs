@@ -29,6 +29,9 @@ pub enum VmmError {
     /// The monitor's data could not be written into guest memory.
     #[error(transparent)]
     GuestMemory(#[from] crate::memory::MemoryError),
+    /// The image could not be put in guest memory.
+    #[error(transparent)]
+    Boot(#[from] crate::unikernel::boot::BootError),
     /// The deadline timer could not be armed.
     #[error(transparent)]
     Timer(#[from] crate::timer::TimerError),
