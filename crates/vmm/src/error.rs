@@ -1,64 +1,10 @@
-//! The VMM's host-side failures. A misbehaving guest is *not* an error: it is a
-//! [`crate::VmExit`], because the VMM handled it correctly.
-
-use crate::config::ConfigError;
-use crate::kvm::arch::paging::PagingError;
-use crate::loader::ImageError;
-
-/// Why a VM could not be built or run.
-#[derive(Debug, thiserror::Error)]
-pub enum VmmError {
-    /// The request was invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The image was refused.
-    #[error(transparent)]
-    Image(#[from] ImageError),
-    /// A Linux kernel or initrd was refused.
-    #[error(transparent)]
-    LinuxImage(#[from] crate::linux::LinuxImageError),
-    /// The platform asked for cannot run on this host.
-    #[error(transparent)]
-    Unavailable(#[from] crate::platform::Unavailable),
-    /// KVM could not do what was asked of it.
-    #[error(transparent)]
-    Kvm(#[from] crate::kvm::KvmError),
-    /// Guest memory could not be created.
-    #[error("guest memory: {0}")]
-    Memory(String),
-    /// The monitor's data could not be written into guest memory.
-    #[error(transparent)]
-    GuestMemory(#[from] crate::memory::MemoryError),
-    /// The image could not be put in guest memory.
-    #[error(transparent)]
-    Boot(#[from] crate::unikernel::boot::BootError),
-    /// The deadline timer could not be armed.
-    #[error(transparent)]
-    Timer(#[from] crate::timer::TimerError),
-    /// The page tables could not be built.
-    #[error(transparent)]
-    Paging(#[from] PagingError),
-    /// A host system call failed.
-    #[error("{op}: {source}")]
-    Host {
-        /// What was being done.
-        op: &'static str,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// An invariant of the VMM itself was broken (a bug, never guest input).
-    #[error("internal error: {0}")]
-    Internal(&'static str),
-}
-
-impl From<HostError> for VmmError {
-    fn from(error: HostError) -> Self {
-        VmmError::Host {
-            op: error.op,
-            source: error.source,
-        }
-    }
-}
+//! The one error every part below the builders shares: a failed host system call.
+//!
+//! Each part has its own small error ([`crate::memory::MemoryError`],
+//! [`crate::kvm::KvmError`], [`crate::timer::TimerError`], …), and each builder one
+//! error at the top of its room that wraps them ([`crate::UnikernelError`],
+//! [`crate::LinuxVmError`]). This module imports nothing of the crate, so any part
+//! may use it without making an import circle.
 
 /// A host system call failed: what the monitor was doing, and the OS's error.
 #[derive(Debug, thiserror::Error)]

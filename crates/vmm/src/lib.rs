@@ -27,10 +27,10 @@ pub mod timer;
 pub mod unikernel;
 
 pub use config::{parse_mem_size, ConfigError, VmConfig};
-pub use error::VmmError;
-pub use linux::{LinuxVm, LinuxVmConfig};
+pub use error::HostError;
+pub use linux::{LinuxVm, LinuxVmConfig, LinuxVmError};
 pub use loader::{ImageError, UnikernelImage};
 pub use platform::{Platform, Unavailable};
 pub use report::{CrashReport, RunReport, Timings, VmExit};
 pub use unikernel::devices::{DiskConfig, NetConfig};
-pub use unikernel::{BootListener, SandboxPolicy, Shell, Vm};
+pub use unikernel::{BootListener, SandboxPolicy, Shell, UnikernelError, Vm};

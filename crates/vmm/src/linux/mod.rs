@@ -9,6 +9,7 @@
 pub mod boot_params;
 pub mod config;
 pub mod cpu;
+pub mod error;
 pub mod layout;
 pub mod loader;
 pub mod mptable;
@@ -18,5 +19,6 @@ pub use config::{
     DiskConfig, LinuxConfigError, LinuxVmConfig, LinuxVmSpec, NetConfig, DEFAULT_CMDLINE,
 };
 pub use cpu::{BootEntry, CpuFeature, UnknownCpuFeature};
+pub use error::LinuxVmError;
 pub use loader::LinuxImageError;
 pub use vm::LinuxVm;

@@ -16,7 +16,8 @@ use vmm_sys_util::eventfd::EventFd;
 use super::boot_params::{self, BootSpec};
 use super::config::{virtio_slot, LinuxVmConfig};
 use super::cpu::{self, BootEntry};
-use super::loader::{self, LinuxImageError};
+use super::error::LinuxVmError;
+use super::loader;
 use super::{layout, mptable};
 use crate::console::Console;
 use crate::devices::boot_timer::{self, BootTimer};
@@ -26,7 +27,7 @@ use crate::devices::tap::Tap;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::net::Net;
-use crate::error::VmmError;
+use crate::error::HostError;
 use crate::kvm::kvm_op;
 use crate::kvm::vcpu::{self, Run, Shown, VcpuRegisters};
 use crate::memory;
@@ -45,7 +46,7 @@ struct Devices {
 /// What a vCPU thread tells the run loop.
 enum Event {
     Exit(VmExit),
-    Error(VmmError),
+    Error(LinuxVmError),
 }
 
 /// A built Linux VM.
@@ -62,14 +63,17 @@ pub struct LinuxVm {
     timings: Timings,
 }
 
-fn host(op: &'static str) -> impl FnOnce(std::io::Error) -> VmmError {
-    move |source| VmmError::Host { op, source }
+fn host(op: &'static str) -> impl FnOnce(std::io::Error) -> HostError {
+    move |source| HostError { op, source }
 }
 
 impl LinuxVm {
     /// Loads the kernel and initrd, and prepares the VM. Console output goes to
     /// `console`.
-    pub fn build(config: &LinuxVmConfig, console: Box<dyn Write + Send>) -> Result<Self, VmmError> {
+    pub fn build(
+        config: &LinuxVmConfig,
+        console: Box<dyn Write + Send>,
+    ) -> Result<Self, LinuxVmError> {
         let started = Instant::now();
         let mem_size = config.mem_size();
         let kvm = crate::kvm::open()?;
@@ -84,12 +88,10 @@ impl LinuxVm {
         vm.create_pit2(pit).map_err(kvm_op("KVM_CREATE_PIT2"))?;
         let memory = crate::kvm::memory::create(&vm, mem_size)?;
 
-        let kernel =
-            loader::load_kernel(config.kernel(), &memory, mem_size).map_err(image_error)?;
+        let kernel = loader::load_kernel(config.kernel(), &memory, mem_size)?;
         let initrd = match config.initrd() {
             Some(path) => {
-                let (bytes, placement) =
-                    loader::read_initrd(path, &kernel, mem_size).map_err(image_error)?;
+                let (bytes, placement) = loader::read_initrd(path, &kernel, mem_size)?;
                 memory::write(&memory, placement.addr, &bytes)?;
                 Some(placement)
             }
@@ -132,7 +134,7 @@ impl LinuxVm {
         memory::write(&memory, layout::EBDA_START, &mptable::build(config.vcpus()))?;
 
         // Devices, each interrupt line an irqfd into the in-kernel irqchip.
-        let irqfd = |gsi: u32| -> Result<EventFd, VmmError> {
+        let irqfd = |gsi: u32| -> Result<EventFd, LinuxVmError> {
             let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(host("eventfd"))?;
             vm.register_irqfd(&fd, gsi).map_err(kvm_op("KVM_IRQFD"))?;
             Ok(fd)
@@ -142,14 +144,13 @@ impl LinuxVm {
         let mut taps = Vec::new();
         let mut tap_files = Vec::new();
         for disk in config.disks() {
-            let block =
-                Block::open(&disk.path, disk.read_only).map_err(|source| VmmError::Host {
-                    op: "opening a --disk image",
-                    source: std::io::Error::new(
-                        source.kind(),
-                        format!("{}: {source}", disk.path.display()),
-                    ),
-                })?;
+            let block = Block::open(&disk.path, disk.read_only).map_err(|source| HostError {
+                op: "opening a --disk image",
+                source: std::io::Error::new(
+                    source.kind(),
+                    format!("{}: {source}", disk.path.display()),
+                ),
+            })?;
             let (_, irq) = virtio_slot(virtio.len());
             virtio.push(Arc::new(Mutex::new(MmioTransport::new(
                 Box::new(block),
@@ -159,7 +160,7 @@ impl LinuxVm {
         }
         for net in config.nets() {
             let open = || Tap::open(&net.tap);
-            let tap = open().map_err(|source| VmmError::Host {
+            let tap = open().map_err(|source| HostError {
                 op: "opening a --net tap",
                 source: std::io::Error::new(source.kind(), format!("tap {}: {source}", net.tap)),
             })?;
@@ -215,7 +216,7 @@ impl LinuxVm {
     }
 
     /// Runs the guest until it resets, crashes or times out.
-    pub fn run(mut self) -> Result<RunReport, VmmError> {
+    pub fn run(mut self) -> Result<RunReport, LinuxVmError> {
         // A kick only has to make KVM_RUN return; the handler is the one every
         // guest in the process shares (see `crate::timer`).
         signals::install_kick()?;
@@ -258,7 +259,7 @@ impl LinuxVm {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    break Err(VmmError::Internal(
+                    break Err(LinuxVmError::Internal(
                         "every vCPU thread ended without a verdict",
                     ))
                 }
@@ -303,10 +304,6 @@ impl LinuxVm {
             console_dropped: dropped,
         })
     }
-}
-
-fn image_error(error: LinuxImageError) -> VmmError {
-    VmmError::LinuxImage(error)
 }
 
 fn vcpu_loop(mut vcpu: VcpuFd, devices: &Devices, stop: &AtomicBool, events: &mpsc::Sender<Event>) {

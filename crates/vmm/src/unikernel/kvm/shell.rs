@@ -23,7 +23,6 @@ use vm_memory::GuestMemoryMmap;
 
 use super::vm::KvmVm;
 use crate::config::VmConfig;
-use crate::error::VmmError;
 use crate::kvm::arch::cpu::{self, EntryState};
 use crate::kvm::arch::gdt;
 use crate::kvm::arch::paging::{self, Mapping, PageAccess};
@@ -34,6 +33,7 @@ use crate::report::Timings;
 use crate::unikernel::boot::{self, BootFacts};
 use crate::unikernel::core::Core;
 use crate::unikernel::devices::Devices;
+use crate::unikernel::error::UnikernelError;
 use crate::unikernel::guest::{self, Ownership};
 
 /// The gate stub at [`layout::KVM_GATE_ADDR`]: `gate(call: rdi, arg: rsi)` becomes
@@ -77,7 +77,7 @@ pub(crate) struct ShellParts {
 impl KvmShell {
     /// Creates the VM, its memory and its vCPU, and writes the image-independent
     /// machine state. `mem_size` must be valid for [`VmConfig`].
-    pub fn create(mem_size: u64) -> Result<Self, VmmError> {
+    pub fn create(mem_size: u64) -> Result<Self, UnikernelError> {
         VmConfig::check_mem_size(mem_size)?;
         let kvm = crate::kvm::open()?;
         let vm = kvm.create_vm().map_err(kvm_op("KVM_CREATE_VM"))?;
@@ -113,7 +113,7 @@ impl KvmShell {
     /// Runs the vCPU once through a parking stub — `out` to the boot-done port, in
     /// its own page with its own page tables — so that the first-run costs of KVM
     /// are paid now rather than when a guest is started.
-    pub fn warm(&mut self) -> Result<(), VmmError> {
+    pub fn warm(&mut self) -> Result<(), UnikernelError> {
         if self.warmed {
             return Ok(());
         }
@@ -148,7 +148,7 @@ impl KvmShell {
         match self.parts.vcpu.run() {
             Ok(VcpuExit::IoOut(port, _)) if port == Hypercall::BootDone.port() => {}
             Ok(other) => {
-                return Err(VmmError::Host {
+                return Err(UnikernelError::Host {
                     op: "warming a shell",
                     source: std::io::Error::other(format!(
                         "the parking stub stopped with {other:?}"
@@ -172,7 +172,7 @@ impl KvmShell {
         config: &VmConfig,
         console: Box<dyn Write + Send>,
         (started, image_loaded): (Instant, std::time::Duration),
-    ) -> Result<KvmVm, VmmError> {
+    ) -> Result<KvmVm, UnikernelError> {
         let memory = &self.parts.memory;
         let heap_start = boot::heap_start(image);
         let tables = image_page_tables(image, self.tables_at, self.mem_size, heap_start)?;
@@ -217,7 +217,7 @@ fn image_page_tables(
     base: u64,
     mem_size: u64,
     heap_start: u64,
-) -> Result<paging::PageTables, VmmError> {
+) -> Result<paging::PageTables, UnikernelError> {
     let fine_end = image
         .end()
         .max(layout::IMAGE_MIN_ADDR)

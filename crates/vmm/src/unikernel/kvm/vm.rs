@@ -7,12 +7,12 @@
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use lightvm_abi::Hypercall;
 
-use crate::error::VmmError;
 use crate::kvm::arch::cpu::SYSCALL_TRAP;
 use crate::kvm::vcpu::{self, Run, Shown, VcpuRegisters};
 use crate::platform::Platform;
 use crate::report::{describe_fault, describe_syscall, CrashReport, RunReport, VmExit};
 use crate::unikernel::core::{Core, Flow};
+use crate::unikernel::error::UnikernelError;
 use crate::unikernel::guest::{violation, AbiViolation};
 use crate::unikernel::process::signals;
 
@@ -41,7 +41,7 @@ impl KvmVm {
     }
 
     /// Runs the guest until it exits, crashes, breaks the ABI or times out.
-    pub fn run(mut self) -> Result<RunReport, VmmError> {
+    pub fn run(mut self) -> Result<RunReport, UnikernelError> {
         // The deadline timer's kick only has to make KVM_RUN return.
         signals::install_kick()?;
         let _timer = self.core.arm_deadline()?;
@@ -54,7 +54,7 @@ impl KvmVm {
     }
 
     /// Runs the vCPU to its next exit and handles it; `Some` when the VM is over.
-    fn step(&mut self) -> Result<Option<VmExit>, VmmError> {
+    fn step(&mut self) -> Result<Option<VmExit>, UnikernelError> {
         let exit = match vcpu::run(&mut self.vcpu)? {
             Run::Interrupted => return Ok(self.core.timed_out()),
             Run::Exit(VcpuExit::IoOut(port, data)) => {
@@ -96,7 +96,7 @@ impl KvmVm {
 
     /// The report of a guest stopped by a fault, or by an exit no unikernel makes
     /// (`reason`): a fault or `syscall` is named from the registers.
-    fn crash_report(&self, reason: Option<&str>) -> Result<CrashReport, VmmError> {
+    fn crash_report(&self, reason: Option<&str>) -> Result<CrashReport, UnikernelError> {
         let registers = VcpuRegisters::read(&self.vcpu)?;
         let vector = Some(vcpu::exception_vector(&self.vcpu)?);
         let regs = &registers.regs;
