@@ -4,7 +4,8 @@
 //! Flow: [`LinuxVmConfig`] (validated) → [`LinuxVm::build`] (KVM VM with in-kernel
 //! irqchip and PIT, memory, kernel and initrd, boot parameters, vCPUs, devices) →
 //! [`LinuxVm::run`] (one thread per vCPU; ends on a guest reset, a crash, a host
-//! error or the timeout) → [`crate::RunReport`].
+//! error or the timeout) → [`crate::RunReport`]. Both fail with a
+//! [`LinuxVmError`].
 
 pub mod boot_params;
 pub mod config;

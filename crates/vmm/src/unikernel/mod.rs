@@ -5,7 +5,9 @@
 //!   (checked access to guest memory), [`boot`] (boot info and image loading) and
 //!   [`devices`] (the network and disk backends and their wait);
 //! * [`kvm`]: a KVM VM; hypercalls arrive as `out` exits;
-//! * [`process`]: a sandboxed host process; hypercalls arrive as calls of the gate.
+//! * [`process`]: a sandboxed host process; hypercalls arrive as calls of the gate;
+//! * [`error`]: what building, booting or running a unikernel fails with, on either
+//!   platform.
 //!
 //! A request flows one way: [`VmConfig`] (validated) → [`Shell`] (prepared ahead of
 //! time, or cold by [`Vm::build`]) → [`Shell::boot`] (image, boot state) →
