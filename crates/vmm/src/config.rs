@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lightvm_abi::{layout, limits};
 
-use crate::unikernel::devices::{DiskConfig, NetConfig};
+use crate::devices::config::{DiskConfig, NetConfig};
 
 /// A validated request to run one unikernel.
 #[derive(Debug, Clone)]

@@ -1,64 +1,27 @@
-//! The VMM's host-side failures. A misbehaving guest is *not* an error: it is a
-//! [`crate::VmExit`], because the VMM handled it correctly.
+//! The one error every part below the builders shares: a failed host system call.
+//!
+//! Each part has its own small error ([`crate::memory::MemoryError`],
+//! [`crate::kvm::KvmError`], [`crate::timer::TimerError`], …), and each builder one
+//! error at the top of its room that wraps them ([`crate::UnikernelError`],
+//! [`crate::LinuxVmError`]). This module imports nothing of the crate, so any part
+//! may use it without making an import circle.
 
-use crate::config::ConfigError;
-use crate::kvm::arch::paging::PagingError;
-use crate::loader::ImageError;
-
-/// Why a VM could not be built or run.
+/// A host system call failed: what the monitor was doing, and the OS's error.
 #[derive(Debug, thiserror::Error)]
-pub enum VmmError {
-    /// The request was invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The image was refused.
-    #[error(transparent)]
-    Image(#[from] ImageError),
-    /// A Linux kernel or initrd was refused.
-    #[error(transparent)]
-    LinuxImage(#[from] crate::linux::LinuxImageError),
-    /// The platform asked for cannot run on this host.
-    #[error(transparent)]
-    Unavailable(#[from] crate::platform::Unavailable),
-    /// `/dev/kvm` is missing or not accessible.
-    #[error("{}", kvm_open_message(.0))]
-    KvmUnavailable(kvm_ioctls::Error),
-    /// A KVM ioctl failed.
-    #[error("KVM call {op} failed: {source}")]
-    Kvm {
-        /// The ioctl.
-        op: &'static str,
-        /// The errno.
-        source: kvm_ioctls::Error,
-    },
-    /// Guest memory could not be created or written.
-    #[error("guest memory: {0}")]
-    Memory(String),
-    /// The page tables could not be built.
-    #[error(transparent)]
-    Paging(#[from] PagingError),
-    /// A host system call failed.
-    #[error("{op}: {source}")]
-    Host {
-        /// What was being done.
-        op: &'static str,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// An invariant of the VMM itself was broken (a bug, never guest input).
-    #[error("internal error: {0}")]
-    Internal(&'static str),
+#[error("{op}: {source}")]
+pub struct HostError {
+    /// What was being done.
+    pub op: &'static str,
+    /// The OS error.
+    pub source: std::io::Error,
 }
 
-fn kvm_open_message(error: &kvm_ioctls::Error) -> String {
-    match error.errno() {
-        libc::ENOENT => "/dev/kvm does not exist: this host has no KVM (enable hardware virtualization, or load kvm_intel / kvm_amd)".to_owned(),
-        libc::EACCES | libc::EPERM => "permission denied opening /dev/kvm: run as root or add your user to the kvm group".to_owned(),
-        _ => format!("cannot open /dev/kvm: {error}"),
+impl HostError {
+    /// The error of the system call that just failed (from `errno`).
+    pub fn last_os_error(op: &'static str) -> Self {
+        Self {
+            op,
+            source: std::io::Error::last_os_error(),
+        }
     }
-}
-
-/// Maps a failed ioctl to [`VmmError::Kvm`] naming it: `.map_err(kvm_op("KVM_RUN"))`.
-pub(crate) fn kvm_op(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
-    move |source| VmmError::Kvm { op, source }
 }

@@ -5,8 +5,12 @@
 //!   hypercall core and one set of device backends;
 //! * [`linux`]: Linux microVMs on KVM;
 //! * [`kvm`]: the KVM machinery both KVM users share (memory slots, page tables,
-//!   GDT, registers);
+//!   GDT, registers, the vCPU run step and crash dump);
 //! * [`devices`]: the Linux guests' devices and the host tap both kinds use.
+//!
+//! Each part below the builders fails with its own small error; each builder with
+//! one error at the top of its room that wraps them: [`UnikernelError`] and
+//! [`LinuxVmError`]. No part imports an error that imports it back.
 //!
 //! A request flows one way: [`VmConfig`] (validated user input) → a [`Shell`]
 //! (prepared ahead of time, or cold by [`Vm::build`]) → [`Shell::boot`] (image, boot
@@ -27,10 +31,10 @@ pub mod timer;
 pub mod unikernel;
 
 pub use config::{parse_mem_size, ConfigError, VmConfig};
-pub use error::VmmError;
-pub use linux::{LinuxVm, LinuxVmConfig};
+pub use error::HostError;
+pub use linux::{LinuxVm, LinuxVmConfig, LinuxVmError};
 pub use loader::{ImageError, UnikernelImage};
 pub use platform::{Platform, Unavailable};
 pub use report::{CrashReport, RunReport, Timings, VmExit};
 pub use unikernel::devices::{DiskConfig, NetConfig};
-pub use unikernel::{BootListener, SandboxPolicy, Shell, Vm};
+pub use unikernel::{BootListener, SandboxPolicy, Shell, UnikernelError, Vm};

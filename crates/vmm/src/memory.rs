@@ -1,15 +1,62 @@
 //! Writing the monitor's own data into guest memory, on every platform: the boot
 //! state it builds and the image it loads.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
-use crate::error::VmmError;
+/// Why the monitor could not put its data in guest memory: a VMM bug or a layout
+/// that does not fit the memory size, never the guest's doing.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// Bytes did not fit where they were to go.
+    #[error("guest memory: writing {len} bytes at {addr:#x}: {error}")]
+    Write {
+        /// How many.
+        len: usize,
+        /// Where.
+        addr: u64,
+        /// What vm-memory said.
+        error: vm_memory::GuestMemoryError,
+    },
+    /// A boot structure did not fit where it was to go.
+    #[error("guest memory: writing boot data at {addr:#x}: {error}")]
+    WriteObject {
+        /// Where.
+        addr: u64,
+        /// What vm-memory said.
+        error: vm_memory::GuestMemoryError,
+    },
+    /// Image pages could not be mapped from their file.
+    #[error("guest memory: mapping {len} bytes of the image at {addr:#x}: {detail}")]
+    MapFile {
+        /// How many bytes.
+        len: u64,
+        /// Where in guest memory.
+        addr: u64,
+        /// What went wrong.
+        detail: String,
+    },
+}
 
 /// Writes VMM-built data (tables, boot info, image bytes) into guest memory.
-pub fn write(memory: &GuestMemoryMmap, addr: u64, bytes: &[u8]) -> Result<(), VmmError> {
+pub fn write(memory: &GuestMemoryMmap, addr: u64, bytes: &[u8]) -> Result<(), MemoryError> {
     memory
         .write_slice(bytes, GuestAddress(addr))
-        .map_err(|e| VmmError::Memory(format!("writing {} bytes at {addr:#x}: {e}", bytes.len())))
+        .map_err(|error| MemoryError::Write {
+            len: bytes.len(),
+            addr,
+            error,
+        })
+}
+
+/// Writes a boot structure (a zero page, PVH start info) into guest memory.
+pub fn write_obj<T: ByteValued>(
+    memory: &GuestMemoryMmap,
+    addr: u64,
+    value: T,
+) -> Result<(), MemoryError> {
+    memory
+        .write_obj(value, GuestAddress(addr))
+        .map_err(|error| MemoryError::WriteObject { addr, error })
 }
 
 /// Replaces `len` bytes of guest memory at `guest_addr` with a private mapping of
@@ -23,13 +70,13 @@ pub fn map_file(
     len: u64,
     file: &std::fs::File,
     offset: u64,
-) -> Result<(), VmmError> {
+) -> Result<(), MemoryError> {
     use std::os::fd::AsRawFd;
 
-    let bad = |what: &str| {
-        VmmError::Memory(format!(
-            "mapping {len} bytes of the image at {guest_addr:#x}: {what}"
-        ))
+    let bad = |what: &str| MemoryError::MapFile {
+        len,
+        addr: guest_addr,
+        detail: what.to_owned(),
     };
     let last = guest_addr
         .checked_add(len)

@@ -47,6 +47,13 @@ pub mod exit_code {
 }
 
 impl VmExit {
+    /// The verdict on a guest that outran `timeout`.
+    pub fn timed_out(timeout: Duration) -> Self {
+        VmExit::TimedOut {
+            after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
     /// The process exit code for this end. Guest statuses are 0..=123 (the monitor
     /// refuses others), so they never collide with the verdicts in [`exit_code`].
     pub fn exit_code(&self) -> u8 {

@@ -6,12 +6,30 @@
 //! loop then sees that the deadline passed. The timer re-fires every millisecond
 //! after the deadline, so a signal that lands just before KVM_RUN is entered (and is
 //! therefore missed) is followed by another. No thread, no shared flag.
+//!
+//! The signal's handler is not installed here: it is the process platform's
+//! (`unikernel::process::signals`), which stops a process-platform guest on the
+//! kicked thread and does nothing on any other, so that one handler serves every
+//! guest in the process. Each run loop installs it before it arms a timer, and
+//! [`DeadlineTimer::arm`] refuses to arm one whose signal would kill the process.
 
 use std::time::Duration;
 
 use vmm_sys_util::signal::SIGRTMIN;
 
-use crate::error::VmmError;
+use crate::error::HostError;
+
+/// Why a deadline timer could not be armed.
+#[derive(Debug, thiserror::Error)]
+pub enum TimerError {
+    /// The timer could not be created or set.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// Its signal has no handler yet, so it would kill the process (a bug of the
+    /// run loop, never guest input).
+    #[error("internal error: the deadline timer's signal has no handler")]
+    NoHandler,
+}
 
 /// Re-fire period after the deadline.
 const REPEAT: Duration = Duration::from_millis(1);
@@ -21,22 +39,18 @@ pub(crate) fn kick_signal() -> libc::c_int {
     SIGRTMIN() + 1
 }
 
-/// Installs the kick's handler. It is the process platform's signal handler, which
-/// stops a guest running on the kicked thread and does nothing otherwise: on kvm the
-/// signal's arrival alone is the point, as it makes `KVM_RUN` return.
-pub(crate) fn install_handler() -> Result<(), VmmError> {
-    crate::unikernel::process::signals::install_kick()
-}
-
 /// An armed per-thread timer; disarmed and deleted on drop.
 pub struct DeadlineTimer {
     id: libc::timer_t,
 }
 
 impl DeadlineTimer {
-    /// Arms a timer that interrupts the *calling* thread after `timeout`.
-    pub fn arm(timeout: Duration) -> Result<Self, VmmError> {
-        install_handler()?;
+    /// Arms a timer that interrupts the *calling* thread after `timeout`. The
+    /// kick's handler must be installed (see the module's documentation).
+    pub fn arm(timeout: Duration) -> Result<Self, TimerError> {
+        if !kick_handled() {
+            return Err(TimerError::NoHandler);
+        }
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
         // SAFETY: sigevent is plain data; all-zero is a valid starting value.
@@ -47,7 +61,7 @@ impl DeadlineTimer {
         let mut id: libc::timer_t = std::ptr::null_mut();
         // SAFETY: `event` and `id` are valid for the call; the kernel writes `id`.
         if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut id) } != 0 {
-            return Err(host_error("timer_create"));
+            return Err(HostError::last_os_error("timer_create").into());
         }
         let timer = Self { id };
         let spec = libc::itimerspec {
@@ -56,7 +70,7 @@ impl DeadlineTimer {
         };
         // SAFETY: `timer.id` is the timer just created; `spec` is valid.
         if unsafe { libc::timer_settime(timer.id, 0, &spec, std::ptr::null_mut()) } != 0 {
-            return Err(host_error("timer_settime"));
+            return Err(HostError::last_os_error("timer_settime").into());
         }
         Ok(timer)
     }
@@ -69,6 +83,17 @@ impl Drop for DeadlineTimer {
     }
 }
 
+/// Whether the kick signal has a handler: its default action would kill the
+/// process, and an ignored signal would interrupt nothing.
+fn kick_handled() -> bool {
+    // SAFETY: sigaction is plain data; all-zero is a valid value to overwrite.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: with a null new action sigaction only writes the current one into
+    // `current`, which is valid for the call.
+    let rc = unsafe { libc::sigaction(kick_signal(), std::ptr::null(), &mut current) };
+    rc == 0 && current.sa_sigaction != libc::SIG_DFL && current.sa_sigaction != libc::SIG_IGN
+}
+
 fn timespec(duration: Duration) -> libc::timespec {
     libc::timespec {
         tv_sec: libc::time_t::try_from(duration.as_secs()).unwrap_or(libc::time_t::MAX),
@@ -76,17 +101,10 @@ fn timespec(duration: Duration) -> libc::timespec {
     }
 }
 
-fn host_error(op: &'static str) -> VmmError {
-    VmmError::Host {
-        op,
-        source: std::io::Error::last_os_error(),
-    }
-}
-
 /// Sleeps up to `timeout` (forever if `None`), returning early when a signal — the
 /// deadline timer — arrives. The `poll` hypercall waits here; devices will add their
 /// file descriptors to this wait.
-pub fn wait(timeout: Option<Duration>) -> Result<(), VmmError> {
+pub fn wait(timeout: Option<Duration>) -> Result<(), HostError> {
     let spec = timeout.map(timespec);
     let spec_ptr = spec
         .as_ref()
@@ -97,7 +115,7 @@ pub fn wait(timeout: Option<Duration>) -> Result<(), VmmError> {
     if rc < 0 {
         let error = std::io::Error::last_os_error();
         if error.raw_os_error() != Some(libc::EINTR) {
-            return Err(VmmError::Host {
+            return Err(HostError {
                 op: "waiting in the poll hypercall",
                 source: error,
             });
@@ -113,6 +131,7 @@ mod tests {
 
     #[test]
     fn the_timer_interrupts_an_unbounded_wait() {
+        crate::unikernel::process::signals::install_kick().unwrap();
         let _timer = DeadlineTimer::arm(Duration::from_millis(20)).unwrap();
         let start = Instant::now();
         wait(None).unwrap();

@@ -1,11 +1,19 @@
 //! The vCPUs of a Linux guest: CPUID, MSRs, FPU, LAPIC, and the register state
 //! at the kernel's entry point (64-bit boot protocol or PVH).
 
-use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, CpuId, Msrs};
+use kvm_bindings::{kvm_fpu, kvm_regs, CpuId, Msrs};
 use kvm_ioctls::VcpuFd;
 
 use super::layout;
-use crate::error::{kvm_op, VmmError};
+use crate::kvm::arch::paging::{self, PageTables, PagingError};
+use crate::kvm::arch::regs::{
+    CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, FPU_CONTROL_WORD, MISC_ENABLE_FAST_STRING,
+    MSR_CSTAR, MSR_IA32_MISC_ENABLE, MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_EIP,
+    MSR_IA32_SYSENTER_ESP, MSR_IA32_TSC, MSR_KERNEL_GS_BASE, MSR_LSTAR, MSR_STAR, MSR_SYSCALL_MASK,
+    MXCSR_DEFAULT, RFLAGS_RESERVED,
+};
+use crate::kvm::arch::segment::{Descriptor, TYPE_TSS_BUSY};
+use crate::kvm::{kvm_op, KvmError};
 
 /// Which CPUID register a feature bit is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,99 +182,42 @@ pub enum BootEntry {
     },
 }
 
-const CR0_PE: u64 = 1;
-const CR0_ET: u64 = 1 << 4;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
-
 /// GDT selectors, as the boot protocol names them.
 const BOOT_CS: u16 = 0x10;
 const BOOT_DS: u16 = 0x18;
 const BOOT_TSS: u16 = 0x20;
 
-/// The boot GDT: null, null, code (64-bit for the Linux protocol, 32-bit for
-/// PVH), data, TSS. Flat segments; the kernel loads its own GDT at once.
-pub fn gdt(entry: BootEntry) -> [u64; 5] {
-    let code_flags = match entry {
-        BootEntry::Linux64 { .. } => 0xa09b, // L=1, D=0
-        BootEntry::Pvh { .. } => 0xc09b,     // D=1, G=1
+/// The boot GDT's code, data and TSS descriptors. Flat segments; the kernel loads
+/// its own GDT at once.
+fn boot_segments(entry: BootEntry) -> [Descriptor; 3] {
+    let code = match entry {
+        BootEntry::Linux64 { .. } => Descriptor::flat_code(0, true),
+        BootEntry::Pvh { .. } => Descriptor::flat_code(0, false),
     };
-    [
-        0,
-        0,
-        descriptor(code_flags, 0, 0xfffff),
-        descriptor(0xc093, 0, 0xfffff),
-        descriptor(0x808b, 0, 0xfffff),
-    ]
+    let tss = Descriptor {
+        type_: TYPE_TSS_BUSY,
+        code_or_data: false,
+        big: false,
+        ..Descriptor::flat_data(0)
+    };
+    [code, Descriptor::flat_data(0), tss]
 }
 
-fn descriptor(flags: u64, base: u64, limit: u64) -> u64 {
-    ((base & 0xff00_0000) << 32)
-        | ((flags & 0xf0ff) << 40)
-        | ((limit & 0xf_0000) << 32)
-        | ((base & 0x00ff_ffff) << 16)
-        | (limit & 0xffff)
-}
-
-fn segment(descriptor: u64, selector: u16) -> kvm_segment {
-    let flags = (descriptor >> 40) & 0xf0ff;
-    kvm_segment {
-        base: ((descriptor >> 16) & 0xff_ffff) | ((descriptor >> 32) & 0xff00_0000),
-        limit: {
-            let raw = ((descriptor >> 32) & 0xf_0000) | (descriptor & 0xffff);
-            // Granularity: 4 KiB units.
-            if flags & 0x8000 != 0 {
-                ((raw << 12) | 0xfff) as u32
-            } else {
-                raw as u32
-            }
-        },
-        selector,
-        type_: (flags & 0xf) as u8,
-        present: ((flags >> 7) & 1) as u8,
-        dpl: ((flags >> 5) & 3) as u8,
-        db: ((flags >> 14) & 1) as u8,
-        s: ((flags >> 4) & 1) as u8,
-        l: ((flags >> 13) & 1) as u8,
-        g: ((flags >> 15) & 1) as u8,
-        avl: ((flags >> 12) & 1) as u8,
-        unusable: 0,
-        padding: 0,
-    }
+/// The boot GDT: null, null, code (64-bit for the Linux protocol, 32-bit for
+/// PVH), data, TSS, at the selectors the boot protocol names.
+pub fn gdt(entry: BootEntry) -> [u64; 5] {
+    let [code, data, tss] = boot_segments(entry);
+    [0, 0, code.encode(), data.encode(), tss.encode()]
 }
 
 /// The identity map of the first 1 GiB the 64-bit boot protocol needs (2 MiB
-/// pages): `(address, 4 KiB table)` for PML4, PDPT and PD.
-pub fn identity_page_tables() -> [(u64, Vec<u64>); 3] {
-    const PRESENT_WRITE: u64 = 0x3;
-    const HUGE: u64 = 0x80;
-    let mut pml4 = vec![0u64; 512];
-    pml4[0] = layout::PDPT_ADDR | PRESENT_WRITE;
-    let mut pdpt = vec![0u64; 512];
-    pdpt[0] = layout::PD_ADDR | PRESENT_WRITE;
-    let pd = (0..512u64)
-        .map(|i| (i << 21) | PRESENT_WRITE | HUGE)
-        .collect();
-    [
-        (layout::PML4_ADDR, pml4),
-        (layout::PDPT_ADDR, pdpt),
-        (layout::PD_ADDR, pd),
-    ]
+/// pages): PML4, PDPT and PD at [`layout::PML4_ADDR`] and the pages after it.
+pub fn identity_page_tables() -> Result<PageTables, PagingError> {
+    paging::kernel_identity(
+        layout::PML4_ADDR..layout::PAGE_TABLES_END,
+        layout::IDENTITY_MAPPED,
+    )
 }
-
-const MSR_IA32_SYSENTER_CS: u32 = 0x174;
-const MSR_IA32_SYSENTER_ESP: u32 = 0x175;
-const MSR_IA32_SYSENTER_EIP: u32 = 0x176;
-const MSR_STAR: u32 = 0xc000_0081;
-const MSR_LSTAR: u32 = 0xc000_0082;
-const MSR_CSTAR: u32 = 0xc000_0083;
-const MSR_SYSCALL_MASK: u32 = 0xc000_0084;
-const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
-const MSR_IA32_TSC: u32 = 0x10;
-const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
-const MISC_ENABLE_FAST_STRING: u64 = 1;
 
 /// CPUID, MSRs, FPU and LAPIC of one vCPU; every vCPU gets these.
 pub fn configure(
@@ -275,7 +226,7 @@ pub fn configure(
     index: u8,
     count: u8,
     clear: &[CpuFeature],
-) -> Result<(), VmmError> {
+) -> Result<(), KvmError> {
     let mut cpuid = supported.clone();
     patch_cpuid(cpuid.as_mut_slice(), index, count, clear);
     vcpu.set_cpuid2(&cpuid).map_err(kvm_op("KVM_SET_CPUID2"))?;
@@ -299,15 +250,15 @@ pub fn configure(
         ..Default::default()
     })
     .collect();
-    let msrs = Msrs::from_entries(&entries).map_err(|_| VmmError::Internal("MSR list"))?;
+    let msrs = Msrs::from_entries(&entries).map_err(|_| KvmError::Internal("MSR list"))?;
     let written = vcpu.set_msrs(&msrs).map_err(kvm_op("KVM_SET_MSRS"))?;
     if written != entries.len() {
-        return Err(VmmError::Internal("KVM refused a boot MSR"));
+        return Err(KvmError::Internal("KVM refused a boot MSR"));
     }
 
     let fpu = kvm_fpu {
-        fcw: 0x37f,
-        mxcsr: 0x1f80,
+        fcw: FPU_CONTROL_WORD,
+        mxcsr: MXCSR_DEFAULT,
         ..Default::default()
     };
     vcpu.set_fpu(&fpu).map_err(kvm_op("KVM_SET_FPU"))?;
@@ -315,7 +266,7 @@ pub fn configure(
 }
 
 /// LINT0 = ExtINT (the PIC), LINT1 = NMI, as a PC's BIOS leaves them.
-fn set_lint(vcpu: &VcpuFd) -> Result<(), VmmError> {
+fn set_lint(vcpu: &VcpuFd) -> Result<(), KvmError> {
     const APIC_LVT0: usize = 0x350;
     const APIC_LVT1: usize = 0x360;
     const MODE_EXTINT: u32 = 0x7;
@@ -334,12 +285,15 @@ fn set_lint(vcpu: &VcpuFd) -> Result<(), VmmError> {
 }
 
 /// Registers of the boot vCPU at the kernel's entry point.
-pub fn set_boot_registers(vcpu: &VcpuFd, entry: BootEntry) -> Result<(), VmmError> {
+pub fn set_boot_registers(vcpu: &VcpuFd, entry: BootEntry) -> Result<(), KvmError> {
     let table = gdt(entry);
     let mut sregs = vcpu.get_sregs().map_err(kvm_op("KVM_GET_SREGS"))?;
-    let code = segment(table[usize::from(BOOT_CS / 8)], BOOT_CS);
-    let data = segment(table[usize::from(BOOT_DS / 8)], BOOT_DS);
-    let tss = segment(table[usize::from(BOOT_TSS / 8)], BOOT_TSS);
+    let [code, data, tss] = boot_segments(entry);
+    let (code, data, tss) = (
+        code.to_kvm(BOOT_CS),
+        data.to_kvm(BOOT_DS),
+        tss.to_kvm(BOOT_TSS),
+    );
     sregs.cs = code;
     sregs.ds = data;
     sregs.es = data;
@@ -352,7 +306,7 @@ pub fn set_boot_registers(vcpu: &VcpuFd, entry: BootEntry) -> Result<(), VmmErro
     sregs.idt.base = 0;
     sregs.idt.limit = 0;
     let mut regs = kvm_regs {
-        rflags: 0x2,
+        rflags: RFLAGS_RESERVED,
         ..Default::default()
     };
     match entry {
@@ -381,6 +335,7 @@ pub fn set_boot_registers(vcpu: &VcpuFd, entry: BootEntry) -> Result<(), VmmErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kvm::arch::segment::decode;
     use kvm_bindings::kvm_cpuid_entry2;
 
     fn leaf(function: u32, index: u32) -> kvm_cpuid_entry2 {
@@ -441,21 +396,21 @@ mod tests {
     #[test]
     fn boot_segments_are_flat_and_of_the_right_mode() {
         let long = gdt(BootEntry::Linux64 { entry: 0 });
-        let cs = segment(long[2], BOOT_CS);
+        let cs = decode(long[2], BOOT_CS);
         assert_eq!((cs.l, cs.db, cs.present, cs.s, cs.type_), (1, 0, 1, 1, 0xb));
         assert_eq!((cs.base, cs.limit, cs.g), (0, 0xffff_ffff, 1));
-        let ds = segment(long[3], BOOT_DS);
+        let ds = decode(long[3], BOOT_DS);
         assert_eq!((ds.type_, ds.db, ds.limit), (0x3, 1, 0xffff_ffff));
         let pvh = gdt(BootEntry::Pvh { entry: 0 });
-        let cs = segment(pvh[2], BOOT_CS);
+        let cs = decode(pvh[2], BOOT_CS);
         assert_eq!((cs.l, cs.db), (0, 1));
-        let tr = segment(pvh[4], BOOT_TSS);
+        let tr = decode(pvh[4], BOOT_TSS);
         assert_eq!((tr.type_, tr.s), (0xb, 0));
     }
 
     #[test]
     fn the_identity_map_covers_the_first_gigabyte() {
-        let tables = identity_page_tables();
+        let tables = identity_page_tables().unwrap().pages;
         let pd = &tables[2].1;
         assert_eq!(pd[0] & !0xfff, 0);
         assert_eq!(pd[511] & !0xfff, 511 << 21);

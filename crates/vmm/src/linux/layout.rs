@@ -25,6 +25,11 @@ pub const PML4_ADDR: u64 = 0x9000;
 pub const PDPT_ADDR: u64 = 0xa000;
 /// Page directory: 512 × 2 MiB pages.
 pub const PD_ADDR: u64 = 0xb000;
+/// End of the page-table area: PML4, PDPT and PD fill it.
+pub const PAGE_TABLES_END: u64 = 0xc000;
+/// What the boot page tables map: the boot protocol wants at least the kernel,
+/// the zero page and the command line, all below 1 GiB.
+pub const IDENTITY_MAPPED: u64 = 1 << 30;
 /// The kernel command line (NUL-terminated).
 pub const CMDLINE_ADDR: u64 = 0x20000;
 /// Longest command line, terminating NUL included (x86's COMMAND_LINE_SIZE).

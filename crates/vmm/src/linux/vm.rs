@@ -9,14 +9,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::boot_params::{self, BootSpec};
 use super::config::{virtio_slot, LinuxVmConfig};
 use super::cpu::{self, BootEntry};
-use super::loader::{self, LinuxImageError};
+use super::error::LinuxVmError;
+use super::loader;
 use super::{layout, mptable};
 use crate::console::Console;
 use crate::devices::boot_timer::{self, BootTimer};
@@ -26,10 +27,13 @@ use crate::devices::tap::Tap;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::net::Net;
-use crate::error::{kvm_op, VmmError};
+use crate::error::HostError;
+use crate::kvm::kvm_op;
+use crate::kvm::vcpu::{self, Run, Shown, VcpuRegisters};
 use crate::memory;
-use crate::report::{micros, CrashReport, RunReport, Timings, VmExit};
+use crate::report::{micros, RunReport, Timings, VmExit};
 use crate::timer;
+use crate::unikernel::process::signals;
 
 /// Devices shared by the vCPU threads.
 struct Devices {
@@ -42,7 +46,7 @@ struct Devices {
 /// What a vCPU thread tells the run loop.
 enum Event {
     Exit(VmExit),
-    Error(VmmError),
+    Error(LinuxVmError),
 }
 
 /// A built Linux VM.
@@ -59,17 +63,20 @@ pub struct LinuxVm {
     timings: Timings,
 }
 
-fn host(op: &'static str) -> impl FnOnce(std::io::Error) -> VmmError {
-    move |source| VmmError::Host { op, source }
+fn host(op: &'static str) -> impl FnOnce(std::io::Error) -> HostError {
+    move |source| HostError { op, source }
 }
 
 impl LinuxVm {
     /// Loads the kernel and initrd, and prepares the VM. Console output goes to
     /// `console`.
-    pub fn build(config: &LinuxVmConfig, console: Box<dyn Write + Send>) -> Result<Self, VmmError> {
+    pub fn build(
+        config: &LinuxVmConfig,
+        console: Box<dyn Write + Send>,
+    ) -> Result<Self, LinuxVmError> {
         let started = Instant::now();
         let mem_size = config.mem_size();
-        let kvm = Kvm::new().map_err(VmmError::KvmUnavailable)?;
+        let kvm = crate::kvm::open()?;
         let vm = kvm.create_vm().map_err(kvm_op("KVM_CREATE_VM"))?;
         vm.set_tss_address(layout::KVM_TSS_ADDR)
             .map_err(kvm_op("KVM_SET_TSS_ADDR"))?;
@@ -81,12 +88,10 @@ impl LinuxVm {
         vm.create_pit2(pit).map_err(kvm_op("KVM_CREATE_PIT2"))?;
         let memory = crate::kvm::memory::create(&vm, mem_size)?;
 
-        let kernel =
-            loader::load_kernel(config.kernel(), &memory, mem_size).map_err(image_error)?;
+        let kernel = loader::load_kernel(config.kernel(), &memory, mem_size)?;
         let initrd = match config.initrd() {
             Some(path) => {
-                let (bytes, placement) =
-                    loader::read_initrd(path, &kernel, mem_size).map_err(image_error)?;
+                let (bytes, placement) = loader::read_initrd(path, &kernel, mem_size)?;
                 memory::write(&memory, placement.addr, &bytes)?;
                 Some(placement)
             }
@@ -105,19 +110,19 @@ impl LinuxVm {
             cmdline_len: cmdline.len(),
             initrd,
         };
-        write_obj(
+        memory::write_obj(
             &memory,
             layout::ZERO_PAGE_ADDR,
             boot_params::zero_page(&spec, kernel.setup_header),
         )?;
         if let BootEntry::Pvh { .. } = kernel.entry {
             let pvh = boot_params::pvh_start_info(&spec);
-            write_obj(&memory, layout::PVH_INFO_ADDR, pvh.start_info)?;
+            memory::write_obj(&memory, layout::PVH_INFO_ADDR, pvh.start_info)?;
             for (i, entry) in pvh.memmap.iter().enumerate() {
-                write_obj(&memory, layout::PVH_MEMMAP_ADDR + 24 * i as u64, *entry)?;
+                memory::write_obj(&memory, layout::PVH_MEMMAP_ADDR + 24 * i as u64, *entry)?;
             }
             for (i, module) in pvh.modules.iter().enumerate() {
-                write_obj(&memory, layout::PVH_MODLIST_ADDR + 32 * i as u64, *module)?;
+                memory::write_obj(&memory, layout::PVH_MODLIST_ADDR + 32 * i as u64, *module)?;
             }
         }
         let gdt: Vec<u8> = cpu::gdt(kernel.entry)
@@ -125,14 +130,11 @@ impl LinuxVm {
             .flat_map(|d| d.to_le_bytes())
             .collect();
         memory::write(&memory, layout::GDT_ADDR, &gdt)?;
-        for (addr, table) in cpu::identity_page_tables() {
-            let bytes: Vec<u8> = table.iter().flat_map(|e| e.to_le_bytes()).collect();
-            memory::write(&memory, addr, &bytes)?;
-        }
+        cpu::identity_page_tables()?.write(&memory)?;
         memory::write(&memory, layout::EBDA_START, &mptable::build(config.vcpus()))?;
 
         // Devices, each interrupt line an irqfd into the in-kernel irqchip.
-        let irqfd = |gsi: u32| -> Result<EventFd, VmmError> {
+        let irqfd = |gsi: u32| -> Result<EventFd, LinuxVmError> {
             let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(host("eventfd"))?;
             vm.register_irqfd(&fd, gsi).map_err(kvm_op("KVM_IRQFD"))?;
             Ok(fd)
@@ -142,14 +144,13 @@ impl LinuxVm {
         let mut taps = Vec::new();
         let mut tap_files = Vec::new();
         for disk in config.disks() {
-            let block =
-                Block::open(&disk.path, disk.read_only).map_err(|source| VmmError::Host {
-                    op: "opening a --disk image",
-                    source: std::io::Error::new(
-                        source.kind(),
-                        format!("{}: {source}", disk.path.display()),
-                    ),
-                })?;
+            let block = Block::open(&disk.path, disk.read_only).map_err(|source| HostError {
+                op: "opening a --disk image",
+                source: std::io::Error::new(
+                    source.kind(),
+                    format!("{}: {source}", disk.path.display()),
+                ),
+            })?;
             let (_, irq) = virtio_slot(virtio.len());
             virtio.push(Arc::new(Mutex::new(MmioTransport::new(
                 Box::new(block),
@@ -159,7 +160,7 @@ impl LinuxVm {
         }
         for net in config.nets() {
             let open = || Tap::open(&net.tap);
-            let tap = open().map_err(|source| VmmError::Host {
+            let tap = open().map_err(|source| HostError {
                 op: "opening a --net tap",
                 source: std::io::Error::new(source.kind(), format!("tap {}: {source}", net.tap)),
             })?;
@@ -215,8 +216,10 @@ impl LinuxVm {
     }
 
     /// Runs the guest until it resets, crashes or times out.
-    pub fn run(mut self) -> Result<RunReport, VmmError> {
-        timer::install_handler()?;
+    pub fn run(mut self) -> Result<RunReport, LinuxVmError> {
+        // A kick only has to make KVM_RUN return; the handler is the one every
+        // guest in the process shares (see `crate::timer`).
+        signals::install_kick()?;
         let stop = Arc::new(AtomicBool::new(false));
         let (events, inbox) = mpsc::channel::<Event>();
         let mut threads = Vec::new();
@@ -252,14 +255,11 @@ impl LinuxVm {
                 Err(mpsc::RecvTimeoutError::Timeout)
                     if deadline.is_some_and(|d| Instant::now() >= d) =>
                 {
-                    let after = self.timeout.unwrap_or_default();
-                    break Ok(VmExit::TimedOut {
-                        after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
-                    });
+                    break Ok(VmExit::timed_out(self.timeout.unwrap_or_default()));
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    break Err(VmmError::Internal(
+                    break Err(LinuxVmError::Internal(
                         "every vCPU thread ended without a verdict",
                     ))
                 }
@@ -306,30 +306,17 @@ impl LinuxVm {
     }
 }
 
-fn image_error(error: LinuxImageError) -> VmmError {
-    VmmError::LinuxImage(error)
-}
-
-fn write_obj<T: vm_memory::ByteValued>(
-    memory: &GuestMemoryMmap,
-    addr: u64,
-    value: T,
-) -> Result<(), VmmError> {
-    memory
-        .write_obj(value, GuestAddress(addr))
-        .map_err(|e| VmmError::Memory(format!("writing boot data at {addr:#x}: {e}")))
-}
-
 fn vcpu_loop(mut vcpu: VcpuFd, devices: &Devices, stop: &AtomicBool, events: &mpsc::Sender<Event>) {
     while !stop.load(Ordering::SeqCst) {
         let mut crash_reason = None;
-        let verdict = match vcpu.run() {
-            Ok(VcpuExit::IoOut(port, data)) => io_out(devices, port, data),
-            Ok(VcpuExit::IoIn(port, data)) => {
+        let verdict = match vcpu::run(&mut vcpu) {
+            Ok(Run::Interrupted) => None,
+            Ok(Run::Exit(VcpuExit::IoOut(port, data))) => io_out(devices, port, data),
+            Ok(Run::Exit(VcpuExit::IoIn(port, data))) => {
                 io_in(devices, port, data);
                 None
             }
-            Ok(VcpuExit::MmioRead(addr, data)) => {
+            Ok(Run::Exit(VcpuExit::MmioRead(addr, data))) => {
                 data.fill(0);
                 if let Some((transport, offset)) = virtio_at(devices, addr) {
                     if let Ok(mut t) = transport.lock() {
@@ -338,7 +325,7 @@ fn vcpu_loop(mut vcpu: VcpuFd, devices: &Devices, stop: &AtomicBool, events: &mp
                 }
                 None
             }
-            Ok(VcpuExit::MmioWrite(addr, data)) => {
+            Ok(Run::Exit(VcpuExit::MmioWrite(addr, data))) => {
                 if let Some((transport, offset)) = virtio_at(devices, addr) {
                     if let Ok(mut t) = transport.lock() {
                         t.write(offset, data);
@@ -346,32 +333,27 @@ fn vcpu_loop(mut vcpu: VcpuFd, devices: &Devices, stop: &AtomicBool, events: &mp
                 }
                 None
             }
-            Ok(VcpuExit::Hlt) => Some(Event::Exit(VmExit::Exited {
+            Ok(Run::Exit(VcpuExit::Hlt)) => Some(Event::Exit(VmExit::Exited {
                 status: 0,
                 message: None,
             })),
-            Ok(VcpuExit::SystemEvent(..)) => Some(Event::Exit(VmExit::Exited {
+            Ok(Run::Exit(VcpuExit::SystemEvent(..))) => Some(Event::Exit(VmExit::Exited {
                 status: 0,
                 message: None,
             })),
-            Ok(VcpuExit::Shutdown) => {
+            Ok(Run::Exit(VcpuExit::Shutdown)) => {
                 crash_reason = Some("the guest triple-faulted (lightvm does not emulate a CPU reset; reboot with reboot=k)".to_owned());
                 None
             }
-            Ok(VcpuExit::InternalError) => {
+            Ok(Run::Exit(VcpuExit::InternalError)) => {
                 crash_reason = Some("KVM could not emulate an instruction (on hosts that emulate guest kernel mode, try --cpu-clear)".to_owned());
                 None
             }
-            Ok(VcpuExit::FailEntry(reason, _)) => Some(Event::Error(VmmError::Host {
-                op: "entering the guest",
-                source: std::io::Error::other(format!("hardware entry failure reason {reason:#x}")),
-            })),
-            Ok(other) => {
+            Ok(Run::Exit(other)) => {
                 crash_reason = Some(format!("unexpected VM exit {other:?}"));
                 None
             }
-            Err(error) if matches!(error.errno(), libc::EINTR | libc::EAGAIN) => None,
-            Err(error) => Some(Event::Error(kvm_op("KVM_RUN")(error))),
+            Err(error) => Some(Event::Error(error.into())),
         };
         let verdict = verdict.or_else(|| crash_reason.map(|reason| crash(&vcpu, &reason)));
         if let Some(event) = verdict {
@@ -440,32 +422,16 @@ fn virtio_at(devices: &Devices, addr: u64) -> Option<(&Arc<Mutex<MmioTransport>>
         .map(|t| (t, offset % layout::VIRTIO_MMIO_SIZE))
 }
 
+/// A crash, reported even when KVM cannot say more than `reason`.
 fn crash(vcpu: &VcpuFd, reason: &str) -> Event {
-    let regs = match (vcpu.get_regs(), vcpu.get_sregs()) {
-        (Ok(regs), Ok(sregs)) => vec![
-            ("rip", regs.rip),
-            ("rsp", regs.rsp),
-            ("rflags", regs.rflags),
-            ("cr0", sregs.cr0),
-            ("cr2", sregs.cr2),
-            ("cr3", sregs.cr3),
-            ("cr4", sregs.cr4),
-            ("efer", sregs.efer),
-            ("rax", regs.rax),
-            ("rbx", regs.rbx),
-            ("rcx", regs.rcx),
-            ("rdx", regs.rdx),
-            ("rsi", regs.rsi),
-            ("rdi", regs.rdi),
-        ],
-        _ => Vec::new(),
-    };
-    let vector = vcpu.get_vcpu_events().ok().map(|e| e.exception.nr);
-    Event::Exit(VmExit::Crashed(CrashReport {
-        reason: reason.to_owned(),
+    let registers = VcpuRegisters::read(vcpu).ok();
+    let vector = vcpu::exception_vector(vcpu).ok();
+    Event::Exit(VmExit::Crashed(vcpu::crash_report(
+        reason.to_owned(),
         vector,
-        registers: regs,
-    }))
+        registers.as_ref(),
+        Shown::Kernel,
+    )))
 }
 
 /// Delivers frames from a tap to its device: waits for the tap (or, while a frame

@@ -7,9 +7,20 @@ use lightvm_abi::{layout, BootInfo, ABI_VERSION, BOOT_INFO_MAGIC};
 use vm_memory::GuestMemoryMmap;
 use zerocopy::IntoBytes;
 
-use crate::error::VmmError;
 use crate::loader::UnikernelImage;
-use crate::memory;
+use crate::memory::{self, MemoryError};
+
+/// Why an image could not be put in guest memory.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// Its bytes could not be written or mapped.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// The file-backed pages of a segment lie outside it (a bug of the loader,
+    /// which checked the image).
+    #[error("internal error: file pages outside their segment")]
+    FilePagesOutsideSegment,
+}
 
 /// What the boot info says beyond the image and the command line.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +46,7 @@ pub fn write_boot_info(
     facts: &BootFacts,
     heap_start: u64,
     cmdline: &str,
-) -> Result<(), VmmError> {
+) -> Result<(), MemoryError> {
     let wall_clock_ns = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
@@ -60,7 +71,7 @@ pub fn write_boot_info(
 
 /// Puts the image in guest memory: whole read-only pages mapped from the file, the
 /// rest copied. Fresh memory is zero, so bss needs no clearing.
-pub fn load_segments(memory: &GuestMemoryMmap, image: &UnikernelImage) -> Result<(), VmmError> {
+pub fn load_segments(memory: &GuestMemoryMmap, image: &UnikernelImage) -> Result<(), BootError> {
     for segment in image.segments() {
         let bytes = image.file_bytes(segment);
         let mapped = match (image.file_pages(segment), image.file()) {
@@ -74,7 +85,7 @@ pub fn load_segments(memory: &GuestMemoryMmap, image: &UnikernelImage) -> Result
         let split = |range: std::ops::Range<u64>| {
             bytes
                 .get(range.start as usize..range.end as usize)
-                .ok_or(VmmError::Internal("file pages outside their segment"))
+                .ok_or(BootError::FilePagesOutsideSegment)
         };
         let (head, tail) = (
             split(0..mapped.start)?,

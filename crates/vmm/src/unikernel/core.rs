@@ -15,10 +15,9 @@ use vm_memory::GuestMemoryMmap;
 use super::devices::Devices;
 use super::guest::{violation, AbiViolation, Guest, Ownership};
 use crate::console::Console;
-use crate::error::VmmError;
 use crate::platform::Platform;
 use crate::report::{micros, RunReport, Timings, VmExit};
-use crate::timer::DeadlineTimer;
+use crate::timer::{DeadlineTimer, TimerError};
 
 /// Called once when the guest reaches its `main`, with µs since the boot started.
 pub type BootListener = Box<dyn FnMut(f64) + Send>;
@@ -96,7 +95,7 @@ impl Core {
     /// Starts the clock of the timeout, if there is one: the returned timer
     /// interrupts the calling thread (the one that runs the guest) once it passes,
     /// and again every millisecond after, until it is dropped.
-    pub fn arm_deadline(&mut self) -> Result<Option<DeadlineTimer>, VmmError> {
+    pub fn arm_deadline(&mut self) -> Result<Option<DeadlineTimer>, TimerError> {
         let Some(timeout) = self.timeout else {
             return Ok(None);
         };
@@ -107,18 +106,12 @@ impl Core {
     /// The timeout's verdict, once the deadline has passed.
     pub fn timed_out(&self) -> Option<VmExit> {
         let (deadline, timeout) = self.deadline.zip(self.timeout)?;
-        (Instant::now() >= deadline).then(|| VmExit::TimedOut {
-            after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-        })
+        (Instant::now() >= deadline).then(|| VmExit::timed_out(timeout))
     }
 
     /// The verdict of a guest stopped by the deadline timer.
     pub fn timeout_exit(&self) -> VmExit {
-        VmExit::TimedOut {
-            after_ms: self
-                .timeout
-                .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-        }
+        VmExit::timed_out(self.timeout.unwrap_or_default())
     }
 
     /// Answers hypercall number `number` with its argument at `arg`. Nothing the

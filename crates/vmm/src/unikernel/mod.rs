@@ -5,7 +5,9 @@
 //!   (checked access to guest memory), [`boot`] (boot info and image loading) and
 //!   [`devices`] (the network and disk backends and their wait);
 //! * [`kvm`]: a KVM VM; hypercalls arrive as `out` exits;
-//! * [`process`]: a sandboxed host process; hypercalls arrive as calls of the gate.
+//! * [`process`]: a sandboxed host process; hypercalls arrive as calls of the gate;
+//! * [`error`]: what building, booting or running a unikernel fails with, on either
+//!   platform.
 //!
 //! A request flows one way: [`VmConfig`] (validated) → [`Shell`] (prepared ahead of
 //! time, or cold by [`Vm::build`]) → [`Shell::boot`] (image, boot state) →
@@ -15,6 +17,7 @@
 pub mod boot;
 pub mod core;
 pub mod devices;
+pub mod error;
 pub mod guest;
 pub mod kvm;
 pub mod process;
@@ -25,9 +28,9 @@ use std::io::Write;
 use std::time::Instant;
 
 pub use self::core::BootListener;
+pub use self::error::UnikernelError;
 pub use self::process::sandbox::{SandboxPolicy, ALLOWED};
 use crate::config::VmConfig;
-use crate::error::VmmError;
 use crate::loader::UnikernelImage;
 use crate::platform::Platform;
 use crate::report::{RunReport, Timings};
@@ -45,7 +48,7 @@ pub enum Shell {
 
 impl Shell {
     /// Prepares a shell for guests of `mem_size` bytes on `platform`.
-    pub fn create(platform: Platform, mem_size: u64) -> Result<Self, VmmError> {
+    pub fn create(platform: Platform, mem_size: u64) -> Result<Self, UnikernelError> {
         platform.check()?;
         Ok(match platform {
             Platform::Kvm => Shell::Kvm(KvmShell::create(mem_size)?),
@@ -71,7 +74,7 @@ impl Shell {
 
     /// Pays the first-use costs now rather than at boot: on kvm the vCPU runs once
     /// through a parking stub, on process the first guest pages are touched.
-    pub fn warm(&mut self) -> Result<(), VmmError> {
+    pub fn warm(&mut self) -> Result<(), UnikernelError> {
         match self {
             Shell::Kvm(shell) => shell.warm(),
             Shell::Process(shell) => shell.warm(),
@@ -83,7 +86,7 @@ impl Shell {
     /// the guest's start); on kvm nothing yet. Afterwards the shell can boot only
     /// images and devices handed to it open ([`Shell::boot_opened`]). Returns the
     /// namespaces entered.
-    pub fn isolate(&mut self) -> Result<Vec<&'static str>, VmmError> {
+    pub fn isolate(&mut self) -> Result<Vec<&'static str>, UnikernelError> {
         match self {
             Shell::Kvm(_) => Ok(Vec::new()),
             Shell::Process(shell) => shell.isolate(),
@@ -100,7 +103,11 @@ impl Shell {
 
     /// Opens what `config` names (image, tap, disk) and loads the image (the
     /// execute phase). The VM's timings count from this call.
-    pub fn boot(self, config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm, VmmError> {
+    pub fn boot(
+        self,
+        config: &VmConfig,
+        console: Box<dyn Write + Send>,
+    ) -> Result<Vm, UnikernelError> {
         let started = Instant::now();
         let image = UnikernelImage::from_file(config.image())?;
         let image_loaded = started.elapsed();
@@ -118,9 +125,9 @@ impl Shell {
         config: &VmConfig,
         console: Box<dyn Write + Send>,
         times: (Instant, std::time::Duration),
-    ) -> Result<Vm, VmmError> {
+    ) -> Result<Vm, UnikernelError> {
         if config.mem_size() != self.mem_size() {
-            return Err(VmmError::Internal(
+            return Err(UnikernelError::Internal(
                 "a shell can only boot images configured for its memory size",
             ));
         }
@@ -150,7 +157,7 @@ impl Vm {
         platform: Platform,
         config: &VmConfig,
         console: Box<dyn Write + Send>,
-    ) -> Result<Self, VmmError> {
+    ) -> Result<Self, UnikernelError> {
         let started = Instant::now();
         let image = UnikernelImage::from_file(config.image())?;
         image.check_fits(config.mem_size())?;
@@ -200,7 +207,7 @@ impl Vm {
     }
 
     /// Runs the guest until it exits, crashes, breaks the ABI or times out.
-    pub fn run(self) -> Result<RunReport, VmmError> {
+    pub fn run(self) -> Result<RunReport, UnikernelError> {
         match self {
             Vm::Kvm(vm) => vm.run(),
             Vm::Process(vm) => vm.run(),

@@ -4,7 +4,11 @@ use kvm_bindings::{kvm_fpu, kvm_regs, Msrs};
 use kvm_ioctls::VcpuFd;
 
 use super::gdt;
-use crate::error::{kvm_op, VmmError};
+use super::regs::{
+    CR0_ET, CR0_MP, CR0_NE, CR0_PE, CR0_PG, CR0_WP, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PAE, EFER_LMA,
+    EFER_LME, EFER_NXE, FPU_CONTROL_WORD, MSR_LSTAR, MXCSR_DEFAULT, RFLAGS_RESERVED,
+};
+use crate::kvm::{kvm_op, KvmError};
 
 /// Where `syscall` lands: a canonical, never-mapped address. On our hosts `syscall`
 /// from CPL 3 enters CPL 0 at LSTAR even with EFER.SCE clear; LSTAR = 0 would make
@@ -12,26 +16,6 @@ use crate::error::{kvm_op, VmmError};
 /// guest's registers intact, and the crash report can say "the guest made a system
 /// call" (`rip` = this address, `rcx` = the return address).
 pub const SYSCALL_TRAP: u64 = 0xffff_ff80_0000_0000;
-
-const MSR_LSTAR: u32 = 0xc000_0082;
-
-const CR0_PE: u64 = 1 << 0;
-const CR0_MP: u64 = 1 << 1;
-const CR0_ET: u64 = 1 << 4;
-const CR0_NE: u64 = 1 << 5;
-const CR0_WP: u64 = 1 << 16;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
-const CR4_OSFXSR: u64 = 1 << 9;
-const CR4_OSXMMEXCPT: u64 = 1 << 10;
-const EFER_LME: u64 = 1 << 8;
-const EFER_LMA: u64 = 1 << 10;
-const EFER_NXE: u64 = 1 << 11;
-const RFLAGS_RESERVED: u64 = 1 << 1;
-/// x87 control word after FNINIT: all exceptions masked, 64-bit precision.
-const FPU_CONTROL_WORD: u16 = 0x37f;
-/// MXCSR reset value: all SSE exceptions masked.
-const MXCSR_DEFAULT: u32 = 0x1f80;
 
 /// Where the guest starts.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +34,7 @@ pub struct EntryState {
 
 /// Sets the state that never changes between boots of a shell: FPU control words and
 /// the `syscall` trap. Done once, when the vCPU is created.
-pub fn set_static_state(vcpu: &VcpuFd) -> Result<(), VmmError> {
+pub fn set_static_state(vcpu: &VcpuFd) -> Result<(), KvmError> {
     let fpu = kvm_fpu {
         fcw: FPU_CONTROL_WORD,
         mxcsr: MXCSR_DEFAULT,
@@ -62,13 +46,13 @@ pub fn set_static_state(vcpu: &VcpuFd) -> Result<(), VmmError> {
         data: SYSCALL_TRAP,
         ..Default::default()
     }])
-    .map_err(|_| VmmError::Internal("MSR list does not fit"))?;
+    .map_err(|_| KvmError::Internal("MSR list does not fit"))?;
     vcpu.set_msrs(&msrs).map_err(kvm_op("KVM_SET_MSRS"))?;
     Ok(())
 }
 
 /// Puts the vCPU in 64-bit user mode at `state.entry`, with `state`'s page tables.
-pub fn set_entry_state(vcpu: &VcpuFd, state: &EntryState) -> Result<(), VmmError> {
+pub fn set_entry_state(vcpu: &VcpuFd, state: &EntryState) -> Result<(), KvmError> {
     let segments = gdt::segments(state.gdt_addr);
     let mut sregs = vcpu.get_sregs().map_err(kvm_op("KVM_GET_SREGS"))?;
     sregs.cs = segments.code;

@@ -13,6 +13,8 @@ use kvm_bindings::kvm_segment;
 use lightvm_abi::layout::{PAGE_SIZE, USER_CODE_SELECTOR, USER_DATA_SELECTOR};
 use lightvm_abi::{HYPERCALL_PORT_BASE, HYPERCALL_PORT_COUNT};
 
+use super::segment::{Descriptor, TYPE_TSS_BUSY};
+
 /// Selector of the task-state segment (a 16-byte system descriptor in slots 5–6).
 /// VM entry requires a usable TR even though the guest never switches stacks.
 const TSS_SELECTOR: u16 = 0x28;
@@ -29,84 +31,28 @@ const IO_BITMAP_BYTES: usize = IO_BITMAP_PORTS / 8 + 1;
 /// TSS limit: header and bitmap, minus one.
 const TSS_LIMIT: u32 = (TSS_HEADER + IO_BITMAP_BYTES - 1) as u32;
 
-const TYPE_CODE_EXEC_READ_ACCESSED: u8 = 0xb;
-const TYPE_DATA_READ_WRITE_ACCESSED: u8 = 0x3;
-const TYPE_TSS_BUSY_64: u8 = 0xb;
+// The table after its null descriptor: kernel code and data in slots 1–2 (a CPL-3
+// guest never loads them), user data and 64-bit user code in slots 3–4, where the
+// ABI's selectors point.
+const KERNEL_CODE: Descriptor = Descriptor::flat_code(0, true);
+const KERNEL_DATA: Descriptor = Descriptor::flat_data(0);
+const USER_DATA: Descriptor = Descriptor::flat_data(3);
+const USER_CODE: Descriptor = Descriptor::flat_code(3, true);
 
-/// One segment as both the GDT encoding and KVM's cached form need it.
-struct Descriptor {
-    selector: u16,
-    type_: u8,
-    dpl: u8,
-    code_or_data: bool,
-    long: bool,
-    big: bool,
-}
-
-impl Descriptor {
-    fn to_kvm(&self, base: u64, limit: u32, granular: bool) -> kvm_segment {
-        kvm_segment {
-            base,
-            limit,
-            selector: self.selector,
-            type_: self.type_,
-            present: 1,
-            dpl: self.dpl,
-            db: u8::from(self.big),
-            s: u8::from(self.code_or_data),
-            l: u8::from(self.long),
-            g: u8::from(granular),
-            avl: 0,
-            unusable: 0,
-            padding: 0,
-        }
-    }
-
-    /// The 8-byte descriptor (flat: base 0, limit 4 GiB).
-    fn encode_flat(&self) -> u64 {
-        let access = 0x80 // present
-            | (u64::from(self.dpl) << 5)
-            | (u64::from(self.code_or_data) << 4)
-            | u64::from(self.type_);
-        let flags = 0x8 // granularity: 4 KiB
-            | (u64::from(self.big) << 2)
-            | (u64::from(self.long) << 1);
-        0xffff | (access << 40) | (0xf << 48) | (flags << 52)
+/// The TSS at `gdt_addr + TSS_OFFSET`: byte-granular, its limit covering the
+/// I/O bitmap.
+fn task(gdt_addr: u64) -> Descriptor {
+    Descriptor {
+        base: gdt_addr + TSS_OFFSET,
+        limit: TSS_LIMIT,
+        type_: TYPE_TSS_BUSY,
+        dpl: 0,
+        code_or_data: false,
+        long: false,
+        big: false,
+        granular: false,
     }
 }
-
-const KERNEL_CODE: Descriptor = Descriptor {
-    selector: 0x08,
-    type_: TYPE_CODE_EXEC_READ_ACCESSED,
-    dpl: 0,
-    code_or_data: true,
-    long: true,
-    big: false,
-};
-const KERNEL_DATA: Descriptor = Descriptor {
-    selector: 0x10,
-    type_: TYPE_DATA_READ_WRITE_ACCESSED,
-    dpl: 0,
-    code_or_data: true,
-    long: false,
-    big: true,
-};
-const USER_DATA: Descriptor = Descriptor {
-    selector: USER_DATA_SELECTOR,
-    type_: TYPE_DATA_READ_WRITE_ACCESSED,
-    dpl: 3,
-    code_or_data: true,
-    long: false,
-    big: true,
-};
-const USER_CODE: Descriptor = Descriptor {
-    selector: USER_CODE_SELECTOR,
-    type_: TYPE_CODE_EXEC_READ_ACCESSED,
-    dpl: 3,
-    code_or_data: true,
-    long: true,
-    big: false,
-};
 
 /// Segment-register state for [`super::cpu`], matching [`table`].
 pub struct Segments {
@@ -140,18 +86,13 @@ pub fn page(gdt_addr: u64) -> Vec<u8> {
 }
 
 fn table(gdt_addr: u64) -> Vec<u8> {
-    let tss_base = gdt_addr + TSS_OFFSET;
-    let tss_low = u64::from(TSS_LIMIT)
-        | ((tss_base & 0xff_ffff) << 16)
-        | (0x80 | u64::from(TYPE_TSS_BUSY_64)) << 40
-        | ((tss_base >> 24) & 0xff) << 56;
-    let tss_high = tss_base >> 32;
+    let [tss_low, tss_high] = task(gdt_addr).encode_system();
     let entries = [
         0,
-        KERNEL_CODE.encode_flat(),
-        KERNEL_DATA.encode_flat(),
-        USER_DATA.encode_flat(),
-        USER_CODE.encode_flat(),
+        KERNEL_CODE.encode(),
+        KERNEL_DATA.encode(),
+        USER_DATA.encode(),
+        USER_CODE.encode(),
         tss_low,
         tss_high,
     ];
@@ -160,18 +101,10 @@ fn table(gdt_addr: u64) -> Vec<u8> {
 
 /// The cached segment state KVM needs, consistent with [`table`].
 pub fn segments(gdt_addr: u64) -> Segments {
-    let task = Descriptor {
-        selector: TSS_SELECTOR,
-        type_: TYPE_TSS_BUSY_64,
-        dpl: 0,
-        code_or_data: false,
-        long: false,
-        big: false,
-    };
     Segments {
-        code: USER_CODE.to_kvm(0, u32::MAX, true),
-        data: USER_DATA.to_kvm(0, u32::MAX, true),
-        task: task.to_kvm(gdt_addr + TSS_OFFSET, TSS_LIMIT, false),
+        code: USER_CODE.to_kvm(USER_CODE_SELECTOR),
+        data: USER_DATA.to_kvm(USER_DATA_SELECTOR),
+        task: task(gdt_addr).to_kvm(TSS_SELECTOR),
         gdt_limit: (table(gdt_addr).len() - 1) as u16,
     }
 }
@@ -229,7 +162,7 @@ mod tests {
         assert_eq!(state.data.selector, USER_DATA_SELECTOR);
         assert_eq!(usize::from(state.gdt_limit) + 1, table(0x1000).len());
         let tss = entry(&table(0x1000), TSS_SELECTOR);
-        assert_eq!((tss >> 40) & 0xf, u64::from(TYPE_TSS_BUSY_64));
+        assert_eq!((tss >> 40) & 0xf, u64::from(TYPE_TSS_BUSY));
         assert_eq!(state.task.base, 0x1000 + TSS_OFFSET);
     }
 }

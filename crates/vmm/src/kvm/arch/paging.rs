@@ -1,13 +1,21 @@
-//! Identity page tables with the user bit, built as plain data.
+//! Identity page tables, built as plain data: a unikernel's with the user bit and
+//! per-page permissions ([`build`]), and the plain map a Linux kernel boots on
+//! ([`kernel_identity`]), from one builder.
 //!
-//! The low region, from 0 up to the image's end rounded to 2 MiB, is mapped with
+//! In a unikernel's tables, the low region, from 0 up to the image's end rounded to 2 MiB, is mapped with
 //! 4 KiB pages so every page gets exactly the permissions it needs: page 0 and the
 //! page tables stay unmapped (a null dereference faults), the image is W^X, the
 //! stack and heap are no-execute. Memory above that region is heap and is mapped with
 //! 2 MiB pages, which keeps the tables (and the shadow-paging work of the nested KVM)
 //! small for large VMs.
 
+use std::ops::Range;
+
 use lightvm_abi::layout::{LARGE_PAGE_SIZE, MEM_MAX, PAGE_SIZE, PAGE_TABLES_ADDR, PAGE_TABLES_END};
+use vm_memory::GuestMemoryMmap;
+use zerocopy::IntoBytes;
+
+use crate::memory::{self, MemoryError};
 
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
@@ -16,6 +24,8 @@ const LARGE: u64 = 1 << 7;
 const NO_EXECUTE: u64 = 1 << 63;
 const ENTRIES: usize = 512;
 const GIB: u64 = 1 << 30;
+/// What one PML4 entry maps: the most a single-PML4-entry table set covers.
+const PML4_ENTRY_SPAN: u64 = 512 * GIB;
 
 /// What the guest may do with a page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +62,13 @@ impl PageAccess {
         user: false,
         write: true,
         exec: false,
+    };
+    /// Everything, for a kernel that runs at CPL 0 and builds its own tables at
+    /// once (no NX bit: a kernel booting with EFER.NXE clear would fault on it).
+    pub const KERNEL: Self = Self {
+        user: false,
+        write: true,
+        exec: true,
     };
 
     fn bits(self) -> u64 {
@@ -120,17 +137,74 @@ pub struct PageTables {
     pub end: u64,
 }
 
-/// Builds identity tables for `mem_size` bytes, placing the table pages from `base`
-/// upward (within the reserved area). `[0, fine_end)` is mapped 4 KiB at a time as
-/// `mappings` say (pages in no mapping stay unmapped); `[fine_end, mem_size)` is heap
-/// in 2 MiB pages.
+impl PageTables {
+    /// Writes every table page at its guest address.
+    pub fn write(&self, memory: &GuestMemoryMmap) -> Result<(), MemoryError> {
+        for (addr, entries) in &self.pages {
+            memory::write(memory, *addr, entries.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds a unikernel's identity tables for `mem_size` bytes, placing the table
+/// pages from `base` upward (within the reserved area). `[0, fine_end)` is mapped
+/// 4 KiB at a time as `mappings` say (pages in no mapping stay unmapped);
+/// `[fine_end, mem_size)` is heap in 2 MiB pages. Every level is reachable from
+/// CPL 3.
 pub fn build(
     base: u64,
     mem_size: u64,
     fine_end: u64,
     mappings: &[Mapping],
 ) -> Result<PageTables, PagingError> {
-    if mem_size == 0 || !mem_size.is_multiple_of(LARGE_PAGE_SIZE) || mem_size > MEM_MAX {
+    if mem_size > MEM_MAX {
+        return Err(PagingError::MemSize(mem_size));
+    }
+    let area = PAGE_TABLES_ADDR..PAGE_TABLES_END;
+    identity(area, base, mem_size, fine_end, mappings, Flavour::UNIKERNEL)
+}
+
+/// Builds the identity map a kernel boots on (the Linux 64-bit boot protocol):
+/// `[0, size)` in 2 MiB [`PageAccess::KERNEL`] pages, the table pages from the
+/// start of `area` upward.
+pub fn kernel_identity(area: Range<u64>, size: u64) -> Result<PageTables, PagingError> {
+    let base = area.start;
+    identity(area, base, size, 0, &[], Flavour::KERNEL)
+}
+
+/// What differs between a unikernel's tables and a kernel's: the bits that link
+/// one level to the next, and the access of the 2 MiB pages.
+#[derive(Clone, Copy)]
+struct Flavour {
+    links: u64,
+    large: PageAccess,
+}
+
+impl Flavour {
+    /// Every level reachable from CPL 3; large pages are heap.
+    const UNIKERNEL: Self = Self {
+        links: PRESENT | WRITABLE | USER,
+        large: PageAccess::DATA,
+    };
+    /// Supervisor only; large pages hold anything.
+    const KERNEL: Self = Self {
+        links: PRESENT | WRITABLE,
+        large: PageAccess::KERNEL,
+    };
+}
+
+/// The one builder: tables in `area` from `base` upward; `[0, fine_end)` in 4 KiB
+/// pages as `mappings` say, `[fine_end, mem_size)` in 2 MiB pages.
+fn identity(
+    area: Range<u64>,
+    base: u64,
+    mem_size: u64,
+    fine_end: u64,
+    mappings: &[Mapping],
+    flavour: Flavour,
+) -> Result<PageTables, PagingError> {
+    if mem_size == 0 || !mem_size.is_multiple_of(LARGE_PAGE_SIZE) || mem_size > PML4_ENTRY_SPAN {
         return Err(PagingError::MemSize(mem_size));
     }
     if !fine_end.is_multiple_of(LARGE_PAGE_SIZE) || fine_end > mem_size {
@@ -139,8 +213,8 @@ pub fn build(
     let directories = mem_size.div_ceil(GIB);
     let tables = fine_end / LARGE_PAGE_SIZE;
     let needed = 2 + directories + tables;
-    let available = PAGE_TABLES_END.saturating_sub(base) / PAGE_SIZE;
-    if needed > available || base < PAGE_TABLES_ADDR || !base.is_multiple_of(PAGE_SIZE) {
+    let available = area.end.saturating_sub(base) / PAGE_SIZE;
+    if needed > available || base < area.start || !base.is_multiple_of(PAGE_SIZE) {
         return Err(PagingError::TooManyTables { needed, available });
     }
 
@@ -148,23 +222,23 @@ pub fn build(
     let mut pages: Vec<(u64, Box<[u64; ENTRIES]>)> = (0..needed)
         .map(|i| (page_addr(i), Box::new([0u64; ENTRIES])))
         .collect();
-    let table_link = PRESENT | WRITABLE | USER;
+    let Flavour { links, large } = flavour;
     let pdpt = 1usize;
     let first_pd = 2usize;
     let first_pt = first_pd + directories as usize;
 
-    pages[0].1[0] = page_addr(pdpt as u64) | table_link;
+    pages[0].1[0] = page_addr(pdpt as u64) | links;
     for gib in 0..directories as usize {
-        pages[pdpt].1[gib] = page_addr((first_pd + gib) as u64) | table_link;
+        pages[pdpt].1[gib] = page_addr((first_pd + gib) as u64) | links;
     }
     let mut addr = 0;
     while addr < mem_size {
         let slot = (addr / LARGE_PAGE_SIZE) as usize;
         let (pd, index) = (first_pd + slot / ENTRIES, slot % ENTRIES);
         pages[pd].1[index] = if addr < fine_end {
-            page_addr((first_pt + slot) as u64) | table_link
+            page_addr((first_pt + slot) as u64) | links
         } else {
-            addr | LARGE | PageAccess::DATA.bits()
+            addr | LARGE | large.bits()
         };
         addr += LARGE_PAGE_SIZE;
     }
@@ -304,6 +378,24 @@ mod tests {
         let first_pages: Vec<u64> = first.pages.iter().map(|(a, _)| *a).collect();
         assert!(second.pages.iter().all(|(a, _)| !first_pages.contains(a)));
         assert!(build(PAGE_TABLES_END, 2 << 20, 2 << 20, &[]).is_err());
+    }
+
+    #[test]
+    fn a_kernel_map_is_supervisor_and_executable_and_fits_its_area() {
+        let tables = kernel_identity(0x9000..0xc000, 1 << 30).unwrap();
+        assert_eq!(tables.root, 0x9000);
+        assert_eq!(tables.end, 0xc000);
+        for addr in [0, 0x1234_5678, (1 << 30) - 1] {
+            let entry = walk(&tables, addr).unwrap();
+            assert_eq!(entry & (USER | NO_EXECUTE), 0, "{addr:#x}");
+            assert_ne!(entry & (LARGE | WRITABLE), 0, "{addr:#x}");
+            assert_eq!(frame(entry), addr & !(LARGE_PAGE_SIZE - 1));
+        }
+        assert_eq!(tables.pages[0].1[0] & USER, 0, "links are supervisor");
+        assert!(matches!(
+            kernel_identity(0x9000..0xb000, 1 << 30),
+            Err(PagingError::TooManyTables { needed: 3, .. })
+        ));
     }
 
     #[test]

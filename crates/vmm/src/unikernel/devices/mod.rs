@@ -21,7 +21,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use crate::devices::tap::Tap;
-use crate::error::VmmError;
+use crate::error::HostError;
 use crate::unikernel::guest::{AbiViolation, Guest};
 use block::BlockDevice;
 use event_loop::EventLoop;
@@ -52,12 +52,12 @@ pub struct Devices {
 
 impl Devices {
     /// Opens the host side of the devices asked for: the tap and the disk image.
-    pub fn open(net: Option<&NetConfig>, disk: Option<&DiskConfig>) -> Result<Self, VmmError> {
+    pub fn open(net: Option<&NetConfig>, disk: Option<&DiskConfig>) -> Result<Self, HostError> {
         let tap = net
             .map(|config| {
                 Tap::open(&config.tap)
                     .map(|tap| (tap, config.mac))
-                    .map_err(|source| VmmError::Host {
+                    .map_err(|source| HostError {
                         op: "opening the network device (--net)",
                         source,
                     })
@@ -65,7 +65,7 @@ impl Devices {
             .transpose()?;
         let block = disk
             .map(|config| {
-                BlockDevice::open(&config.path, config.read_only).map_err(|e| VmmError::Host {
+                BlockDevice::open(&config.path, config.read_only).map_err(|e| HostError {
                     op: "opening the disk image (--disk)",
                     source: std::io::Error::new(
                         e.kind(),
@@ -78,19 +78,19 @@ impl Devices {
     }
 
     /// The devices of a tap with the guest's MAC and a disk, both opened already.
-    pub fn new(net: Option<(Tap, [u8; 6])>, block: Option<BlockDevice>) -> Result<Self, VmmError> {
+    pub fn new(net: Option<(Tap, [u8; 6])>, block: Option<BlockDevice>) -> Result<Self, HostError> {
         let mut devices = Self {
             block,
             ..Self::default()
         };
         if let Some((tap, mac)) = net {
-            let mut events = EventLoop::new().map_err(|source| VmmError::Host {
+            let mut events = EventLoop::new().map_err(|source| HostError {
                 op: "creating the device event loop",
                 source,
             })?;
             events
                 .add_readable(tap.as_raw_fd(), READY_NET)
-                .map_err(|source| VmmError::Host {
+                .map_err(|source| HostError {
                     op: "watching the tap interface",
                     source,
                 })?;

@@ -17,23 +17,23 @@
 use std::io::Write;
 use std::time::Instant;
 
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use lightvm_abi::{layout, Hypercall, HYPERCALL_PORT_BASE, HYPERCALL_PORT_COUNT, PLATFORM_KVM};
 use vm_memory::GuestMemoryMmap;
-use zerocopy::IntoBytes;
 
 use super::vm::KvmVm;
 use crate::config::VmConfig;
-use crate::error::{kvm_op, VmmError};
 use crate::kvm::arch::cpu::{self, EntryState};
 use crate::kvm::arch::gdt;
 use crate::kvm::arch::paging::{self, Mapping, PageAccess};
+use crate::kvm::kvm_op;
 use crate::loader::UnikernelImage;
 use crate::memory;
 use crate::report::Timings;
 use crate::unikernel::boot::{self, BootFacts};
 use crate::unikernel::core::Core;
 use crate::unikernel::devices::Devices;
+use crate::unikernel::error::UnikernelError;
 use crate::unikernel::guest::{self, Ownership};
 
 /// The gate stub at [`layout::KVM_GATE_ADDR`]: `gate(call: rdi, arg: rsi)` becomes
@@ -77,9 +77,9 @@ pub(crate) struct ShellParts {
 impl KvmShell {
     /// Creates the VM, its memory and its vCPU, and writes the image-independent
     /// machine state. `mem_size` must be valid for [`VmConfig`].
-    pub fn create(mem_size: u64) -> Result<Self, VmmError> {
+    pub fn create(mem_size: u64) -> Result<Self, UnikernelError> {
         VmConfig::check_mem_size(mem_size)?;
-        let kvm = Kvm::new().map_err(VmmError::KvmUnavailable)?;
+        let kvm = crate::kvm::open()?;
         let vm = kvm.create_vm().map_err(kvm_op("KVM_CREATE_VM"))?;
         let memory = crate::kvm::memory::create(&vm, mem_size)?;
         let vcpu = vm.create_vcpu(0).map_err(kvm_op("KVM_CREATE_VCPU"))?;
@@ -113,7 +113,7 @@ impl KvmShell {
     /// Runs the vCPU once through a parking stub — `out` to the boot-done port, in
     /// its own page with its own page tables — so that the first-run costs of KVM
     /// are paid now rather than when a guest is started.
-    pub fn warm(&mut self) -> Result<(), VmmError> {
+    pub fn warm(&mut self) -> Result<(), UnikernelError> {
         if self.warmed {
             return Ok(());
         }
@@ -134,7 +134,7 @@ impl KvmShell {
             layout::LARGE_PAGE_SIZE,
             &mappings,
         )?;
-        write_tables(&self.parts.memory, &tables)?;
+        tables.write(&self.parts.memory)?;
         cpu::set_entry_state(
             &self.parts.vcpu,
             &EntryState {
@@ -148,14 +148,14 @@ impl KvmShell {
         match self.parts.vcpu.run() {
             Ok(VcpuExit::IoOut(port, _)) if port == Hypercall::BootDone.port() => {}
             Ok(other) => {
-                return Err(VmmError::Host {
+                return Err(UnikernelError::Host {
                     op: "warming a shell",
                     source: std::io::Error::other(format!(
                         "the parking stub stopped with {other:?}"
                     )),
                 })
             }
-            Err(error) => return Err(kvm_op("KVM_RUN")(error)),
+            Err(error) => return Err(kvm_op("KVM_RUN")(error).into()),
         }
         self.tables_at = tables.end;
         self.warmed = true;
@@ -172,11 +172,11 @@ impl KvmShell {
         config: &VmConfig,
         console: Box<dyn Write + Send>,
         (started, image_loaded): (Instant, std::time::Duration),
-    ) -> Result<KvmVm, VmmError> {
+    ) -> Result<KvmVm, UnikernelError> {
         let memory = &self.parts.memory;
         let heap_start = boot::heap_start(image);
         let tables = image_page_tables(image, self.tables_at, self.mem_size, heap_start)?;
-        write_tables(memory, &tables)?;
+        tables.write(memory)?;
         let facts = BootFacts {
             mem_size: self.mem_size,
             tsc_hz: self.tsc_hz,
@@ -217,7 +217,7 @@ fn image_page_tables(
     base: u64,
     mem_size: u64,
     heap_start: u64,
-) -> Result<paging::PageTables, VmmError> {
+) -> Result<paging::PageTables, UnikernelError> {
     let fine_end = image
         .end()
         .max(layout::IMAGE_MIN_ADDR)
@@ -243,13 +243,6 @@ fn image_page_tables(
         mappings.push(map(heap_start..fine_end, PageAccess::DATA));
     }
     Ok(paging::build(base, mem_size, fine_end, &mappings)?)
-}
-
-fn write_tables(memory: &GuestMemoryMmap, tables: &paging::PageTables) -> Result<(), VmmError> {
-    for (addr, entries) in &tables.pages {
-        memory::write(memory, *addr, entries.as_bytes())?;
-    }
-    Ok(())
 }
 
 /// The one page at `addr`.

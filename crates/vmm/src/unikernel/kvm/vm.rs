@@ -7,14 +7,14 @@
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use lightvm_abi::Hypercall;
 
-use crate::error::{kvm_op, VmmError};
 use crate::kvm::arch::cpu::SYSCALL_TRAP;
+use crate::kvm::vcpu::{self, Run, Shown, VcpuRegisters};
 use crate::platform::Platform;
-use crate::report::{
-    describe_fault, describe_syscall, CrashReport, GuestRegisters, RunReport, VmExit,
-};
+use crate::report::{describe_fault, describe_syscall, CrashReport, RunReport, VmExit};
 use crate::unikernel::core::{Core, Flow};
+use crate::unikernel::error::UnikernelError;
 use crate::unikernel::guest::{violation, AbiViolation};
+use crate::unikernel::process::signals;
 
 /// A loaded kvm VM, ready to run its guest.
 pub struct KvmVm {
@@ -41,8 +41,9 @@ impl KvmVm {
     }
 
     /// Runs the guest until it exits, crashes, breaks the ABI or times out.
-    pub fn run(mut self) -> Result<RunReport, VmmError> {
-        crate::timer::install_handler()?;
+    pub fn run(mut self) -> Result<RunReport, UnikernelError> {
+        // The deadline timer's kick only has to make KVM_RUN return.
+        signals::install_kick()?;
         let _timer = self.core.arm_deadline()?;
         let exit = loop {
             if let Some(exit) = self.step()? {
@@ -53,9 +54,10 @@ impl KvmVm {
     }
 
     /// Runs the vCPU to its next exit and handles it; `Some` when the VM is over.
-    fn step(&mut self) -> Result<Option<VmExit>, VmmError> {
-        let exit = match self.vcpu.run() {
-            Ok(VcpuExit::IoOut(port, data)) => {
+    fn step(&mut self) -> Result<Option<VmExit>, UnikernelError> {
+        let exit = match vcpu::run(&mut self.vcpu)? {
+            Run::Interrupted => return Ok(self.core.timed_out()),
+            Run::Exit(VcpuExit::IoOut(port, data)) => {
                 let Some(call) = Hypercall::from_port(port) else {
                     let detail = if port == lightvm_abi::HYPERCALL_PORT_BASE + 15 {
                         "called the hypercall gate with an unknown hypercall number".to_owned()
@@ -72,71 +74,44 @@ impl KvmVm {
                     Err(AbiViolation(detail)) => VmExit::AbiViolation { detail },
                 }
             }
-            Ok(VcpuExit::IoIn(port, _)) => VmExit::AbiViolation {
+            Run::Exit(VcpuExit::IoIn(port, _)) => VmExit::AbiViolation {
                 detail: format!("read I/O port {port:#x}; unikernels have no port devices"),
             },
-            Ok(VcpuExit::MmioRead(addr, _) | VcpuExit::MmioWrite(addr, _)) => {
+            Run::Exit(VcpuExit::MmioRead(addr, _) | VcpuExit::MmioWrite(addr, _)) => {
                 VmExit::AbiViolation {
                     detail: format!("accessed {addr:#x}, outside guest memory"),
                 }
             }
-            Ok(VcpuExit::Shutdown) => VmExit::Crashed(self.crash_report(None)?),
-            Ok(VcpuExit::InternalError) => {
+            Run::Exit(VcpuExit::Shutdown) => VmExit::Crashed(self.crash_report(None)?),
+            Run::Exit(VcpuExit::InternalError) => {
                 VmExit::Crashed(self.crash_report(Some("KVM could not emulate an instruction"))?)
             }
-            Ok(VcpuExit::FailEntry(reason, _)) => {
-                return Err(VmmError::Host {
-                    op: "entering the guest",
-                    source: std::io::Error::other(format!(
-                        "hardware entry failure reason {reason:#x}"
-                    )),
-                })
-            }
-            Ok(other) => {
+            Run::Exit(other) => {
                 let reason = format!("unexpected VM exit {other:?}");
                 VmExit::Crashed(self.crash_report(Some(&reason))?)
             }
-            Err(error) if matches!(error.errno(), libc::EINTR | libc::EAGAIN) => {
-                return Ok(self.core.timed_out());
-            }
-            Err(error) => return Err(kvm_op("KVM_RUN")(error)),
         };
         Ok(Some(exit))
     }
 
-    fn crash_report(&self, reason: Option<&str>) -> Result<CrashReport, VmmError> {
-        let regs = self.vcpu.get_regs().map_err(kvm_op("KVM_GET_REGS"))?;
-        let sregs = self.vcpu.get_sregs().map_err(kvm_op("KVM_GET_SREGS"))?;
-        let events = self
-            .vcpu
-            .get_vcpu_events()
-            .map_err(kvm_op("KVM_GET_VCPU_EVENTS"))?;
-        // After a triple fault KVM leaves the last exception's vector here.
-        let vector = Some(events.exception.nr);
-        let registers = GuestRegisters {
-            rip: regs.rip,
-            rsp: regs.rsp,
-            rbp: regs.rbp,
-            rflags: regs.rflags,
-            cr2: sregs.cr2,
-            general: [
-                regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.r8, regs.r9,
-                regs.r10, regs.r11, regs.r12, regs.r13, regs.r14, regs.r15,
-            ],
-        };
+    /// The report of a guest stopped by a fault, or by an exit no unikernel makes
+    /// (`reason`): a fault or `syscall` is named from the registers.
+    fn crash_report(&self, reason: Option<&str>) -> Result<CrashReport, UnikernelError> {
+        let registers = VcpuRegisters::read(&self.vcpu)?;
+        let vector = Some(vcpu::exception_vector(&self.vcpu)?);
+        let regs = &registers.regs;
         let reason = match reason {
             Some(reason) => reason.to_owned(),
             // The number is still in rax: nothing ran after the `syscall`.
-            None if regs.rip == SYSCALL_TRAP => {
-                describe_syscall(Some(regs.rax as i64), registers.rcx())
-            }
-            None => describe_fault(vector, regs.rip, sregs.cr2),
+            None if regs.rip == SYSCALL_TRAP => describe_syscall(Some(regs.rax as i64), regs.rcx),
+            None => describe_fault(vector, regs.rip, registers.sregs.cr2),
         };
-        Ok(CrashReport {
+        Ok(vcpu::crash_report(
             reason,
             vector,
-            registers: registers.named(),
-        })
+            Some(&registers),
+            Shown::Unikernel,
+        ))
     }
 }
 

@@ -17,8 +17,8 @@ use std::ops::Range;
 use lightvm_abi::layout;
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
-use crate::error::VmmError;
 use crate::loader::{SegmentAccess, UnikernelImage};
+use crate::unikernel::error::UnikernelError;
 
 /// The mapping, owned: unmapped on drop.
 pub struct FixedMapping {
@@ -43,17 +43,18 @@ pub struct ProcessMemory {
     pub mapping: FixedMapping,
 }
 
-fn host_error(op: &'static str) -> VmmError {
-    VmmError::Host {
+fn host_error(op: &'static str) -> UnikernelError {
+    UnikernelError::Host {
         op,
         source: std::io::Error::last_os_error(),
     }
 }
 
 /// Maps guest memory of `mem_size` bytes (a size `VmConfig` accepted).
-pub fn map_guest(mem_size: u64) -> Result<ProcessMemory, VmmError> {
+pub fn map_guest(mem_size: u64) -> Result<ProcessMemory, UnikernelError> {
     let start = layout::BOOT_INFO_ADDR;
-    let len = usize::try_from(mem_size - start).map_err(|_| VmmError::Internal("memory size"))?;
+    let len =
+        usize::try_from(mem_size - start).map_err(|_| UnikernelError::Internal("memory size"))?;
     // SAFETY: a new anonymous mapping at a fixed address that MAP_FIXED_NOREPLACE
     // refuses to place over anything already mapped; it touches no existing memory.
     let host = unsafe {
@@ -71,7 +72,7 @@ pub fn map_guest(mem_size: u64) -> Result<ProcessMemory, VmmError> {
     };
     if host == libc::MAP_FAILED {
         let error = std::io::Error::last_os_error();
-        return Err(VmmError::Memory(format!(
+        return Err(UnikernelError::Memory(format!(
             "cannot map guest memory at {start:#x}..{mem_size:#x} in this process: {error}{}",
             match error.raw_os_error() {
                 Some(libc::EPERM) | Some(libc::EACCES) =>
@@ -84,7 +85,7 @@ pub fn map_guest(mem_size: u64) -> Result<ProcessMemory, VmmError> {
     let mapping = FixedMapping { start, len };
     // Kernels before 4.17 ignore MAP_FIXED_NOREPLACE and may place it elsewhere.
     if host as u64 != start {
-        return Err(VmmError::Memory(format!(
+        return Err(UnikernelError::Memory(format!(
             "guest memory landed at {:#x} instead of {start:#x}",
             host as u64
         )));
@@ -100,11 +101,11 @@ pub fn map_guest(mem_size: u64) -> Result<ProcessMemory, VmmError> {
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
         )
     }
-    .map_err(|e| VmmError::Memory(e.to_string()))?;
+    .map_err(|e| UnikernelError::Memory(e.to_string()))?;
     let region = GuestRegionMmap::new(region, GuestAddress(start))
-        .ok_or(VmmError::Internal("guest region overflows"))?;
-    let memory =
-        GuestMemoryMmap::from_regions(vec![region]).map_err(|e| VmmError::Memory(e.to_string()))?;
+        .ok_or(UnikernelError::Internal("guest region overflows"))?;
+    let memory = GuestMemoryMmap::from_regions(vec![region])
+        .map_err(|e| UnikernelError::Memory(e.to_string()))?;
     Ok(ProcessMemory { memory, mapping })
 }
 
@@ -142,11 +143,12 @@ impl Access {
 
 /// Sets the access of the guest pages in `range` (page-aligned, inside guest
 /// memory: the callers pass layout constants and validated segments).
-pub fn protect(range: Range<u64>, access: Access) -> Result<(), VmmError> {
+pub fn protect(range: Range<u64>, access: Access) -> Result<(), UnikernelError> {
     if range.is_empty() {
         return Ok(());
     }
-    let len = usize::try_from(range.end - range.start).map_err(|_| VmmError::Internal("range"))?;
+    let len =
+        usize::try_from(range.end - range.start).map_err(|_| UnikernelError::Internal("range"))?;
     // SAFETY: the range lies inside the guest mapping, which holds only guest pages
     // that no Rust reference points into; changing their protection cannot
     // invalidate any monitor data.
@@ -160,7 +162,7 @@ pub fn protect(range: Range<u64>, access: Access) -> Result<(), VmmError> {
 /// Gives a loaded image the access the kvm platform's page tables give it: boot
 /// info read-only, no guard page, each segment its permissions, and the heap (from
 /// `heap_start`) and stack read-write.
-pub fn protect_image(image: &UnikernelImage, heap_start: u64) -> Result<(), VmmError> {
+pub fn protect_image(image: &UnikernelImage, heap_start: u64) -> Result<(), UnikernelError> {
     let page = layout::PAGE_SIZE;
     protect(
         layout::BOOT_INFO_ADDR..layout::BOOT_INFO_ADDR + page,
@@ -182,7 +184,7 @@ pub fn protect_image(image: &UnikernelImage, heap_start: u64) -> Result<(), VmmE
 
 /// Touches the pages every guest uses first (boot info, the top of the stack), so
 /// that their first-use faults are paid while a shell is prepared.
-pub fn pre_touch(memory: &ProcessMemory) -> Result<(), VmmError> {
+pub fn pre_touch(memory: &ProcessMemory) -> Result<(), UnikernelError> {
     const STACK_PAGES: u64 = 4;
     let page = layout::PAGE_SIZE;
     let pages = std::iter::once(layout::BOOT_INFO_ADDR)

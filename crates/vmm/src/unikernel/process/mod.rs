@@ -27,7 +27,6 @@ use lightvm_abi::{layout, PLATFORM_PROCESS};
 use self::memory::{FixedMapping, ProcessMemory};
 use self::sandbox::SandboxPolicy;
 use crate::config::VmConfig;
-use crate::error::VmmError;
 use crate::loader::UnikernelImage;
 use crate::platform::Platform;
 use crate::report::{
@@ -36,6 +35,7 @@ use crate::report::{
 use crate::unikernel::boot::{self, BootFacts};
 use crate::unikernel::core::Core;
 use crate::unikernel::devices::Devices;
+use crate::unikernel::error::UnikernelError;
 use crate::unikernel::guest::{self, Ownership};
 
 /// A prepared process-platform VM without an image: guest memory mapped, signal
@@ -55,10 +55,10 @@ pub struct ProcessShell {
 impl ProcessShell {
     /// Maps guest memory of `mem_size` bytes (valid for [`VmConfig`]) and installs
     /// the signal handling a guest needs.
-    pub fn create(mem_size: u64) -> Result<Self, VmmError> {
+    pub fn create(mem_size: u64) -> Result<Self, UnikernelError> {
         let tsc = tsc::Calibration::start();
         VmConfig::check_mem_size(mem_size)?;
-        let slot = gate::GuestSlot::claim().ok_or(VmmError::Internal(
+        let slot = gate::GuestSlot::claim().ok_or(UnikernelError::Internal(
             "a process-platform guest already lives in this process (one per process)",
         ))?;
         signals::install()?;
@@ -78,7 +78,7 @@ impl ProcessShell {
     /// `no_new_privs`) now, in the prepare phase; only the filter is left for the
     /// guest's start. After this the process can open nothing a namespace hides:
     /// the image, console and devices must come to it as open descriptors.
-    pub fn isolate(&mut self) -> Result<Vec<&'static str>, VmmError> {
+    pub fn isolate(&mut self) -> Result<Vec<&'static str>, UnikernelError> {
         let namespaces = sandbox::isolate()?;
         self.isolated = true;
         Ok(namespaces)
@@ -95,7 +95,7 @@ impl ProcessShell {
     }
 
     /// Touches the pages every guest uses first.
-    pub fn warm(&mut self) -> Result<(), VmmError> {
+    pub fn warm(&mut self) -> Result<(), UnikernelError> {
         memory::pre_touch(&self.memory)?;
         self.warmed = true;
         Ok(())
@@ -110,7 +110,7 @@ impl ProcessShell {
         config: &VmConfig,
         console: Box<dyn Write + Send>,
         (started, image_loaded): (Instant, Duration),
-    ) -> Result<ProcessVm, VmmError> {
+    ) -> Result<ProcessVm, UnikernelError> {
         let ProcessMemory { memory, mapping } = self.memory;
         let heap_start = boot::heap_start(image);
         let facts = BootFacts {
@@ -171,7 +171,7 @@ impl ProcessVm {
     /// Enters the sandbox and runs the guest until it exits, crashes, breaks the ABI
     /// or times out. The process stays sandboxed afterwards: what it does after the
     /// run (print, write a report, exit) must fit the sandbox's allow-list.
-    pub fn run(mut self) -> Result<RunReport, VmmError> {
+    pub fn run(mut self) -> Result<RunReport, UnikernelError> {
         // This thread may not be the one that created the shell.
         signals::install()?;
         let _timer = self.core.arm_deadline()?;

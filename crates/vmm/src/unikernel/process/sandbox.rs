@@ -31,8 +31,8 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
-use crate::error::VmmError;
 use crate::unikernel::devices::DeviceFds;
+use crate::unikernel::error::UnikernelError;
 
 /// Which descriptors a call may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,7 +249,7 @@ pub fn compile(
     policy: &SandboxPolicy,
     devices: DeviceFds,
     guest_end: u64,
-) -> Result<BpfProgram, VmmError> {
+) -> Result<BpfProgram, UnikernelError> {
     let filter = SeccompFilter::new(
         rules(policy, devices)?,
         SeccompAction::Trap,
@@ -266,7 +266,7 @@ pub fn compile(
 /// The part of the sandbox that can be built ahead of the guest (a pool shell
 /// does it while it is prepared): namespaces, no core dumps, `no_new_privs`.
 /// Returns the namespaces entered. Nothing the process had open is closed.
-pub fn isolate() -> Result<Vec<&'static str>, VmmError> {
+pub fn isolate() -> Result<Vec<&'static str>, UnikernelError> {
     let namespaces = enter_namespaces();
     let no_core = libc::rlimit {
         rlim_cur: 0,
@@ -285,7 +285,7 @@ pub fn isolate() -> Result<Vec<&'static str>, VmmError> {
 
 /// Puts `program` in force for the calling thread: the last step before the
 /// guest's first instruction. Needs `no_new_privs` ([`isolate`]) unless root.
-pub fn apply(program: &BpfProgram) -> Result<(), VmmError> {
+pub fn apply(program: &BpfProgram) -> Result<(), UnikernelError> {
     seccompiler::apply_filter(program).map_err(filter_error)
 }
 
@@ -311,14 +311,15 @@ fn enter_namespaces() -> Vec<&'static str> {
 /// BPF that answers every system call made from guest memory (`0..guest_end`)
 /// with SIGSYS, before the number is even looked at: seccomp_data's
 /// `instruction_pointer` is the address after the `syscall`.
-fn guest_ip_check(guest_end: u64) -> Result<BpfProgram, VmmError> {
+fn guest_ip_check(guest_end: u64) -> Result<BpfProgram, UnikernelError> {
     const BPF_LD_W_ABS: u16 = 0x20;
     const BPF_JEQ_K: u16 = 0x15;
     const BPF_JGE_K: u16 = 0x35;
     const BPF_RET_K: u16 = 0x06;
     const IP_LOW: u32 = 8;
     const IP_HIGH: u32 = 12;
-    let end = u32::try_from(guest_end).map_err(|_| VmmError::Internal("guest end above 4 GiB"))?;
+    let end =
+        u32::try_from(guest_end).map_err(|_| UnikernelError::Internal("guest end above 4 GiB"))?;
     let insn = |code, jt, jf, k| seccompiler::sock_filter { code, jt, jf, k };
     Ok(vec![
         insn(BPF_LD_W_ABS, 0, 0, IP_HIGH),
@@ -334,7 +335,7 @@ fn guest_ip_check(guest_end: u64) -> Result<BpfProgram, VmmError> {
 fn rules(
     policy: &SandboxPolicy,
     devices: DeviceFds,
-) -> Result<BTreeMap<i64, Vec<SeccompRule>>, VmmError> {
+) -> Result<BTreeMap<i64, Vec<SeccompRule>>, UnikernelError> {
     let fds = |which: Fds| -> Vec<RawFd> {
         match which {
             Fds::Tap => devices.tap.into_iter().collect(),
@@ -381,7 +382,7 @@ fn rules(
 }
 
 /// One rule: all of `conditions` (argument index, comparison, value) hold.
-fn rule(conditions: &[(u8, SeccompCmpOp, u64)]) -> Result<SeccompRule, VmmError> {
+fn rule(conditions: &[(u8, SeccompCmpOp, u64)]) -> Result<SeccompRule, UnikernelError> {
     let conditions = conditions
         .iter()
         .map(|(arg, op, value)| {
@@ -392,15 +393,15 @@ fn rule(conditions: &[(u8, SeccompCmpOp, u64)]) -> Result<SeccompRule, VmmError>
     SeccompRule::new(conditions).map_err(filter_error)
 }
 
-fn filter_error(error: impl std::fmt::Display) -> VmmError {
-    VmmError::Host {
+fn filter_error(error: impl std::fmt::Display) -> UnikernelError {
+    UnikernelError::Host {
         op: "building the seccomp filter",
         source: std::io::Error::other(error.to_string()),
     }
 }
 
-fn host(op: &'static str) -> VmmError {
-    VmmError::Host {
+fn host(op: &'static str) -> UnikernelError {
+    UnikernelError::Host {
         op,
         source: std::io::Error::last_os_error(),
     }

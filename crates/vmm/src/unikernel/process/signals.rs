@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Once;
 
 use super::gate::{self, LIGHTVM_GATE_STATE};
-use crate::error::VmmError;
+use crate::error::HostError;
 
 /// The signals a guest raises by faulting.
 pub const FAULT_SIGNALS: [libc::c_int; 6] = [
@@ -101,7 +101,7 @@ pub fn gettid() -> u64 {
 
 /// Installs the handler for the fault signals and the deadline kick (once per
 /// process), and an alternate signal stack for the calling thread (once per thread).
-pub fn install() -> Result<(), VmmError> {
+pub fn install() -> Result<(), HostError> {
     static INSTALLED: Once = Once::new();
     static INSTALL_ERROR: AtomicI32 = AtomicI32::new(0);
     INSTALLED.call_once(|| {
@@ -116,7 +116,7 @@ pub fn install() -> Result<(), VmmError> {
     });
     let error = INSTALL_ERROR.load(Ordering::Relaxed);
     if error != 0 {
-        return Err(VmmError::Host {
+        return Err(HostError {
             op: "installing the process platform's signal handlers",
             source: std::io::Error::from_raw_os_error(error),
         });
@@ -126,7 +126,7 @@ pub fn install() -> Result<(), VmmError> {
 
 /// Installs the handler for the deadline kick alone: what a kvm run needs (the
 /// signal only has to interrupt `KVM_RUN` or a wait).
-pub fn install_kick() -> Result<(), VmmError> {
+pub fn install_kick() -> Result<(), HostError> {
     static INSTALLED: Once = Once::new();
     static INSTALL_ERROR: AtomicI32 = AtomicI32::new(0);
     INSTALLED.call_once(|| {
@@ -136,7 +136,7 @@ pub fn install_kick() -> Result<(), VmmError> {
     });
     match INSTALL_ERROR.load(Ordering::Relaxed) {
         0 => Ok(()),
-        errno => Err(VmmError::Host {
+        errno => Err(HostError {
             op: "installing the vCPU kick signal handler",
             source: std::io::Error::from_raw_os_error(errno),
         }),
@@ -160,7 +160,7 @@ fn set_handler(signal: libc::c_int) -> Result<(), libc::c_int> {
     Ok(())
 }
 
-fn install_alt_stack() -> Result<(), VmmError> {
+fn install_alt_stack() -> Result<(), HostError> {
     thread_local! {
         static HAS_ALT_STACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
@@ -179,7 +179,7 @@ fn install_alt_stack() -> Result<(), VmmError> {
         )
     };
     if stack == libc::MAP_FAILED {
-        return Err(VmmError::Host {
+        return Err(HostError {
             op: "mapping the signal stack",
             source: std::io::Error::last_os_error(),
         });
@@ -192,7 +192,7 @@ fn install_alt_stack() -> Result<(), VmmError> {
     // SAFETY: `alt` describes the mapping just made, which is never unmapped (one
     // per thread that runs guests, for the life of the process).
     if unsafe { libc::sigaltstack(&alt, std::ptr::null_mut()) } != 0 {
-        return Err(VmmError::Host {
+        return Err(HostError {
             op: "installing the signal stack",
             source: std::io::Error::last_os_error(),
         });
