@@ -347,7 +347,8 @@ extern "C" fn hypercall_entry(number: u64, arg: u64) -> u64 {
 }
 
 /// Runs the guest at `entry` on the stack whose `rsp` is `guest_rsp`, with `rdi` =
-/// `boot_info`, until it is over; hypercalls go to `core`. Returns
+/// `boot_info`, on the calling thread (whose id is `guest_tid`, for the signal
+/// handler), until it is over; hypercalls go to `core`. Returns
 /// [`ENDED_BY_HYPERCALL`] or [`STOPPED_BY_SIGNAL`].
 ///
 /// # Safety
@@ -356,12 +357,17 @@ extern "C" fn hypercall_entry(number: u64, arg: u64) -> u64 {
 /// `entry` and a stack below `guest_rsp`, and has installed the signal handlers
 /// (`signals::install`) with an alternate stack for this thread: a guest that
 /// faults is otherwise a monitor crash.
-pub unsafe fn enter(core: &mut Core, entry: u64, guest_rsp: u64, boot_info: u64) -> u64 {
+pub unsafe fn enter(
+    core: &mut Core,
+    entry: u64,
+    (guest_rsp, boot_info): (u64, u64),
+    guest_tid: u64,
+) -> u64 {
     let state = LIGHTVM_GATE_STATE.get();
     // SAFETY: the caller holds the slot, so no other thread uses the state, and
     // no guest runs yet, so neither does the gate or the signal handler.
     unsafe {
-        (*state).guest_tid = crate::unikernel::process::signals::gettid();
+        (*state).guest_tid = guest_tid;
         match read_fs_base() {
             Some(fs) => {
                 (*state).monitor_fs = fs;

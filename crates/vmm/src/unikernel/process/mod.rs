@@ -190,8 +190,8 @@ impl ProcessVm {
             gate::enter(
                 &mut self.core,
                 self.entry,
-                layout::STACK_TOP - 8,
-                layout::BOOT_INFO_ADDR,
+                (layout::STACK_TOP - 8, layout::BOOT_INFO_ADDR),
+                signals::gettid(),
             )
         };
         let exit = match ended {
