@@ -9,13 +9,15 @@ cd "$(dirname "$0")/.."
 
 echo "== building lightvm"
 cargo build --release --quiet
+# The target is named in .cargo/config.toml (lightvm is linked statically).
+lightvm=./target/x86_64-unknown-linux-gnu/release/lightvm
 echo "== building the hello unikernel"
-hello=$(./target/release/lightvm build guests/hello)
+hello=$("$lightvm" build guests/hello)
 echo "== the platforms this host can run it on"
-./target/release/lightvm platforms
-for platform in $(./target/release/lightvm platforms --available); do
+"$lightvm" platforms
+for platform in $("$lightvm" platforms --available); do
     echo "== booting it on the $platform platform"
-    ./target/release/lightvm run --platform "$platform" "$hello"
+    "$lightvm" run --platform "$platform" "$hello"
 done
 echo "== boot time: process vs container vs unikernel (same run)"
-./target/release/lightvm bench boot "$@"
+"$lightvm" bench boot "$@"
