@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use lightvm_abi::{limits, ConsoleWriteArgs, ExitArgs, Hypercall, PollArgs};
+use lightvm_abi::{limits, ConsoleWriteArgs, ExitArgs, Hypercall, PollArgs, SyscallEntryArgs};
 use vm_memory::GuestMemoryMmap;
 
 use super::devices::Devices;
@@ -44,6 +44,7 @@ pub struct Core {
     timeout: Option<Duration>,
     deadline: Option<Instant>,
     exit: Option<VmExit>,
+    syscall_entry: Option<u64>,
 }
 
 impl Core {
@@ -69,6 +70,7 @@ impl Core {
             timeout,
             deadline: None,
             exit: None,
+            syscall_entry: None,
         }
     }
 
@@ -85,6 +87,12 @@ impl Core {
     /// Timings so far.
     pub fn timings(&self) -> &Timings {
         &self.timings
+    }
+
+    /// Where the guest asked its `syscall`s to go (`Hypercall::SyscallEntry`), if
+    /// it did: the platform resumes it there instead of ending it.
+    pub fn syscall_entry(&self) -> Option<u64> {
+        self.syscall_entry
     }
 
     /// Registers `listener` for the guest's boot-done hypercall.
@@ -159,6 +167,16 @@ impl Core {
                 // timeout and the deadline timer's signal when there are none).
                 args.ready = self.devices.poll(&guest, timeout)?;
                 guest.write_args(call, addr, &args)?;
+            }
+            Hypercall::SyscallEntry => {
+                let args: SyscallEntryArgs = guest.read_args(call, addr)?;
+                self.syscall_entry = match args.entry {
+                    0 => None,
+                    entry => {
+                        guest.check(&|| format!("{}: entry", call.name()), entry, 1)?;
+                        Some(entry)
+                    }
+                };
             }
             // Device hypercalls (net/block rings, notify): see `devices`.
             Hypercall::NetSetup | Hypercall::BlockSetup | Hypercall::Notify => {

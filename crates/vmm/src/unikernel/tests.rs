@@ -350,7 +350,11 @@ fn writing_to_code_and_executing_data_fault(platform: Platform) {
 /// Boots with the process platform's sandbox in force, on a thread of its own
 /// (the filter stays with the thread, which ends after the guest).
 fn boot_sandboxed(platform: Platform, code: &[u8]) -> RunReport {
-    let image = TestImage::new(code, &[]);
+    boot_sandboxed_with(platform, code, &[])
+}
+
+fn boot_sandboxed_with(platform: Platform, code: &[u8], data: &[u8]) -> RunReport {
+    let image = TestImage::new(code, data);
     let config = image.config(None);
     std::thread::spawn(move || {
         let vm = Vm::build(platform, &config, Box::new(std::io::sink())).unwrap();
@@ -358,6 +362,36 @@ fn boot_sandboxed(platform: Platform, code: &[u8]) -> RunReport {
     })
     .join()
     .unwrap()
+}
+
+/// With a `syscall` entry registered, a `syscall` resumes the guest there with its
+/// number, arguments and return address, as a kernel's entry would see them.
+fn a_registered_entry_receives_the_guests_system_calls(platform: Platform) {
+    let _one = one_guest(platform);
+    // The code: register the entry, make getpid(7), exit with what the handler
+    // stored. The handler (at HANDLER) stores rax + rdi and returns to rcx.
+    const HANDLER: u64 = CODE + 0x100;
+    let mut code = call(Hypercall::SyscallEntry, DATA as u32);
+    code.extend_from_slice(&[0xb8, 39, 0, 0, 0, 0xbf, 7, 0, 0, 0, 0x0f, 0x05]);
+    code.extend(call(Hypercall::Exit, DATA as u32 + 0x80));
+    code.resize((HANDLER - CODE) as usize, 0xcc);
+    // lea eax, [rdi + rax]; mov [DATA + 0x80], eax; jmp rcx
+    code.extend_from_slice(&[0x8d, 0x04, 0x07, 0x89, 0x04, 0x25]);
+    code.extend_from_slice(&((DATA + 0x80) as u32).to_le_bytes());
+    code.extend_from_slice(&[0xff, 0xe1]);
+    let mut data = lightvm_abi::SyscallEntryArgs { entry: HANDLER }
+        .as_bytes()
+        .to_vec();
+    data.resize(0x80, 0);
+    data.extend(exit_args(0));
+    let report = boot_sandboxed_with(platform, &code, &data);
+    assert_eq!(
+        report.exit,
+        VmExit::Exited {
+            status: 46,
+            message: None
+        }
+    );
 }
 
 fn a_system_call_is_reported_as_such(platform: Platform) {
@@ -431,6 +465,7 @@ lightvm_testkit::platform_tests!(
     a_null_write_is_a_page_fault_crash_with_registers,
     writing_to_code_and_executing_data_fault,
     a_system_call_is_reported_as_such,
+    a_registered_entry_receives_the_guests_system_calls,
     a_spinning_guest_is_stopped_by_the_timeout,
     the_guest_can_reach_no_io_port,
     the_guest_starts_in_the_state_the_abi_describes,

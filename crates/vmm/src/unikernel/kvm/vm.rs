@@ -7,7 +7,9 @@
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use lightvm_abi::Hypercall;
 
-use crate::kvm::arch::cpu::SYSCALL_TRAP;
+use crate::kvm::arch::cpu::SYSCALL_STUB;
+use crate::kvm::arch::gdt;
+use crate::kvm::kvm_op;
 use crate::kvm::vcpu::{self, Run, Shown, VcpuRegisters};
 use crate::platform::Platform;
 use crate::report::{describe_fault, describe_syscall, CrashReport, RunReport, VmExit};
@@ -15,6 +17,7 @@ use crate::unikernel::core::{Core, Flow};
 use crate::unikernel::error::UnikernelError;
 use crate::unikernel::guest::{violation, AbiViolation};
 use crate::unikernel::process::signals;
+use lightvm_abi::layout;
 
 /// A loaded kvm VM, ready to run its guest.
 pub struct KvmVm {
@@ -57,6 +60,15 @@ impl KvmVm {
     fn step(&mut self) -> Result<Option<VmExit>, UnikernelError> {
         let exit = match vcpu::run(&mut self.vcpu)? {
             Run::Interrupted => return Ok(self.core.timed_out()),
+            Run::Exit(VcpuExit::IoOut(lightvm_abi::KVM_SYSCALL_PORT, _)) => {
+                return match self.core.syscall_entry() {
+                    Some(entry) => {
+                        self.deliver_syscall(entry)?;
+                        Ok(None)
+                    }
+                    None => Ok(Some(VmExit::Crashed(self.crash_report(None)?))),
+                };
+            }
             Run::Exit(VcpuExit::IoOut(port, data)) => {
                 let Some(call) = Hypercall::from_port(port) else {
                     let detail = if port == lightvm_abi::HYPERCALL_PORT_BASE + 15 {
@@ -102,8 +114,11 @@ impl KvmVm {
         let regs = &registers.regs;
         let reason = match reason {
             Some(reason) => reason.to_owned(),
-            // The number is still in rax: nothing ran after the `syscall`.
-            None if regs.rip == SYSCALL_TRAP => describe_syscall(Some(regs.rax as i64), regs.rcx),
+            // In the monitor's stub, after its `out`: rax still holds the number
+            // and rcx the return address.
+            None if (SYSCALL_STUB..SYSCALL_STUB + 16).contains(&regs.rip) => {
+                describe_syscall(Some(regs.rax as i64), regs.rcx)
+            }
             None => describe_fault(vector, regs.rip, registers.sregs.cr2),
         };
         Ok(vcpu::crash_report(
@@ -112,6 +127,24 @@ impl KvmVm {
             Some(&registers),
             Shown::Unikernel,
         ))
+    }
+}
+
+impl KvmVm {
+    /// Resumes the guest at its `syscall` entry: back at CPL 3 (the stub ran at
+    /// CPL 0), every other register as the `syscall` left it.
+    fn deliver_syscall(&mut self, entry: u64) -> Result<(), UnikernelError> {
+        let mut regs = self.vcpu.get_regs().map_err(kvm_op("KVM_GET_REGS"))?;
+        regs.rip = entry;
+        self.vcpu.set_regs(&regs).map_err(kvm_op("KVM_SET_REGS"))?;
+        let segments = gdt::segments(layout::GDT_ADDR);
+        let mut sregs = self.vcpu.get_sregs().map_err(kvm_op("KVM_GET_SREGS"))?;
+        sregs.cs = segments.code;
+        sregs.ss = segments.data;
+        self.vcpu
+            .set_sregs(&sregs)
+            .map_err(kvm_op("KVM_SET_SREGS"))?;
+        Ok(())
     }
 }
 

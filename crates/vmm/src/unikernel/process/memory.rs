@@ -18,6 +18,7 @@ use lightvm_abi::layout;
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
 use crate::loader::{SegmentAccess, UnikernelImage};
+use crate::unikernel::boot::GuestLayout;
 use crate::unikernel::error::UnikernelError;
 
 /// The mapping, owned: unmapped on drop.
@@ -120,6 +121,8 @@ pub enum Access {
     ReadWrite,
     /// Read and execute (text).
     ReadExecute,
+    /// Everything: the heap of a VM for Linux programs, where their code is loaded.
+    All,
 }
 
 impl Access {
@@ -129,6 +132,7 @@ impl Access {
             Access::Read => libc::PROT_READ,
             Access::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
             Access::ReadExecute => libc::PROT_READ | libc::PROT_EXEC,
+            Access::All => libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
         }
     }
 
@@ -160,9 +164,11 @@ pub fn protect(range: Range<u64>, access: Access) -> Result<(), UnikernelError> 
 }
 
 /// Gives a loaded image the access the kvm platform's page tables give it: boot
-/// info read-only, no guard page, each segment its permissions, and the heap (from
-/// `heap_start`) and stack read-write.
-pub fn protect_image(image: &UnikernelImage, heap_start: u64) -> Result<(), UnikernelError> {
+/// info read-only, no guard page, each segment its permissions, the stack
+/// read-write, the heap read-write (and executable in a VM for Linux programs),
+/// and the module read-only.
+pub fn protect_image(image: &UnikernelImage, plan: &GuestLayout) -> Result<(), UnikernelError> {
+    let heap_start = plan.heap.start;
     let page = layout::PAGE_SIZE;
     protect(
         layout::BOOT_INFO_ADDR..layout::BOOT_INFO_ADDR + page,
@@ -178,6 +184,12 @@ pub fn protect_image(image: &UnikernelImage, heap_start: u64) -> Result<(), Unik
         let start = segment.guest_addr - segment.guest_addr % page;
         let end = segment.guest_end().next_multiple_of(page);
         protect(start..end, Access::of(segment.access))?;
+    }
+    if plan.executable_heap {
+        protect(plan.heap.clone(), Access::All)?;
+    }
+    if let Some(module) = &plan.module {
+        protect(module.clone(), Access::Read)?;
     }
     Ok(())
 }

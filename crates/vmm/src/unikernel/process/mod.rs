@@ -32,11 +32,11 @@ use crate::platform::Platform;
 use crate::report::{
     describe_fault, describe_syscall, CrashReport, GuestRegisters, RunReport, Timings, VmExit,
 };
-use crate::unikernel::boot::{self, BootFacts};
+use crate::unikernel::boot::{self, BootFacts, GuestLayout, Module};
 use crate::unikernel::core::Core;
-use crate::unikernel::devices::Devices;
 use crate::unikernel::error::UnikernelError;
 use crate::unikernel::guest::{self, Ownership};
+use crate::unikernel::GuestParts;
 
 /// A prepared process-platform VM without an image: guest memory mapped, signal
 /// handling installed, the TSC's frequency known or being measured.
@@ -106,28 +106,40 @@ impl ProcessShell {
     pub fn start(
         self,
         image: &UnikernelImage,
-        devices: Devices,
+        parts: GuestParts,
         config: &VmConfig,
         console: Box<dyn Write + Send>,
         (started, image_loaded): (Instant, Duration),
     ) -> Result<ProcessVm, UnikernelError> {
         let ProcessMemory { memory, mapping } = self.memory;
-        let heap_start = boot::heap_start(image);
+        let module_len = parts.module.as_ref().map(Module::len);
+        let plan = GuestLayout::plan(
+            image,
+            self.mem_size,
+            module_len,
+            config.runs_linux_programs(),
+        )?;
         let facts = BootFacts {
             mem_size: self.mem_size,
             tsc_hz: self.tsc_hz.unwrap_or_else(|| self.tsc.finish()),
             platform: PLATFORM_PROCESS,
             hypercall_gate: gate::gate_address(),
+            module_len: module_len.unwrap_or(0),
         };
-        boot::write_boot_info(&memory, &facts, heap_start, config.cmdline())?;
+        boot::write_boot_info(&memory, &facts, &plan, config.cmdline())?;
         boot::load_segments(&memory, image)?;
-        memory::protect_image(image, heap_start)?;
+        if let (Some(module), Some(place)) = (&parts.module, &plan.module) {
+            boot::load_module(&memory, module, place)?;
+        }
+        memory::protect_image(image, &plan)?;
         let timings = Timings::setup(started, image_loaded);
-        let owned = Ownership::new(self.mem_size, guest::read_only_ranges(image));
+        let mut read_only = guest::read_only_ranges(image);
+        read_only.extend(plan.module.clone());
+        let owned = Ownership::new(self.mem_size, read_only);
         let core = Core::new(
             memory,
             owned,
-            devices,
+            parts.devices,
             console,
             config.timeout(),
             (started, timings),

@@ -217,11 +217,12 @@ extern "C" fn on_signal(
     let state = LIGHTVM_GATE_STATE.get();
     // SAFETY: the gate state is plain data; reading it from a handler is what it is
     // for (volatile: the interrupted code may be mid-update).
-    let (in_guest, guest_tid, monitor_rsp) = unsafe {
+    let (in_guest, guest_tid, monitor_rsp, syscall_entry) = unsafe {
         (
             std::ptr::read_volatile(&(*state).in_guest) != 0,
             std::ptr::read_volatile(&(*state).guest_tid),
             std::ptr::read_volatile(&(*state).monitor_rsp),
+            std::ptr::read_volatile(&(*state).syscall_entry),
         )
     };
     if info.is_null() || context.is_null() {
@@ -245,6 +246,14 @@ extern "C" fn on_signal(
         return;
     }
     let gregs = &mut context.uc_mcontext.gregs;
+    if signal == libc::SIGSYS && syscall_entry != 0 {
+        // The guest handles its own system calls (a Linux personality): resume it
+        // at its entry as a kernel would find the call — rax the number (the
+        // kernel put -ENOSYS there), rcx and r11 as the `syscall` set them.
+        gregs[libc::REG_RAX as usize] = syscall;
+        gregs[libc::REG_RIP as usize] = syscall_entry as i64;
+        return;
+    }
     let record = StopRecord {
         signal,
         // SAFETY: `si_code` is common to every siginfo.
