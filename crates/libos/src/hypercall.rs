@@ -121,6 +121,17 @@ pub fn exit(status: u32, msg: &str) -> ! {
     unsafe { core::arch::asm!("ud2", options(noreturn, nomem, nostack)) }
 }
 
+/// Has every `syscall` the guest executes from now on resume it at `entry`, with
+/// the registers as the instruction left them (`rcx` the return address, `rax`
+/// the number), instead of ending it: for a guest that runs Linux programs. 0
+/// turns it off.
+pub fn syscall_entry(entry: u64) {
+    let mut args = crate::abi::SyscallEntryArgs { entry };
+    // SAFETY: `args` is a live SyscallEntryArgs on our stack; the monitor only
+    // reads it, and checks the entry lies in guest memory.
+    unsafe { raw(Hypercall::SyscallEntry, &mut args) };
+}
+
 /// Tells the VMM that the guest has booted and is about to run the application's
 /// `main`: the VMM stamps its boot time here. Called once by `_start`.
 pub fn boot_done() {

@@ -201,9 +201,33 @@ pub struct BuildArgs {
 /// `lightvm run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The unikernel image (an ELF built by `lightvm build`); omit it with --kernel.
+    /// The unikernel image (an ELF built by `lightvm build`); with --rootfs, the
+    /// Linux program's path inside the root filesystem; omit it with --kernel.
     #[arg(required_unless_present = "kernel", conflicts_with = "kernel")]
     pub image: Option<PathBuf>,
+    /// The Linux program's arguments (after `--`): it runs unmodified, as a
+    /// unikernel, on the Linux personality.
+    #[arg(last = true, requires = "rootfs")]
+    pub program_args: Vec<String>,
+    /// Run an unmodified Linux program from this root filesystem (a directory,
+    /// packed at launch); the positional argument is its path inside it.
+    #[arg(long, conflicts_with = "kernel", value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// With --rootfs: an environment variable for the program, KEY=VALUE
+    /// (repeatable; default PATH, HOME and TERM).
+    #[arg(long, requires = "rootfs", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// With --rootfs: the program's working directory.
+    #[arg(long, requires = "rootfs", default_value = "/")]
+    pub cwd: String,
+    /// With --rootfs: print each system call the program makes and its result,
+    /// and at the end the calls that are not implemented.
+    #[arg(long, requires = "rootfs")]
+    pub trace_syscalls: bool,
+    /// With --rootfs: the Linux personality's image (default: built from
+    /// crates/personality, which Cargo skips when it is up to date).
+    #[arg(long, requires = "rootfs", value_name = "IMAGE")]
+    pub personality: Option<PathBuf>,
     /// Boot a Linux kernel instead: an ELF vmlinux (PVH or 64-bit entry) or a bzImage.
     #[arg(long)]
     pub kernel: Option<PathBuf>,

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use lightvm_vmm::devices::tap::Tap;
 use lightvm_vmm::unikernel::devices::Devices;
+use lightvm_vmm::unikernel::GuestParts;
 use lightvm_vmm::{Platform, SandboxPolicy, Shell, UnikernelImage, Vm, VmConfig};
 
 use crate::protocol::{self, BootFiles, BootRequest, ShellEvent};
@@ -148,7 +149,10 @@ fn load(
     shell
         .boot_opened(
             &image,
-            devices,
+            GuestParts {
+                devices,
+                module: None,
+            },
             &config,
             Box::new(console),
             (started, image_loaded),

@@ -38,6 +38,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         .transpose()?;
     let (image, report) = match (&args.kernel, &args.image) {
         (Some(kernel), _) => (kernel.as_path(), run_linux(args, kernel, console)?),
+        (None, Some(program)) if args.rootfs.is_some() => {
+            let keep = report_file.as_ref().map(AsRawFd::as_raw_fd);
+            (
+                program.as_path(),
+                run_linux_program(args, program, console, keep)?,
+            )
+        }
         (None, Some(image)) => {
             let keep = report_file.as_ref().map(AsRawFd::as_raw_fd);
             (image.as_path(), run_unikernel(args, image, console, keep)?)
@@ -80,6 +87,76 @@ fn run_unikernel(
         .with_context(|| format!("cannot boot {}", image.display()))?;
     vm.set_sandbox(SandboxPolicy::writable(report_fd));
     Ok(vm.run()?)
+}
+
+/// Guest memory of a Linux program when `--mem` names none: room for a program,
+/// its libraries and heap, and the personality's own heap (only what is touched
+/// costs host memory).
+const LINUX_PROGRAM_MEM: &str = "512M";
+
+/// Runs an unmodified Linux program: the personality image with the packed root
+/// filesystem as its module.
+fn run_linux_program(
+    args: &RunArgs,
+    program: &Path,
+    console: Box<dyn Write + Send>,
+    report_fd: Option<i32>,
+) -> anyhow::Result<RunReport> {
+    let root = args.rootfs.as_deref().context("--rootfs")?;
+    let personality = match &args.personality {
+        Some(image) => image.clone(),
+        None => lightvm_images::personality::build()
+            .context("building the Linux personality (crates/personality)")?,
+    };
+    let exe = program.to_string_lossy().into_owned();
+    let name = exe.rsplit('/').next().unwrap_or(&exe).to_owned();
+    let mut argv = vec![name];
+    argv.extend(args.program_args.iter().cloned());
+    let env = if args.env.is_empty() {
+        vec![
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+            "HOME=/root".to_owned(),
+            "TERM=dumb".to_owned(),
+        ]
+    } else {
+        args.env.clone()
+    };
+    let launch = lightvm_images::rootfs::Launch {
+        exe,
+        cwd: args.cwd.clone(),
+        argv,
+        env,
+    };
+    let archive = tempfile_path("rootfs.cpio");
+    let packed = lightvm_images::rootfs::pack(root, &launch, &archive);
+    if packed.is_err() {
+        let _ = std::fs::remove_file(&archive);
+    }
+    packed?;
+    let vm = (|| {
+        let mem_size =
+            parse_mem_size(args.mem.as_deref().unwrap_or(LINUX_PROGRAM_MEM)).context("--mem")?;
+        let cmdline = if args.trace_syscalls { "lx.trace" } else { "" };
+        let config = VmConfig::new(&personality, mem_size, cmdline, args.timeout)?
+            .with_module(Some(archive.clone()))
+            .for_linux_programs(true)
+            .with_net(single(&args.net, "--net")?.map(str::parse).transpose()?)
+            .with_disk(single(&args.disk, "--disk")?.map(str::parse).transpose()?);
+        let platform = args.platform.resolve()?;
+        Vm::build(platform, &config, console)
+            .with_context(|| format!("cannot run {}", program.display()))
+    })();
+    // The archive is mapped now (or the VM failed): its name is not needed, and
+    // once the guest runs the sandbox would not let it go.
+    let _ = std::fs::remove_file(&archive);
+    let mut vm = vm?;
+    vm.set_sandbox(SandboxPolicy::writable(report_fd));
+    Ok(vm.run()?)
+}
+
+/// A path for a temporary file of this process.
+fn tempfile_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("lightvm-{}-{name}", std::process::id()))
 }
 
 /// A unikernel has at most one NIC and one disk: the one value given, if any.
