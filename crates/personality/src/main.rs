@@ -112,10 +112,12 @@ fn main() -> i32 {
         signal_actions: BTreeMap::new(),
         counter: 0,
     });
+    // A position-independent program goes low, as Linux puts it below its heap;
+    // mappings (its loader, its libraries, its stack) grow down from the top.
     let pie_base = if program_area.end > PIE_BASE * 2 {
         PIE_BASE
     } else {
-        0
+        program_area.start.next_multiple_of(layout::LARGE_PAGE_SIZE)
     };
     let loaded = match loader::load(&spec.exe, pie_base) {
         Ok(loaded) => loaded,
