@@ -388,7 +388,16 @@ impl Net {
     /// until one arrives or smoltcp's next timer is due; then runs the stack on what
     /// arrived. The loop of a server is `loop { net.wait(); /* serve sockets */ }`.
     pub fn wait(&mut self) {
+        self.wait_at_most(None);
+    }
+
+    /// [`wait`](Self::wait), blocking no longer than `limit` (`None`: as long as
+    /// the stack has nothing to do): for a guest that also waits for a clock.
+    pub fn wait_at_most(&mut self, limit: Option<core::time::Duration>) {
         self.poll();
+        let limit_ns = limit.map_or(u64::MAX, |limit| {
+            u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX)
+        });
         let timeout_ns = if self.device.rx_pending() {
             0
         } else {
@@ -396,6 +405,7 @@ impl Net {
                 Some(delay) => delay.total_micros().saturating_mul(1000),
                 None => u64::MAX,
             }
+            .min(limit_ns)
         };
         if timeout_ns == 0 && !self.device.tx_pending() {
             // Nothing to send and the stack wants to run again at once.

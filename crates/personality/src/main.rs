@@ -26,6 +26,7 @@ mod kernel;
 mod launch;
 mod loader;
 mod mm;
+mod net;
 mod objects;
 mod random;
 mod sys;
@@ -139,6 +140,10 @@ fn main() -> i32 {
         layout::STACK_TOP - 64,
         core::sync::atomic::Ordering::Relaxed,
     );
+    thread::init();
+    if let Err(error) = net::init() {
+        fatal(&alloc::format!("{error}"));
+    }
     libos::hypercall::boot_done();
     // SAFETY: the program is loaded, `sp` is its initial stack, and the kernel
     // stack is set.

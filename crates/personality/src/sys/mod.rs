@@ -37,6 +37,7 @@ pub extern "C" fn lx_syscall_dispatch(frame: &mut Frame) {
         Ok(value) => value,
         Err(errno) => errno.to_return(),
     };
+    crate::thread::on_return();
 }
 
 /// The name of call `number`, for traces and reports.
@@ -134,8 +135,10 @@ fn call(number: u64, a: [u64; 6], frame: &mut Frame) -> SysResult {
         nr::__NR_madvise | nr::__NR_msync | nr::__NR_mlock | nr::__NR_munlock => Ok(0),
         nr::__NR_mlockall | nr::__NR_munlockall | nr::__NR_mincore => Ok(0),
         // The process.
-        nr::__NR_exit | nr::__NR_exit_group => proc::exit(a[0]),
-        nr::__NR_getpid | nr::__NR_gettid => Ok(proc::PID),
+        nr::__NR_exit => proc::exit_thread(a[0]),
+        nr::__NR_exit_group => proc::exit(a[0]),
+        nr::__NR_getpid => Ok(proc::PID),
+        nr::__NR_gettid => Ok(u64::from(crate::thread::current_tid())),
         nr::__NR_getppid => Ok(0),
         nr::__NR_getuid | nr::__NR_geteuid | nr::__NR_getgid | nr::__NR_getegid => Ok(0),
         nr::__NR_setuid | nr::__NR_setgid | nr::__NR_setreuid | nr::__NR_setregid => Ok(0),
@@ -151,14 +154,20 @@ fn call(number: u64, a: [u64; 6], frame: &mut Frame) -> SysResult {
         nr::__NR_setrlimit => Ok(0),
         nr::__NR_getrusage => proc::getrusage(a[1]),
         nr::__NR_times => proc::times(a[0]),
-        nr::__NR_set_tid_address => Ok(proc::PID),
+        nr::__NR_set_tid_address => Ok(u64::from(crate::thread::set_clear_child_tid(a[0]))),
+        nr::__NR_clone => proc::clone(a[0], a[1], a[2], a[3], a[4], frame),
+        nr::__NR_clone3 => proc::clone3(a[0], a[1], frame),
+        nr::__NR_futex => proc::futex(a),
         nr::__NR_set_robust_list => Ok(0),
         nr::__NR_arch_prctl => proc::arch_prctl(a[0], a[1]),
         nr::__NR_prctl => proc::prctl(a[0], a[1]),
         nr::__NR_getrandom => proc::getrandom(a[0], a[1]),
         nr::__NR_sched_getaffinity => proc::sched_getaffinity(a[1], a[2]),
         nr::__NR_sched_setaffinity => Ok(0),
-        nr::__NR_sched_yield => Ok(0),
+        nr::__NR_sched_yield => {
+            crate::thread::yield_now();
+            Ok(0)
+        }
         nr::__NR_getpriority => Ok(20),
         nr::__NR_setpriority => Ok(0),
         nr::__NR_sched_getparam | nr::__NR_sched_getscheduler => Ok(0),
@@ -179,9 +188,6 @@ fn call(number: u64, a: [u64; 6], frame: &mut Frame) -> SysResult {
         nr::__NR_time => time::time(a[0]),
         nr::__NR_nanosleep => time::nanosleep(a[0]),
         nr::__NR_clock_nanosleep => time::clock_nanosleep(a[0], a[1], a[2]),
-        _ => {
-            let _ = frame;
-            unimplemented(number)
-        }
+        _ => unimplemented(number),
     }
 }

@@ -16,6 +16,156 @@ pub fn exit(status: u64) -> SysResult {
     crate::finish(status as u8)
 }
 
+/// `exit` of one thread; the last thread's ends the VM.
+pub fn exit_thread(status: u64) -> SysResult {
+    crate::thread::exit_thread(status as u8)
+}
+
+const CLONE_VM: u64 = 0x100;
+const CLONE_FS: u64 = 0x200;
+const CLONE_FILES: u64 = 0x400;
+const CLONE_SIGHAND: u64 = 0x800;
+const CLONE_PIDFD: u64 = 0x1000;
+const CLONE_VFORK: u64 = 0x4000;
+const CLONE_THREAD: u64 = 0x10000;
+const CLONE_SYSVSEM: u64 = 0x40000;
+const CLONE_SETTLS: u64 = 0x80000;
+const CLONE_PARENT_SETTID: u64 = 0x100000;
+const CLONE_CHILD_CLEARTID: u64 = 0x200000;
+const CLONE_DETACHED: u64 = 0x400000;
+const CLONE_CHILD_SETTID: u64 = 0x1000000;
+/// The flags of a thread in the same process, which is all `clone` makes here.
+const CLONE_THREAD_FLAGS: u64 = CLONE_VM | CLONE_THREAD | CLONE_SIGHAND;
+/// Flags a thread may add that change nothing more here, or are handled below.
+const CLONE_THREAD_OPTIONS: u64 = CLONE_FS
+    | CLONE_FILES
+    | CLONE_SYSVSEM
+    | CLONE_SETTLS
+    | CLONE_PARENT_SETTID
+    | CLONE_CHILD_CLEARTID
+    | CLONE_DETACHED
+    | CLONE_CHILD_SETTID;
+
+/// `clone`: a new thread of this process. A new process (`fork`, `vfork`,
+/// `posix_spawn`'s `CLONE_VM | CLONE_VFORK`) is refused as `fork` is.
+pub fn clone(
+    flags: u64,
+    stack: u64,
+    parent_tid: u64,
+    child_tid: u64,
+    tls: u64,
+    frame: &crate::entry::Frame,
+) -> SysResult {
+    start_thread(flags & !0xff, stack, parent_tid, child_tid, tls, frame)
+}
+
+/// `clone3`: `clone` with its arguments in a structure.
+pub fn clone3(args: u64, size: u64, frame: &crate::entry::Frame) -> SysResult {
+    // flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls.
+    const FIRST_VERSION: u64 = 64;
+    if size < FIRST_VERSION {
+        return Err(EINVAL);
+    }
+    let [flags, _pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls] =
+        uaccess::read::<[u64; 8]>(args)?;
+    if exit_signal > 64 || (stack == 0) != (stack_size == 0) {
+        return Err(EINVAL);
+    }
+    let top = stack.checked_add(stack_size).ok_or(EINVAL)?;
+    start_thread(flags, top, parent_tid, child_tid, tls, frame)
+}
+
+fn start_thread(
+    flags: u64,
+    stack: u64,
+    parent_tid: u64,
+    child_tid: u64,
+    tls: u64,
+    frame: &crate::entry::Frame,
+) -> SysResult {
+    if flags & CLONE_THREAD_FLAGS != CLONE_THREAD_FLAGS || flags & CLONE_VFORK != 0 {
+        let what = if flags & CLONE_VM == 0 {
+            "fork"
+        } else {
+            "a new process (vfork or posix_spawn)"
+        };
+        libos::println!(
+            "lightvm linux: clone of {what} is not supported: a unikernel runs one program in one process"
+        );
+        *kernel()
+            .unimplemented
+            .entry(u64::from(linux_raw_sys::general::__NR_clone))
+            .or_insert(0) += 1;
+        return Err(ENOSYS);
+    }
+    if flags & !(CLONE_THREAD_FLAGS | CLONE_THREAD_OPTIONS) != 0 || flags & CLONE_PIDFD != 0 {
+        return Err(EINVAL);
+    }
+    let spec = crate::thread::NewThread {
+        stack,
+        tls: (flags & CLONE_SETTLS != 0).then_some(tls),
+        clear_child_tid: if flags & CLONE_CHILD_CLEARTID != 0 {
+            child_tid
+        } else {
+            0
+        },
+    };
+    let tid = crate::thread::spawn(frame, &spec)?;
+    if flags & CLONE_PARENT_SETTID != 0 {
+        uaccess::write::<u32>(parent_tid, tid)?;
+    }
+    if flags & CLONE_CHILD_SETTID != 0 {
+        uaccess::write::<u32>(child_tid, tid)?;
+    }
+    Ok(u64::from(tid))
+}
+
+/// `futex`: wait, wake and requeue, private or shared alike (there is one
+/// process).
+pub fn futex(a: [u64; 6]) -> SysResult {
+    const FUTEX_WAIT: u64 = 0;
+    const FUTEX_WAKE: u64 = 1;
+    const FUTEX_REQUEUE: u64 = 3;
+    const FUTEX_CMP_REQUEUE: u64 = 4;
+    const FUTEX_WAIT_BITSET: u64 = 9;
+    const FUTEX_WAKE_BITSET: u64 = 10;
+    const FUTEX_PRIVATE_FLAG: u64 = 128;
+    const FUTEX_CLOCK_REALTIME: u64 = 256;
+    let [addr, op, value, timeout, addr2, value3] = a;
+    let command = op & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
+    let value32 = value as u32;
+    match command {
+        FUTEX_WAIT | FUTEX_WAIT_BITSET => {
+            if command == FUTEX_WAIT_BITSET && value3 as u32 == 0 {
+                return Err(EINVAL);
+            }
+            let deadline = if timeout == 0 {
+                None
+            } else {
+                let time = crate::sys::time::read_timespec(timeout)?;
+                let now = libos::time::monotonic();
+                Some(if command == FUTEX_WAIT {
+                    now.saturating_add(time)
+                } else if op & FUTEX_CLOCK_REALTIME != 0 {
+                    now.saturating_add(time.saturating_sub(libos::time::wall_clock()))
+                } else {
+                    time
+                })
+            };
+            crate::thread::futex_wait(addr, value32, deadline)
+        }
+        FUTEX_WAKE | FUTEX_WAKE_BITSET => crate::thread::futex_wake(addr, u64::from(value32)),
+        FUTEX_REQUEUE | FUTEX_CMP_REQUEUE => {
+            if command == FUTEX_CMP_REQUEUE && uaccess::read::<u32>(addr)? != value3 as u32 {
+                return Err(crate::errno::EAGAIN);
+            }
+            // The fourth argument is the count to requeue, not a time.
+            crate::thread::futex_requeue(addr, u64::from(value32), timeout, addr2)
+        }
+        _ => super::unimplemented(u64::from(linux_raw_sys::general::__NR_futex)),
+    }
+}
+
 /// `getresuid` / `getresgid`: root.
 pub fn getresid(a: u64, b: u64, c: u64) -> SysResult {
     for addr in [a, b, c] {

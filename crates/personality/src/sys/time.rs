@@ -29,7 +29,8 @@ fn write_timespec(addr: u64, time: Duration) -> SysResult {
     Ok(0)
 }
 
-fn read_timespec(addr: u64) -> Result<Duration, crate::errno::Errno> {
+/// A `struct timespec` of the program's.
+pub fn read_timespec(addr: u64) -> Result<Duration, crate::errno::Errno> {
     let [secs, nanos] = uaccess::read::<[i64; 2]>(addr)?;
     if secs < 0 || !(0..1_000_000_000).contains(&nanos) {
         return Err(EINVAL);
