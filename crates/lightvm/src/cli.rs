@@ -255,7 +255,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub mem: Option<String>,
     /// Command line passed to the guest (Linux default: "console=ttyS0 reboot=k
-    /// panic=1 pci=off"; lightvm appends its virtio-mmio devices).
+    /// panic=1 pci=off"; lightvm appends its virtio-mmio devices). A unikernel
+    /// and a Linux program (--rootfs) take their network from it:
+    /// "ip=ADDR/PREFIX [gw=ADDR]" or "dhcp".
     #[arg(long)]
     pub cmdline: Option<String>,
     /// Stop the guest after this long, e.g. 500ms, 5s, 2m (exit code 124).

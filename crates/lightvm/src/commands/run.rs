@@ -136,8 +136,13 @@ fn run_linux_program(
     let vm = (|| {
         let mem_size =
             parse_mem_size(args.mem.as_deref().unwrap_or(LINUX_PROGRAM_MEM)).context("--mem")?;
-        let cmdline = if args.trace_syscalls { "lx.trace" } else { "" };
-        let config = VmConfig::new(&personality, mem_size, cmdline, args.timeout)?
+        // The personality reads the network's address from the command line, as
+        // every lightvm unikernel does; `lx.*` words are its own.
+        let mut cmdline = args.cmdline.clone().unwrap_or_default();
+        if args.trace_syscalls {
+            cmdline.push_str(" lx.trace");
+        }
+        let config = VmConfig::new(&personality, mem_size, cmdline.trim(), args.timeout)?
             .with_module(Some(archive.clone()))
             .for_linux_programs(true)
             .with_net(single(&args.net, "--net")?.map(str::parse).transpose()?)
