@@ -7,10 +7,13 @@
 //!   project's config fragments (`lightvm kernel build`), cached by config hash.
 //! * [`rootfs`]: packs a Linux program's root filesystem, and what to run in it,
 //!   into the archive the Linux personality unpacks.
+//! * [`program_root`]: makes a minimal root filesystem for one host program (its
+//!   loader and libraries, found as the loader finds them: Tinyx's idea).
 //! * [`personality`]: builds the Linux personality's image.
 #![warn(missing_docs)]
 
 pub mod kernel;
+pub mod program_root;
 pub mod rootfs;
 pub mod unikernel;
 

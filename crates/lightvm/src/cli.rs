@@ -28,6 +28,9 @@ pub enum Command {
     Run(RunArgs),
     /// Show the platforms unikernels can run on here, and why any cannot.
     Platforms(PlatformsArgs),
+    /// Make a minimal root filesystem for host programs: each program, its loader
+    /// and the libraries it needs (for `lightvm run --rootfs`).
+    Rootfs(RootfsArgs),
     /// Linux kernels for lightvm's Linux microVMs.
     #[command(subcommand)]
     Kernel(KernelCommand),
@@ -53,6 +56,24 @@ pub enum Command {
     /// One VM shell process (started by the daemon, not by hand).
     #[command(hide = true)]
     Shell(ShellArgs),
+}
+
+/// `lightvm rootfs`.
+#[derive(Debug, Args)]
+pub struct RootfsArgs {
+    /// Host programs to put in the root, at their own paths (absolute).
+    #[arg(required = true)]
+    pub programs: Vec<PathBuf>,
+    /// The directory to fill (made if missing).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// A host file or directory to copy in at the same path (configuration,
+    /// data, libraries the program opens itself); repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub add: Vec<PathBuf>,
+    /// Leave out the base files (/etc/passwd, /etc/group, /etc/hosts, /tmp).
+    #[arg(long)]
+    pub no_base: bool,
 }
 
 /// Default API socket.

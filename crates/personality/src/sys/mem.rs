@@ -15,6 +15,42 @@ const MAP_FIXED_NOREPLACE: u64 = 0x100000;
 const MREMAP_MAYMOVE: u64 = 1;
 const MREMAP_FIXED: u64 = 2;
 
+/// `madvise`: `MADV_DONTNEED` and `MADV_REMOVE` zero anonymous memory, as the
+/// next touch of such pages on Linux finds them (allocators such as jemalloc
+/// check it); the other advice changes nothing here and is accepted.
+pub fn madvise(addr: u64, len: u64, advice: u64) -> SysResult {
+    const MADV_DONTNEED: u64 = 4;
+    const MADV_REMOVE: u64 = 9;
+    const MADV_HWPOISON: u64 = 100;
+    if addr % PAGE != 0 {
+        return Err(EINVAL);
+    }
+    let len = page_up(len).ok_or(EINVAL)?;
+    let end = addr.checked_add(len).ok_or(EINVAL)?;
+    match advice {
+        MADV_DONTNEED | MADV_REMOVE => {
+            let k = kernel();
+            if len != 0 && !k.mm.contains(addr, len) {
+                return Err(ENOMEM);
+            }
+            for (start, region) in k.mm.regions() {
+                let from = start.max(addr);
+                let to = region.end.min(end);
+                if from >= to || region.name == "[file]" {
+                    continue;
+                }
+                // SAFETY: `from..to` lies in a mapping of the program's (checked
+                // above), memory the guest maps writable whatever the program's
+                // recorded protection; no reference into it is held.
+                unsafe { core::ptr::write_bytes(from as *mut u8, 0, (to - from) as usize) };
+            }
+            Ok(0)
+        }
+        0..=25 | MADV_HWPOISON => Ok(0),
+        _ => Err(EINVAL),
+    }
+}
+
 /// `brk`.
 pub fn brk(to: u64) -> SysResult {
     Ok(kernel().mm.brk(to))

@@ -14,7 +14,7 @@ use alloc::format;
 use alloc::string::String;
 
 use crate::entry::{Frame, TRAMPOLINES};
-use crate::errno::{Errno, ENOSYS};
+use crate::errno::{Errno, ENOSYS, EOPNOTSUPP};
 use crate::kernel::kernel;
 use linux_raw_sys::general as nr;
 
@@ -126,13 +126,21 @@ fn call(number: u64, a: [u64; 6], frame: &mut Frame) -> SysResult {
         nr::__NR_umask => fs::umask(a[0]),
         nr::__NR_sendfile => fs::sendfile(a[0], a[1], a[2], a[3]),
         nr::__NR_fadvise64 | nr::__NR_readahead => Ok(0),
+        // The file system keeps no extended attributes, as one mounted without them.
+        nr::__NR_getxattr | nr::__NR_lgetxattr | nr::__NR_fgetxattr => Err(EOPNOTSUPP),
+        nr::__NR_setxattr | nr::__NR_lsetxattr | nr::__NR_fsetxattr => Err(EOPNOTSUPP),
+        nr::__NR_listxattr | nr::__NR_llistxattr | nr::__NR_flistxattr => Err(EOPNOTSUPP),
+        nr::__NR_removexattr | nr::__NR_lremovexattr | nr::__NR_fremovexattr => {
+            Err(EOPNOTSUPP)
+        }
         // Memory.
         nr::__NR_brk => mem::brk(a[0]),
         nr::__NR_mmap => mem::mmap(a[0], a[1], a[2], a[3], a[4], a[5]),
         nr::__NR_munmap => mem::munmap(a[0], a[1]),
         nr::__NR_mprotect => mem::mprotect(a[0], a[1], a[2]),
         nr::__NR_mremap => mem::mremap(a[0], a[1], a[2], a[3], a[4]),
-        nr::__NR_madvise | nr::__NR_msync | nr::__NR_mlock | nr::__NR_munlock => Ok(0),
+        nr::__NR_madvise => mem::madvise(a[0], a[1], a[2]),
+        nr::__NR_msync | nr::__NR_mlock | nr::__NR_munlock => Ok(0),
         nr::__NR_mlockall | nr::__NR_munlockall | nr::__NR_mincore => Ok(0),
         // The process.
         nr::__NR_exit => proc::exit_thread(a[0]),
