@@ -182,6 +182,7 @@ fn call(number: u64, a: [u64; 6], frame: &mut Frame) -> SysResult {
         nr::__NR_rt_sigaction => proc::rt_sigaction(a[0], a[1], a[2], a[3]),
         nr::__NR_rt_sigprocmask => proc::rt_sigprocmask(a[2], a[3]),
         nr::__NR_sigaltstack => Ok(0),
+        nr::__NR_pause | nr::__NR_rt_sigsuspend => proc::pause(),
         nr::__NR_kill | nr::__NR_tkill | nr::__NR_tgkill => proc::kill(n, a),
         nr::__NR_fork | nr::__NR_vfork | nr::__NR_execve | nr::__NR_execveat => {
             proc::unsupported_process_call(number)

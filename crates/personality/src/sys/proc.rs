@@ -348,6 +348,16 @@ pub fn kill(number: u32, a: [u64; 6]) -> SysResult {
     crate::finish(128u8.wrapping_add(signal as u8))
 }
 
+/// `pause`, `rt_sigsuspend`: no signal ever arrives, so the thread sleeps for
+/// good (the VM costs no CPU meanwhile; the other threads run on).
+pub fn pause() -> SysResult {
+    let never = crate::thread::wait_until::<core::convert::Infallible>(None, || None);
+    match never {
+        Ok(never) => match never {},
+        Err(errno) => Err(errno),
+    }
+}
+
 /// `fork`, `vfork`, `execve`: one program per VM, as in OSv.
 pub fn unsupported_process_call(number: u64) -> SysResult {
     libos::println!(
