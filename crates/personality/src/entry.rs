@@ -77,9 +77,6 @@ pub static LX_KERNEL_STACK: AtomicU64 = AtomicU64::new(0);
 #[no_mangle]
 static LX_SCRATCH_RSP: AtomicU64 = AtomicU64::new(0);
 
-/// Bytes of the `fxsave64` area below each frame (and its alignment slack).
-pub const FX_AREA: u64 = 512 + 64;
-
 core::arch::global_asm!(
     ".globl lx_syscall_entry",
     ".type lx_syscall_entry,@function",

@@ -150,12 +150,4 @@ impl FdTable {
             .and_then(Option::take)
             .ok_or(EBADF)
     }
-
-    /// Every open descriptor.
-    pub fn open_fds(&self) -> impl Iterator<Item = (usize, &Slot)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(fd, slot)| slot.as_ref().map(|slot| (fd, slot)))
-    }
 }

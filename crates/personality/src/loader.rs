@@ -255,7 +255,7 @@ pub fn initial_stack(
 ) -> Result<u64, LoadError> {
     let no_room = || LoadError::NoRoom("the initial stack".into());
     let mut top = stack.end;
-    let mut push_bytes = |bytes: &[u8], top: &mut u64| -> Result<u64, LoadError> {
+    let push_bytes = |bytes: &[u8], top: &mut u64| -> Result<u64, LoadError> {
         *top = top
             .checked_sub(bytes.len() as u64)
             .filter(|&t| t >= stack.start)
@@ -264,7 +264,7 @@ pub fn initial_stack(
         unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), *top as *mut u8, bytes.len()) };
         Ok(*top)
     };
-    let mut push_str = |text: &str, top: &mut u64| -> Result<u64, LoadError> {
+    let push_str = |text: &str, top: &mut u64| -> Result<u64, LoadError> {
         let mut bytes = Vec::with_capacity(text.len() + 1);
         bytes.extend_from_slice(text.as_bytes());
         bytes.push(0);
@@ -335,6 +335,5 @@ pub fn initial_stack(
 
 /// `AT_HWCAP`: CPUID leaf 1's EDX, as Linux reports it.
 fn hwcap() -> u64 {
-    // SAFETY: cpuid leaf 1 exists on every x86-64 CPU.
-    u64::from(unsafe { core::arch::x86_64::__cpuid(1) }.edx)
+    u64::from(core::arch::x86_64::__cpuid(1).edx)
 }

@@ -183,6 +183,8 @@ fn add_system_files(vfs: &mut Vfs, exe: &str, now: i64) {
     vfs.put("/proc/1/stat", generated(Generated::SelfStat), now);
     vfs.put("/proc/1/status", generated(Generated::SelfStatus), now);
     vfs.put("/proc/1/maps", generated(Generated::SelfMaps), now);
+    vfs.put("/proc/1/cmdline", generated(Generated::SelfCmdline), now);
+    vfs.mkdirs("/proc/1/fd", now);
     vfs.put("/proc/meminfo", generated(Generated::Meminfo), now);
     vfs.put("/proc/cpuinfo", generated(Generated::Cpuinfo), now);
     let text = |content: &'static str| {
@@ -200,7 +202,6 @@ fn add_system_files(vfs: &mut Vfs, exe: &str, now: i64) {
         ("/sys/devices/system/cpu/online", "0\n"),
         ("/sys/devices/system/cpu/possible", "0\n"),
         ("/sys/devices/system/cpu/present", "0\n"),
-        ("/proc/1/cmdline", ""),
         ("/etc/hostname", "lightvm\n"),
     ] {
         vfs.put(path, text(content), now);

@@ -86,7 +86,7 @@ impl Memory {
         name: &str,
         zero: bool,
     ) -> Result<(), Errno> {
-        if range.start % PAGE != 0 || range.start >= range.end {
+        if !range.start.is_multiple_of(PAGE) || range.start >= range.end {
             return Err(EINVAL);
         }
         if range.start < self.area.start || range.end > self.area.end {
@@ -171,7 +171,7 @@ impl Memory {
 
     /// Records new protections for the mappings in `range`.
     pub fn protect(&mut self, range: Range<u64>, prot: u32) -> Result<(), Errno> {
-        if range.start % PAGE != 0 {
+        if !range.start.is_multiple_of(PAGE) {
             return Err(EINVAL);
         }
         let inside: Vec<u64> = self

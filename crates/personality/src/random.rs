@@ -7,8 +7,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 static STATE: AtomicU64 = AtomicU64::new(0);
 
 fn has_rdrand() -> bool {
-    // SAFETY: cpuid leaf 1 exists on every x86-64 CPU.
-    let ecx = unsafe { core::arch::x86_64::__cpuid(1) }.ecx;
+    let ecx = core::arch::x86_64::__cpuid(1).ecx;
     ecx & (1 << 30) != 0
 }
 

@@ -176,11 +176,6 @@ pub fn current_tid() -> u32 {
     scheduler().current().tid
 }
 
-/// Live threads.
-pub fn count() -> usize {
-    scheduler().threads.len()
-}
-
 /// Passes the vCPU to the next thread in turn, if there is one; returns when
 /// this thread's turn comes again.
 pub fn yield_now() {
@@ -366,7 +361,7 @@ pub fn exit_thread(status: u8) -> ! {
 /// `FUTEX_WAIT` (and `_BITSET`): sleeps while `*addr == expected`, until a wake
 /// or `deadline`.
 pub fn futex_wait(addr: u64, expected: u32, deadline: Option<Duration>) -> Result<u64, Errno> {
-    if addr % 4 != 0 {
+    if !addr.is_multiple_of(4) {
         return Err(EINVAL);
     }
     if crate::uaccess::read::<u32>(addr)? != expected {
@@ -421,7 +416,7 @@ pub fn futex_wake(addr: u64, count: u64) -> Result<u64, Errno> {
 /// `FUTEX_REQUEUE` / `FUTEX_CMP_REQUEUE`: wakes up to `wake` waiters on `addr`
 /// and moves up to `requeue` of the rest to `target`.
 pub fn futex_requeue(addr: u64, wake: u64, requeue: u64, target: u64) -> Result<u64, Errno> {
-    if target % 4 != 0 {
+    if !target.is_multiple_of(4) {
         return Err(EINVAL);
     }
     let woken = futex_wake(addr, wake)?;

@@ -75,6 +75,8 @@ pub enum Generated {
     SelfMaps,
     /// `/proc/self/status`.
     SelfStatus,
+    /// `/proc/self/cmdline`: the arguments, each ending in NUL.
+    SelfCmdline,
 }
 
 /// What a node is.

@@ -24,7 +24,6 @@ const AT_EMPTY_PATH: u64 = 0x1000;
 
 const O_ACCMODE: u32 = 3;
 const O_WRONLY: u32 = 1;
-const O_RDWR: u32 = 2;
 const O_CREAT: u32 = 0o100;
 const O_EXCL: u32 = 0o200;
 const O_TRUNC: u32 = 0o1000;
@@ -84,6 +83,14 @@ fn generate(which: Generated) -> Vec<u8> {
             alloc::format!(
                 "MemTotal:       {total} kB\nMemFree:        {free} kB\nMemAvailable:   {free} kB\nBuffers:               0 kB\nCached:                0 kB\nSwapTotal:             0 kB\nSwapFree:              0 kB\n"
             )
+        }
+        Generated::SelfCmdline => {
+            let mut bytes = Vec::new();
+            for arg in &k.argv {
+                bytes.extend_from_slice(arg.as_bytes());
+                bytes.push(0);
+            }
+            return bytes;
         }
         Generated::Cpuinfo => {
             "processor\t: 0\nvendor_id\t: lightvm\nmodel name\t: lightvm unikernel vCPU\ncpu cores\t: 1\nflags\t\t: fpu sse sse2\n\n".to_string()
@@ -610,14 +617,52 @@ pub fn getdents64(fd: u64, buf: u64, len: u64) -> SysResult {
 /// `readlinkat`.
 pub fn readlinkat(dirfd: u64, path_addr: u64, buf: u64, len: u64) -> SysResult {
     let path = uaccess::path(path_addr)?;
-    let ino = lookup_at(dirfd, &path, Follow::No)?;
-    let Some(Kind::Symlink(target)) = kernel().vfs.node(ino).map(|n| &n.kind) else {
-        return Err(EINVAL);
+    let target = match fd_link(&path) {
+        Some(fd) => descriptor_path(fd)?,
+        None => {
+            let ino = lookup_at(dirfd, &path, Follow::No)?;
+            let Some(Kind::Symlink(target)) = kernel().vfs.node(ino).map(|n| &n.kind) else {
+                return Err(EINVAL);
+            };
+            target.clone()
+        }
     };
     let bytes = target.as_bytes();
     let count = bytes.len().min(usize::try_from(len).unwrap_or(0));
     uaccess::copy_out(buf, &bytes[..count])?;
     Ok(count as u64)
+}
+
+/// The descriptor `/proc/self/fd/N` (or `/proc/1/fd/N`) names, if `path` is one.
+fn fd_link(path: &str) -> Option<u64> {
+    let rest = path
+        .strip_prefix("/proc/self/fd/")
+        .or_else(|| path.strip_prefix("/proc/1/fd/"))?;
+    rest.parse().ok()
+}
+
+/// What `/proc/self/fd/N` points to: the path a file was opened by, or what
+/// Linux shows for objects with no path.
+fn descriptor_path(fd: u64) -> Result<String, Errno> {
+    let file = kernel().fds.get(fd)?;
+    let open = file.borrow();
+    Ok(match &open.object {
+        Object::Node { path, .. } => path.clone(),
+        Object::Device(_) => "/dev/console".into(),
+        Object::Other(kind, index) => {
+            let what = match kind {
+                OtherKind::PipeRead | OtherKind::PipeWrite => "pipe",
+                OtherKind::Socket => "socket",
+                OtherKind::Epoll => "anon_inode:[eventpoll]",
+                OtherKind::EventFd => "anon_inode:[eventfd]",
+            };
+            if what.starts_with("anon_inode") {
+                what.into()
+            } else {
+                alloc::format!("{what}:[{index}]")
+            }
+        }
+    })
 }
 
 /// `faccessat`: everything is root's, so a path that exists is accessible

@@ -22,7 +22,7 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> SysResult {
     const MADV_DONTNEED: u64 = 4;
     const MADV_REMOVE: u64 = 9;
     const MADV_HWPOISON: u64 = 100;
-    if addr % PAGE != 0 {
+    if !addr.is_multiple_of(PAGE) {
         return Err(EINVAL);
     }
     let len = page_up(len).ok_or(EINVAL)?;
@@ -58,7 +58,7 @@ pub fn brk(to: u64) -> SysResult {
 
 /// `mmap`: anonymous memory, or a copy of a file's bytes.
 pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, offset: u64) -> SysResult {
-    if len == 0 || offset % PAGE != 0 || flags & (MAP_SHARED | MAP_PRIVATE) == 0 {
+    if len == 0 || !offset.is_multiple_of(PAGE) || flags & (MAP_SHARED | MAP_PRIVATE) == 0 {
         return Err(EINVAL);
     }
     let len = page_up(len).ok_or(ENOMEM)?;
@@ -91,7 +91,7 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, offset: u64) ->
         ""
     };
     let start = if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
-        if addr % PAGE != 0 {
+        if !addr.is_multiple_of(PAGE) {
             return Err(EINVAL);
         }
         k.mm.map_fixed(
@@ -119,7 +119,7 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, offset: u64) ->
 
 /// `munmap`.
 pub fn munmap(addr: u64, len: u64) -> SysResult {
-    if addr % PAGE != 0 || len == 0 {
+    if !addr.is_multiple_of(PAGE) || len == 0 {
         return Err(EINVAL);
     }
     let end = addr
@@ -140,7 +140,7 @@ pub fn mprotect(addr: u64, len: u64, prot: u64) -> SysResult {
 
 /// `mremap`: in place when it shrinks, else to new memory with the old bytes.
 pub fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64) -> SysResult {
-    if old % PAGE != 0 || new_len == 0 {
+    if !old.is_multiple_of(PAGE) || new_len == 0 {
         return Err(EINVAL);
     }
     let old_len = page_up(old_len).ok_or(EINVAL)?;

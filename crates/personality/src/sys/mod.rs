@@ -130,9 +130,7 @@ fn call(number: u64, a: [u64; 6], frame: &mut Frame) -> SysResult {
         nr::__NR_getxattr | nr::__NR_lgetxattr | nr::__NR_fgetxattr => Err(EOPNOTSUPP),
         nr::__NR_setxattr | nr::__NR_lsetxattr | nr::__NR_fsetxattr => Err(EOPNOTSUPP),
         nr::__NR_listxattr | nr::__NR_llistxattr | nr::__NR_flistxattr => Err(EOPNOTSUPP),
-        nr::__NR_removexattr | nr::__NR_lremovexattr | nr::__NR_fremovexattr => {
-            Err(EOPNOTSUPP)
-        }
+        nr::__NR_removexattr | nr::__NR_lremovexattr | nr::__NR_fremovexattr => Err(EOPNOTSUPP),
         // Memory.
         nr::__NR_brk => mem::brk(a[0]),
         nr::__NR_mmap => mem::mmap(a[0], a[1], a[2], a[3], a[4], a[5]),
