@@ -144,11 +144,6 @@ impl<'a> Context<'a> {
         (run, skipped)
     }
 
-    /// Marks `platform` unusable for the rest of the run.
-    pub(crate) fn disable(&mut self, platform: Platform, reason: String) {
-        self.unavailable.entry(platform).or_insert(reason);
-    }
-
     /// The daemon whose shells fit `workload`, in the test network's namespace when
     /// `net` is given; started on first use. The one of the idle and hello guests
     /// keeps `--pool` shells (density creates many); the others one.
