@@ -1,5 +1,6 @@
-//! The `unikernel-pool` platform: a `lightvm daemon` started for the run, with its
-//! own socket and state directory, asked for one VM at a time over its API.
+//! The pooled unikernel platforms (`unikernel-kvm-pool`, `unikernel-process-pool`):
+//! a `lightvm daemon --platform P` started for the run, with its own socket and
+//! state directory, asked for one VM at a time over its API.
 //!
 //! Each request first waits (untimed) until the pool has a prepared shell, so what
 //! is timed is the execute phase as a client sees it: POST /vms → the answer, which
@@ -17,8 +18,7 @@ use lightvm_toolstack::Client;
 use crate::error::BenchError;
 use crate::launch::micros_since;
 use crate::netns::{GuestNet, Netns};
-
-const PLATFORM: &str = "unikernel-pool";
+use crate::platform::{Start, Unikernel};
 
 /// How long to wait for the pool to offer a prepared shell.
 const POOL_WAIT: Duration = Duration::from_secs(30);
@@ -27,6 +27,8 @@ const EXIT_WAIT: Duration = Duration::from_secs(60);
 
 /// A daemon of this run.
 pub(crate) struct PoolDaemon {
+    /// The row it serves (`unikernel-kvm-pool` …), for its errors.
+    row: &'static str,
     child: Child,
     client: Client,
     runtime: tokio::runtime::Runtime,
@@ -49,6 +51,8 @@ pub(crate) struct PoolVm {
 pub(crate) struct DaemonSpec<'a> {
     /// Its files under the work directory are `NAME.sock`, `NAME.log`, `NAME-state`.
     pub name: &'a str,
+    /// Where its VMs run (`--platform`).
+    pub platform: lightvm_vmm::Platform,
     /// Shells kept prepared.
     pub pool: usize,
     /// Their guest memory (`--pool-mem`).
@@ -66,7 +70,8 @@ impl PoolDaemon {
         work: &Path,
         spec: DaemonSpec<'_>,
     ) -> Result<Self, BenchError> {
-        let failed = |detail: String| BenchError::platform(PLATFORM, detail);
+        let row = Unikernel::new(spec.platform, Start::Pool).name();
+        let failed = |detail: String| BenchError::platform(row, detail);
         let state = work.join(format!("{}-state", spec.name));
         let socket = work.join(format!("{}.sock", spec.name));
         let _ = std::fs::remove_dir_all(&state);
@@ -77,6 +82,8 @@ impl PoolDaemon {
             .map_or_else(|| Command::new(lightvm), |netns| netns.command(lightvm));
         let child = command
             .arg("daemon")
+            .arg("--platform")
+            .arg(spec.platform.name())
             .arg("--socket")
             .arg(&socket)
             .arg("--state-dir")
@@ -97,24 +104,32 @@ impl PoolDaemon {
             .build()
             .map_err(|e| failed(e.to_string()))?;
         let mut daemon = Self {
+            row,
             child,
             client: Client::new(&socket),
             runtime,
             state,
             vm_pids: Vec::new(),
         };
-        daemon.wait_ready().map_err(|e| {
+        let pool = daemon.wait_ready().map_err(|e| {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             failed(format!("{e} {}", log.trim()))
         })?;
         if let Ok(Some(status)) = daemon.child.try_wait() {
             return Err(failed(format!("the daemon exited at once ({status})")));
         }
+        // The row's name promises a platform: make sure the daemon runs it.
+        if pool.platform != spec.platform {
+            return Err(failed(format!(
+                "asked for --platform {}, the daemon runs {}",
+                spec.platform, pool.platform
+            )));
+        }
         Ok(daemon)
     }
 
-    /// Waits (untimed) until the pool has a prepared shell.
-    pub(crate) fn wait_ready(&self) -> Result<(), BenchError> {
+    /// Waits (untimed) until the pool has a prepared shell; returns the pool's state.
+    pub(crate) fn wait_ready(&self) -> Result<PoolStatus, BenchError> {
         let deadline = Instant::now() + POOL_WAIT;
         loop {
             let pool = self
@@ -122,12 +137,12 @@ impl PoolDaemon {
                 .block_on(self.client.call(Method::GET, "/pool", None))
                 .ok()
                 .and_then(|a| serde_json::from_slice::<PoolStatus>(&a.body).ok());
-            if pool.is_some_and(|p| p.ready > 0) {
-                return Ok(());
+            if let Some(pool) = pool.filter(|p| p.ready > 0) {
+                return Ok(pool);
             }
             if Instant::now() > deadline {
                 return Err(BenchError::platform(
-                    PLATFORM,
+                    self.row,
                     format!("no prepared shell within {} s", POOL_WAIT.as_secs()),
                 ));
             }
@@ -162,7 +177,7 @@ impl PoolDaemon {
             Ok(answer) => Err(answer.error_message()),
             Err(error) => Err(error.to_string()),
         }
-        .map_err(|e| BenchError::platform(PLATFORM, format!("creating a VM: {e}")))?;
+        .map_err(|e| BenchError::platform(self.row, format!("creating a VM: {e}")))?;
         self.vm_pids.push(vm.pid);
         Ok(PoolVm {
             shell_boot_done_us: vm.timings.map(|t| t.shell_boot_done_us),
@@ -186,7 +201,7 @@ impl PoolDaemon {
             }
             if Instant::now() > deadline {
                 return Err(BenchError::platform(
-                    PLATFORM,
+                    self.row,
                     format!("VM {id} still running after {} s", EXIT_WAIT.as_secs()),
                 ));
             }
@@ -198,7 +213,7 @@ impl PoolDaemon {
                 self.client
                     .call(Method::GET, &format!("/vms/{id}/console"), None),
             )
-            .map_err(|e| BenchError::platform(PLATFORM, format!("reading the console: {e}")))?;
+            .map_err(|e| BenchError::platform(self.row, format!("reading the console: {e}")))?;
         Ok(String::from_utf8_lossy(&console.body).into_owned())
     }
 

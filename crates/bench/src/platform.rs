@@ -4,21 +4,19 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Where a workload runs. Every suite runs the same work on each platform that is
 /// available and says why it skipped the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Platform {
     /// A static host binary started with `posix_spawn`: the baseline of every ratio.
     Process,
     /// The same binary in a real OCI runtime (runc), from a bundle the suite writes.
     Container,
-    /// `lightvm run` of the equivalent unikernel: a new process and a new KVM VM.
-    UnikernelCold,
-    /// The unikernel through the daemon's pool of pre-created VM shells.
-    UnikernelPool,
+    /// The equivalent lightvm unikernel, on one of lightvm's platforms, started
+    /// cold or from a pool.
+    Unikernel(Unikernel),
     /// A Linux guest in a microVM (lightvm's Linux boot path).
     LinuxMicrovm,
     /// QEMU's `-M microvm` machine, a peer VMM.
@@ -29,13 +27,103 @@ pub enum Platform {
     CloudHypervisor,
 }
 
+/// One way of running lightvm's unikernels: a row of every table. Each of
+/// lightvm's platforms (KVM, the sandboxed process) is measured started cold and
+/// from a pool, because the two differ by the work the pool does ahead of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Unikernel {
+    /// The platform the guest runs on (`--platform` of `lightvm run` and the daemon).
+    pub on: lightvm_vmm::Platform,
+    /// How an instance is started.
+    pub start: Start,
+}
+
+/// How an instance of a unikernel is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Start {
+    /// `lightvm run --platform P IMAGE`: a new lightvm process prepares a new VM
+    /// and boots the image in it.
+    Cold,
+    /// POST /vms to a `lightvm daemon --platform P` started for the run: the image
+    /// is loaded into a shell the daemon prepared ahead of time.
+    Pool,
+}
+
+impl Start {
+    /// Both, cold first.
+    pub const ALL: [Start; 2] = [Start::Cold, Start::Pool];
+}
+
+impl Unikernel {
+    /// Every unikernel row, in table order: each lightvm platform, cold then pooled.
+    pub const ALL: [Unikernel; 4] = [
+        Unikernel::new(lightvm_vmm::Platform::Kvm, Start::Cold),
+        Unikernel::new(lightvm_vmm::Platform::Kvm, Start::Pool),
+        Unikernel::new(lightvm_vmm::Platform::Process, Start::Cold),
+        Unikernel::new(lightvm_vmm::Platform::Process, Start::Pool),
+    ];
+
+    /// The row of `on`, started as `start`.
+    pub const fn new(on: lightvm_vmm::Platform, start: Start) -> Self {
+        Self { on, start }
+    }
+
+    /// `unikernel-PLATFORM-cold` or `unikernel-PLATFORM-pool`.
+    pub fn name(self) -> &'static str {
+        use lightvm_vmm::Platform::{Kvm, Process};
+        match (self.on, self.start) {
+            (Kvm, Start::Cold) => "unikernel-kvm-cold",
+            (Kvm, Start::Pool) => "unikernel-kvm-pool",
+            (Process, Start::Cold) => "unikernel-process-cold",
+            (Process, Start::Pool) => "unikernel-process-pool",
+        }
+    }
+
+    /// Its position in [`Unikernel::ALL`] (which tap and subnet it gets).
+    pub(crate) fn index(self) -> usize {
+        Unikernel::ALL
+            .iter()
+            .position(|u| *u == self)
+            .unwrap_or_default()
+    }
+
+    fn description(self) -> String {
+        let vm = match self.on {
+            lightvm_vmm::Platform::Kvm => "a KVM VM",
+            lightvm_vmm::Platform::Process => {
+                "a seccomp-sandboxed host process (lightvm's platform for hosts without KVM)"
+            }
+        };
+        match self.start {
+            Start::Cold => format!(
+                "`lightvm run --platform {} IMAGE`: a new lightvm process boots the equivalent unikernel in {vm} it creates",
+                self.on
+            ),
+            Start::Pool => format!(
+                "POST /vms to a `lightvm daemon --platform {}` started for the run: the unikernel is loaded into a pre-created, warmed shell, {vm}",
+                self.on
+            ),
+        }
+    }
+}
+
 impl Platform {
     /// Every platform, in the order tables and plots show them (baseline first).
-    pub const ALL: [Platform; 8] = [
+    pub const ALL: [Platform; 10] = [
         Platform::Process,
         Platform::Container,
-        Platform::UnikernelCold,
-        Platform::UnikernelPool,
+        Platform::Unikernel(Unikernel::ALL[0]),
+        Platform::Unikernel(Unikernel::ALL[1]),
+        Platform::Unikernel(Unikernel::ALL[2]),
+        Platform::Unikernel(Unikernel::ALL[3]),
+        Platform::LinuxMicrovm,
+        Platform::QemuMicrovm,
+        Platform::Firecracker,
+        Platform::CloudHypervisor,
+    ];
+
+    /// The Linux-guest platforms, skipped for what this host and this bench lack.
+    pub const LINUX_PEERS: [Platform; 4] = [
         Platform::LinuxMicrovm,
         Platform::QemuMicrovm,
         Platform::Firecracker,
@@ -47,8 +135,7 @@ impl Platform {
         match self {
             Platform::Process => "process",
             Platform::Container => "container",
-            Platform::UnikernelCold => "unikernel-cold",
-            Platform::UnikernelPool => "unikernel-pool",
+            Platform::Unikernel(unikernel) => unikernel.name(),
             Platform::LinuxMicrovm => "linux-microvm",
             Platform::QemuMicrovm => "qemu-microvm",
             Platform::Firecracker => "firecracker",
@@ -57,28 +144,34 @@ impl Platform {
     }
 
     /// One sentence on what an instance of this platform is.
-    pub fn description(self) -> &'static str {
+    pub fn description(self) -> String {
         match self {
-            Platform::Process => "static C binary, posix_spawn (Rust's Command) of a new process",
+            Platform::Process => {
+                "static C binary, posix_spawn (Rust's Command) of a new process".to_owned()
+            }
             Platform::Container => {
-                "the same static binary in runc (OCI bundle written by the suite: stock `runc spec` namespaces, read-only rootfs holding only the binary)"
+                "the same static binary in runc (OCI bundle written by the suite: stock `runc spec` namespaces, read-only rootfs holding only the binary)".to_owned()
             }
-            Platform::UnikernelCold => {
-                "`lightvm run IMAGE`: a new lightvm process creates a new KVM VM and boots the equivalent unikernel"
-            }
-            Platform::UnikernelPool => {
-                "POST /vms to a `lightvm daemon` started for the run: the unikernel is loaded into a pre-created, warmed VM shell"
-            }
-            Platform::LinuxMicrovm => "a Linux kernel + initramfs in a lightvm microVM",
-            Platform::QemuMicrovm => "QEMU -M microvm booting Linux",
-            Platform::Firecracker => "Firecracker booting Linux",
-            Platform::CloudHypervisor => "Cloud Hypervisor booting Linux",
+            Platform::Unikernel(unikernel) => unikernel.description(),
+            Platform::LinuxMicrovm => "a Linux kernel + initramfs in a lightvm microVM".to_owned(),
+            Platform::QemuMicrovm => "QEMU -M microvm booting Linux".to_owned(),
+            Platform::Firecracker => "Firecracker booting Linux".to_owned(),
+            Platform::CloudHypervisor => "Cloud Hypervisor booting Linux".to_owned(),
         }
     }
 
-    /// Whether this platform is a unikernel of lightvm.
-    pub fn is_unikernel(self) -> bool {
-        matches!(self, Platform::UnikernelCold | Platform::UnikernelPool)
+    /// The unikernel row this platform is, if it is one of lightvm's unikernels.
+    pub fn unikernel(self) -> Option<Unikernel> {
+        match self {
+            Platform::Unikernel(unikernel) => Some(unikernel),
+            _ => None,
+        }
+    }
+}
+
+impl From<Unikernel> for Platform {
+    fn from(unikernel: Unikernel) -> Self {
+        Platform::Unikernel(unikernel)
     }
 }
 
@@ -99,6 +192,20 @@ impl FromStr for Platform {
                 let names: Vec<&str> = Platform::ALL.iter().map(|p| p.name()).collect();
                 format!("unknown platform {text:?} (one of: {})", names.join(", "))
             })
+    }
+}
+
+/// A platform is its name in results.json, as on the command line.
+impl Serialize for Platform {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Platform {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -234,18 +341,52 @@ mod tests {
                 serde_json::to_value(platform).unwrap(),
                 serde_json::Value::String(platform.name().to_owned())
             );
+            let json = serde_json::to_string(&platform).unwrap();
+            assert_eq!(serde_json::from_str::<Platform>(&json).unwrap(), platform);
         }
         assert!("vm".parse::<Platform>().is_err());
+        assert!(serde_json::from_str::<Platform>("\"unikernel-cold\"").is_err());
+    }
+
+    #[test]
+    fn the_table_order_is_the_sort_order() {
+        let mut sorted = Platform::ALL;
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            Platform::ALL,
+            "Metric::finish sorts series by platform"
+        );
+    }
+
+    #[test]
+    fn every_lightvm_platform_has_a_cold_and_a_pooled_row() {
+        for on in lightvm_vmm::Platform::ALL {
+            for start in Start::ALL {
+                let row = Platform::Unikernel(Unikernel::new(on, start));
+                assert!(Platform::ALL.contains(&row), "{row}");
+                assert!(row.name().contains(on.name()), "{row} names {on}");
+                assert!(row.description().contains(&format!("--platform {on}")));
+            }
+        }
+        let names: Vec<&str> = Unikernel::ALL.iter().map(|u| u.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "unikernel-kvm-cold",
+                "unikernel-kvm-pool",
+                "unikernel-process-cold",
+                "unikernel-process-pool"
+            ]
+        );
+        for (index, unikernel) in Unikernel::ALL.into_iter().enumerate() {
+            assert_eq!(unikernel.index(), index);
+        }
     }
 
     #[test]
     fn every_linux_peer_has_a_reason() {
-        for platform in [
-            Platform::LinuxMicrovm,
-            Platform::QemuMicrovm,
-            Platform::Firecracker,
-            Platform::CloudHypervisor,
-        ] {
+        for platform in Platform::LINUX_PEERS {
             assert!(!linux_peer_reason(platform).is_empty());
         }
     }
