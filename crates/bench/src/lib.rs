@@ -187,8 +187,9 @@ pub fn run(
             }
         }
     }
+    let linux_host = platform::LinuxHost::detect();
     for platform in Platform::LINUX_PEERS {
-        unavailable.insert(platform, platform::linux_peer_reason(platform));
+        unavailable.insert(platform, platform::linux_peer_reason(platform, &linux_host));
     }
     for (tool, args) in [
         ("wrk", &["--version"][..]),

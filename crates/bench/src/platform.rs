@@ -1,7 +1,7 @@
 //! The platforms compared and the workloads they run.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -305,28 +305,103 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Why the Linux-guest platforms cannot run here: the reason to print when skipped.
-///
-/// Each is checked for what it is; where a peer is installed the reason says what
-/// else is missing, so that a host that has them knows what to add.
-pub(crate) fn linux_peer_reason(platform: Platform) -> String {
-    const NO_LINUX_IMAGE: &str = "the suite builds no Linux guest kernel + initramfs yet, and on this machine guest kernel mode is emulated by the nested KVM (a Linux boot takes minutes; see DESIGN.md), so a Linux VM's timings would measure the emulator";
-    match platform {
-        Platform::LinuxMicrovm => format!("lightvm boots Linux (`lightvm run --kernel`), but {NO_LINUX_IMAGE}"),
-        Platform::QemuMicrovm => match which("qemu-system-x86_64") {
-            None => format!("qemu-system-x86_64 not installed (apt-get install qemu-system-x86); also {NO_LINUX_IMAGE}"),
-            Some(_) => format!("QEMU is installed, but -M microvm can boot Linux here only under TCG (emulated, ~2 s) and {NO_LINUX_IMAGE}"),
-        },
-        Platform::Firecracker => match which("firecracker") {
-            None => "firecracker not installed: it is not packaged in Debian (and the crates.io name is an API client, not the VMM)".to_owned(),
-            Some(_) => format!("firecracker is installed, but {NO_LINUX_IMAGE}"),
-        },
-        Platform::CloudHypervisor => match which("cloud-hypervisor") {
-            None => "cloud-hypervisor not installed: it is not packaged in Debian".to_owned(),
-            Some(_) => format!("cloud-hypervisor is installed, but {NO_LINUX_IMAGE}"),
-        },
-        other => format!("{other} is not a Linux-guest platform"),
+/// What this host offers the Linux-guest platforms, detected when a run starts, so
+/// that their skip reasons describe the machine the bench runs on.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LinuxHost {
+    /// Why KVM cannot run guests here, in lightvm_vmm's words, if it cannot.
+    pub kvm_unavailable: Option<String>,
+    /// Whether this host's KVM is PVM (the `kvm_pvm` module is loaded): it runs
+    /// guest user mode natively but emulates guest kernel mode, instruction by
+    /// instruction, so a Linux kernel takes minutes to reach init.
+    pub kvm_is_pvm: bool,
+    /// A Linux kernel built by `lightvm kernel build`, if its cache holds one.
+    pub kernel: Option<PathBuf>,
+    /// The peer VMMs' executables found on `PATH`.
+    pub installed: Vec<&'static str>,
+}
+
+/// The executable of each peer VMM and where to get it.
+const PEER_EXECUTABLES: [(Platform, &str, &str); 3] = [
+    (
+        Platform::QemuMicrovm,
+        "qemu-system-x86_64",
+        "apt-get install qemu-system-x86",
+    ),
+    (
+        Platform::Firecracker,
+        "firecracker",
+        "Debian has no package of it, and the crates.io crate of that name is an API client, not the VMM",
+    ),
+    (
+        Platform::CloudHypervisor,
+        "cloud-hypervisor",
+        "Debian has no package of it",
+    ),
+];
+
+impl LinuxHost {
+    /// Looks at this host: its KVM, the kernel cache and `PATH`.
+    pub(crate) fn detect() -> Self {
+        let kvm_unavailable = lightvm_vmm::Platform::Kvm.check().err().map(|e| e.reason);
+        Self {
+            kvm_is_pvm: kvm_unavailable.is_none() && Path::new("/sys/module/kvm_pvm").exists(),
+            kvm_unavailable,
+            kernel: built_kernel(&lightvm_images::kernel::default_cache_dir()),
+            installed: PEER_EXECUTABLES
+                .iter()
+                .map(|(_, exe, _)| *exe)
+                .filter(|exe| which(exe).is_some())
+                .collect(),
+        }
     }
+}
+
+/// A `vmlinux` in the kernel cache (one directory per built configuration).
+fn built_kernel(cache: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(cache)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path().join("vmlinux"))
+        .filter(|vmlinux| vmlinux.is_file())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// Why a Linux-guest platform cannot run on `host`: the reason to print when it is
+/// skipped. It names what this host lacks (the peer's executable, KVM, a kernel
+/// that boots in reasonable time, a built kernel), then what this bench lacks,
+/// so that a host that has the rest knows what to add.
+pub(crate) fn linux_peer_reason(platform: Platform, host: &LinuxHost) -> String {
+    if !Platform::LINUX_PEERS.contains(&platform) {
+        return format!("{platform} is not a Linux-guest platform");
+    }
+    let mut why = Vec::new();
+    if let Some((_, exe, hint)) = PEER_EXECUTABLES
+        .iter()
+        .find(|(peer, exe, _)| *peer == platform && !host.installed.contains(exe))
+    {
+        why.push(format!("{exe} is not installed ({hint})"));
+    }
+    match (&host.kvm_unavailable, platform) {
+        (Some(reason), Platform::QemuMicrovm) => why.push(format!(
+            "{reason}, so QEMU could boot Linux only under TCG (emulated: its timings would measure the emulator)"
+        )),
+        (Some(reason), _) => why.push(format!("it needs KVM: {reason}")),
+        (None, _) if host.kvm_is_pvm => why.push(
+            "this host's KVM is PVM (kvm_pvm is loaded): it emulates guest kernel mode, so a Linux boot takes minutes and its timings would measure the emulator".to_owned(),
+        ),
+        (None, _) => {}
+    }
+    why.push(match &host.kernel {
+        Some(kernel) => format!(
+            "a kernel is built ({}), but the bench has no Linux guest workloads yet (an initramfs for each of its programs)",
+            kernel.display()
+        ),
+        None => "no Linux kernel is built here (`lightvm kernel build`), and the bench has no Linux guest workloads yet (an initramfs for each of its programs)".to_owned(),
+    });
+    why.join("; ")
 }
 
 #[cfg(test)]
@@ -384,10 +459,63 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_linux_peer_has_a_reason() {
-        for platform in Platform::LINUX_PEERS {
-            assert!(!linux_peer_reason(platform).is_empty());
+    fn host(kvm_unavailable: Option<&str>, kvm_is_pvm: bool, kernel: bool) -> LinuxHost {
+        LinuxHost {
+            kvm_unavailable: kvm_unavailable.map(str::to_owned),
+            kvm_is_pvm,
+            kernel: kernel.then(|| PathBuf::from("/cache/0123/vmlinux")),
+            installed: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_host_without_kvm_is_told_so_for_every_linux_peer() {
+        let no_kvm = host(Some("no /dev/kvm on this host"), false, false);
+        for platform in Platform::LINUX_PEERS {
+            let reason = linux_peer_reason(platform, &no_kvm);
+            assert!(reason.contains("no /dev/kvm on this host"), "{reason}");
+            assert!(!reason.contains("PVM"), "{reason}");
+            assert!(reason.contains("no Linux kernel is built"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn a_pvm_host_is_told_its_kvm_emulates_kernel_mode() {
+        let pvm = host(None, true, true);
+        let reason = linux_peer_reason(Platform::LinuxMicrovm, &pvm);
+        assert!(reason.contains("kvm_pvm"), "{reason}");
+        assert!(
+            reason.contains("a kernel is built (/cache/0123/vmlinux)"),
+            "{reason}"
+        );
+        assert!(!reason.contains("/dev/kvm"), "{reason}");
+    }
+
+    #[test]
+    fn a_host_with_hardware_kvm_and_the_peers_lacks_only_the_workloads() {
+        let mut bare = host(None, false, true);
+        bare.installed = PEER_EXECUTABLES.iter().map(|(_, exe, _)| *exe).collect();
+        for platform in Platform::LINUX_PEERS {
+            let reason = linux_peer_reason(platform, &bare);
+            assert!(!reason.contains("KVM"), "{reason}");
+            assert!(!reason.contains("not installed"), "{reason}");
+            assert!(reason.contains("no Linux guest workloads yet"), "{reason}");
+        }
+        let missing = host(None, false, true);
+        assert!(linux_peer_reason(Platform::Firecracker, &missing)
+            .starts_with("firecracker is not installed"));
+    }
+
+    #[test]
+    fn kernels_are_found_in_the_cache() {
+        let cache =
+            std::env::temp_dir().join(format!("lightvm-bench-kcache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&cache);
+        assert_eq!(built_kernel(&cache), None, "no cache");
+        std::fs::create_dir_all(cache.join("abcd")).unwrap();
+        assert_eq!(built_kernel(&cache), None, "an entry without vmlinux");
+        std::fs::write(cache.join("abcd/vmlinux"), b"ELF").unwrap();
+        assert_eq!(built_kernel(&cache), Some(cache.join("abcd/vmlinux")));
+        std::fs::remove_dir_all(&cache).unwrap();
     }
 }

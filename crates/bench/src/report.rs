@@ -200,7 +200,11 @@ pub(crate) fn html(results: &Results) -> String {
         esc(&m.cpu_model),
         m.mem_total_kib / 1024,
         esc(&m.kernel),
-        if m.virtualized { ", itself a VM (nested KVM)" } else { "" },
+        match (m.virtualized, m.kvm) {
+            (true, true) => ", itself a VM (its KVM is nested)",
+            (true, false) => ", itself a VM",
+            (false, _) => "",
+        },
         if m.kvm { "usable" } else { "not usable" },
         m.load_average_start
     );
