@@ -2,7 +2,7 @@
 //! host memory sampled as N grows; all are stopped before the next platform.
 
 use crate::context::Context;
-use crate::launch::mem_used_kib;
+use crate::launch::HostMemory;
 use crate::platform::{Platform, Workload};
 use crate::results::{Metric, PlotKind, Skip, SuiteResult};
 use crate::stats::Summary;
@@ -15,9 +15,11 @@ struct Curve {
 }
 
 pub(super) fn run(ctx: &mut Context<'_>) -> SuiteResult {
-    let mut result = super::suite(
-        "N idle instances of each platform created one after another and left running; each creation is timed from its request to the workload's main, as in the boot suite (the pool's requests wait, untimed, until a prepared shell is ready). Host memory in use (MemTotal − MemAvailable, kernel memory included) is sampled as N grows, relative to before the first instance; its growth divided by N is the memory per instance. The first and the last creations (up to ten each) are reported apart, with the ratio of their medians: whether the N-th instance costs what the first did. MemAvailable is machine-wide: other work on the machine moves it, so read the slope, not single points. All instances are stopped before the next platform starts.",
-    );
+    let host = HostMemory::detect();
+    let mut result = super::suite(&format!(
+        "N idle instances of each platform created one after another and left running; each creation is timed from its request to the workload's main, as in the boot suite (a pool's requests wait, untimed, until a prepared shell is ready). Host memory in use is sampled as N grows, relative to before the first instance; its growth divided by N is the memory per instance. Host memory in use is {}. The first and the last creations (up to ten each) are reported apart, with the ratio of their medians: whether the N-th instance costs what the first did. All instances are stopped before the next platform starts.",
+        host.describe()
+    ));
     let (platforms, skipped) = ctx.plan(Workload::Idle, &super::none);
     result.skipped = skipped;
     let count = ctx.config.density_count.max(1);
@@ -38,7 +40,7 @@ pub(super) fn run(ctx: &mut Context<'_>) -> SuiteResult {
     memory.headline = false;
     let mut per_instance = Metric::new(
         "density-memory-per-instance",
-        &format!("Host memory per instance at N = {count} (MemAvailable drop / N)"),
+        &format!("Host memory per instance at N = {count} (growth in use / N)"),
         "KiB",
         PlotKind::LogBars,
         true,
@@ -80,7 +82,7 @@ pub(super) fn run(ctx: &mut Context<'_>) -> SuiteResult {
     ctx.progress
         .stage("density", (platforms.len() * count) as u64);
     for platform in platforms {
-        match curve(ctx, platform, count, every) {
+        match curve(ctx, &host, platform, count, every) {
             Ok(curve) => {
                 if let (Some(&n), Some(&mib)) = (curve.memory_n.last(), curve.memory_mib.last()) {
                     per_instance.push(platform, vec![mib * 1024.0 / n.max(1.0)], None);
@@ -140,11 +142,12 @@ fn instances(from: usize, to: usize) -> String {
 
 fn curve(
     ctx: &mut Context<'_>,
+    host: &HostMemory,
     platform: Platform,
     count: usize,
     every: usize,
 ) -> Result<Curve, String> {
-    let before = mem_used_kib().unwrap_or_default();
+    let before = host.used_kib().unwrap_or_default();
     let mut curve = Curve {
         latency: Vec::with_capacity(count),
         n: Vec::with_capacity(count),
@@ -166,7 +169,7 @@ fn curve(
             }
         }
         if n % every == 0 || n == count {
-            if let Some(used) = mem_used_kib() {
+            if let Some(used) = host.used_kib() {
                 curve.memory_n.push(n as f64);
                 curve
                     .memory_mib
