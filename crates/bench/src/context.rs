@@ -293,7 +293,10 @@ impl<'a> Context<'a> {
                     Workload::Hello => Ok(String::new()),
                     _ => daemon.wait_exit(&vm.id),
                 };
-                daemon.remove(&vm);
+                let removed = daemon.remove(&vm);
+                if let Err(error) = removed {
+                    self.progress.note(&error.to_string());
+                }
                 Ok(Run {
                     to_main_us: vm.request_us,
                     to_exit_us: None,
@@ -408,8 +411,8 @@ impl<'a> Context<'a> {
                 }
             }
             Handle::Pool { vm, daemon } => {
-                if let Some(daemon) = self.daemons.get_mut(&daemon) {
-                    daemon.remove(&vm);
+                if let Some(Err(error)) = self.daemons.get_mut(&daemon).map(|d| d.remove(&vm)) {
+                    self.progress.note(&error.to_string());
                 }
             }
         }
