@@ -5,10 +5,12 @@
 # the no-KVM paths — the process platform by default, the kvm tests reported as
 # skipped — before a change lands. Needs root (a mount namespace).
 #
-#   scripts/without-kvm.sh env CARGO_TARGET_DIR=target/no-kvm ./scripts/test.sh
+#   scripts/without-kvm.sh env CARGO_TARGET_DIR="$PWD/target/no-kvm" ./scripts/test.sh
 #
 # A separate target directory keeps the builds for the two kinds of host apart
 # (the tests' kvm cfg is decided when they are built).
+# Give it as an absolute path: Cargo runs build scripts and tests in each
+# crate's own directory.
 set -euo pipefail
 if [[ $# -eq 0 ]]; then
     echo "usage: $0 COMMAND [ARG...]" >&2

@@ -9,7 +9,7 @@ use crate::daemon::{DaemonSpec, PoolDaemon, PoolVm};
 use crate::error::BenchError;
 use crate::launch::{self, RunOutcome};
 use crate::netns::Attachment;
-use crate::platform::{Platform, Workload};
+use crate::platform::{Platform, Start, Unikernel, Workload};
 use crate::runc::{self, Runc};
 use crate::{BenchConfig, Progress};
 
@@ -58,14 +58,17 @@ pub(crate) struct Context<'a> {
     /// Why each unavailable platform is.
     pub unavailable: BTreeMap<Platform, String>,
     pub runc: Option<Runc>,
-    /// The run's daemons, one per shell size and network, started on first use.
+    /// The run's daemons, one per lightvm platform, shell size and network,
+    /// started on first use.
     daemons: BTreeMap<DaemonKey, PoolDaemon>,
 }
 
-/// Which daemon of the run: a pool's shells have one size, and its shells can
-/// open only the taps of the namespace the daemon runs in.
+/// Which daemon of the run: a daemon runs one platform, a pool's shells have one
+/// size, and its shells can open only the taps of the namespace the daemon runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct DaemonKey {
+    /// Its `--platform`.
+    on: lightvm_vmm::Platform,
     /// The guest memory of its shells (`--pool-mem`).
     pool_mem: &'static str,
     /// Whether it runs in the test network's clients' namespace.
@@ -131,9 +134,8 @@ impl<'a> Context<'a> {
                 .cloned()
                 .or_else(|| {
                     platform
-                        .is_unikernel()
-                        .then(|| self.guest(workload).err())
-                        .flatten()
+                        .unikernel()
+                        .and_then(|_| self.guest(workload).err())
                 })
                 .or_else(|| extra(platform));
             match reason {
@@ -144,32 +146,30 @@ impl<'a> Context<'a> {
         (run, skipped)
     }
 
-    /// Marks `platform` unusable for the rest of the run.
-    pub(crate) fn disable(&mut self, platform: Platform, reason: String) {
-        self.unavailable.entry(platform).or_insert(reason);
-    }
-
-    /// The daemon whose shells fit `workload`, in the test network's namespace when
-    /// `net` is given; started on first use. The one of the idle and hello guests
-    /// keeps `--pool` shells (density creates many); the others one.
+    /// The daemon of `on` whose shells fit `workload`, in the test network's
+    /// namespace when `net` is given; started on first use. The one of the idle and
+    /// hello guests keeps `--pool` shells (density creates many); the others one.
     fn daemon(
         &mut self,
+        on: lightvm_vmm::Platform,
         net: Option<&Attachment<'_>>,
         workload: Workload,
     ) -> Result<(DaemonKey, &mut PoolDaemon), BenchError> {
         let key = DaemonKey {
+            on,
             pool_mem: workload.guest_mem(),
             networked: net.is_some(),
         };
         let main = key.pool_mem == Workload::Idle.guest_mem() && !key.networked;
         if !self.daemons.contains_key(&key) {
             let name = format!(
-                "daemon-{}{}",
+                "daemon-{on}-{}{}",
                 key.pool_mem,
                 if key.networked { "-net" } else { "" }
             );
             let spec = DaemonSpec {
                 name: &name,
+                platform: on,
                 pool: if main { self.config.pool } else { 1 },
                 pool_mem: key.pool_mem,
                 max_vms: if main {
@@ -182,10 +182,11 @@ impl<'a> Context<'a> {
             let daemon = PoolDaemon::start(&self.config.lightvm_exe, &self.work, spec)?;
             self.daemons.insert(key, daemon);
         }
+        let row = Unikernel::new(on, Start::Pool).name();
         self.daemons
             .get_mut(&key)
             .map(|daemon| (key, daemon))
-            .ok_or_else(|| BenchError::platform("unikernel-pool", "no daemon"))
+            .ok_or_else(|| BenchError::platform(row, "no daemon"))
     }
 
     /// Stops the daemons on the test network: the net suites call this before their
@@ -194,19 +195,27 @@ impl<'a> Context<'a> {
         self.daemons.retain(|key, _| !key.networked);
     }
 
-    /// `lightvm run` of `workload`'s unikernel, on the test network if `net` is given.
+    /// `lightvm run --platform P` of `workload`'s unikernel, on the test network if
+    /// `net` is given; its stderr goes to `log`.
     fn lightvm_run(
         &self,
+        on: lightvm_vmm::Platform,
         workload: Workload,
         log: &Path,
         net: Option<&Attachment<'_>>,
     ) -> Result<Command, BenchError> {
+        let row = Unikernel::new(on, Start::Cold).name();
         let image = self
             .guest(workload)
-            .map_err(|reason| BenchError::platform("unikernel-cold", reason))?;
+            .map_err(|reason| BenchError::platform(row, reason))?;
         let exe = &self.config.lightvm_exe;
         let mut command = net.map_or_else(|| Command::new(exe), |net| net.netns.command(exe));
-        command.arg("run").arg("--mem").arg(workload.guest_mem());
+        command
+            .arg("run")
+            .arg("--platform")
+            .arg(on.name())
+            .arg("--mem")
+            .arg(workload.guest_mem());
         if let Some(guest) = net.and_then(|net| net.guest.as_ref()) {
             command
                 .arg("--net")
@@ -216,6 +225,11 @@ impl<'a> Context<'a> {
         }
         command.arg(image).stderr(launch::stderr_to(log));
         Ok(command)
+    }
+
+    /// Where a platform's instances write their stderr (the last one's is kept).
+    fn log(&self, platform: Platform) -> PathBuf {
+        self.work.join(format!("{platform}.log"))
     }
 
     /// Runs `workload` once on `platform`, to its end.
@@ -230,12 +244,12 @@ impl<'a> Context<'a> {
             vm_to_main_us: None,
             output: outcome.stdout,
         };
+        let log = self.log(platform);
         match platform {
             Platform::Process => {
-                let log = self.work.join("process.log");
                 let mut command = Command::new(self.baseline(workload)?);
                 command.stderr(launch::stderr_to(&log));
-                launch::run_to_exit(command, "process", Some(&log))
+                launch::run_to_exit(command, platform.name(), Some(&log))
                     .map(from)
                     .map(|run| Run {
                         vm_to_main_us: Some(run.to_main_us),
@@ -243,18 +257,19 @@ impl<'a> Context<'a> {
                     })
             }
             Platform::Container => {
-                let runc = self
-                    .runc
-                    .as_ref()
-                    .ok_or_else(|| BenchError::platform("container", "runc is not available"))?;
+                let runc = self.runc.as_ref().ok_or_else(|| {
+                    BenchError::platform(platform.name(), "runc is not available")
+                })?;
                 runc.run(workload.name()).map(from)
             }
-            Platform::UnikernelCold => {
-                let log = self.work.join("lightvm-run.log");
-                let report = self.work.join("lightvm-run.json");
-                let mut command = self.lightvm_run(workload, &log, None)?;
+            Platform::Unikernel(Unikernel {
+                on,
+                start: Start::Cold,
+            }) => {
+                let report = self.work.join(format!("{platform}.json"));
+                let mut command = self.lightvm_run(on, workload, &log, None)?;
                 command.arg("--report").arg(&report);
-                let run = launch::run_to_exit(command, "unikernel-cold", Some(&log)).map(from)?;
+                let run = launch::run_to_exit(command, platform.name(), Some(&log)).map(from)?;
                 let vm_to_main_us = std::fs::read(&report)
                     .ok()
                     .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
@@ -264,18 +279,24 @@ impl<'a> Context<'a> {
                     ..run
                 })
             }
-            Platform::UnikernelPool => {
+            Platform::Unikernel(Unikernel {
+                on,
+                start: Start::Pool,
+            }) => {
                 let image = self
                     .guest(workload)
-                    .map_err(|reason| BenchError::platform("unikernel-pool", reason))?
+                    .map_err(|reason| BenchError::platform(platform.name(), reason))?
                     .to_owned();
-                let (_, daemon) = self.daemon(None, workload)?;
+                let (_, daemon) = self.daemon(on, None, workload)?;
                 let vm = daemon.create(&image, workload.guest_mem(), None)?;
                 let output = match workload {
                     Workload::Hello => Ok(String::new()),
                     _ => daemon.wait_exit(&vm.id),
                 };
-                daemon.remove(&vm);
+                let removed = daemon.remove(&vm);
+                if let Err(error) = removed {
+                    self.progress.note(&error.to_string());
+                }
                 Ok(Run {
                     to_main_us: vm.request_us,
                     to_exit_us: None,
@@ -306,14 +327,14 @@ impl<'a> Context<'a> {
         workload: Workload,
         net: Option<&Attachment<'_>>,
     ) -> Result<Instance, BenchError> {
+        let log = self.log(platform);
         match platform {
             Platform::Process => {
-                let log = self.work.join("process.log");
                 let baseline = self.baseline(workload)?;
                 let mut command =
                     net.map_or_else(|| Command::new(baseline), |net| net.netns.command(baseline));
                 command.stderr(launch::stderr_to(&log));
-                let (child, to_main_us, _) = launch::spawn_to_marker(command, "process")?;
+                let (child, to_main_us, _) = launch::spawn_to_marker(command, platform.name())?;
                 Ok(Instance {
                     to_main_us,
                     pids: vec![child.id()],
@@ -321,10 +342,9 @@ impl<'a> Context<'a> {
                 })
             }
             Platform::Container => {
-                let runc = self
-                    .runc
-                    .as_ref()
-                    .ok_or_else(|| BenchError::platform("container", "runc is not available"))?;
+                let runc = self.runc.as_ref().ok_or_else(|| {
+                    BenchError::platform(platform.name(), "runc is not available")
+                })?;
                 let bundle = match net {
                     None => runc.bundle(workload.name()),
                     Some(net) => {
@@ -345,23 +365,28 @@ impl<'a> Context<'a> {
                     handle: Handle::Container(id),
                 })
             }
-            Platform::UnikernelCold => {
-                let log = self.work.join("lightvm-run.log");
-                let command = self.lightvm_run(workload, &log, net)?;
-                let (child, to_main_us, _) = launch::spawn_to_marker(command, "unikernel-cold")?;
+            Platform::Unikernel(Unikernel {
+                on,
+                start: Start::Cold,
+            }) => {
+                let command = self.lightvm_run(on, workload, &log, net)?;
+                let (child, to_main_us, _) = launch::spawn_to_marker(command, platform.name())?;
                 Ok(Instance {
                     to_main_us,
                     pids: vec![child.id()],
                     handle: Handle::Child(child),
                 })
             }
-            Platform::UnikernelPool => {
+            Platform::Unikernel(Unikernel {
+                on,
+                start: Start::Pool,
+            }) => {
                 let image = self
                     .guest(workload)
-                    .map_err(|reason| BenchError::platform("unikernel-pool", reason))?
+                    .map_err(|reason| BenchError::platform(platform.name(), reason))?
                     .to_owned();
                 let guest = net.and_then(|net| net.guest.as_ref());
-                let (daemon, pool) = self.daemon(net, workload)?;
+                let (daemon, pool) = self.daemon(on, net, workload)?;
                 let vm = pool.create(&image, workload.guest_mem(), guest)?;
                 Ok(Instance {
                     to_main_us: vm.request_us,
@@ -386,8 +411,8 @@ impl<'a> Context<'a> {
                 }
             }
             Handle::Pool { vm, daemon } => {
-                if let Some(daemon) = self.daemons.get_mut(&daemon) {
-                    daemon.remove(&vm);
+                if let Some(Err(error)) = self.daemons.get_mut(&daemon).map(|d| d.remove(&vm)) {
+                    self.progress.note(&error.to_string());
                 }
             }
         }

@@ -1,24 +1,27 @@
-//! The `unikernel-pool` platform: a `lightvm daemon` started for the run, with its
-//! own socket and state directory, asked for one VM at a time over its API.
+//! The pooled unikernel platforms (`unikernel-kvm-pool`, `unikernel-process-pool`):
+//! a `lightvm daemon --platform P` started for the run, with its own socket and
+//! state directory, asked for one VM at a time over its API.
 //!
 //! Each request first waits (untimed) until the pool has a prepared shell, so what
 //! is timed is the execute phase as a client sees it: POST /vms → the answer, which
 //! the daemon sends when the guest signals boot-done (its `main` runs). The daemon
 //! and every VM it started are killed when the [`PoolDaemon`] is dropped.
 
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
 use lightvm_toolstack::api::{PoolStatus, VmState, VmView};
+use lightvm_toolstack::process::{pidfd_open, pidfd_signal};
 use lightvm_toolstack::Client;
 
 use crate::error::BenchError;
 use crate::launch::micros_since;
 use crate::netns::{GuestNet, Netns};
-
-const PLATFORM: &str = "unikernel-pool";
+use crate::platform::{Start, Unikernel};
 
 /// How long to wait for the pool to offer a prepared shell.
 const POOL_WAIT: Duration = Duration::from_secs(30);
@@ -27,11 +30,16 @@ const EXIT_WAIT: Duration = Duration::from_secs(60);
 
 /// A daemon of this run.
 pub(crate) struct PoolDaemon {
+    /// The row it serves (`unikernel-kvm-pool` …), for its errors.
+    row: &'static str,
     child: Child,
     client: Client,
     runtime: tokio::runtime::Runtime,
     state: PathBuf,
-    vm_pids: Vec<u32>,
+    /// The process of each VM created and not yet removed, by pid, held as a
+    /// pidfd: the bench can check that a removed VM's process has ended and kill
+    /// what is left on drop without ever signalling a recycled pid.
+    vms: BTreeMap<u32, OwnedFd>,
 }
 
 /// A VM the daemon created.
@@ -49,6 +57,8 @@ pub(crate) struct PoolVm {
 pub(crate) struct DaemonSpec<'a> {
     /// Its files under the work directory are `NAME.sock`, `NAME.log`, `NAME-state`.
     pub name: &'a str,
+    /// Where its VMs run (`--platform`).
+    pub platform: lightvm_vmm::Platform,
     /// Shells kept prepared.
     pub pool: usize,
     /// Their guest memory (`--pool-mem`).
@@ -66,7 +76,8 @@ impl PoolDaemon {
         work: &Path,
         spec: DaemonSpec<'_>,
     ) -> Result<Self, BenchError> {
-        let failed = |detail: String| BenchError::platform(PLATFORM, detail);
+        let row = Unikernel::new(spec.platform, Start::Pool).name();
+        let failed = |detail: String| BenchError::platform(row, detail);
         let state = work.join(format!("{}-state", spec.name));
         let socket = work.join(format!("{}.sock", spec.name));
         let _ = std::fs::remove_dir_all(&state);
@@ -77,6 +88,8 @@ impl PoolDaemon {
             .map_or_else(|| Command::new(lightvm), |netns| netns.command(lightvm));
         let child = command
             .arg("daemon")
+            .arg("--platform")
+            .arg(spec.platform.name())
             .arg("--socket")
             .arg(&socket)
             .arg("--state-dir")
@@ -97,24 +110,32 @@ impl PoolDaemon {
             .build()
             .map_err(|e| failed(e.to_string()))?;
         let mut daemon = Self {
+            row,
             child,
             client: Client::new(&socket),
             runtime,
             state,
-            vm_pids: Vec::new(),
+            vms: BTreeMap::new(),
         };
-        daemon.wait_ready().map_err(|e| {
+        let pool = daemon.wait_ready().map_err(|e| {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             failed(format!("{e} {}", log.trim()))
         })?;
         if let Ok(Some(status)) = daemon.child.try_wait() {
             return Err(failed(format!("the daemon exited at once ({status})")));
         }
+        // The row's name promises a platform: make sure the daemon runs it.
+        if pool.platform != spec.platform {
+            return Err(failed(format!(
+                "asked for --platform {}, the daemon runs {}",
+                spec.platform, pool.platform
+            )));
+        }
         Ok(daemon)
     }
 
-    /// Waits (untimed) until the pool has a prepared shell.
-    pub(crate) fn wait_ready(&self) -> Result<(), BenchError> {
+    /// Waits (untimed) until the pool has a prepared shell; returns the pool's state.
+    pub(crate) fn wait_ready(&self) -> Result<PoolStatus, BenchError> {
         let deadline = Instant::now() + POOL_WAIT;
         loop {
             let pool = self
@@ -122,12 +143,12 @@ impl PoolDaemon {
                 .block_on(self.client.call(Method::GET, "/pool", None))
                 .ok()
                 .and_then(|a| serde_json::from_slice::<PoolStatus>(&a.body).ok());
-            if pool.is_some_and(|p| p.ready > 0) {
-                return Ok(());
+            if let Some(pool) = pool.filter(|p| p.ready > 0) {
+                return Ok(pool);
             }
             if Instant::now() > deadline {
                 return Err(BenchError::platform(
-                    PLATFORM,
+                    self.row,
                     format!("no prepared shell within {} s", POOL_WAIT.as_secs()),
                 ));
             }
@@ -162,8 +183,10 @@ impl PoolDaemon {
             Ok(answer) => Err(answer.error_message()),
             Err(error) => Err(error.to_string()),
         }
-        .map_err(|e| BenchError::platform(PLATFORM, format!("creating a VM: {e}")))?;
-        self.vm_pids.push(vm.pid);
+        .map_err(|e| BenchError::platform(self.row, format!("creating a VM: {e}")))?;
+        if let Some(pidfd) = self.watch(vm.pid) {
+            self.vms.insert(vm.pid, pidfd);
+        }
         Ok(PoolVm {
             shell_boot_done_us: vm.timings.map(|t| t.shell_boot_done_us),
             id: vm.id,
@@ -186,7 +209,7 @@ impl PoolDaemon {
             }
             if Instant::now() > deadline {
                 return Err(BenchError::platform(
-                    PLATFORM,
+                    self.row,
                     format!("VM {id} still running after {} s", EXIT_WAIT.as_secs()),
                 ));
             }
@@ -198,33 +221,104 @@ impl PoolDaemon {
                 self.client
                     .call(Method::GET, &format!("/vms/{id}/console"), None),
             )
-            .map_err(|e| BenchError::platform(PLATFORM, format!("reading the console: {e}")))?;
+            .map_err(|e| BenchError::platform(self.row, format!("reading the console: {e}")))?;
         Ok(String::from_utf8_lossy(&console.body).into_owned())
     }
 
-    /// Stops (if it runs) and removes a VM; untimed.
-    pub(crate) fn remove(&mut self, vm: &PoolVm) {
-        let _ = self.runtime.block_on(self.client.call(
+    /// A pidfd for the VM process `pid`, if it is still this daemon's shell: a VM
+    /// that has already ended (hello exits at once) may have had its pid reused by
+    /// an unrelated process, which the bench must never signal.
+    fn watch(&self, pid: u32) -> Option<OwnedFd> {
+        let pidfd = pidfd_open(pid).ok()?;
+        // The pidfd now pins whatever process holds `pid`: check it is ours.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let parent: u32 = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        (parent == self.child.id()).then_some(pidfd)
+    }
+
+    /// Stops (if it runs) and removes a VM; untimed. A VM whose process still runs
+    /// once the daemon has removed it is killed here, and that is the error: a
+    /// server left running would hold its tap and its network namespace.
+    pub(crate) fn remove(&mut self, vm: &PoolVm) -> Result<(), BenchError> {
+        let answer = self.runtime.block_on(self.client.call(
             Method::DELETE,
             &format!("/vms/{}", vm.id),
             None,
         ));
-        self.vm_pids.retain(|pid| *pid != vm.pid);
+        let Some(pidfd) = self.vms.remove(&vm.pid) else {
+            return Ok(());
+        };
+        if has_ended(&pidfd, LINGER) {
+            return Ok(());
+        }
+        kill(&pidfd);
+        let answer = match answer {
+            Ok(answer) if answer.status.is_success() => answer.status.to_string(),
+            Ok(answer) => answer.error_message(),
+            Err(error) => error.to_string(),
+        };
+        Err(BenchError::platform(
+            self.row,
+            format!(
+                "VM {} (pid {}) still ran after DELETE /vms/{} ({answer}); the bench killed it",
+                vm.id, vm.pid, vm.id
+            ),
+        ))
     }
 }
+
+/// How long a removed VM's process may take to end before the bench kills it.
+const LINGER: Duration = Duration::from_secs(1);
 
 impl Drop for PoolDaemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        for pid in &self.vm_pids {
-            if let Ok(pid) = libc::pid_t::try_from(*pid) {
-                // SAFETY: kill(2) on a VM shell process this run's daemon created.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+        // VMs outlive their daemon (a restarted daemon adopts them): kill the ones
+        // this run created and did not remove. A pool shell that was never used
+        // exits when its control socket to the daemon closes.
+        for pidfd in self.vms.values() {
+            kill(pidfd);
         }
-        // A pool shell that was never used exits when its control socket to the
-        // daemon closes; the VMs created above were killed one by one.
         let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// Whether the process of `pidfd` ends within `wait` (a pidfd polls readable
+/// once its process has exited).
+fn has_ended(pidfd: &OwnedFd, wait: Duration) -> bool {
+    let mut poll = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd on a descriptor `pidfd` owns, for the call.
+    unsafe { libc::poll(&mut poll, 1, millis) > 0 }
+}
+
+/// SIGKILLs the process of `pidfd` (nothing if it has ended).
+fn kill(pidfd: &OwnedFd) {
+    let _ = pidfd_signal(pidfd, libc::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_watched_and_killed_through_its_pidfd() {
+        let mut child = Command::new("sleep").arg("60").spawn().unwrap();
+        let pidfd = pidfd_open(child.id()).unwrap();
+        assert!(!has_ended(&pidfd, Duration::from_millis(10)), "it sleeps");
+        kill(&pidfd);
+        assert!(has_ended(&pidfd, Duration::from_secs(5)), "killed");
+        assert!(!child.wait().unwrap().success());
     }
 }

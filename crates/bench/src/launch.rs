@@ -5,6 +5,7 @@
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -140,6 +141,92 @@ pub(crate) fn rss_pss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("Rss:")?, field("Pss:")?))
 }
 
+/// Where host memory in use is read from.
+///
+/// The machine's MemTotal − MemAvailable moves with everything else the machine
+/// does (on a shared build machine, compilers taking and freeing gigabytes), so
+/// where the run sits in a memory cgroup of its own, its charge is read instead:
+/// every instance the run starts is charged there (children inherit the cgroup,
+/// runc nests its containers' cgroups under the caller's, and the kernel memory
+/// KVM allocates for a VM is charged to its process's cgroup), and nothing else
+/// the machine does is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HostMemory {
+    /// The usage file of the run's memory cgroup (v1 `memory.usage_in_bytes`,
+    /// v2 `memory.current`).
+    Cgroup(PathBuf),
+    /// MemTotal − MemAvailable: the run is in the root cgroup, or its cgroup's
+    /// usage cannot be read.
+    Machine,
+}
+
+impl HostMemory {
+    /// The run's memory cgroup where it has one and its usage can be read.
+    pub(crate) fn detect() -> Self {
+        let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        cgroup_usage_file(&cgroups)
+            .filter(|file| read_u64(file).is_some())
+            .map_or(HostMemory::Machine, HostMemory::Cgroup)
+    }
+
+    /// Memory in use now (KiB).
+    pub(crate) fn used_kib(&self) -> Option<u64> {
+        match self {
+            HostMemory::Cgroup(file) => read_u64(file).map(|bytes| bytes / 1024),
+            HostMemory::Machine => mem_used_kib(),
+        }
+    }
+
+    /// What is read, for the suite's method.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            HostMemory::Cgroup(file) => format!(
+                "the memory charged to the bench's own memory cgroup ({}): user and kernel memory of every instance, which inherit the cgroup (runc nests its containers' cgroups under it), and of nothing else on the machine",
+                file.display()
+            ),
+            HostMemory::Machine => "MemTotal − MemAvailable, kernel memory included (the bench runs in the root memory cgroup, so this figure is machine-wide: other work on the machine moves it; read the slope, not single points)".to_owned(),
+        }
+    }
+}
+
+/// The usage file of the memory cgroup that `/proc/self/cgroup` (its text) names:
+/// v1's `memory.usage_in_bytes` in the memory hierarchy, else v2's
+/// `memory.current`; `None` in the root cgroup, whose figure is the machine's.
+fn cgroup_usage_file(proc_self_cgroup: &str) -> Option<PathBuf> {
+    let mut unified = None;
+    for line in proc_self_cgroup.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let relative = path.trim_start_matches('/');
+        if relative.is_empty() {
+            continue;
+        }
+        if controllers.split(',').any(|c| c == "memory") {
+            return Some(
+                Path::new("/sys/fs/cgroup/memory")
+                    .join(relative)
+                    .join("memory.usage_in_bytes"),
+            );
+        }
+        if controllers.is_empty() {
+            unified = Some(
+                Path::new("/sys/fs/cgroup")
+                    .join(relative)
+                    .join("memory.current"),
+            );
+        }
+    }
+    unified
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
 /// MemTotal − MemAvailable (KiB): host memory in use, kernel memory included.
 pub(crate) fn mem_used_kib() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -166,7 +253,7 @@ pub(crate) fn result_field<'a>(stdout: &'a str, kind: &str, key: &str) -> Option
 }
 
 /// Opens (truncating) a log file for a child's stderr; `Stdio::null()` if it cannot.
-pub(crate) fn stderr_to(path: &std::path::Path) -> Stdio {
+pub(crate) fn stderr_to(path: &Path) -> Stdio {
     std::fs::File::create(path).map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
@@ -197,6 +284,33 @@ mod tests {
         let mut command = Command::new("sh");
         command.args(["-c", "echo x; exit 3"]);
         assert!(run_to_exit(command, "process", None).is_err());
+    }
+
+    #[test]
+    fn the_memory_cgroup_is_found_in_either_hierarchy() {
+        let v1 = "9:name=systemd:/\n4:memory:/process_api/abc\n0::/\n";
+        assert_eq!(
+            cgroup_usage_file(v1),
+            Some(PathBuf::from(
+                "/sys/fs/cgroup/memory/process_api/abc/memory.usage_in_bytes"
+            ))
+        );
+        let v2 = "0::/user.slice/session-1.scope\n";
+        assert_eq!(
+            cgroup_usage_file(v2),
+            Some(PathBuf::from(
+                "/sys/fs/cgroup/user.slice/session-1.scope/memory.current"
+            ))
+        );
+        assert_eq!(cgroup_usage_file("4:memory:/\n0::/\n"), None, "the root");
+        assert_eq!(cgroup_usage_file(""), None);
+    }
+
+    #[test]
+    fn host_memory_in_use_is_readable() {
+        let host = HostMemory::detect();
+        assert!(host.used_kib().is_some_and(|kib| kib > 0), "{host:?}");
+        assert!(!host.describe().is_empty());
     }
 
     #[test]

@@ -30,7 +30,7 @@ use std::process::Command;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub use error::BenchError;
-pub use platform::{Platform, Workload};
+pub use platform::{Platform, Start, Unikernel, Workload};
 pub use results::{Metric, Results, Series, SuiteResult};
 pub use stats::Summary;
 pub use suites::Suite;
@@ -175,21 +175,21 @@ pub fn run(
             None
         }
     };
-    if !machine.kvm {
-        for platform in [Platform::UnikernelCold, Platform::UnikernelPool] {
-            unavailable.insert(
-                platform,
-                "/dev/kvm cannot be opened (run as root or join the kvm group)".to_owned(),
-            );
+    // Each unikernel row runs where its lightvm platform does; where it cannot,
+    // lightvm_vmm says why in words about this host (no /dev/kvm, a permission…).
+    for on in lightvm_vmm::Platform::ALL {
+        if let Err(why) = on.check() {
+            for start in Start::ALL {
+                unavailable.insert(
+                    Platform::Unikernel(Unikernel::new(on, start)),
+                    why.reason.clone(),
+                );
+            }
         }
     }
-    for platform in [
-        Platform::LinuxMicrovm,
-        Platform::QemuMicrovm,
-        Platform::Firecracker,
-        Platform::CloudHypervisor,
-    ] {
-        unavailable.insert(platform, platform::linux_peer_reason(platform));
+    let linux_host = platform::LinuxHost::detect();
+    for platform in Platform::LINUX_PEERS {
+        unavailable.insert(platform, platform::linux_peer_reason(platform, &linux_host));
     }
     for (tool, args) in [
         ("wrk", &["--version"][..]),
@@ -210,10 +210,6 @@ pub fn run(
             progress.note(&format!("{suite}: skipped: {reason}"));
         }
         suite_results.push(result);
-        // A platform that failed to start (e.g. the daemon) stays failed.
-        if let Some(reason) = ctx.unavailable.get(&Platform::UnikernelPool).cloned() {
-            ctx.disable(Platform::UnikernelPool, reason);
-        }
     }
     drop(ctx);
 
@@ -245,7 +241,7 @@ pub fn run(
                 let reason = platforms_at_start.get(&platform).cloned();
                 PlatformStatus {
                     platform,
-                    description: platform.description().to_owned(),
+                    description: platform.description(),
                     available: reason.is_none(),
                     reason,
                 }
@@ -339,11 +335,7 @@ fn machine() -> Machine {
         mem_total_kib,
         virtualized: cpu_field("flags")
             .is_some_and(|f| f.split_whitespace().any(|x| x == "hypervisor")),
-        kvm: std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_ok(),
+        kvm: lightvm_vmm::Platform::Kvm.check().is_ok(),
         load_average_start: read_trimmed("/proc/loadavg")
             .split_whitespace()
             .next()

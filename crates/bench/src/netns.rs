@@ -4,14 +4,18 @@
 //!
 //! ```text
 //! lvmbench-PID (clients)                        server side
-//!   lvmtap0 10.0.0.1/24 ── tap ──── unikernel 10.0.0.2 (lightvm run --net, VMM in this namespace)
-//!   lvmtap1 10.0.3.1/24 ── tap ──── pooled unikernel 10.0.3.2 (a daemon in this namespace)
-//!   vproc   10.0.1.1/24 ── veth ─── eth0 10.0.1.2 in lvmbench-PID-p (the process)
-//!   vctr    10.0.2.1/24 ── veth ─── eth0 10.0.2.2 in lvmbench-PID-c (runc joins it)
+//!   vproc    10.0.1.1/24 ── veth ─── eth0 10.0.1.2 in lvmbench-PID-p (the process)
+//!   vctr     10.0.2.1/24 ── veth ─── eth0 10.0.2.2 in lvmbench-PID-c (runc joins it)
+//!   lvmtap0 10.0.10.1/24 ── tap ──── unikernel-kvm-cold 10.0.10.2 (lightvm run --net, VMM here)
+//!   lvmtap1 10.0.11.1/24 ── tap ──── unikernel-kvm-pool 10.0.11.2 (a daemon in this namespace)
+//!   lvmtap2 10.0.12.1/24 ── tap ──── unikernel-process-cold 10.0.12.2
+//!   lvmtap3 10.0.13.1/24 ── tap ──── unikernel-process-pool 10.0.13.2
 //! ```
 //!
 //! Every server is one virtual link away from the clients, each on its own subnet,
 //! so all of them can run at once and the clients can interleave their rounds.
+//! Each unikernel row has its tap and subnet, numbered by its place in
+//! [`Unikernel::ALL`].
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -21,15 +25,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::error::BenchError;
-use crate::platform::Platform;
+use crate::platform::{Platform, Unikernel};
 
 /// Where `ip netns` keeps its namespaces.
 const NETNS_DIR: &str = "/run/netns";
 /// The prefix of this suite's namespaces; the rest names the run's pid.
 const PREFIX: &str = "lvmbench-";
-/// The taps of `unikernel-cold` and `unikernel-pool`, in the clients' namespace.
-const COLD_TAP: &str = "lvmtap0";
-const POOL_TAP: &str = "lvmtap1";
+/// The first subnet of the unikernel rows (10.0.N.0/24, one each from here).
+const UNIKERNEL_SUBNETS: u8 = 10;
+
+/// The tap of a unikernel row, in the clients' namespace.
+fn tap_name(unikernel: Unikernel) -> String {
+    format!("lvmtap{}", unikernel.index())
+}
 
 /// A network namespace made by `ip netns add`, deleted on drop.
 #[derive(Debug)]
@@ -137,7 +145,7 @@ pub(crate) struct Attachment<'a> {
 /// A unikernel's tap and the command line that gives it its address.
 pub(crate) struct GuestNet {
     /// The tap, in the clients' namespace (`--net tap=NAME`).
-    pub tap: &'static str,
+    pub tap: String,
     /// `ip=ADDRESS/24 gw=GATEWAY`.
     pub cmdline: String,
 }
@@ -151,13 +159,14 @@ pub(crate) struct Testbed {
 }
 
 impl Testbed {
-    /// The platforms with a server on the network.
-    pub(crate) const PLATFORMS: [Platform; 4] = [
-        Platform::Process,
-        Platform::Container,
-        Platform::UnikernelCold,
-        Platform::UnikernelPool,
-    ];
+    /// The platforms with a server on the network: the host ones and every
+    /// unikernel row.
+    pub(crate) fn platforms() -> Vec<Platform> {
+        [Platform::Process, Platform::Container]
+            .into_iter()
+            .chain(Unikernel::ALL.map(Platform::Unikernel))
+            .collect()
+    }
 
     /// Builds the network drawn at the top of this module; namespaces that an
     /// earlier, killed run left behind are deleted first.
@@ -167,10 +176,11 @@ impl Testbed {
         let clients = Netns::create(base.clone())?;
         let process = Netns::create(format!("{base}-p"))?;
         let container = Netns::create(format!("{base}-c"))?;
-        tap(&clients, COLD_TAP, 0)?;
-        tap(&clients, POOL_TAP, 3)?;
-        veth(&clients, "vproc", &process, 1)?;
-        veth(&clients, "vctr", &container, 2)?;
+        for unikernel in Unikernel::ALL {
+            tap(&clients, &tap_name(unikernel), subnet(unikernel.into()))?;
+        }
+        veth(&clients, "vproc", &process, subnet(Platform::Process))?;
+        veth(&clients, "vctr", &container, subnet(Platform::Container))?;
         Ok(Self {
             clients,
             process,
@@ -180,14 +190,9 @@ impl Testbed {
 
     /// The address of `platform`'s server.
     pub(crate) fn address(platform: Platform) -> Option<Ipv4Addr> {
-        let subnet = match platform {
-            Platform::UnikernelCold => 0,
-            Platform::Process => 1,
-            Platform::Container => 2,
-            Platform::UnikernelPool => 3,
-            _ => return None,
-        };
-        Some(Ipv4Addr::new(10, 0, subnet, 2))
+        Testbed::platforms()
+            .contains(&platform)
+            .then(|| Ipv4Addr::new(10, 0, subnet(platform), 2))
     }
 
     /// How `platform`'s server joins the network; `None` for platforms it has no
@@ -196,20 +201,28 @@ impl Testbed {
         let (netns, guest) = match platform {
             Platform::Process => (&self.process, None),
             Platform::Container => (&self.container, None),
-            Platform::UnikernelCold | Platform::UnikernelPool => {
+            Platform::Unikernel(unikernel) => {
                 let address = Self::address(platform)?;
                 let [a, b, c, _] = address.octets();
-                let tap = if platform == Platform::UnikernelCold {
-                    COLD_TAP
-                } else {
-                    POOL_TAP
-                };
                 let cmdline = format!("ip={address}/24 gw={a}.{b}.{c}.1");
+                let tap = tap_name(unikernel);
                 (&self.clients, Some(GuestNet { tap, cmdline }))
             }
             _ => return None,
         };
         Some(Attachment { netns, guest })
+    }
+}
+
+/// The third octet of `platform`'s subnet (meaningful for [`Testbed::platforms`]).
+fn subnet(platform: Platform) -> u8 {
+    match platform {
+        Platform::Process => 1,
+        Platform::Container => 2,
+        Platform::Unikernel(unikernel) => {
+            UNIKERNEL_SUBNETS.saturating_add(u8::try_from(unikernel.index()).unwrap_or(u8::MAX))
+        }
+        _ => 0,
     }
 }
 
@@ -267,16 +280,24 @@ mod tests {
 
     #[test]
     fn every_server_has_its_own_subnet() {
-        let addresses: Vec<Ipv4Addr> = Testbed::PLATFORMS
+        let addresses: Vec<Ipv4Addr> = Testbed::platforms()
             .into_iter()
             .filter_map(Testbed::address)
             .collect();
-        assert_eq!(addresses.len(), Testbed::PLATFORMS.len());
+        assert_eq!(addresses.len(), 2 + Unikernel::ALL.len());
         for (i, a) in addresses.iter().enumerate() {
             for b in &addresses[i + 1..] {
                 assert_ne!(a.octets()[2], b.octets()[2], "{a} and {b}");
             }
         }
         assert_eq!(Testbed::address(Platform::QemuMicrovm), None);
+    }
+
+    #[test]
+    fn every_unikernel_row_has_its_own_tap() {
+        let taps: std::collections::BTreeSet<String> =
+            Unikernel::ALL.into_iter().map(tap_name).collect();
+        assert_eq!(taps.len(), Unikernel::ALL.len());
+        assert!(taps.iter().all(|tap| tap.len() < 16), "IFNAMSIZ: {taps:?}");
     }
 }

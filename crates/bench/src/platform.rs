@@ -1,24 +1,22 @@
 //! The platforms compared and the workloads they run.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Where a workload runs. Every suite runs the same work on each platform that is
 /// available and says why it skipped the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Platform {
     /// A static host binary started with `posix_spawn`: the baseline of every ratio.
     Process,
     /// The same binary in a real OCI runtime (runc), from a bundle the suite writes.
     Container,
-    /// `lightvm run` of the equivalent unikernel: a new process and a new KVM VM.
-    UnikernelCold,
-    /// The unikernel through the daemon's pool of pre-created VM shells.
-    UnikernelPool,
+    /// The equivalent lightvm unikernel, on one of lightvm's platforms, started
+    /// cold or from a pool.
+    Unikernel(Unikernel),
     /// A Linux guest in a microVM (lightvm's Linux boot path).
     LinuxMicrovm,
     /// QEMU's `-M microvm` machine, a peer VMM.
@@ -29,13 +27,103 @@ pub enum Platform {
     CloudHypervisor,
 }
 
+/// One way of running lightvm's unikernels: a row of every table. Each of
+/// lightvm's platforms (KVM, the sandboxed process) is measured started cold and
+/// from a pool, because the two differ by the work the pool does ahead of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Unikernel {
+    /// The platform the guest runs on (`--platform` of `lightvm run` and the daemon).
+    pub on: lightvm_vmm::Platform,
+    /// How an instance is started.
+    pub start: Start,
+}
+
+/// How an instance of a unikernel is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Start {
+    /// `lightvm run --platform P IMAGE`: a new lightvm process prepares a new VM
+    /// and boots the image in it.
+    Cold,
+    /// POST /vms to a `lightvm daemon --platform P` started for the run: the image
+    /// is loaded into a shell the daemon prepared ahead of time.
+    Pool,
+}
+
+impl Start {
+    /// Both, cold first.
+    pub const ALL: [Start; 2] = [Start::Cold, Start::Pool];
+}
+
+impl Unikernel {
+    /// Every unikernel row, in table order: each lightvm platform, cold then pooled.
+    pub const ALL: [Unikernel; 4] = [
+        Unikernel::new(lightvm_vmm::Platform::Kvm, Start::Cold),
+        Unikernel::new(lightvm_vmm::Platform::Kvm, Start::Pool),
+        Unikernel::new(lightvm_vmm::Platform::Process, Start::Cold),
+        Unikernel::new(lightvm_vmm::Platform::Process, Start::Pool),
+    ];
+
+    /// The row of `on`, started as `start`.
+    pub const fn new(on: lightvm_vmm::Platform, start: Start) -> Self {
+        Self { on, start }
+    }
+
+    /// `unikernel-PLATFORM-cold` or `unikernel-PLATFORM-pool`.
+    pub fn name(self) -> &'static str {
+        use lightvm_vmm::Platform::{Kvm, Process};
+        match (self.on, self.start) {
+            (Kvm, Start::Cold) => "unikernel-kvm-cold",
+            (Kvm, Start::Pool) => "unikernel-kvm-pool",
+            (Process, Start::Cold) => "unikernel-process-cold",
+            (Process, Start::Pool) => "unikernel-process-pool",
+        }
+    }
+
+    /// Its position in [`Unikernel::ALL`] (which tap and subnet it gets).
+    pub(crate) fn index(self) -> usize {
+        Unikernel::ALL
+            .iter()
+            .position(|u| *u == self)
+            .unwrap_or_default()
+    }
+
+    fn description(self) -> String {
+        let vm = match self.on {
+            lightvm_vmm::Platform::Kvm => "a KVM VM",
+            lightvm_vmm::Platform::Process => {
+                "a seccomp-sandboxed host process (lightvm's platform for hosts without KVM)"
+            }
+        };
+        match self.start {
+            Start::Cold => format!(
+                "`lightvm run --platform {} IMAGE`: a new lightvm process boots the equivalent unikernel in {vm} it creates",
+                self.on
+            ),
+            Start::Pool => format!(
+                "POST /vms to a `lightvm daemon --platform {}` started for the run: the unikernel is loaded into a pre-created, warmed shell, {vm}",
+                self.on
+            ),
+        }
+    }
+}
+
 impl Platform {
     /// Every platform, in the order tables and plots show them (baseline first).
-    pub const ALL: [Platform; 8] = [
+    pub const ALL: [Platform; 10] = [
         Platform::Process,
         Platform::Container,
-        Platform::UnikernelCold,
-        Platform::UnikernelPool,
+        Platform::Unikernel(Unikernel::ALL[0]),
+        Platform::Unikernel(Unikernel::ALL[1]),
+        Platform::Unikernel(Unikernel::ALL[2]),
+        Platform::Unikernel(Unikernel::ALL[3]),
+        Platform::LinuxMicrovm,
+        Platform::QemuMicrovm,
+        Platform::Firecracker,
+        Platform::CloudHypervisor,
+    ];
+
+    /// The Linux-guest platforms, skipped for what this host and this bench lack.
+    pub const LINUX_PEERS: [Platform; 4] = [
         Platform::LinuxMicrovm,
         Platform::QemuMicrovm,
         Platform::Firecracker,
@@ -47,8 +135,7 @@ impl Platform {
         match self {
             Platform::Process => "process",
             Platform::Container => "container",
-            Platform::UnikernelCold => "unikernel-cold",
-            Platform::UnikernelPool => "unikernel-pool",
+            Platform::Unikernel(unikernel) => unikernel.name(),
             Platform::LinuxMicrovm => "linux-microvm",
             Platform::QemuMicrovm => "qemu-microvm",
             Platform::Firecracker => "firecracker",
@@ -57,28 +144,34 @@ impl Platform {
     }
 
     /// One sentence on what an instance of this platform is.
-    pub fn description(self) -> &'static str {
+    pub fn description(self) -> String {
         match self {
-            Platform::Process => "static C binary, posix_spawn (Rust's Command) of a new process",
+            Platform::Process => {
+                "static C binary, posix_spawn (Rust's Command) of a new process".to_owned()
+            }
             Platform::Container => {
-                "the same static binary in runc (OCI bundle written by the suite: stock `runc spec` namespaces, read-only rootfs holding only the binary)"
+                "the same static binary in runc (OCI bundle written by the suite: stock `runc spec` namespaces, read-only rootfs holding only the binary)".to_owned()
             }
-            Platform::UnikernelCold => {
-                "`lightvm run IMAGE`: a new lightvm process creates a new KVM VM and boots the equivalent unikernel"
-            }
-            Platform::UnikernelPool => {
-                "POST /vms to a `lightvm daemon` started for the run: the unikernel is loaded into a pre-created, warmed VM shell"
-            }
-            Platform::LinuxMicrovm => "a Linux kernel + initramfs in a lightvm microVM",
-            Platform::QemuMicrovm => "QEMU -M microvm booting Linux",
-            Platform::Firecracker => "Firecracker booting Linux",
-            Platform::CloudHypervisor => "Cloud Hypervisor booting Linux",
+            Platform::Unikernel(unikernel) => unikernel.description(),
+            Platform::LinuxMicrovm => "a Linux kernel + initramfs in a lightvm microVM".to_owned(),
+            Platform::QemuMicrovm => "QEMU -M microvm booting Linux".to_owned(),
+            Platform::Firecracker => "Firecracker booting Linux".to_owned(),
+            Platform::CloudHypervisor => "Cloud Hypervisor booting Linux".to_owned(),
         }
     }
 
-    /// Whether this platform is a unikernel of lightvm.
-    pub fn is_unikernel(self) -> bool {
-        matches!(self, Platform::UnikernelCold | Platform::UnikernelPool)
+    /// The unikernel row this platform is, if it is one of lightvm's unikernels.
+    pub fn unikernel(self) -> Option<Unikernel> {
+        match self {
+            Platform::Unikernel(unikernel) => Some(unikernel),
+            _ => None,
+        }
+    }
+}
+
+impl From<Unikernel> for Platform {
+    fn from(unikernel: Unikernel) -> Self {
+        Platform::Unikernel(unikernel)
     }
 }
 
@@ -99,6 +192,20 @@ impl FromStr for Platform {
                 let names: Vec<&str> = Platform::ALL.iter().map(|p| p.name()).collect();
                 format!("unknown platform {text:?} (one of: {})", names.join(", "))
             })
+    }
+}
+
+/// A platform is its name in results.json, as on the command line.
+impl Serialize for Platform {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Platform {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -198,28 +305,103 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Why the Linux-guest platforms cannot run here: the reason to print when skipped.
-///
-/// Each is checked for what it is; where a peer is installed the reason says what
-/// else is missing, so that a host that has them knows what to add.
-pub(crate) fn linux_peer_reason(platform: Platform) -> String {
-    const NO_LINUX_IMAGE: &str = "the suite builds no Linux guest kernel + initramfs yet, and on this machine guest kernel mode is emulated by the nested KVM (a Linux boot takes minutes; see DESIGN.md), so a Linux VM's timings would measure the emulator";
-    match platform {
-        Platform::LinuxMicrovm => format!("lightvm boots Linux (`lightvm run --kernel`), but {NO_LINUX_IMAGE}"),
-        Platform::QemuMicrovm => match which("qemu-system-x86_64") {
-            None => format!("qemu-system-x86_64 not installed (apt-get install qemu-system-x86); also {NO_LINUX_IMAGE}"),
-            Some(_) => format!("QEMU is installed, but -M microvm can boot Linux here only under TCG (emulated, ~2 s) and {NO_LINUX_IMAGE}"),
-        },
-        Platform::Firecracker => match which("firecracker") {
-            None => "firecracker not installed: it is not packaged in Debian (and the crates.io name is an API client, not the VMM)".to_owned(),
-            Some(_) => format!("firecracker is installed, but {NO_LINUX_IMAGE}"),
-        },
-        Platform::CloudHypervisor => match which("cloud-hypervisor") {
-            None => "cloud-hypervisor not installed: it is not packaged in Debian".to_owned(),
-            Some(_) => format!("cloud-hypervisor is installed, but {NO_LINUX_IMAGE}"),
-        },
-        other => format!("{other} is not a Linux-guest platform"),
+/// What this host offers the Linux-guest platforms, detected when a run starts, so
+/// that their skip reasons describe the machine the bench runs on.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LinuxHost {
+    /// Why KVM cannot run guests here, in lightvm_vmm's words, if it cannot.
+    pub kvm_unavailable: Option<String>,
+    /// Whether this host's KVM is PVM (the `kvm_pvm` module is loaded): it runs
+    /// guest user mode natively but emulates guest kernel mode, instruction by
+    /// instruction, so a Linux kernel takes minutes to reach init.
+    pub kvm_is_pvm: bool,
+    /// A Linux kernel built by `lightvm kernel build`, if its cache holds one.
+    pub kernel: Option<PathBuf>,
+    /// The peer VMMs' executables found on `PATH`.
+    pub installed: Vec<&'static str>,
+}
+
+/// The executable of each peer VMM and where to get it.
+const PEER_EXECUTABLES: [(Platform, &str, &str); 3] = [
+    (
+        Platform::QemuMicrovm,
+        "qemu-system-x86_64",
+        "apt-get install qemu-system-x86",
+    ),
+    (
+        Platform::Firecracker,
+        "firecracker",
+        "Debian has no package of it, and the crates.io crate of that name is an API client, not the VMM",
+    ),
+    (
+        Platform::CloudHypervisor,
+        "cloud-hypervisor",
+        "Debian has no package of it",
+    ),
+];
+
+impl LinuxHost {
+    /// Looks at this host: its KVM, the kernel cache and `PATH`.
+    pub(crate) fn detect() -> Self {
+        let kvm_unavailable = lightvm_vmm::Platform::Kvm.check().err().map(|e| e.reason);
+        Self {
+            kvm_is_pvm: kvm_unavailable.is_none() && Path::new("/sys/module/kvm_pvm").exists(),
+            kvm_unavailable,
+            kernel: built_kernel(&lightvm_images::kernel::default_cache_dir()),
+            installed: PEER_EXECUTABLES
+                .iter()
+                .map(|(_, exe, _)| *exe)
+                .filter(|exe| which(exe).is_some())
+                .collect(),
+        }
     }
+}
+
+/// A `vmlinux` in the kernel cache (one directory per built configuration).
+fn built_kernel(cache: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(cache)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path().join("vmlinux"))
+        .filter(|vmlinux| vmlinux.is_file())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// Why a Linux-guest platform cannot run on `host`: the reason to print when it is
+/// skipped. It names what this host lacks (the peer's executable, KVM, a kernel
+/// that boots in reasonable time, a built kernel), then what this bench lacks,
+/// so that a host that has the rest knows what to add.
+pub(crate) fn linux_peer_reason(platform: Platform, host: &LinuxHost) -> String {
+    if !Platform::LINUX_PEERS.contains(&platform) {
+        return format!("{platform} is not a Linux-guest platform");
+    }
+    let mut why = Vec::new();
+    if let Some((_, exe, hint)) = PEER_EXECUTABLES
+        .iter()
+        .find(|(peer, exe, _)| *peer == platform && !host.installed.contains(exe))
+    {
+        why.push(format!("{exe} is not installed ({hint})"));
+    }
+    match (&host.kvm_unavailable, platform) {
+        (Some(reason), Platform::QemuMicrovm) => why.push(format!(
+            "{reason}, so QEMU could boot Linux only under TCG (emulated: its timings would measure the emulator)"
+        )),
+        (Some(reason), _) => why.push(format!("it needs KVM: {reason}")),
+        (None, _) if host.kvm_is_pvm => why.push(
+            "this host's KVM is PVM (kvm_pvm is loaded): it emulates guest kernel mode, so a Linux boot takes minutes and its timings would measure the emulator".to_owned(),
+        ),
+        (None, _) => {}
+    }
+    why.push(match &host.kernel {
+        Some(kernel) => format!(
+            "a kernel is built ({}), but the bench has no Linux guest workloads yet (an initramfs for each of its programs)",
+            kernel.display()
+        ),
+        None => "no Linux kernel is built here (`lightvm kernel build`), and the bench has no Linux guest workloads yet (an initramfs for each of its programs)".to_owned(),
+    });
+    why.join("; ")
 }
 
 #[cfg(test)]
@@ -234,19 +416,106 @@ mod tests {
                 serde_json::to_value(platform).unwrap(),
                 serde_json::Value::String(platform.name().to_owned())
             );
+            let json = serde_json::to_string(&platform).unwrap();
+            assert_eq!(serde_json::from_str::<Platform>(&json).unwrap(), platform);
         }
         assert!("vm".parse::<Platform>().is_err());
+        assert!(serde_json::from_str::<Platform>("\"unikernel-cold\"").is_err());
     }
 
     #[test]
-    fn every_linux_peer_has_a_reason() {
-        for platform in [
-            Platform::LinuxMicrovm,
-            Platform::QemuMicrovm,
-            Platform::Firecracker,
-            Platform::CloudHypervisor,
-        ] {
-            assert!(!linux_peer_reason(platform).is_empty());
+    fn the_table_order_is_the_sort_order() {
+        let mut sorted = Platform::ALL;
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            Platform::ALL,
+            "Metric::finish sorts series by platform"
+        );
+    }
+
+    #[test]
+    fn every_lightvm_platform_has_a_cold_and_a_pooled_row() {
+        for on in lightvm_vmm::Platform::ALL {
+            for start in Start::ALL {
+                let row = Platform::Unikernel(Unikernel::new(on, start));
+                assert!(Platform::ALL.contains(&row), "{row}");
+                assert!(row.name().contains(on.name()), "{row} names {on}");
+                assert!(row.description().contains(&format!("--platform {on}")));
+            }
         }
+        let names: Vec<&str> = Unikernel::ALL.iter().map(|u| u.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "unikernel-kvm-cold",
+                "unikernel-kvm-pool",
+                "unikernel-process-cold",
+                "unikernel-process-pool"
+            ]
+        );
+        for (index, unikernel) in Unikernel::ALL.into_iter().enumerate() {
+            assert_eq!(unikernel.index(), index);
+        }
+    }
+
+    fn host(kvm_unavailable: Option<&str>, kvm_is_pvm: bool, kernel: bool) -> LinuxHost {
+        LinuxHost {
+            kvm_unavailable: kvm_unavailable.map(str::to_owned),
+            kvm_is_pvm,
+            kernel: kernel.then(|| PathBuf::from("/cache/0123/vmlinux")),
+            installed: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_host_without_kvm_is_told_so_for_every_linux_peer() {
+        let no_kvm = host(Some("no /dev/kvm on this host"), false, false);
+        for platform in Platform::LINUX_PEERS {
+            let reason = linux_peer_reason(platform, &no_kvm);
+            assert!(reason.contains("no /dev/kvm on this host"), "{reason}");
+            assert!(!reason.contains("PVM"), "{reason}");
+            assert!(reason.contains("no Linux kernel is built"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn a_pvm_host_is_told_its_kvm_emulates_kernel_mode() {
+        let pvm = host(None, true, true);
+        let reason = linux_peer_reason(Platform::LinuxMicrovm, &pvm);
+        assert!(reason.contains("kvm_pvm"), "{reason}");
+        assert!(
+            reason.contains("a kernel is built (/cache/0123/vmlinux)"),
+            "{reason}"
+        );
+        assert!(!reason.contains("/dev/kvm"), "{reason}");
+    }
+
+    #[test]
+    fn a_host_with_hardware_kvm_and_the_peers_lacks_only_the_workloads() {
+        let mut bare = host(None, false, true);
+        bare.installed = PEER_EXECUTABLES.iter().map(|(_, exe, _)| *exe).collect();
+        for platform in Platform::LINUX_PEERS {
+            let reason = linux_peer_reason(platform, &bare);
+            assert!(!reason.contains("KVM"), "{reason}");
+            assert!(!reason.contains("not installed"), "{reason}");
+            assert!(reason.contains("no Linux guest workloads yet"), "{reason}");
+        }
+        let missing = host(None, false, true);
+        assert!(linux_peer_reason(Platform::Firecracker, &missing)
+            .starts_with("firecracker is not installed"));
+    }
+
+    #[test]
+    fn kernels_are_found_in_the_cache() {
+        let cache =
+            std::env::temp_dir().join(format!("lightvm-bench-kcache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&cache);
+        assert_eq!(built_kernel(&cache), None, "no cache");
+        std::fs::create_dir_all(cache.join("abcd")).unwrap();
+        assert_eq!(built_kernel(&cache), None, "an entry without vmlinux");
+        std::fs::write(cache.join("abcd/vmlinux"), b"ELF").unwrap();
+        assert_eq!(built_kernel(&cache), Some(cache.join("abcd/vmlinux")));
+        std::fs::remove_dir_all(&cache).unwrap();
     }
 }

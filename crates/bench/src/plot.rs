@@ -11,18 +11,24 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::BenchError;
-use crate::platform::Platform;
+use crate::platform::{Platform, Start};
 use crate::results::{Metric, PlotKind};
 
 const SIZE: (u32, u32) = (900, 520);
 
-/// A colour per platform, the same in every plot.
+/// A colour per platform, the same in every plot: cold unikernels in reds, pooled
+/// ones in greens, the darker of each pair on kvm.
 fn colour(platform: Platform) -> RGBColor {
+    use lightvm_vmm::Platform::{Kvm, Process};
     match platform {
         Platform::Process => RGBColor(0x44, 0x44, 0x44),
         Platform::Container => RGBColor(0x1f, 0x77, 0xb4),
-        Platform::UnikernelCold => RGBColor(0xd6, 0x27, 0x28),
-        Platform::UnikernelPool => RGBColor(0x2c, 0xa0, 0x2c),
+        Platform::Unikernel(unikernel) => match (unikernel.on, unikernel.start) {
+            (Kvm, Start::Cold) => RGBColor(0xd6, 0x27, 0x28),
+            (Process, Start::Cold) => RGBColor(0xe3, 0x77, 0xc2),
+            (Kvm, Start::Pool) => RGBColor(0x2c, 0xa0, 0x2c),
+            (Process, Start::Pool) => RGBColor(0xbc, 0xbd, 0x22),
+        },
         Platform::LinuxMicrovm => RGBColor(0x94, 0x67, 0xbd),
         Platform::QemuMicrovm => RGBColor(0x8c, 0x56, 0x4b),
         Platform::Firecracker => RGBColor(0xff, 0x7f, 0x0e),
@@ -173,7 +179,7 @@ where
     let mut chart = ChartBuilder::on(root)
         .caption(caption(metric), ("sans-serif", 20))
         .margin(15)
-        .x_label_area_size(50)
+        .x_label_area_size(70)
         .y_label_area_size(70)
         .build_cartesian_2d(x_range, y_range)?;
     chart
@@ -240,13 +246,29 @@ where
         .into_font()
         .color(&BLACK)
         .pos(Pos::new(HPos::Center, VPos::Top));
+    // Room per bar, in characters of this font (about 8 px each).
+    let plot_width = chart.plotting_area().dim_in_pixel().0 as usize;
+    let room = plot_width / series.len().max(1) / 8;
     for (index, (platform, summary)) in series.iter().enumerate() {
         let (x, y) = chart.backend_coord(&(index as f64, floor));
-        root.draw(&Text::new(platform.name(), (x, y + 6), style.clone()))?;
-        let median = format!("{} {unit}", format_value(summary.median));
-        root.draw(&Text::new(median, (x, y + 24), style.clone()))?;
+        let mut lines = label_lines(platform.name(), room);
+        lines.push(format!("{} {unit}", format_value(summary.median)));
+        for (line, text) in lines.into_iter().enumerate() {
+            let dy = 6 + 18 * i32::try_from(line).unwrap_or(0);
+            root.draw(&Text::new(text, (x, y + dy), style.clone()))?;
+        }
     }
     Ok(())
+}
+
+/// A platform's name under its bar: on one line where it fits in `room`
+/// characters, else broken after its first word (`unikernel-` / `kvm-pool`), so
+/// that the rows of one family line up.
+fn label_lines(name: &str, room: usize) -> Vec<String> {
+    match name.split_once('-') {
+        Some((first, rest)) if name.len() > room => vec![format!("{first}-"), rest.to_owned()],
+        _ => vec![name.to_owned()],
+    }
 }
 
 /// Which axes of a line plot are logarithmic.
@@ -409,6 +431,19 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_names_are_broken_after_their_first_word() {
+        assert_eq!(label_lines("process", 10), ["process"]);
+        assert_eq!(
+            label_lines("unikernel-process-pool", 16),
+            ["unikernel-", "process-pool"]
+        );
+        assert_eq!(
+            label_lines("unikernel-kvm-cold", 30),
+            ["unikernel-kvm-cold"]
+        );
+    }
 
     #[test]
     fn rolling_medians_ignore_outliers() {

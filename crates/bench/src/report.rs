@@ -200,7 +200,11 @@ pub(crate) fn html(results: &Results) -> String {
         esc(&m.cpu_model),
         m.mem_total_kib / 1024,
         esc(&m.kernel),
-        if m.virtualized { ", itself a VM (nested KVM)" } else { "" },
+        match (m.virtualized, m.kvm) {
+            (true, true) => ", itself a VM (its KVM is nested)",
+            (true, false) => ", itself a VM",
+            (false, _) => "",
+        },
         if m.kvm { "usable" } else { "not usable" },
         m.load_average_start
     );
@@ -284,10 +288,14 @@ mod tests {
         let mut metric = Metric::lines("rate", "Rate", "req/s", "connections");
         metric.plot = PlotKind::Sweep;
         metric.push(Platform::Process, vec![10.0, 20.0], Some(vec![1.0, 8.0]));
-        metric.push(Platform::UnikernelCold, vec![5.0], Some(vec![1.0]));
+        let pool = crate::platform::Unikernel::new(
+            lightvm_vmm::Platform::Process,
+            crate::platform::Start::Pool,
+        );
+        metric.push(pool.into(), vec![5.0], Some(vec![1.0]));
         let mut out = String::new();
         metric_section(&mut out, &metric);
-        assert!(out.contains("<th>connections</th><th>process</th><th>unikernel-cold</th>"));
+        assert!(out.contains("<th>connections</th><th>process</th><th>unikernel-process-pool</th>"));
         assert!(out.contains("<tr><td>1</td><td>10.0</td><td>5.0</td></tr>"));
         assert!(
             out.contains("<tr><td>8</td><td>20.0</td><td>–</td></tr>"),

@@ -13,7 +13,9 @@ use crate::platform::Platform;
 use crate::stats::Summary;
 
 /// The version of the results format; bumped when a field changes meaning.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: the unikernel rows are named by lightvm platform (`unikernel-kvm-cold`,
+/// `unikernel-process-pool` …) instead of `unikernel-cold` and `unikernel-pool`.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A whole run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -270,11 +272,15 @@ pub fn write_csv(path: &Path, results: &Results) -> Result<(), BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::{Start, Unikernel};
+
+    const KVM_COLD: Platform =
+        Platform::Unikernel(Unikernel::new(lightvm_vmm::Platform::Kvm, Start::Cold));
 
     #[test]
     fn ratios_are_to_the_process_median_of_the_same_metric() {
         let mut metric = Metric::new("m", "M", "us", PlotKind::LogBars, true);
-        metric.push(Platform::UnikernelCold, vec![30.0, 10.0, 20.0], None);
+        metric.push(KVM_COLD, vec![30.0, 10.0, 20.0], None);
         metric.push(Platform::Process, vec![5.0, 10.0, 15.0], None);
         metric.push(Platform::Container, vec![], None);
         metric.finish();
@@ -287,7 +293,7 @@ mod tests {
     #[test]
     fn no_baseline_no_ratio() {
         let mut metric = Metric::new("m", "M", "us", PlotKind::Bars, true);
-        metric.push(Platform::UnikernelCold, vec![1.0], None);
+        metric.push(KVM_COLD, vec![1.0], None);
         metric.finish();
         assert_eq!(metric.series[0].ratio_to_process, None);
     }

@@ -380,6 +380,17 @@ fn suites_parser() -> impl clap::builder::TypedValueParser<Value = Suites> {
     })
 }
 
+/// Accepts a bench platform's name, each listed with what an instance is in
+/// `--help` (the unikernel rows: one cold and one pooled per lightvm platform).
+fn platforms_parser() -> impl clap::builder::TypedValueParser<Value = lightvm_bench::Platform> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    use lightvm_bench::Platform;
+    let names = Platform::ALL
+        .iter()
+        .map(|platform| PossibleValue::new(platform.name()).help(platform.description()));
+    PossibleValuesParser::new(names).try_map(|name| name.parse::<Platform>())
+}
+
 /// `lightvm bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -398,11 +409,11 @@ pub struct BenchArgs {
     /// Instances per platform in the density suite (up to 10,000 VMs on our machines).
     #[arg(long)]
     pub count: Option<usize>,
-    /// The daemon's pool of prepared shells for unikernel-pool.
+    /// The daemons' pool of prepared shells for the unikernel-*-pool platforms.
     #[arg(long)]
     pub pool: Option<usize>,
     /// Only these platforms, comma-separated (process is the baseline of every ratio).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = platforms_parser())]
     pub platforms: Vec<lightvm_bench::Platform>,
 }
 
@@ -451,5 +462,33 @@ mod tests {
         assert_eq!(suites("net"), Some(vec![Suite::Net]));
         assert_eq!(suites("all"), Some(Suite::ALL.to_vec()));
         assert_eq!(suites("nope"), None);
+    }
+
+    #[test]
+    fn bench_platforms_are_named_per_lightvm_platform() {
+        use clap::Parser;
+        use lightvm_bench::{Platform, Start, Unikernel};
+        let platforms = |list: &str| match Cli::try_parse_from([
+            "lightvm",
+            "bench",
+            "boot",
+            "--platforms",
+            list,
+        ]) {
+            Ok(Cli {
+                command: Command::Bench(args),
+                ..
+            }) => Some(args.platforms),
+            _ => None,
+        };
+        assert_eq!(
+            platforms("process,unikernel-kvm-pool,unikernel-process-cold"),
+            Some(vec![
+                Platform::Process,
+                Unikernel::new(lightvm_vmm::Platform::Kvm, Start::Pool).into(),
+                Unikernel::new(lightvm_vmm::Platform::Process, Start::Cold).into(),
+            ])
+        );
+        assert_eq!(platforms("unikernel-cold"), None, "the old names are gone");
     }
 }

@@ -127,6 +127,99 @@ fn measured_platforms(results: &Value, suite: &str, metric: &str) -> Vec<String>
         .collect()
 }
 
+/// The metrics a unikernel row is measured in, as (suite, metric, cold, pooled):
+/// every metric of every suite, except the time to exit, which the pool's client
+/// does not wait for.
+const UNIKERNEL_METRICS: &[(&str, &str, bool, bool)] = &[
+    ("size", "size-image", true, true),
+    ("boot", "boot-to-main", true, true),
+    ("boot", "boot-to-exit", true, false),
+    ("boot", "boot-vm-to-main", true, true),
+    ("memory", "memory-pss", true, true),
+    ("memory", "memory-rss", true, true),
+    ("density", "density-latency", true, true),
+    ("density", "density-latency-first", true, true),
+    ("density", "density-latency-last", true, true),
+    ("density", "density-latency-growth", true, true),
+    ("density", "density-memory", true, true),
+    ("density", "density-memory-per-instance", true, true),
+    ("cpu", "cpu-kernel", true, true),
+    ("cpu", "stream-copy", true, true),
+    ("cpu", "stream-triad", true, true),
+    ("net", "net-udp-rtt", true, true),
+    ("net", "net-tcp-rtt", true, true),
+    ("net", "net-tcp-throughput", true, true),
+    ("http", "http-peak-rate", true, true),
+    ("http", "http-rate", true, true),
+];
+
+/// The cold and the pooled row of lightvm platform `on`.
+fn rows(on: lightvm_vmm::Platform) -> [String; 2] {
+    [
+        format!("unikernel-{on}-cold"),
+        format!("unikernel-{on}-pool"),
+    ]
+}
+
+/// `on` is available here: both its rows have a series in each of their metrics
+/// (a network suite may be skipped only for a missing tool or for want of root).
+fn assert_rows_measured(results: &Value, on: lightvm_vmm::Platform, stderr: &str) {
+    let [cold, pool] = rows(on);
+    for &(suite, metric, in_cold, in_pool) in UNIKERNEL_METRICS {
+        if suite_skipped(results, suite) {
+            continue;
+        }
+        let measured = measured_platforms(results, suite, metric);
+        for (row, expected) in [(&cold, in_cold), (&pool, in_pool)] {
+            if expected {
+                assert!(
+                    measured.contains(row),
+                    "{metric}: {row} ran: {measured:?}\n{stderr}"
+                );
+            }
+        }
+    }
+}
+
+/// `on` is not available here: both its rows are listed as unavailable with
+/// `reason`, measured nowhere, and skipped with that reason by every suite that ran.
+fn assert_rows_skipped(results: &Value, on: lightvm_vmm::Platform, reason: &str) {
+    for row in rows(on) {
+        let status = results["platforms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["platform"] == row.as_str())
+            .unwrap_or_else(|| panic!("{row} is listed in platforms"));
+        assert_eq!(status["available"], false, "{status}");
+        assert_eq!(status["reason"], reason, "{row}: the reason of this host");
+        for suite in results["suites"].as_array().into_iter().flatten() {
+            for metric in suite["metrics"].as_array().into_iter().flatten() {
+                assert!(
+                    !metric["series"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|s| s["platform"] == row.as_str()),
+                    "{row} measured in {}",
+                    metric["id"]
+                );
+            }
+            if suite["skipped_reason"].is_null() {
+                assert!(
+                    suite["skipped"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|skip| skip["platform"] == row.as_str() && skip["reason"] == reason),
+                    "{}: {row} skipped with {reason:?}",
+                    suite["suite"]
+                );
+            }
+        }
+    }
+}
+
 fn schema() -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/bench-results.schema.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -241,49 +334,17 @@ fn bench_all_quick_writes_valid_results_every_plot_and_the_report() {
     assert!(csv.starts_with("suite,metric,unit,platform,index,x,value\n"));
     assert!(csv.lines().count() > 10);
 
-    // The baseline and lightvm's own platforms ran wherever /dev/kvm is usable.
-    let boot = results["suites"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["suite"] == "boot")
-        .unwrap();
-    let platforms: Vec<&str> = boot["metrics"][0]["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["platform"].as_str().unwrap())
-        .collect();
-    assert!(platforms.contains(&"process"), "{platforms:?}\n{stderr}");
-    if results["machine"]["kvm"] == true {
-        for platform in ["unikernel-cold", "unikernel-pool"] {
-            assert!(
-                platforms.contains(&platform),
-                "{platform} ran: {platforms:?}\n{stderr}"
-            );
-        }
-    }
-    // The network suites measured the baseline and both unikernel platforms on
-    // their private network wherever the run could make one, and left none of it
-    // behind.
-    if results["machine"]["kvm"] == true && results["machine"]["root"] == true {
-        for (suite, metric) in [
-            ("net", "net-udp-rtt"),
-            ("net", "net-tcp-rtt"),
-            ("net", "net-tcp-throughput"),
-            ("http", "http-peak-rate"),
-            ("http", "http-rate"),
-        ] {
-            if suite_skipped(&results, suite) {
-                continue;
-            }
-            let measured = measured_platforms(&results, suite, metric);
-            for platform in ["process", "unikernel-cold", "unikernel-pool"] {
-                assert!(
-                    measured.contains(&platform.to_owned()),
-                    "{metric}: {platform} ran: {measured:?}\n{stderr}"
-                );
-            }
+    // The baseline ran, and every lightvm platform this host has ran cold and
+    // pooled in every metric that applies to it; a platform it lacks is skipped
+    // everywhere, with the reason lightvm gives for this host.
+    assert!(
+        measured_platforms(&results, "boot", "boot-to-main").contains(&"process".to_owned()),
+        "{stderr}"
+    );
+    for on in lightvm_vmm::Platform::ALL {
+        match on.check() {
+            Ok(()) => assert_rows_measured(&results, on, &stderr),
+            Err(unavailable) => assert_rows_skipped(&results, on, &unavailable.reason),
         }
     }
     let leftover: Vec<String> = std::fs::read_dir("/run/netns")

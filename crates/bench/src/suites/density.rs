@@ -2,9 +2,10 @@
 //! host memory sampled as N grows; all are stopped before the next platform.
 
 use crate::context::Context;
-use crate::launch::mem_used_kib;
+use crate::launch::HostMemory;
 use crate::platform::{Platform, Workload};
 use crate::results::{Metric, PlotKind, Skip, SuiteResult};
+use crate::stats::Summary;
 
 struct Curve {
     latency: Vec<f64>,
@@ -14,9 +15,11 @@ struct Curve {
 }
 
 pub(super) fn run(ctx: &mut Context<'_>) -> SuiteResult {
-    let mut result = super::suite(
-        "N idle instances of each platform created one after another and left running; each creation is timed from its request to the workload's main, as in the boot suite (the pool's requests wait, untimed, until a prepared shell is ready). Host memory in use (MemTotal − MemAvailable, kernel memory included) is sampled as N grows, relative to before the first instance; its growth divided by N is the memory per instance. MemAvailable is machine-wide: other work on the machine moves it, so read the slope, not single points. All instances are stopped before the next platform starts.",
-    );
+    let host = HostMemory::detect();
+    let mut result = super::suite(&format!(
+        "N idle instances of each platform created one after another and left running; each creation is timed from its request to the workload's main, as in the boot suite (a pool's requests wait, untimed, until a prepared shell is ready). Host memory in use is sampled as N grows, relative to before the first instance; its growth divided by N is the memory per instance. Host memory in use is {}. The first and the last creations (up to ten each) are reported apart, with the ratio of their medians: whether the N-th instance costs what the first did. All instances are stopped before the next platform starts.",
+        host.describe()
+    ));
     let (platforms, skipped) = ctx.plan(Workload::Idle, &super::none);
     result.skipped = skipped;
     let count = ctx.config.density_count.max(1);
@@ -37,19 +40,62 @@ pub(super) fn run(ctx: &mut Context<'_>) -> SuiteResult {
     memory.headline = false;
     let mut per_instance = Metric::new(
         "density-memory-per-instance",
-        "Host memory per instance at N (MemAvailable drop / N)",
+        &format!("Host memory per instance at N = {count} (growth in use / N)"),
         "KiB",
         PlotKind::LogBars,
+        true,
+    );
+    // Whether the N-th creation costs what the first did (LightVM's claim): the
+    // first and the last few creations, and the ratio of their medians (a window,
+    // not one sample each: single creations on a noisy machine can be off by
+    // milliseconds).
+    let window = edge_window(count);
+    let mut first = Metric::new(
+        "density-latency-first",
+        &format!("Creation latency of the {}", instances(1, window)),
+        "us",
+        PlotKind::LogBars,
+        true,
+    );
+    let mut last = Metric::new(
+        "density-latency-last",
+        &format!(
+            "Creation latency of the {}",
+            instances(count + 1 - window, count)
+        ),
+        "us",
+        PlotKind::LogBars,
+        true,
+    );
+    let mut growth = Metric::new(
+        "density-latency-growth",
+        &format!(
+            "Creation latency of the {} over the {} (medians; 1 = the {} costs what the 1st did)",
+            instances(count + 1 - window, count),
+            instances(1, window),
+            ordinal(count)
+        ),
+        "x",
+        PlotKind::Bars,
         true,
     );
     ctx.progress
         .stage("density", (platforms.len() * count) as u64);
     for platform in platforms {
-        match curve(ctx, platform, count, every) {
+        match curve(ctx, &host, platform, count, every) {
             Ok(curve) => {
                 if let (Some(&n), Some(&mib)) = (curve.memory_n.last(), curve.memory_mib.last()) {
                     per_instance.push(platform, vec![mib * 1024.0 / n.max(1.0)], None);
                 }
+                let head = curve.latency[..window.min(curve.latency.len())].to_vec();
+                let tail = curve.latency[curve.latency.len().saturating_sub(window)..].to_vec();
+                if let (Some(h), Some(t)) = (Summary::of(&head), Summary::of(&tail)) {
+                    if h.median > 0.0 {
+                        growth.push(platform, vec![t.median / h.median], None);
+                    }
+                }
+                first.push(platform, head, None);
+                last.push(platform, tail, None);
                 latency.push(platform, curve.latency, Some(curve.n));
                 memory.push(platform, curve.memory_mib, Some(curve.memory_n));
             }
@@ -63,17 +109,45 @@ pub(super) fn run(ctx: &mut Context<'_>) -> SuiteResult {
             }
         }
     }
-    result.metrics = vec![latency, memory, per_instance];
+    result.metrics = vec![latency, first, last, growth, memory, per_instance];
     result
+}
+
+/// How many creations at each end of a density run are compared: ten, or fewer
+/// when the run is too short for two windows of ten.
+fn edge_window(count: usize) -> usize {
+    (count / 2).clamp(1, 10)
+}
+
+/// `1st`, `2nd`, `3rd`, `11th`, `1000th` …
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+/// `5th instance`, or `1st to 10th instances`.
+fn instances(from: usize, to: usize) -> String {
+    if from == to {
+        format!("{} instance", ordinal(from))
+    } else {
+        format!("{} to {} instances", ordinal(from), ordinal(to))
+    }
 }
 
 fn curve(
     ctx: &mut Context<'_>,
+    host: &HostMemory,
     platform: Platform,
     count: usize,
     every: usize,
 ) -> Result<Curve, String> {
-    let before = mem_used_kib().unwrap_or_default();
+    let before = host.used_kib().unwrap_or_default();
     let mut curve = Curve {
         latency: Vec::with_capacity(count),
         n: Vec::with_capacity(count),
@@ -95,7 +169,7 @@ fn curve(
             }
         }
         if n % every == 0 || n == count {
-            if let Some(used) = mem_used_kib() {
+            if let Some(used) = host.used_kib() {
                 curve.memory_n.push(n as f64);
                 curve
                     .memory_mib
@@ -110,5 +184,31 @@ fn curve(
     match failure {
         Some(reason) => Err(reason),
         None => Ok(curve),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_count_in_ordinals() {
+        assert_eq!(instances(1, 10), "1st to 10th instances");
+        assert_eq!(instances(991, 1000), "991st to 1000th instances");
+        assert_eq!(instances(2, 2), "2nd instance");
+        assert_eq!(ordinal(13), "13th");
+        assert_eq!(ordinal(23), "23rd");
+        assert_eq!(ordinal(112), "112th");
+    }
+
+    #[test]
+    fn the_compared_windows_never_overlap() {
+        assert_eq!(edge_window(1), 1);
+        assert_eq!(edge_window(2), 1);
+        assert_eq!(edge_window(20), 10);
+        assert_eq!(edge_window(1000), 10);
+        for count in 2..40 {
+            assert!(2 * edge_window(count) <= count, "{count}");
+        }
     }
 }

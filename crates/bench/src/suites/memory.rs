@@ -6,7 +6,7 @@ use crate::results::{Metric, PlotKind, Skip, SuiteResult};
 
 pub(super) fn run(ctx: &mut Context<'_>) -> SuiteResult {
     let mut result = super::suite(
-        "K idle instances (the idle workload: print a line, then wait without using CPU) of each platform run side by side; for each, the sum over all its host processes of RSS and PSS from /proc/PID/smaps_rollup (PSS divides shared pages — the binary, the lightvm executable, an image mapped by many VMs — among their users). Processes: the process; the container's init (runc detaches and exits); the `lightvm run` process, whose guest memory is a mapping of it, so the guest memory touched is included; the pool's VM shell process, likewise. Kernel memory (page tables, namespaces, cgroups, KVM's own structures) is not in PSS: the density suite's MemAvailable figures include it.",
+        "K idle instances (the idle workload: print a line, then wait without using CPU) of each platform run side by side; for each, the sum over all its host processes of RSS and PSS from /proc/PID/smaps_rollup (PSS divides shared pages — the binary, the lightvm executable, an image mapped by many VMs — among their users). Processes: the process; the container's init (runc detaches and exits); the `lightvm run` process, whose guest memory is a mapping of it (a KVM memory slot, or the process platform's guest mapped at its own addresses), so the guest memory touched is included; a pooled row's VM shell process, likewise. Kernel memory (page tables, namespaces, cgroups, KVM's own structures) is not in PSS: the density suite's MemAvailable figures include it.",
     );
     let (platforms, skipped) = ctx.plan(Workload::Idle, &super::none);
     result.skipped = skipped;

@@ -5,8 +5,9 @@
 //! ([`crate::netns`]): the unikernel behind a tap, the process and the container
 //! behind veth pairs, one link away from the clients each. The clients interleave
 //! their rounds over the platforms, so that noise on the machine lands on all of
-//! them alike. The pool's VMs come from a daemon of their own, run inside the
-//! clients' namespace so that its shells can open their tap.
+//! them alike. Each pooled row's VMs come from a daemon of its own (one per lightvm
+//! platform), run inside the clients' namespace so that its shells can open their
+//! tap.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -181,7 +182,7 @@ fn interleaved(
 pub(super) fn run_net(ctx: &mut Context<'_>) -> SuiteResult {
     let params = ctx.config.net.clone();
     let mut result = super::suite(&format!(
-        "Each platform's server runs on a private network made for the run: network namespaces holding a tap for each unikernel platform (`lightvm run`, and a daemon whose pool holds shells of the guest's size; both run in the clients' namespace) and a veth pair each for the process and for the container (runc joins the namespace), every server one virtual link from the clients, deleted afterwards. Clients run in the bench itself, on a thread inside that network, and interleave {rounds} rounds over the platforms. UDP and TCP round trip: {MESSAGE}-byte echo requests (udp-echo, tcp-echo; RFC 862), one in flight, {per} per platform, each timed (warm-up trips first). TCP throughput: {mib} MiB into a discard server (sink; RFC 863) on a new connection, timed until the server closes after reading everything, {transfers} transfers per platform. Servers: the unikernels (smoltcp in the guest, packets through rings in guest memory, one exit per batch) and the same work as one-threaded epoll C servers (crates/bench/baselines).",
+        "Each platform's server runs on a private network made for the run: network namespaces holding a tap for each unikernel row (`lightvm run --platform P`, and per lightvm platform P a daemon whose pool holds shells of the guest's size; all run in the clients' namespace) and a veth pair each for the process and for the container (runc joins the namespace), every server one virtual link from the clients, deleted afterwards. Clients run in the bench itself, on a thread inside that network, and interleave {rounds} rounds over the platforms. UDP and TCP round trip: {MESSAGE}-byte echo requests (udp-echo, tcp-echo; RFC 862), one in flight, {per} per platform, each timed (warm-up trips first). TCP throughput: {mib} MiB into a discard server (sink; RFC 863) on a new connection, timed until the server closes after reading everything, {transfers} transfers per platform. Servers: the unikernels (smoltcp in the guest, packets through rings in guest memory, one exit per batch) and the same work as one-threaded epoll C servers (crates/bench/baselines).",
         rounds = params.rounds,
         per = params.round_trips,
         mib = params.transfer_mib,
@@ -198,7 +199,7 @@ pub(super) fn run_net(ctx: &mut Context<'_>) -> SuiteResult {
     let per_round = params.round_trips.div_ceil(rounds).max(1);
     ctx.progress.stage(
         "net",
-        ((2 * rounds + params.transfers) * Testbed::PLATFORMS.len()) as u64,
+        ((2 * rounds + params.transfers) * Testbed::platforms().len()) as u64,
     );
     let mut skipped = Vec::new();
 
@@ -360,7 +361,7 @@ fn wrk(
 pub(super) fn run_http(ctx: &mut Context<'_>) -> SuiteResult {
     let params = ctx.config.net.clone();
     let mut result = super::suite(&format!(
-        "HTTP/1.1 keep-alive GETs of the same 32-byte body, driven by wrk (one thread, closed loop) from the clients' namespace of the net suite's private network, {seconds} s per step, at {steps} open connections in turn — the offered load — until no platform's rate grows by 5% for two steps (saturation). Every step measures each platform in turn. Servers: the httpd unikernel (one vCPU, smoltcp) and a one-threaded epoll C server for the process and the container. The peak is the rate at the best step's connections, measured again {repeats} times (with no repeats, the best step's own rate).",
+        "HTTP/1.1 keep-alive GETs of the same 32-byte body, driven by wrk (one thread, closed loop) from the clients' namespace of the net suite's private network, {seconds} s per step, at {steps} open connections in turn — the offered load — until no platform's rate grows by 5% for two steps (saturation). Every step measures each platform in turn. Servers: the httpd unikernel (one vCPU, smoltcp) on each unikernel row and a one-threaded epoll C server for the process and the container. The peak is the rate at the best step's connections, measured again {repeats} times (with no repeats, the best step's own rate).",
         seconds = params.http_seconds,
         steps = params
             .http_connections
@@ -551,8 +552,9 @@ mod tests {
     fn only_platforms_with_a_server_address_are_on_the_network() {
         assert!(off_the_network(Platform::Process).is_none());
         assert!(off_the_network(Platform::Container).is_none());
-        assert!(off_the_network(Platform::UnikernelCold).is_none());
-        assert!(off_the_network(Platform::UnikernelPool).is_none());
+        for unikernel in crate::platform::Unikernel::ALL {
+            assert!(off_the_network(unikernel.into()).is_none(), "{unikernel:?}");
+        }
         assert!(off_the_network(Platform::QemuMicrovm).is_some());
     }
 }

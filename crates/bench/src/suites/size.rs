@@ -7,7 +7,7 @@ use crate::runc::tree_size;
 
 pub(super) fn run(ctx: &mut Context<'_>) -> SuiteResult {
     let mut result = super::suite(
-        "Bytes on disk of what runs the hello workload: the static binary (process); the OCI bundle, i.e. rootfs holding only that binary plus config.json (container: the smallest possible; images with a distribution base are megabytes); the unikernel ELF image (both unikernel platforms boot the same file). Runtimes (runc, lightvm) are not counted.",
+        "Bytes on disk of what runs the hello workload: the static binary (process); the OCI bundle, i.e. rootfs holding only that binary plus config.json (container: the smallest possible; images with a distribution base are megabytes); the unikernel ELF image (every unikernel row, on either lightvm platform, cold or pooled, boots the same file). Runtimes (runc, lightvm) are not counted.",
     );
     let (platforms, skipped) = ctx.plan(Workload::Hello, &super::none);
     result.skipped = skipped;
@@ -32,7 +32,7 @@ pub(super) fn run(ctx: &mut Context<'_>) -> SuiteResult {
                 .as_ref()
                 .map(|runc| tree_size(&runc.bundle(Workload::Hello.name())))
                 .ok_or_else(|| "runc is not available".to_owned()),
-            Platform::UnikernelCold | Platform::UnikernelPool => ctx
+            Platform::Unikernel(_) => ctx
                 .guest(Workload::Hello)
                 .and_then(|p| std::fs::metadata(p).map_err(|e| e.to_string()))
                 .map(|m| m.len()),

@@ -126,30 +126,52 @@ fn print_headline(results: &Results) -> std::io::Result<()> {
         "median per platform (ratio to the process median of this run)\n"
     )?;
     let platforms = results.measured_platforms();
-    write!(out, "{:<30} {:>6}", "metric", "unit")?;
-    for platform in &platforms {
-        write!(out, " {:>22}", platform.name())?;
-    }
-    writeln!(out)?;
-    for metric in results
+    let metrics: Vec<_> = results
         .suites
         .iter()
         .flat_map(|s| &s.metrics)
         .filter(|m| m.headline)
-    {
-        write!(out, "{:<30} {:>6}", metric.id, metric.unit)?;
-        for platform in &platforms {
-            let cell = metric
-                .series_of(*platform)
-                .and_then(|s| {
-                    let median = s.summary?.median;
-                    let ratio = s
-                        .ratio_to_process
-                        .map_or(String::new(), |r| format!(" ({r:.2}x)"));
-                    Some(format!("{median:.1}{ratio}"))
-                })
-                .unwrap_or_else(|| "-".to_owned());
-            write!(out, " {cell:>22}")?;
+        .collect();
+    let cell = |metric: &lightvm_bench::Metric, platform| {
+        metric
+            .series_of(platform)
+            .and_then(|s| {
+                let median = s.summary?.median;
+                let ratio = s
+                    .ratio_to_process
+                    .map_or(String::new(), |r| format!(" ({r:.2}x)"));
+                Some(format!("{median:.1}{ratio}"))
+            })
+            .unwrap_or_else(|| "-".to_owned())
+    };
+    // Each column as wide as its name or its widest cell: six or more platforms
+    // still fit a wide terminal.
+    let widths: Vec<usize> = platforms
+        .iter()
+        .map(|&platform| {
+            metrics
+                .iter()
+                .map(|m| cell(m, platform).chars().count())
+                .chain([platform.name().len()])
+                .max()
+                .unwrap_or_default()
+        })
+        .collect();
+    let id_width = metrics
+        .iter()
+        .map(|m| m.id.len())
+        .max()
+        .unwrap_or_default()
+        .max("metric".len());
+    write!(out, "{:<id_width$} {:>6}", "metric", "unit")?;
+    for (platform, width) in platforms.iter().zip(&widths) {
+        write!(out, "  {:>width$}", platform.name())?;
+    }
+    writeln!(out)?;
+    for metric in metrics {
+        write!(out, "{:<id_width$} {:>6}", metric.id, metric.unit)?;
+        for (platform, width) in platforms.iter().zip(&widths) {
+            write!(out, "  {:>width$}", cell(metric, *platform))?;
         }
         writeln!(out)?;
     }
