@@ -12,18 +12,18 @@ pub fn rootfs(args: &RootfsArgs) -> anyhow::Result<u8> {
     }
     let mut files = 0;
     for program in &args.programs {
-        let absolute = std::path::absolute(program)
-            .with_context(|| format!("{}", program.display()))?;
+        let absolute =
+            std::path::absolute(program).with_context(|| format!("{}", program.display()))?;
         files += root.add_program(&absolute)?.len();
     }
     for path in &args.add {
-        let absolute =
-            std::path::absolute(path).with_context(|| format!("{}", path.display()))?;
+        let absolute = std::path::absolute(path).with_context(|| format!("{}", path.display()))?;
         root.add_path(&absolute)?;
     }
     eprintln!(
-        "lightvm: {} program(s) and {files} file(s) they need in {}",
+        "lightvm: {} program(s), with the {} loader and library file(s) they need, in {}",
         args.programs.len(),
+        files.saturating_sub(args.programs.len()),
         args.out.display()
     );
     Ok(0)
