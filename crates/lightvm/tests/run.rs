@@ -201,25 +201,26 @@ fn patched_hello(name: &str, patch: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
     path
 }
 
-#[test]
-fn bad_images_get_one_clear_line() {
+fn bad_images_get_one_clear_line(platform: Platform) {
+    let run_file = |path: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["run", "--platform", platform.name(), path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        lightvm(&args)
+    };
     let text = image("hello").with_file_name("not-an-elf.txt");
     std::fs::write(&text, "just some text\n").expect("write");
-    assert_refused(&lightvm(&["run", text.to_str().unwrap()]), "not an ELF");
+    assert_refused(&run_file(&text, &[]), "not an ELF");
 
     let arm = patched_hello("arm.elf", |b| {
         b[18..20].copy_from_slice(&183u16.to_le_bytes())
     });
-    assert_refused(
-        &lightvm(&["run", arm.to_str().unwrap()]),
-        "wrong architecture",
-    );
+    assert_refused(&run_file(&arm, &[]), "wrong architecture");
 
     let elf32 = patched_hello("elf32.elf", |b| b[4] = 1);
-    assert_refused(&lightvm(&["run", elf32.to_str().unwrap()]), "64-bit");
+    assert_refused(&run_file(&elf32, &[]), "64-bit");
 
     let truncated = patched_hello("truncated.elf", |b| b.truncate(100));
-    assert_refused(&lightvm(&["run", truncated.to_str().unwrap()]), "malformed");
+    assert_refused(&run_file(&truncated, &[]), "malformed");
 
     // Grow the last segment's memory size (p_memsz of program header 2) to 4 MiB.
     let big = patched_hello("big.elf", |b| {
@@ -227,8 +228,8 @@ fn bad_images_get_one_clear_line() {
         let memsz = phoff + 2 * 56 + 40;
         b[memsz..memsz + 8].copy_from_slice(&(4u64 << 20).to_le_bytes());
     });
-    assert_refused(&lightvm(&["run", big.to_str().unwrap()]), "raise --mem");
-    let output = lightvm(&["run", big.to_str().unwrap(), "--mem", "8M"]);
+    assert_refused(&run_file(&big, &[]), "raise --mem");
+    let output = run_file(&big, &["--mem", "8M"]);
     assert_eq!(
         output.status.code(),
         Some(0),
@@ -237,7 +238,7 @@ fn bad_images_get_one_clear_line() {
     );
 
     assert_refused(
-        &lightvm(&["run", "/nonexistent/image.elf"]),
+        &run_file(std::path::Path::new("/nonexistent/image.elf"), &[]),
         "cannot read image",
     );
 }
@@ -445,6 +446,7 @@ lightvm_testkit::platform_tests!(
     a_console_flood_is_rate_limited_and_reported,
     every_fault_is_a_crash_report_naming_it,
     a_guest_system_call_never_reaches_the_host,
+    bad_images_get_one_clear_line,
 );
 
 #[test]
