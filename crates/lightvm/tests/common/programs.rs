@@ -148,6 +148,37 @@ impl Rootfs {
         self
     }
 
+    /// `lightvm run --platform P --rootfs ROOT [flags] PROGRAM -- args` as a
+    /// command to finish: in `netns` (its tap and the guest's address added) or
+    /// on the host.
+    pub fn command(
+        &self,
+        netns: Option<&super::Netns>,
+        platform: lightvm_vmm::Platform,
+        flags: &[&str],
+        program: &str,
+        args: &[&str],
+    ) -> Command {
+        let personality = personality();
+        let mut cmd = match netns {
+            Some(netns) => netns.command(&[LIGHTVM]),
+            None => Command::new(LIGHTVM),
+        };
+        cmd.args(["run", "--platform", platform.name(), "--personality"])
+            .arg(&personality)
+            .arg("--rootfs")
+            .arg(&self.dir);
+        if !flags.contains(&"--timeout") {
+            cmd.args(["--timeout", "120s"]);
+        }
+        if netns.is_some() {
+            let tap = format!("tap={}", super::TAP);
+            cmd.args(["--net", &tap, "--cmdline", super::GUEST_CMDLINE]);
+        }
+        cmd.args(flags).arg(program).arg("--").args(args);
+        cmd
+    }
+
     /// `lightvm run --platform P --rootfs ROOT [flags] PROGRAM -- args`.
     pub fn run(
         &self,
@@ -156,22 +187,7 @@ impl Rootfs {
         program: &str,
         args: &[&str],
     ) -> Output {
-        let personality = personality();
-        let timeout: &[&str] = if flags.contains(&"--timeout") {
-            &[]
-        } else {
-            &["--timeout", "60s"]
-        };
-        Command::new(LIGHTVM)
-            .args(["run", "--platform", platform.name(), "--personality"])
-            .arg(&personality)
-            .arg("--rootfs")
-            .arg(&self.dir)
-            .args(timeout)
-            .args(flags)
-            .arg(program)
-            .arg("--")
-            .args(args)
+        self.command(None, platform, flags, program, args)
             .output()
             .expect("run lightvm")
     }
