@@ -133,6 +133,21 @@ fn threads_share_locks_condition_variables_and_thread_locals(platform: Platform)
     }
 }
 
+fn vector_registers_survive_system_calls_and_thread_switches(platform: Platform) {
+    let vectors = compile(Path::new("vectors.c"), Libc::Glibc, &[]);
+    let root = Rootfs::new(&format!("vectors-{}", platform.name()));
+    root.add(&vectors, "/vectors");
+    let guest = root.run(platform, &[], "/vectors", &[]);
+    let host = run_on_host(&vectors, &[], &root.dir);
+    assert_eq!(stdout(&guest), stdout(&host), "{}", everything(&guest));
+    assert!(
+        stdout(&guest).ends_with(", 0 mismatches\n"),
+        "{}",
+        stdout(&guest)
+    );
+    assert_eq!(guest.status.code(), Some(0));
+}
+
 fn a_dynamically_linked_host_program_runs_from_the_root_lightvm_rootfs_made(platform: Platform) {
     let root = Rootfs::of_host_programs(&format!("dyn-{}", platform.name()), &["/bin/ls"], &[]);
     let guest = root.run(platform, &[], "/bin/ls", &["-1", "/etc"]);
@@ -328,6 +343,7 @@ lightvm_testkit::platform_tests!(
     static_hello_behaves_as_on_the_host,
     the_benchs_c_baselines_run_unmodified,
     threads_share_locks_condition_variables_and_thread_locals,
+    vector_registers_survive_system_calls_and_thread_switches,
     a_dynamically_linked_host_program_runs_from_the_root_lightvm_rootfs_made,
     debians_nginx_redis_and_iperf3_start_and_report_their_versions,
     busybox_runs_a_shell_script,

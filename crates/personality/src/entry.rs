@@ -8,8 +8,10 @@
 //! instruction left it, `rcx` the return address, `rax` the number, the program's
 //! stack untouched. Like a kernel's entry it switches to a stack of its own (the
 //! current thread's kernel stack), saves the program's registers in a [`Frame`]
-//! there and its SSE/x87 state below it (`fxsave64`: the Rust code here clobbers
-//! XMM registers, glibc keeps values in them across a `syscall`), and calls
+//! there and its whole vector state below it (`xsave64` of every component the
+//! CPU has enabled — x87, SSE, AVX and beyond: the Rust code here clobbers XMM
+//! registers, and another thread may run AVX code before this one returns,
+//! while a `syscall` preserves all of them), and calls
 //! [`dispatch`](crate::sys::dispatch). On the way back it restores everything,
 //! puts the flags in `r11` and the return address in `rcx` (a `syscall`'s
 //! clobbers, as `sysret` leaves them), switches back to the program's stack and
@@ -103,18 +105,32 @@ core::arch::global_asm!(
     "push r14",
     "push r15",
     "mov rbp, rsp",
-    "sub rsp, 512",
+    "sub rsp, {xsave_area}",
     "and rsp, -64",
-    "fxsave64 [rsp]",
+    // XRSTOR wants the header's bytes 8..64 zero; XSAVE writes only its first 8.
+    "xor eax, eax",
+    "mov [rsp + 512], rax",
+    "mov [rsp + 520], rax",
+    "mov [rsp + 528], rax",
+    "mov [rsp + 536], rax",
+    "mov [rsp + 544], rax",
+    "mov [rsp + 552], rax",
+    "mov [rsp + 560], rax",
+    "mov [rsp + 568], rax",
+    "mov eax, -1",
+    "mov edx, -1",
+    "xsave64 [rsp]",
     "mov rdi, rbp",
     "cld",
     "call {dispatch}",
     // A thread made by clone starts here, its kernel stack laid out the same.
     ".globl lx_syscall_return",
     "lx_syscall_return:",
-    "lea rax, [rbp - 512]",
-    "and rax, -64",
-    "fxrstor64 [rax]",
+    "lea rcx, [rbp - {xsave_area}]",
+    "and rcx, -64",
+    "mov eax, -1",
+    "mov edx, -1",
+    "xrstor64 [rcx]",
     "mov rsp, rbp",
     "pop r15",
     "pop r14",
@@ -162,7 +178,13 @@ core::arch::global_asm!(
     "jmp rax",
     ".size lx_enter_program, . - lx_enter_program",
     dispatch = sym crate::sys::lx_syscall_dispatch,
+    xsave_area = const XSAVE_AREA,
 );
+
+/// Bytes below each frame for the program's vector state (`xsave64`): room for
+/// every component an x86-64 CPU defines today (AVX-512's layout ends at 2,696
+/// bytes), aligned to 64 within it.
+pub const XSAVE_AREA: u64 = 4096;
 
 extern "C" {
     fn lx_syscall_entry();

@@ -31,7 +31,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::Ordering;
 use core::time::Duration;
 
-use crate::entry::{Frame, LX_KERNEL_STACK};
+use crate::entry::{Frame, LX_KERNEL_STACK, XSAVE_AREA};
 use crate::errno::{Errno, EAGAIN, EINVAL, ETIMEDOUT};
 
 /// Bytes of a thread's kernel stack: the handlers' deepest path (the network
@@ -293,8 +293,8 @@ pub fn spawn(frame: &Frame, spec: &NewThread) -> Result<u32, Errno> {
         child.rsp = spec.stack;
     }
     let frame_at = top - core::mem::size_of::<Frame>() as u64;
-    let fx_at = (frame_at - 512) & !63;
-    let parent_fx = ((frame as *const Frame as u64) - 512) & !63;
+    let fx_at = (frame_at - XSAVE_AREA) & !63;
+    let parent_fx = ((frame as *const Frame as u64) - XSAVE_AREA) & !63;
     let switch_at = fx_at - 8 * 8;
     let initial = [
         0u64, // r15
@@ -307,12 +307,16 @@ pub fn spawn(frame: &Frame, spec: &NewThread) -> Result<u32, Errno> {
         0,
     ];
     // SAFETY: every address lies in `stack`, which this thread owns and which
-    // lives as long as it; `parent_fx` is the parent's saved vector state, 512
-    // bytes below its frame on its kernel stack (see `entry`), live during this
-    // call.
+    // lives as long as it; `parent_fx` is the parent's saved vector state, in
+    // the `XSAVE_AREA` bytes below its frame on its kernel stack (see `entry`),
+    // live during this call.
     unsafe {
         core::ptr::write(frame_at as *mut Frame, child);
-        core::ptr::copy_nonoverlapping(parent_fx as *const u8, fx_at as *mut u8, 512);
+        core::ptr::copy_nonoverlapping(
+            parent_fx as *const u8,
+            fx_at as *mut u8,
+            XSAVE_AREA as usize - 64,
+        );
         core::ptr::write(switch_at as *mut [u64; 8], initial);
     }
     let thread = Thread {
