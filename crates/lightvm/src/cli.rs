@@ -25,7 +25,7 @@ pub enum Command {
     /// Exit codes: 0-123 the guest's status (a Linux guest's reboot is 0), 124 timed
     /// out, 125 lightvm failed, 126 the guest crashed, 127 the guest broke the
     /// hypercall ABI.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show the platforms unikernels can run on here, and why any cannot.
     Platforms(PlatformsArgs),
     /// Make a minimal root filesystem for host programs: each program, its loader
