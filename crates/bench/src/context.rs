@@ -97,11 +97,33 @@ impl<'a> Context<'a> {
 
     /// The guest image of `workload`, or why there is none.
     pub(crate) fn guest(&self, workload: Workload) -> Result<&Path, String> {
+        workload.guest().map_err(str::to_owned)?;
         match self.config.guests.get(&workload) {
             Some(Ok(path)) => Ok(path),
             Some(Err(reason)) => Err(reason.clone()),
             None => Err(format!("no {} unikernel image was given", workload.name())),
         }
+    }
+
+    /// The Linux personality's image, or why there is none.
+    pub(crate) fn personality(&self) -> Result<&Path, String> {
+        match &self.config.personality {
+            Some(Ok(path)) => Ok(path),
+            Some(Err(reason)) => Err(reason.clone()),
+            None => Err("no Linux personality image was given".to_owned()),
+        }
+    }
+
+    /// A root filesystem holding only `workload`'s baseline, as `/NAME`: what a
+    /// Linux-program row runs (made on first use, then reused).
+    fn linux_program_root(&self, workload: Workload) -> Result<PathBuf, BenchError> {
+        let root = self.work.join(format!("rootfs-{}", workload.name()));
+        let program = root.join(workload.name());
+        if !program.exists() {
+            std::fs::create_dir_all(&root).map_err(BenchError::io(&root))?;
+            std::fs::copy(self.baseline(workload)?, &program).map_err(BenchError::io(&program))?;
+        }
+        Ok(root)
     }
 
     fn baseline(&self, workload: Workload) -> Result<&Path, BenchError> {
@@ -132,10 +154,14 @@ impl<'a> Context<'a> {
                 .unavailable
                 .get(&platform)
                 .cloned()
-                .or_else(|| {
-                    platform
-                        .unikernel()
-                        .and_then(|_| self.guest(workload).err())
+                .or_else(|| match platform {
+                    Platform::Unikernel(_) => self.guest(workload).err(),
+                    Platform::LinuxProgram(_) => workload
+                        .linux_program_mem()
+                        .err()
+                        .map(str::to_owned)
+                        .or_else(|| self.personality().err()),
+                    _ => None,
                 })
                 .or_else(|| extra(platform));
             match reason {
@@ -195,19 +221,44 @@ impl<'a> Context<'a> {
         self.daemons.retain(|key, _| !key.networked);
     }
 
-    /// `lightvm run --platform P` of `workload`'s unikernel, on the test network if
-    /// `net` is given; its stderr goes to `log`.
+    /// `lightvm run --platform P` of a cold row's guest — `workload`'s unikernel,
+    /// or for a Linux-program row its baseline from a root of its own on the
+    /// Linux personality — on the test network if `net` is given; its stderr
+    /// goes to `log`.
     fn lightvm_run(
         &self,
-        on: lightvm_vmm::Platform,
+        platform: Platform,
         workload: Workload,
         log: &Path,
         net: Option<&Attachment<'_>>,
     ) -> Result<Command, BenchError> {
-        let row = Unikernel::new(on, Start::Cold).name();
-        let image = self
-            .guest(workload)
-            .map_err(|reason| BenchError::platform(row, reason))?;
+        let row = platform.name();
+        let failed = |reason: String| BenchError::platform(row, reason);
+        let (on, mem, target): (_, _, Vec<std::ffi::OsString>) = match platform {
+            Platform::Unikernel(Unikernel {
+                on,
+                start: Start::Cold,
+            }) => {
+                let image = self.guest(workload).map_err(failed)?;
+                (on, workload.guest_mem(), vec![image.into()])
+            }
+            Platform::LinuxProgram(on) => {
+                let mem = workload
+                    .linux_program_mem()
+                    .map_err(|reason| failed(reason.to_owned()))?;
+                let personality = self.personality().map_err(failed)?;
+                let root = self.linux_program_root(workload)?;
+                let target = vec![
+                    "--personality".into(),
+                    personality.into(),
+                    "--rootfs".into(),
+                    root.into(),
+                    format!("/{}", workload.name()).into(),
+                ];
+                (on, mem, target)
+            }
+            other => return Err(failed(format!("{other} is not started by `lightvm run`"))),
+        };
         let exe = &self.config.lightvm_exe;
         let mut command = net.map_or_else(|| Command::new(exe), |net| net.netns.command(exe));
         command
@@ -215,7 +266,7 @@ impl<'a> Context<'a> {
             .arg("--platform")
             .arg(on.name())
             .arg("--mem")
-            .arg(workload.guest_mem());
+            .arg(mem);
         if let Some(guest) = net.and_then(|net| net.guest.as_ref()) {
             command
                 .arg("--net")
@@ -223,7 +274,7 @@ impl<'a> Context<'a> {
                 .arg("--cmdline")
                 .arg(&guest.cmdline);
         }
-        command.arg(image).stderr(launch::stderr_to(log));
+        command.args(target).stderr(launch::stderr_to(log));
         Ok(command)
     }
 
@@ -263,11 +314,11 @@ impl<'a> Context<'a> {
                 runc.run(workload.name()).map(from)
             }
             Platform::Unikernel(Unikernel {
-                on,
-                start: Start::Cold,
-            }) => {
+                start: Start::Cold, ..
+            })
+            | Platform::LinuxProgram(_) => {
                 let report = self.work.join(format!("{platform}.json"));
-                let mut command = self.lightvm_run(on, workload, &log, None)?;
+                let mut command = self.lightvm_run(platform, workload, &log, None)?;
                 command.arg("--report").arg(&report);
                 let run = launch::run_to_exit(command, platform.name(), Some(&log)).map(from)?;
                 let vm_to_main_us = std::fs::read(&report)
@@ -366,10 +417,10 @@ impl<'a> Context<'a> {
                 })
             }
             Platform::Unikernel(Unikernel {
-                on,
-                start: Start::Cold,
-            }) => {
-                let command = self.lightvm_run(on, workload, &log, net)?;
+                start: Start::Cold, ..
+            })
+            | Platform::LinuxProgram(_) => {
+                let command = self.lightvm_run(platform, workload, &log, net)?;
                 let (child, to_main_us, _) = launch::spawn_to_marker(command, platform.name())?;
                 Ok(Instance {
                     to_main_us,

@@ -31,7 +31,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub use error::BenchError;
 pub use platform::{Platform, Start, Unikernel, Workload};
-pub use results::{Metric, Results, Series, SuiteResult};
+pub use results::{Metric, Reference, Results, Series, SuiteResult};
 pub use stats::Summary;
 pub use suites::Suite;
 
@@ -103,6 +103,9 @@ pub struct BenchConfig {
     pub lightvm_exe: PathBuf,
     /// The unikernel of each workload, or why it could not be built.
     pub guests: BTreeMap<Workload, Result<PathBuf, String>>,
+    /// The Linux personality's image for the `linux-program-*` rows, or why it
+    /// could not be built; `None` when no suite of the run runs Linux programs.
+    pub personality: Option<Result<PathBuf, String>>,
     /// Where results, plots and the report go; scratch files go to `OUT/work`.
     pub out_dir: PathBuf,
     /// Whether `--quick` was given.
@@ -119,6 +122,9 @@ pub struct BenchConfig {
     pub cpu_runs: usize,
     /// Runs of the STREAM kernel.
     pub stream_runs: usize,
+    /// Measured runs of the syscall workload per platform (each one a median of
+    /// batches inside the program).
+    pub syscall_runs: usize,
     /// The daemon's pool size for `unikernel-pool`.
     pub pool: usize,
     /// Only these platforms (all when `None`).
@@ -175,15 +181,16 @@ pub fn run(
             None
         }
     };
-    // Each unikernel row runs where its lightvm platform does; where it cannot,
-    // lightvm_vmm says why in words about this host (no /dev/kvm, a permission…).
+    // Each unikernel and Linux-program row runs where its lightvm platform does;
+    // where it cannot, lightvm_vmm says why in words about this host (no
+    // /dev/kvm, a permission…).
     for on in lightvm_vmm::Platform::ALL {
         if let Err(why) = on.check() {
-            for start in Start::ALL {
-                unavailable.insert(
-                    Platform::Unikernel(Unikernel::new(on, start)),
-                    why.reason.clone(),
-                );
+            for platform in Platform::ALL
+                .into_iter()
+                .filter(|p| p.lightvm() == Some(on))
+            {
+                unavailable.insert(platform, why.reason.clone());
             }
         }
     }

@@ -17,6 +17,10 @@ pub enum Platform {
     /// The equivalent lightvm unikernel, on one of lightvm's platforms, started
     /// cold or from a pool.
     Unikernel(Unikernel),
+    /// The process row's own static binary, unmodified, run as a unikernel on
+    /// lightvm's Linux personality (`lightvm run --rootfs`), on one of lightvm's
+    /// platforms, started cold.
+    LinuxProgram(lightvm_vmm::Platform),
     /// A Linux guest in a microVM (lightvm's Linux boot path).
     LinuxMicrovm,
     /// QEMU's `-M microvm` machine, a peer VMM.
@@ -88,12 +92,7 @@ impl Unikernel {
     }
 
     fn description(self) -> String {
-        let vm = match self.on {
-            lightvm_vmm::Platform::Kvm => "a KVM VM",
-            lightvm_vmm::Platform::Process => {
-                "a seccomp-sandboxed host process (lightvm's platform for hosts without KVM)"
-            }
-        };
+        let vm = vm_of(self.on);
         match self.start {
             Start::Cold => format!(
                 "`lightvm run --platform {} IMAGE`: a new lightvm process boots the equivalent unikernel in {vm} it creates",
@@ -107,19 +106,38 @@ impl Unikernel {
     }
 }
 
+/// What a guest of lightvm platform `on` runs in, for descriptions.
+fn vm_of(on: lightvm_vmm::Platform) -> &'static str {
+    match on {
+        lightvm_vmm::Platform::Kvm => "a KVM VM",
+        lightvm_vmm::Platform::Process => {
+            "a seccomp-sandboxed host process (lightvm's platform for hosts without KVM)"
+        }
+    }
+}
+
 impl Platform {
     /// Every platform, in the order tables and plots show them (baseline first).
-    pub const ALL: [Platform; 10] = [
+    pub const ALL: [Platform; 12] = [
         Platform::Process,
         Platform::Container,
         Platform::Unikernel(Unikernel::ALL[0]),
         Platform::Unikernel(Unikernel::ALL[1]),
         Platform::Unikernel(Unikernel::ALL[2]),
         Platform::Unikernel(Unikernel::ALL[3]),
+        Platform::LINUX_PROGRAMS[0],
+        Platform::LINUX_PROGRAMS[1],
         Platform::LinuxMicrovm,
         Platform::QemuMicrovm,
         Platform::Firecracker,
         Platform::CloudHypervisor,
+    ];
+
+    /// The Linux-program rows, one per lightvm platform: `linux-program-kvm`,
+    /// `linux-program-process`.
+    pub const LINUX_PROGRAMS: [Platform; 2] = [
+        Platform::LinuxProgram(lightvm_vmm::Platform::Kvm),
+        Platform::LinuxProgram(lightvm_vmm::Platform::Process),
     ];
 
     /// The Linux-guest platforms, skipped for what this host and this bench lack.
@@ -136,6 +154,8 @@ impl Platform {
             Platform::Process => "process",
             Platform::Container => "container",
             Platform::Unikernel(unikernel) => unikernel.name(),
+            Platform::LinuxProgram(lightvm_vmm::Platform::Kvm) => "linux-program-kvm",
+            Platform::LinuxProgram(lightvm_vmm::Platform::Process) => "linux-program-process",
             Platform::LinuxMicrovm => "linux-microvm",
             Platform::QemuMicrovm => "qemu-microvm",
             Platform::Firecracker => "firecracker",
@@ -153,6 +173,10 @@ impl Platform {
                 "the same static binary in runc (OCI bundle written by the suite: stock `runc spec` namespaces, read-only rootfs holding only the binary)".to_owned()
             }
             Platform::Unikernel(unikernel) => unikernel.description(),
+            Platform::LinuxProgram(on) => format!(
+                "`lightvm run --platform {on} --rootfs ROOT /PROGRAM`: the process row's static binary, unmodified, as a unikernel on lightvm's Linux personality (its system calls answered inside the guest), in {} a new lightvm process creates",
+                vm_of(on)
+            ),
             Platform::LinuxMicrovm => "a Linux kernel + initramfs in a lightvm microVM".to_owned(),
             Platform::QemuMicrovm => "QEMU -M microvm booting Linux".to_owned(),
             Platform::Firecracker => "Firecracker booting Linux".to_owned(),
@@ -164,6 +188,15 @@ impl Platform {
     pub fn unikernel(self) -> Option<Unikernel> {
         match self {
             Platform::Unikernel(unikernel) => Some(unikernel),
+            _ => None,
+        }
+    }
+
+    /// The lightvm platform this row runs on, for the unikernel and Linux-program rows.
+    pub fn lightvm(self) -> Option<lightvm_vmm::Platform> {
+        match self {
+            Platform::Unikernel(unikernel) => Some(unikernel.on),
+            Platform::LinuxProgram(on) => Some(on),
             _ => None,
         }
     }
@@ -209,7 +242,9 @@ impl<'de> Deserialize<'de> for Platform {
     }
 }
 
-/// The work a platform runs: the same on each, as a host binary and as a unikernel.
+/// The work a platform runs: the same on each — a host binary (also what a
+/// container and a Linux-program row run, unmodified) and, where one exists, the
+/// equivalent unikernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Workload {
     /// Print one line, exit 0 (boot, size).
@@ -228,11 +263,14 @@ pub enum Workload {
     Sink,
     /// HTTP/1.1 server of a small fixed body on port 80 (http).
     Httpd,
+    /// Times system calls and prints ns per call (syscall); a program only, with
+    /// no unikernel: a unikernel makes hypercalls, not system calls.
+    Syscall,
 }
 
 impl Workload {
-    /// Every workload with a host baseline and a guest.
-    pub const ALL: [Workload; 8] = [
+    /// Every workload: each has a host baseline; all but `Syscall` a unikernel.
+    pub const ALL: [Workload; 9] = [
         Workload::Hello,
         Workload::Idle,
         Workload::Cpu,
@@ -241,6 +279,7 @@ impl Workload {
         Workload::TcpEcho,
         Workload::Sink,
         Workload::Httpd,
+        Workload::Syscall,
     ];
 
     /// Its name: `guests/NAME`, and the baseline's binary and bundle.
@@ -254,6 +293,32 @@ impl Workload {
             Workload::TcpEcho => "tcp-echo",
             Workload::Sink => "sink",
             Workload::Httpd => "httpd",
+            Workload::Syscall => "syscall",
+        }
+    }
+
+    /// Its unikernel's directory name under `guests/`, or why it has none.
+    pub fn guest(self) -> Result<&'static str, &'static str> {
+        match self {
+            Workload::Syscall => Err(
+                "a unikernel makes hypercalls, not system calls: the syscall workload runs as a process, in a container and as a Linux program",
+            ),
+            other => Ok(other.name()),
+        }
+    }
+
+    /// Guest memory of its `linux-program-*` rows (the Linux personality keeps a
+    /// quarter of it, at least 16 MiB, as its own heap), or why this workload
+    /// has no such rows yet.
+    pub fn linux_program_mem(self) -> Result<&'static str, &'static str> {
+        match self {
+            Workload::Hello | Workload::Syscall => Ok("64M"),
+            Workload::Idle | Workload::Cpu | Workload::Stream => Err(
+                "not measured as a Linux program yet: the linux-program rows run in the size, boot and syscall suites",
+            ),
+            Workload::UdpEcho | Workload::TcpEcho | Workload::Sink | Workload::Httpd => Err(
+                "needs the Linux personality's sockets (not on this branch yet): the same baseline server will then run as a Linux program",
+            ),
         }
     }
 
@@ -263,7 +328,7 @@ impl Workload {
         match self {
             Workload::Stream => "128M",
             Workload::UdpEcho | Workload::TcpEcho | Workload::Sink | Workload::Httpd => "64M",
-            Workload::Hello | Workload::Idle | Workload::Cpu => "2M",
+            Workload::Hello | Workload::Idle | Workload::Cpu | Workload::Syscall => "2M",
         }
     }
 
@@ -278,6 +343,7 @@ impl Workload {
             Workload::TcpEcho | Workload::Sink | Workload::Httpd => {
                 include_str!("../baselines/tcp-server.c")
             }
+            Workload::Syscall => include_str!("../baselines/syscall.c"),
         }
     }
 
@@ -456,6 +522,64 @@ mod tests {
         );
         for (index, unikernel) in Unikernel::ALL.into_iter().enumerate() {
             assert_eq!(unikernel.index(), index);
+        }
+    }
+
+    #[test]
+    fn every_lightvm_platform_has_a_linux_program_row() {
+        for on in lightvm_vmm::Platform::ALL {
+            let row = Platform::LinuxProgram(on);
+            assert!(Platform::ALL.contains(&row), "{row}");
+            assert!(Platform::LINUX_PROGRAMS.contains(&row), "{row}");
+            assert_eq!(row.name(), format!("linux-program-{on}"));
+            assert_eq!(row.lightvm(), Some(on));
+            assert!(row
+                .description()
+                .contains(&format!("--platform {on} --rootfs")));
+        }
+        assert_eq!(Platform::Process.lightvm(), None);
+    }
+
+    #[test]
+    fn the_schema_names_every_platform_and_suite() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../../docs/bench-results.schema.json")).unwrap();
+        let names = |value: &serde_json::Value| -> Vec<String> {
+            value
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect()
+        };
+        let platforms: Vec<String> = Platform::ALL.iter().map(|p| p.name().to_owned()).collect();
+        assert_eq!(names(&schema["$defs"]["platform"]["enum"]), platforms);
+        let mut suites: Vec<String> = crate::Suite::ALL
+            .iter()
+            .map(|s| s.name().to_owned())
+            .collect();
+        let mut in_schema =
+            names(&schema["properties"]["suites"]["items"]["properties"]["suite"]["enum"]);
+        suites.sort();
+        in_schema.sort();
+        assert_eq!(in_schema, suites);
+        assert_eq!(
+            schema["properties"]["schema_version"]["enum"],
+            serde_json::json!([crate::results::SCHEMA_VERSION])
+        );
+    }
+
+    #[test]
+    fn workloads_say_which_rows_they_have() {
+        assert!(Workload::Syscall.guest().is_err(), "no unikernel");
+        assert!(Workload::Hello.guest().is_ok());
+        for workload in Workload::ALL {
+            let expected = matches!(workload, Workload::Hello | Workload::Syscall);
+            assert_eq!(
+                workload.linux_program_mem().is_ok(),
+                expected,
+                "{workload:?}"
+            );
         }
     }
 

@@ -25,7 +25,7 @@ pub enum Command {
     /// Exit codes: 0-123 the guest's status (a Linux guest's reboot is 0), 124 timed
     /// out, 125 lightvm failed, 126 the guest crashed, 127 the guest broke the
     /// hypercall ABI.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show the platforms unikernels can run on here, and why any cannot.
     Platforms(PlatformsArgs),
     /// Make a minimal root filesystem for host programs: each program, its loader
@@ -381,7 +381,8 @@ fn suites_parser() -> impl clap::builder::TypedValueParser<Value = Suites> {
 }
 
 /// Accepts a bench platform's name, each listed with what an instance is in
-/// `--help` (the unikernel rows: one cold and one pooled per lightvm platform).
+/// `--help` (the unikernel rows: one cold and one pooled per lightvm platform;
+/// the Linux-program rows: one per lightvm platform).
 fn platforms_parser() -> impl clap::builder::TypedValueParser<Value = lightvm_bench::Platform> {
     use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
     use lightvm_bench::Platform;
@@ -403,7 +404,7 @@ pub struct BenchArgs {
     /// Where results.json, results.csv, the plots and report.html go.
     #[arg(long, default_value = "lightvm-out/bench")]
     pub out: PathBuf,
-    /// Measured runs per platform (boot rounds; memory, cpu and stream use up to 10, 10 and 5).
+    /// Measured runs per platform (boot rounds; memory, cpu, stream and syscall use up to 10, 10, 5 and 20).
     #[arg(long)]
     pub runs: Option<usize>,
     /// Instances per platform in the density suite (up to 10,000 VMs on our machines).
@@ -412,7 +413,10 @@ pub struct BenchArgs {
     /// The daemons' pool of prepared shells for the unikernel-*-pool platforms.
     #[arg(long)]
     pub pool: Option<usize>,
-    /// Only these platforms, comma-separated (process is the baseline of every ratio).
+    /// Only these platforms, comma-separated (process is the baseline of every
+    /// ratio): process, container, unikernel-{kvm,process}-{cold,pool},
+    /// linux-program-{kvm,process} (the process row's binary, unmodified, on the
+    /// Linux personality), and the Linux-guest peers.
     #[arg(long, value_delimiter = ',', value_parser = platforms_parser())]
     pub platforms: Vec<lightvm_bench::Platform>,
 }
@@ -490,5 +494,13 @@ mod tests {
             ])
         );
         assert_eq!(platforms("unikernel-cold"), None, "the old names are gone");
+        assert_eq!(
+            platforms("process,linux-program-kvm,linux-program-process"),
+            Some(vec![
+                Platform::Process,
+                Platform::LinuxProgram(lightvm_vmm::Platform::Kvm),
+                Platform::LinuxProgram(lightvm_vmm::Platform::Process),
+            ])
+        );
     }
 }

@@ -7,6 +7,7 @@ mod density;
 mod memory;
 mod net;
 mod size;
+mod syscall;
 
 use std::fmt;
 use std::str::FromStr;
@@ -33,13 +34,17 @@ pub enum Suite {
     Http,
     /// A fixed compute kernel and memory bandwidth.
     Cpu,
+    /// Nanoseconds per system call: a host's, and a Linux program's on the
+    /// Linux personality (rewritten, trapped).
+    Syscall,
 }
 
 impl Suite {
     /// Every suite, in the order `all` runs them (cheapest first).
-    pub const ALL: [Suite; 7] = [
+    pub const ALL: [Suite; 8] = [
         Suite::Size,
         Suite::Boot,
+        Suite::Syscall,
         Suite::Memory,
         Suite::Density,
         Suite::Cpu,
@@ -57,6 +62,7 @@ impl Suite {
             Suite::Net => "net",
             Suite::Http => "http",
             Suite::Cpu => "cpu",
+            Suite::Syscall => "syscall",
         }
     }
 
@@ -72,6 +78,9 @@ impl Suite {
             Suite::Net => "UDP/TCP round-trip time and TCP throughput",
             Suite::Http => "HTTP requests/s and latency over a load sweep",
             Suite::Cpu => "A fixed compute kernel and STREAM memory bandwidth",
+            Suite::Syscall => {
+                "ns per system call: the host's, and a Linux program's on the personality (rewritten site, trap, clock)"
+            }
         }
     }
 
@@ -84,6 +93,7 @@ impl Suite {
             Suite::Cpu => &[Workload::Cpu, Workload::Stream],
             Suite::Net => &[Workload::UdpEcho, Workload::TcpEcho, Workload::Sink],
             Suite::Http => &[Workload::Httpd],
+            Suite::Syscall => &[Workload::Syscall],
         }
     }
 
@@ -97,6 +107,7 @@ impl Suite {
             Suite::Net => net::run_net(ctx),
             Suite::Http => net::run_http(ctx),
             Suite::Cpu => cpu::run(ctx),
+            Suite::Syscall => syscall::run(ctx),
         };
         result.suite = self.name().to_owned();
         result.duration_s = started.elapsed().as_secs_f64();
