@@ -193,6 +193,12 @@ pub struct ExitArgs {
 pub struct SyscallEntryArgs {
     /// Guest address where a `syscall` resumes the guest; 0 to stop delivering.
     pub entry: u64,
+    /// Guest address of 8 bytes of guest-owned, writable memory below 2 GiB,
+    /// 8-aligned: where the call's return address (the `rcx` the `syscall` set)
+    /// is left for `entry`, whose `rcx` holds nothing of the program's. (On kvm
+    /// the call never leaves the VM: a CPL 0 stub stores `rcx` there and returns
+    /// to `entry` at CPL 3, using `rcx` on the way.)
+    pub return_slot: u64,
 }
 
 /// Argument of [`Hypercall::Poll`].
@@ -285,8 +291,12 @@ pub mod layout {
     pub const KVM_GATE_ADDR: u64 = 0x2000;
     /// The kvm platform's `syscall` entry (LSTAR), in the gate's page: a CPL 0
     /// stub that reports the `syscall` to the monitor with `out` to
-    /// [`KVM_SYSCALL_PORT`](super::KVM_SYSCALL_PORT), changing no register.
+    /// [`KVM_SYSCALL_PORT`](super::KVM_SYSCALL_PORT), changing no register, or,
+    /// once the guest registered an entry (`Hypercall::SyscallEntry`), one that
+    /// hands the call to that entry without leaving the VM.
     pub const KVM_SYSCALL_STUB_ADDR: u64 = KVM_GATE_ADDR + 0x100;
+    /// Bytes reserved for the stub at [`KVM_SYSCALL_STUB_ADDR`].
+    pub const KVM_SYSCALL_STUB_BYTES: u64 = 64;
     /// First page-table page (kvm); tables grow upward from here and are never
     /// mapped.
     pub const PAGE_TABLES_ADDR: u64 = 0x3000;
@@ -349,7 +359,7 @@ const _: () = {
     assert!(CMDLINE_ADDR + limits::CMDLINE_MAX == BOOT_INFO_ADDR + PAGE_SIZE);
     assert!(GDT_ADDR + PAGE_SIZE <= KVM_GATE_ADDR);
     assert!(KVM_GATE_ADDR + PAGE_SIZE <= PAGE_TABLES_ADDR);
-    assert!(KVM_SYSCALL_STUB_ADDR + 16 <= KVM_GATE_ADDR + PAGE_SIZE);
+    assert!(KVM_SYSCALL_STUB_ADDR + KVM_SYSCALL_STUB_BYTES <= KVM_GATE_ADDR + PAGE_SIZE);
     assert!(KVM_SYSCALL_PORT < 0x100);
     assert!(PAGE_TABLES_ADDR < PAGE_TABLES_END);
     assert!(PAGE_TABLES_END <= BOOT_INFO_ADDR);

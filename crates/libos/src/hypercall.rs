@@ -122,11 +122,12 @@ pub fn exit(status: u32, msg: &str) -> ! {
 }
 
 /// Has every `syscall` the guest executes from now on resume it at `entry`, with
-/// the registers as the instruction left them (`rcx` the return address, `rax`
-/// the number), instead of ending it: for a guest that runs Linux programs. 0
-/// turns it off.
-pub fn syscall_entry(entry: u64) {
-    let mut args = crate::abi::SyscallEntryArgs { entry };
+/// the registers as the instruction left them (`rax` the number, `r11` the
+/// flags) except `rcx`: the call's return address is left at `return_slot`
+/// (guest memory below 2 GiB, 8-aligned). For a guest that runs Linux programs.
+/// An `entry` of 0 turns it off.
+pub fn syscall_entry(entry: u64, return_slot: u64) {
+    let mut args = crate::abi::SyscallEntryArgs { entry, return_slot };
     // SAFETY: `args` is a live SyscallEntryArgs on our stack; the monitor only
     // reads it, and checks the entry lies in guest memory.
     unsafe { raw(Hypercall::SyscallEntry, &mut args) };

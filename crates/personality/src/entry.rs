@@ -3,10 +3,12 @@
 //!
 //! # The entry
 //!
-//! `lx_syscall_entry` is what the monitor resumes the guest at when the program
-//! executes `syscall` (`Hypercall::SyscallEntry`): every register as the
-//! instruction left it, `rcx` the return address, `rax` the number, the program's
-//! stack untouched. Like a kernel's entry it switches to a stack of its own (the
+//! `lx_syscall_entry_trapped` is what the monitor resumes the guest at when the
+//! program executes `syscall` (`Hypercall::SyscallEntry`): every register as the
+//! instruction left it but `rcx`, whose value — the return address — the monitor
+//! left in [`LX_TRAP_RETURN`]; `rax` the number, the program's stack untouched.
+//! It puts the return address back in `rcx` and goes on as `lx_syscall_entry`,
+//! where rewritten sites arrive with `rcx` already set. Like a kernel's entry it switches to a stack of its own (the
 //! current thread's kernel stack), saves the program's registers in a [`Frame`]
 //! there and its whole vector state below it (`xsave64` of every component the
 //! CPU has enabled — x87, SSE, AVX and beyond: the Rust code here clobbers XMM
@@ -75,11 +77,22 @@ impl Frame {
 #[no_mangle]
 pub static LX_KERNEL_STACK: AtomicU64 = AtomicU64::new(0);
 
+/// Where the monitor leaves a trapped call's return address (see the module docs).
+#[no_mangle]
+pub static LX_TRAP_RETURN: AtomicU64 = AtomicU64::new(0);
+
 /// The program's `rsp` between the entry's first instruction and its first push.
 #[no_mangle]
 static LX_SCRATCH_RSP: AtomicU64 = AtomicU64::new(0);
 
 core::arch::global_asm!(
+    ".globl lx_syscall_entry_trapped",
+    ".type lx_syscall_entry_trapped,@function",
+    ".p2align 4",
+    "lx_syscall_entry_trapped:",
+    "mov rcx, [rip + LX_TRAP_RETURN]",
+    "jmp lx_syscall_entry",
+    ".size lx_syscall_entry_trapped, . - lx_syscall_entry_trapped",
     ".globl lx_syscall_entry",
     ".type lx_syscall_entry,@function",
     ".p2align 4",
@@ -188,14 +201,23 @@ pub const XSAVE_AREA: u64 = 4096;
 
 extern "C" {
     fn lx_syscall_entry();
+    fn lx_syscall_entry_trapped();
     /// Where a new thread's first switch lands (see [`crate::thread`]).
     pub fn lx_syscall_return();
     fn lx_enter_program(entry: u64, stack: u64) -> !;
 }
 
-/// The entry's address, for `Hypercall::SyscallEntry`.
+/// The entry of rewritten sites (`rcx` the return address).
 pub fn entry_address() -> u64 {
     lx_syscall_entry as *const () as usize as u64
+}
+
+/// The entry and the return-address slot, for `Hypercall::SyscallEntry`.
+pub fn trapped_entry() -> (u64, u64) {
+    (
+        lx_syscall_entry_trapped as *const () as usize as u64,
+        LX_TRAP_RETURN.as_ptr() as u64,
+    )
 }
 
 /// Jumps to the program: never returns.

@@ -133,7 +133,8 @@ fn main() -> i32 {
         Ok(sp) => sp,
         Err(error) => fatal(&alloc::format!("{error}")),
     };
-    libos::hypercall::syscall_entry(entry::entry_address());
+    let (trapped, return_slot) = entry::trapped_entry();
+    libos::hypercall::syscall_entry(trapped, return_slot);
     // The program's first thread handles its calls on this stack: the frames
     // below are dead once the program runs.
     entry::LX_KERNEL_STACK.store(

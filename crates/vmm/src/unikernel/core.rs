@@ -31,6 +31,16 @@ pub enum Flow {
     Exit(VmExit),
 }
 
+/// Where the guest's `syscall`s go (`Hypercall::SyscallEntry`), checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyscallDelivery {
+    /// Where the guest resumes.
+    pub entry: u64,
+    /// Where the call's return address is left (guest-owned, writable, 8-aligned,
+    /// below 2 GiB).
+    pub return_slot: u64,
+}
+
 /// The platform-independent state of one running unikernel.
 pub struct Core {
     memory: GuestMemoryMmap,
@@ -44,7 +54,7 @@ pub struct Core {
     timeout: Option<Duration>,
     deadline: Option<Instant>,
     exit: Option<VmExit>,
-    syscall_entry: Option<u64>,
+    syscall_entry: Option<SyscallDelivery>,
 }
 
 impl Core {
@@ -91,7 +101,7 @@ impl Core {
 
     /// Where the guest asked its `syscall`s to go (`Hypercall::SyscallEntry`), if
     /// it did: the platform resumes it there instead of ending it.
-    pub fn syscall_entry(&self) -> Option<u64> {
+    pub fn syscall_entry(&self) -> Option<SyscallDelivery> {
         self.syscall_entry
     }
 
@@ -174,7 +184,19 @@ impl Core {
                     0 => None,
                     entry => {
                         guest.check(&|| format!("{}: entry", call.name()), entry, 1)?;
-                        Some(entry)
+                        let slot = args.return_slot;
+                        let what = || format!("{}: return_slot", call.name());
+                        guest.check_writable(&what, slot, 8)?;
+                        if !slot.is_multiple_of(8) || slot >= 1 << 31 {
+                            return Err(violation(
+                                call,
+                                format!("return_slot {slot:#x} must be 8-aligned and below 2 GiB"),
+                            ));
+                        }
+                        Some(SyscallDelivery {
+                            entry,
+                            return_slot: slot,
+                        })
                     }
                 };
             }

@@ -24,6 +24,36 @@ pub const SYSCALL_STUB: u64 = lightvm_abi::layout::KVM_SYSCALL_STUB_ADDR;
 /// The stub's bytes: `out KVM_SYSCALL_PORT, eax; ud2`.
 pub const SYSCALL_STUB_CODE: [u8; 4] = [0xe7, lightvm_abi::KVM_SYSCALL_PORT as u8, 0x0f, 0x0b];
 
+/// The stub once a guest registered where its `syscall`s go: it leaves the
+/// return address (`rcx`) in `return_slot` and returns to CPL 3 at `entry` with
+/// `iretq`, every other register as the `syscall` left it (`r11` the flags, which
+/// `iretq` restores too). The call never leaves the VM. The frame goes below the
+/// program's red zone (the 128 bytes under its stack pointer a leaf function may
+/// use), as a signal frame does, and `iretq` puts the stack pointer back.
+/// (`sysretq` would be shorter, but a KVM that emulates guest kernel mode — PVM —
+/// raises #GP on it.) `return_slot` lies below 2 GiB (a sign-extended 32-bit
+/// address); the monitor checked it is the guest's own memory, and the page
+/// tables that make it so cannot change.
+pub fn delivering_syscall_stub(entry: u64, return_slot: u32) -> Vec<u8> {
+    let code_selector = u8::try_from(lightvm_abi::layout::USER_CODE_SELECTOR).unwrap_or(0);
+    let data_selector = u8::try_from(lightvm_abi::layout::USER_DATA_SELECTOR).unwrap_or(0);
+    let mut code = Vec::with_capacity(48);
+    code.extend_from_slice(&[0x48, 0x89, 0x0c, 0x25]); // mov [return_slot], rcx
+    code.extend_from_slice(&return_slot.to_le_bytes());
+    code.extend_from_slice(&[0x48, 0x89, 0xe1]); // mov rcx, rsp
+    code.extend_from_slice(&[0x48, 0x81, 0xec, 0x80, 0, 0, 0]); // sub rsp, 128
+    code.extend_from_slice(&[0x48, 0x83, 0xe4, 0xf0]); // and rsp, -16
+    code.extend_from_slice(&[0x6a, data_selector]); // push ss
+    code.push(0x51); // push rcx (the stack pointer)
+    code.extend_from_slice(&[0x41, 0x53]); // push r11 (the flags)
+    code.extend_from_slice(&[0x6a, code_selector]); // push cs
+    code.extend_from_slice(&[0x48, 0xb9]); // movabs rcx, entry
+    code.extend_from_slice(&entry.to_le_bytes());
+    code.push(0x51); // push rcx
+    code.extend_from_slice(&[0x48, 0xcf]); // iretq
+    code
+}
+
 /// STAR: `syscall` loads CS 0x08 and SS 0x10 (the GDT's kernel segments).
 const STAR: u64 = 0x0008 << 32;
 

@@ -7,9 +7,7 @@
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use lightvm_abi::Hypercall;
 
-use crate::kvm::arch::cpu::SYSCALL_STUB;
-use crate::kvm::arch::gdt;
-use crate::kvm::kvm_op;
+use crate::kvm::arch::cpu::{self, SYSCALL_STUB};
 use crate::kvm::vcpu::{self, Run, Shown, VcpuRegisters};
 use crate::platform::Platform;
 use crate::report::{describe_fault, describe_syscall, CrashReport, RunReport, VmExit};
@@ -60,14 +58,10 @@ impl KvmVm {
     fn step(&mut self) -> Result<Option<VmExit>, UnikernelError> {
         let exit = match vcpu::run(&mut self.vcpu)? {
             Run::Interrupted => return Ok(self.core.timed_out()),
+            // Only the stub of a guest that registered no entry exits: its
+            // `syscall` is a crash, as on the process platform.
             Run::Exit(VcpuExit::IoOut(lightvm_abi::KVM_SYSCALL_PORT, _)) => {
-                return match self.core.syscall_entry() {
-                    Some(entry) => {
-                        self.deliver_syscall(entry)?;
-                        Ok(None)
-                    }
-                    None => Ok(Some(VmExit::Crashed(self.crash_report(None)?))),
-                };
+                VmExit::Crashed(self.crash_report(None)?)
             }
             Run::Exit(VcpuExit::IoOut(port, data)) => {
                 let Some(call) = Hypercall::from_port(port) else {
@@ -80,6 +74,10 @@ impl KvmVm {
                 };
                 match argument_address(call, data) {
                     Ok(addr) => match self.core.hypercall(call, addr) {
+                        Flow::Continue if call == Hypercall::SyscallEntry => {
+                            self.install_syscall_stub()?;
+                            return Ok(None);
+                        }
                         Flow::Continue => return Ok(None),
                         Flow::Exit(exit) => exit,
                     },
@@ -116,7 +114,9 @@ impl KvmVm {
             Some(reason) => reason.to_owned(),
             // In the monitor's stub, after its `out`: rax still holds the number
             // and rcx the return address.
-            None if (SYSCALL_STUB..SYSCALL_STUB + 16).contains(&regs.rip) => {
+            None if (SYSCALL_STUB..SYSCALL_STUB + layout::KVM_SYSCALL_STUB_BYTES)
+                .contains(&regs.rip) =>
+            {
                 describe_syscall(Some(regs.rax as i64), regs.rcx)
             }
             None => describe_fault(vector, regs.rip, registers.sregs.cr2),
@@ -128,22 +128,21 @@ impl KvmVm {
             Shown::Unikernel,
         ))
     }
-}
 
-impl KvmVm {
-    /// Resumes the guest at its `syscall` entry: back at CPL 3 (the stub ran at
-    /// CPL 0), every other register as the `syscall` left it.
-    fn deliver_syscall(&mut self, entry: u64) -> Result<(), UnikernelError> {
-        let mut regs = self.vcpu.get_regs().map_err(kvm_op("KVM_GET_REGS"))?;
-        regs.rip = entry;
-        self.vcpu.set_regs(&regs).map_err(kvm_op("KVM_SET_REGS"))?;
-        let segments = gdt::segments(layout::GDT_ADDR);
-        let mut sregs = self.vcpu.get_sregs().map_err(kvm_op("KVM_GET_SREGS"))?;
-        sregs.cs = segments.code;
-        sregs.ss = segments.data;
-        self.vcpu
-            .set_sregs(&sregs)
-            .map_err(kvm_op("KVM_SET_SREGS"))?;
+    /// Writes the `syscall` stub that matches the guest's registration: straight
+    /// to its entry, or (none registered) out to the monitor, which ends it.
+    fn install_syscall_stub(&mut self) -> Result<(), UnikernelError> {
+        let mut stub = [0xccu8; layout::KVM_SYSCALL_STUB_BYTES as usize];
+        match self.core.syscall_entry() {
+            Some(delivery) => {
+                // The core checked the slot lies below 2 GiB.
+                let slot = u32::try_from(delivery.return_slot).unwrap_or(0);
+                let code = cpu::delivering_syscall_stub(delivery.entry, slot);
+                stub[..code.len()].copy_from_slice(&code);
+            }
+            None => stub[..cpu::SYSCALL_STUB_CODE.len()].copy_from_slice(&cpu::SYSCALL_STUB_CODE),
+        }
+        crate::memory::write(self.core.memory(), SYSCALL_STUB, &stub)?;
         Ok(())
     }
 }

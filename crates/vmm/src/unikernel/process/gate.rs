@@ -88,6 +88,10 @@ pub struct GateState {
     /// end the guest. Copied from the core after every hypercall, for the signal
     /// handler.
     pub syscall_entry: u64,
+    /// Where the handler leaves a delivered call's return address (the guest
+    /// address, which on this platform is the monitor's address of the same
+    /// byte); the core checked it is guest-owned, writable and aligned.
+    pub syscall_return_slot: u64,
 }
 
 /// The one [`GateState`] of the process.
@@ -122,6 +126,7 @@ pub static LIGHTVM_GATE_STATE: SharedState = SharedState(UnsafeCell::new(GateSta
     _pad1: 0,
     guest_tid: 0,
     syscall_entry: 0,
+    syscall_return_slot: 0,
 }));
 
 /// `enter`'s result: the guest called `exit` or broke the ABI (the core holds how).
@@ -337,7 +342,10 @@ extern "C" fn hypercall_entry(number: u64, arg: u64) -> u64 {
             // SAFETY: as above; the state belongs to this thread's guest, and the
             // signal handler reads it only while the guest (not this code) runs.
             unsafe {
-                (*LIGHTVM_GATE_STATE.get()).syscall_entry = (*core).syscall_entry().unwrap_or(0);
+                let delivery = (*core).syscall_entry();
+                let state = LIGHTVM_GATE_STATE.get();
+                (*state).syscall_entry = delivery.map_or(0, |d| d.entry);
+                (*state).syscall_return_slot = delivery.map_or(0, |d| d.return_slot);
             }
             0
         }
@@ -381,6 +389,7 @@ pub unsafe fn enter(
     unsafe {
         (*state).guest_tid = guest_tid;
         (*state).syscall_entry = 0;
+        (*state).syscall_return_slot = 0;
         match read_fs_base() {
             Some(fs) => {
                 (*state).monitor_fs = fs;
