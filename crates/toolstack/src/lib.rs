@@ -7,6 +7,7 @@
 //! VM state lives in one directory per VM ([`state`]), so a restarted daemon adopts
 //! the VMs it left running.
 
+pub mod access;
 pub mod api;
 pub mod client;
 pub mod daemon;
