@@ -10,6 +10,7 @@
 pub mod access;
 pub mod api;
 pub mod client;
+pub mod console;
 pub mod daemon;
 pub mod metrics;
 pub mod process;
@@ -20,3 +21,13 @@ pub mod state;
 
 pub use client::Client;
 pub use daemon::{Daemon, DaemonConfig, DaemonError};
+
+/// Runs blocking work (file and /proc I/O, waiting on a process) on the runtime's
+/// blocking threads: the daemon's runtime has one thread, which must never wait.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, api::ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| api::ApiError::internal(format!("a blocking task failed: {e}")))
+}

@@ -225,9 +225,11 @@ pub fn check_shell(pid: u32, start: u64, exe: &Path, mem_size: u64) -> Result<Ow
     let pidfd = pidfd_open(pid).map_err(|_| NotAShell::Gone)?;
     match start_time(pid) {
         Some(found) if found == start => {}
-        Some(found) => return Err(NotAShell::Other(format!(
+        Some(found) => {
+            return Err(NotAShell::Other(format!(
             "pid {pid} is another process now (started at tick {found}, the record says {start})"
-        ))),
+        )))
+        }
         None => return Err(NotAShell::Gone),
     }
     check_identity(pid, exe, mem_size).map_err(NotAShell::Other)?;
