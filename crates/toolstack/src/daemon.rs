@@ -362,14 +362,21 @@ impl Daemon {
             created_unix_ms: state::now_unix_ms(),
             owner_uid: peer.uid,
         };
-        let (record, files) = {
+        // The directory is owned by a VmDir from the moment it exists: if this
+        // future is dropped while the blocking thread makes it, the result, dropped
+        // in turn, removes it.
+        let (record, files, dir) = {
             let state = self.state.clone();
             blocking(move || {
                 let record = VmRecord {
                     pid_start_time: process::start_time(pid).unwrap_or_default(),
                     ..record
                 };
-                state.create_vm(&record).map(|files| (record, files))
+                let files = state.create_vm(&record)?;
+                let dir = VmDir {
+                    path: Some(state.vm_dir(&record.id)),
+                };
+                Ok::<_, std::io::Error>((record, files, dir))
             })
             .await?
             .map_err(|e| self.state_error(&e))?
@@ -378,9 +385,7 @@ impl Daemon {
             record,
             shell,
             _slot: slot,
-            dir: VmDir {
-                path: Some(self.state.vm_dir(&id)),
-            },
+            dir,
             timings: None,
         };
         let files = BootFiles {
@@ -487,7 +492,12 @@ impl Daemon {
         tokio::spawn(async move {
             // Readable once the process has exited; an error also means it is gone.
             let _ = pidfd.readable().await;
-            let reaped = process::reap(pidfd.get_ref());
+            let reaped = {
+                let pidfd = pidfd.clone();
+                blocking(move || process::reap(pidfd.get_ref()))
+                    .await
+                    .unwrap_or(Reaped::NotOurs)
+            };
             let stop_requested = daemon
                 .registry
                 .with(&id, |entry| entry.stop_requested)
@@ -534,8 +544,14 @@ impl Daemon {
                 authorise(entry, peer)?;
                 if let Some(pidfd) = &entry.pidfd {
                     entry.stop_requested = true;
-                    process::pidfd_signal(pidfd.get_ref(), libc::SIGKILL)
-                        .map_err(|e| ApiError::internal(format!("stopping {id}: {e}")))?;
+                    match process::pidfd_signal(pidfd.get_ref(), libc::SIGKILL) {
+                        // It has just ended by itself; its watcher records how.
+                        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                            entry.stop_requested = false;
+                        }
+                        Err(e) => return Err(ApiError::internal(format!("stopping {id}: {e}"))),
+                        Ok(()) => {}
+                    }
                 }
                 Ok(entry.view())
             })

@@ -162,19 +162,21 @@ impl Pool {
     /// prepared. A shell that fails is killed and reaped.
     pub async fn prepare(&self, mem_size: u64) -> Result<ReadyShell, String> {
         let spec = self.spec.clone();
-        let spawned =
-            blocking(move || process::spawn_shell(&spec.exe, spec.platform, mem_size, &spec.log))
-                .await
-                .map_err(|e| e.message)?
-                .map_err(|e| format!("starting a shell process: {e}"))?;
-        let process = ChildShell::new(spawned.pid, spawned.pidfd);
-        spawned
-            .control
-            .set_nonblocking(true)
-            .map_err(|e| e.to_string())?;
-        let control = UnixStream::from_std(spawned.control).map_err(|e| e.to_string())?;
+        // The process is owned by a ChildShell from the moment it exists: if this
+        // future is dropped while the blocking thread spawns it, the result, dropped
+        // in turn, still stops and reaps it.
+        let (process, control) = blocking(move || {
+            process::spawn_shell(&spec.exe, spec.platform, mem_size, &spec.log)
+                .map(|spawned| (ChildShell::new(spawned.pid, spawned.pidfd), spawned.control))
+        })
+        .await
+        .map_err(|e| e.message)?
+        .map_err(|e| format!("starting a shell process: {e}"))?;
+        control.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let control = UnixStream::from_std(control).map_err(|e| e.to_string())?;
         let mut control = BufReader::new(control);
-        match read_event(&mut control).await? {
+        let ev = read_event(&mut control).await;
+        match ev? {
             ShellEvent::Ready { .. } => Ok(ReadyShell { process, control }),
             ShellEvent::Failed { error } => Err(error),
             other => Err(format!("unexpected message from a new shell: {other:?}")),

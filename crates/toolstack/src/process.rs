@@ -103,28 +103,17 @@ pub enum Reaped {
     NotOurs,
 }
 
-/// Reaps the exited process behind `pidfd`. Call once the pidfd is readable.
+/// Reaps the exited process behind `pidfd`: call once the pidfd is readable, on a
+/// blocking thread. It waits rather than polls (`WNOHANG`) for the process to be
+/// reapable, so a pidfd that turns readable a moment before its process can be
+/// waited for never leaves a zombie behind.
 pub fn reap(pidfd: &OwnedFd) -> Reaped {
-    // SAFETY: siginfo_t is plain data; all-zero is a valid value.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: waitid on a pidfd we own, writing into `info`.
-    let rc = unsafe {
-        libc::waitid(
-            libc::P_PIDFD,
-            pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG,
-        )
-    };
-    if rc != 0 {
-        return Reaped::NotOurs;
-    }
-    // SAFETY: waitid filled `info` for an exited child (WEXITED).
-    let status = unsafe { info.si_status() };
-    if info.si_code == libc::CLD_EXITED {
-        Reaped::Code(status)
-    } else {
-        Reaped::Signal(status)
+    match wait_exited(pidfd) {
+        None => Reaped::NotOurs,
+        // SAFETY: waitid filled `info` for an exited child (WEXITED).
+        Some(info) if info.si_code == libc::CLD_EXITED => Reaped::Code(unsafe { info.si_status() }),
+        // SAFETY: as above.
+        Some(info) => Reaped::Signal(unsafe { info.si_status() }),
     }
 }
 
@@ -132,18 +121,32 @@ pub fn reap(pidfd: &OwnedFd) -> Reaped {
 /// must not stay a zombie. Blocks until it has exited.
 pub fn kill_and_reap(pidfd: &OwnedFd) {
     let _ = pidfd_signal(pidfd, libc::SIGKILL);
-    // SAFETY: siginfo_t is plain data; all-zero is a valid value.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: waitid on a pidfd we own, writing into `info`; it returns once the
-    // process has exited (or at once with an error if it is not our child).
-    unsafe {
-        libc::waitid(
-            libc::P_PIDFD,
-            pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            libc::WEXITED,
-        )
-    };
+    wait_exited(pidfd);
+}
+
+/// Waits for the child behind `pidfd` to exit and reaps it; `None` if it is not
+/// this process's child (adopted after a restart) or was reaped already.
+fn wait_exited(pidfd: &OwnedFd) -> Option<libc::siginfo_t> {
+    loop {
+        // SAFETY: siginfo_t is plain data; all-zero is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on a pidfd we own, writing into `info`; it returns once
+        // the process has exited, or at once with an error if it is not our child.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED,
+            )
+        };
+        if rc == 0 {
+            return Some(info);
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return None;
+        }
+    }
 }
 
 /// A shell process this daemon started and has not yet handed to a VM's entry.
