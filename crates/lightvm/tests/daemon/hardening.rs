@@ -905,3 +905,72 @@ fn a_full_state_directory_gives_a_clear_error_and_loses_nothing() {
     drop(disk);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn console_reads_are_streamed_and_bounded_in_number() {
+    let daemon = TestDaemon::start(Platform::Process, "console", &["--pool", "1"]);
+    // A guest that writes to its console as fast as the VMM lets it.
+    let flood: VmView = daemon.ok(
+        Method::POST,
+        "/vms",
+        Some(json!({ "image": image("flood"), "timeout_ms": 1500 })),
+        StatusCode::CREATED,
+    );
+    daemon.wait_exited(&flood.id);
+    let log = daemon
+        .state()
+        .join("vms")
+        .join(&flood.id)
+        .join("console.log");
+    let size = std::fs::metadata(&log).unwrap().len();
+    let whole = daemon
+        .call(Method::GET, &format!("/vms/{}/console", flood.id), None)
+        .unwrap();
+    assert_eq!(whole.status, StatusCode::OK);
+    assert_eq!(whole.body.len() as u64, size, "the whole log, streamed");
+    let tail = daemon
+        .call(
+            Method::GET,
+            &format!("/vms/{}/console?tail=2", flood.id),
+            None,
+        )
+        .unwrap();
+    let text = String::from_utf8_lossy(&tail.body);
+    assert!(text.lines().count() <= 2 && !text.is_empty(), "{text:?}");
+
+    // Followers of a running VM's console hold their place until they leave; one
+    // more than the bound is refused.
+    let idle = daemon.create("idle");
+    let request = format!(
+        "GET /vms/{}/console?follow=true HTTP/1.1\r\nHost: x\r\n\r\n",
+        idle.id
+    );
+    let mut followers: Vec<UnixStream> = Vec::new();
+    for _ in 0..lightvm_toolstack::console::MAX_READERS {
+        let mut stream = send_raw(&daemon.socket(), request.as_bytes());
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).expect("a follower's answer");
+        assert_eq!(&head, b"HTTP/1.1 200");
+        followers.push(stream);
+    }
+    let (status, message) = daemon.error(Method::GET, &format!("/vms/{}/console", idle.id), None);
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{message}");
+    assert!(message.contains("console reads"), "{message}");
+    assert_eq!(daemon.inspect(&idle.id).state, VmState::Running);
+    followers.pop();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = daemon
+            .call(Method::GET, &format!("/vms/{}/console", idle.id), None)
+            .unwrap();
+        if answer.status == StatusCode::OK {
+            assert!(String::from_utf8_lossy(&answer.body).contains("idle: up"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a freed place is never taken again"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
