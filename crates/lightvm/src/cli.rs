@@ -99,6 +99,10 @@ pub struct DaemonArgs {
     /// Where the VMs run (see `lightvm run --platform`).
     #[arg(long, value_enum, default_value_t = PlatformChoice::Auto)]
     pub platform: PlatformChoice,
+    /// Run without the daemon's seccomp filter (for debugging a call it refuses:
+    /// the filter kills the daemon on any call off its list; its VMs run on).
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 /// `lightvm create`.

@@ -62,6 +62,9 @@ pub struct DaemonConfig {
     pub shell_exe: PathBuf,
     /// Where the VMs run.
     pub platform: lightvm_vmm::Platform,
+    /// Whether the daemon's threads run under its seccomp filter
+    /// ([`crate::seccomp`]).
+    pub seccomp: bool,
 }
 
 /// Why the daemon could not start.
@@ -89,6 +92,9 @@ pub enum DaemonError {
     /// A setting is out of range.
     #[error("{0}")]
     Config(String),
+    /// The seccomp filter could not be installed.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 /// The daemon: shared by every request handler.
@@ -175,8 +181,10 @@ impl Daemon {
             platform: config.platform,
             log: state.root().join("shells.log"),
         };
+        let pool = Pool::new(spec, config.pool_mem, config.pool_size)
+            .map_err(|e| DaemonError::Config(format!("starting the shell spawner thread: {e}")))?;
         Ok(Arc::new(Self {
-            pool: Arc::new(Pool::new(spec, config.pool_mem, config.pool_size)),
+            pool: Arc::new(pool),
             registry: Registry::new(config.max_vms),
             config,
             state,

@@ -22,6 +22,7 @@ pub mod process;
 pub mod protocol;
 pub mod registry;
 pub mod request;
+pub mod seccomp;
 pub mod server;
 pub mod shell_main;
 pub mod state;

@@ -16,8 +16,7 @@ use tokio::net::UnixStream;
 use tokio::sync::Notify;
 
 use crate::api::{PoolFailure, PoolStatus};
-use crate::blocking;
-use crate::process::{self, ChildShell};
+use crate::process::{ChildShell, Spawner};
 use crate::protocol::{self, ShellEvent};
 
 /// How long a shell may take to prepare, or a guest to reach boot-done, before the
@@ -65,6 +64,7 @@ pub struct ShellSpec {
 /// The pool.
 pub struct Pool {
     spec: ShellSpec,
+    spawner: Spawner,
     mem_size: u64,
     state: Mutex<PoolState>,
     changed: Notify,
@@ -72,17 +72,19 @@ pub struct Pool {
 
 impl Pool {
     /// A pool of `target` shells of `mem_size` bytes, empty until [`Pool::refill`]
-    /// runs.
-    pub fn new(spec: ShellSpec, mem_size: u64, target: usize) -> Self {
-        Self {
+    /// runs. It starts the [`Spawner`] thread: call it before the daemon's seccomp
+    /// filter is installed.
+    pub fn new(spec: ShellSpec, mem_size: u64, target: usize) -> std::io::Result<Self> {
+        Ok(Self {
             spec,
+            spawner: Spawner::start()?,
             mem_size,
             state: Mutex::new(PoolState {
                 target,
                 ..PoolState::default()
             }),
             changed: Notify::new(),
-        }
+        })
     }
 
     /// A ready shell for a VM of `mem_size` bytes, if the pool has one.
@@ -161,17 +163,14 @@ impl Pool {
     /// Starts a shell for `mem_size` bytes of guest memory and waits until it is
     /// prepared. A shell that fails is killed and reaped.
     pub async fn prepare(&self, mem_size: u64) -> Result<ReadyShell, String> {
-        let spec = self.spec.clone();
-        // The process is owned by a ChildShell from the moment it exists: if this
-        // future is dropped while the blocking thread spawns it, the result, dropped
-        // in turn, still stops and reaps it.
-        let (process, control) = blocking(move || {
-            process::spawn_shell(&spec.exe, spec.platform, mem_size, &spec.log)
-                .map(|spawned| (ChildShell::new(spawned.pid, spawned.pidfd), spawned.control))
-        })
-        .await
-        .map_err(|e| e.message)?
-        .map_err(|e| format!("starting a shell process: {e}"))?;
+        let spec = &self.spec;
+        // The process is a ChildShell from the moment it exists: if this future is
+        // dropped while the spawner starts it, the spawner stops and reaps it.
+        let (process, control) = self
+            .spawner
+            .spawn(&spec.exe, spec.platform, mem_size, &spec.log)
+            .await
+            .map_err(|e| format!("starting a shell process: {e}"))?;
         control.set_nonblocking(true).map_err(|e| e.to_string())?;
         let control = UnixStream::from_std(control).map_err(|e| e.to_string())?;
         let mut control = BufReader::new(control);

@@ -52,6 +52,69 @@ pub fn spawn_shell(
     })
 }
 
+/// The one thread that starts shell processes.
+///
+/// The daemon's threads run under a seccomp filter ([`crate::seccomp`]) that allows
+/// neither `fork` nor `execve`; a filter also survives `execve`, and a shell needs
+/// calls the daemon must never make. So shells are started from this thread,
+/// created before the filter is installed and doing nothing but that: it takes
+/// requests over a channel (the executable and arguments are the daemon's, never a
+/// client's) and hands back each shell as a [`ChildShell`]. A shell whose
+/// requester has gone is stopped and reaped here.
+#[derive(Debug)]
+pub struct Spawner {
+    requests: std::sync::mpsc::Sender<SpawnJob>,
+}
+
+/// One shell to start.
+struct SpawnJob {
+    exe: PathBuf,
+    platform: lightvm_vmm::Platform,
+    mem_size: u64,
+    log: PathBuf,
+    answer: tokio::sync::oneshot::Sender<std::io::Result<(ChildShell, UnixStream)>>,
+}
+
+impl Spawner {
+    /// Starts the spawner thread; it ends when the spawner is dropped.
+    pub fn start() -> std::io::Result<Self> {
+        let (requests, jobs) = std::sync::mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("lightvm-spawner".to_owned())
+            .spawn(move || {
+                for job in jobs {
+                    let spawned = spawn_shell(&job.exe, job.platform, job.mem_size, &job.log)
+                        .map(|shell| (ChildShell::new(shell.pid, shell.pidfd), shell.control));
+                    // Not taken: dropped here, which stops and reaps the shell.
+                    let _ = job.answer.send(spawned);
+                }
+            })?;
+        Ok(Self { requests })
+    }
+
+    /// Starts `exe shell --platform <platform> --mem <mem_size>` (see
+    /// [`spawn_shell`]) on the spawner thread.
+    pub async fn spawn(
+        &self,
+        exe: &Path,
+        platform: lightvm_vmm::Platform,
+        mem_size: u64,
+        log: &Path,
+    ) -> std::io::Result<(ChildShell, UnixStream)> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job = SpawnJob {
+            exe: exe.to_owned(),
+            platform,
+            mem_size,
+            log: log.to_owned(),
+            answer,
+        };
+        let gone = || std::io::Error::other("the shell spawner thread has stopped");
+        self.requests.send(job).map_err(|_| gone())?;
+        answered.await.map_err(|_| gone())?
+    }
+}
+
 /// Opens a pidfd for `pid`.
 pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;

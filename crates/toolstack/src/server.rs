@@ -80,6 +80,11 @@ pub async fn serve(daemon: Arc<Daemon>) -> Result<(), DaemonError> {
     };
     let listener =
         listen(&socket, config.socket_group, config.socket_mode).map_err(socket_error)?;
+    // From here on, this thread and every thread it starts make only the calls on
+    // the daemon's allow-list.
+    if config.seccomp {
+        crate::seccomp::install_for_daemon()?;
+    }
     tokio::spawn(daemon.clone().refill_pool());
     axum::serve(
         listener,

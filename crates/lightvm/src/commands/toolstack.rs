@@ -36,6 +36,7 @@ pub fn daemon(args: &DaemonArgs) -> anyhow::Result<u8> {
         max_mem: parse_mem_size(&args.max_mem).context("--max-mem")?,
         shell_exe: std::env::current_exe().context("finding the lightvm executable")?,
         platform: args.platform.resolve()?,
+        seccomp: !args.no_seccomp,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -974,3 +974,50 @@ fn console_reads_are_streamed_and_bounded_in_number() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn the_daemon_runs_under_its_seccomp_filter_and_stops_cleanly() {
+    let mut daemon = TestDaemon::start(Platform::Process, "seccomp", &["--pool", "1"]);
+    // A create and a console read: the runtime has started blocking threads.
+    let vm = daemon.create("idle");
+    daemon.wait_console(&vm.id, "idle: up");
+    let pid = daemon.pid();
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        threads.push((field("Name:"), field("Seccomp:"), field("Seccomp_filters:")));
+    }
+    eprintln!("daemon threads (name, seccomp mode, filters): {threads:?}");
+    assert!(threads.len() >= 2, "{threads:?}");
+    for (name, mode, filters) in &threads {
+        if name == "lightvm-spawner" {
+            assert_eq!(mode, "0", "the spawner starts shells unfiltered");
+        } else {
+            assert_eq!((mode.as_str(), filters.as_str()), ("2", "2"), "{name}");
+        }
+    }
+    assert_eq!(
+        threads.iter().filter(|t| t.0 == "lightvm-spawner").count(),
+        1
+    );
+    // SIGTERM: it stops on its own, by the calls on its list (no SIGSYS), and
+    // leaves its VM running for the next daemon.
+    let mut child = daemon.child.take().expect("the daemon");
+    // SAFETY: kill(2) on the daemon we started.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(
+        Path::new(&format!("/proc/{}", vm.pid)).exists(),
+        "the VM runs on"
+    );
+    daemon.spawn();
+    assert_eq!(daemon.inspect(&vm.id).state, VmState::Running);
+}
