@@ -75,13 +75,17 @@ impl ImageCache {
         peer: &Peer,
         mem_size: u64,
     ) -> Result<File, ApiError> {
-        let opened = {
+        let (opened, version) = {
             let (path, peer) = (path.to_owned(), peer.clone());
-            blocking(move || access::open_regular(&path, &peer, MAX_IMAGE_FILE)).await?
-        }
-        .map_err(refused)?;
-        let version = FileVersion::of(&opened)
-            .map_err(|e| ApiError::bad_request(format!("image {}: {e}", path.display())))?;
+            blocking(move || {
+                let opened = access::open_regular(&path, &peer, MAX_IMAGE_FILE).map_err(refused)?;
+                // fstat too can wait on a remote file system: here, not on the runtime.
+                let version = FileVersion::of(&opened)
+                    .map_err(|e| ApiError::bad_request(format!("image {}: {e}", path.display())))?;
+                Ok::<_, ApiError>((opened, version))
+            })
+            .await??
+        };
         let cached = lock(&self.checked).get(&version).copied();
         let end = match cached {
             Some(end) => end,
