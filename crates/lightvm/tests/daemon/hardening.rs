@@ -1021,3 +1021,26 @@ fn the_daemon_runs_under_its_seccomp_filter_and_stops_cleanly() {
     daemon.spawn();
     assert_eq!(daemon.inspect(&vm.id).state, VmState::Running);
 }
+
+#[test]
+fn shrinking_the_pool_stops_and_reaps_the_shells_it_lets_go() {
+    let daemon = TestDaemon::start(Platform::Process, "shrink", &["--pool", "3"]);
+    wait_pool_ready(&daemon, 3);
+    assert_eq!(wait_shells(&daemon, 3).len(), 3);
+    let _: lightvm_toolstack::api::PoolStatus = daemon.ok(
+        Method::PUT,
+        "/pool",
+        Some(json!({ "size": 0 })),
+        StatusCode::OK,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(daemon.shell_pids().is_empty() && zombie_children(daemon.pid()).is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "shells {:?}, zombies {:?}",
+            daemon.shell_pids(),
+            zombie_children(daemon.pid())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
