@@ -609,8 +609,16 @@ impl Daemon {
         self.pool.status()
     }
 
-    /// Changes the pool's target; surplus ready shells are stopped and reaped.
-    pub fn resize_pool(&self, size: usize) -> Result<PoolStatus, ApiError> {
+    /// Changes the pool's target; surplus ready shells are stopped and reaped. The
+    /// pool is the daemon's own configuration, and each shell costs host memory
+    /// whoever uses it: only root may change it.
+    pub fn resize_pool(&self, size: usize, peer: &Peer) -> Result<PoolStatus, ApiError> {
+        if !peer.is_root() {
+            return Err(ApiError::forbidden(format!(
+                "only root may resize the pool (this client is uid {})",
+                peer.uid
+            )));
+        }
         if size > self.config.max_vms {
             return Err(ApiError::bad_request(format!(
                 "a pool of {size} is larger than the VM limit ({})",

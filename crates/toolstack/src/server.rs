@@ -220,10 +220,11 @@ async fn pool_status(State(daemon): State<Arc<Daemon>>) -> Json<PoolStatus> {
 
 async fn resize_pool(
     State(daemon): State<Arc<Daemon>>,
+    ConnectInfo(client): ConnectInfo<Client>,
     body: Result<Json<PoolResize>, JsonRejection>,
 ) -> Result<Json<PoolStatus>, ApiError> {
     let request = json_body(body)?;
-    Ok(Json(daemon.resize_pool(request.size)?))
+    Ok(Json(daemon.resize_pool(request.size, &client.peer()?)?))
 }
 
 async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {

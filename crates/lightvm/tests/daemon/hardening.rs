@@ -504,6 +504,14 @@ fn a_client_of_another_uid_gets_only_what_its_own_rights_allow() {
         assert_eq!(status_of(&answer), 403, "{method} {path}: {answer}");
     }
     assert_eq!(daemon.inspect(&roots.id).state, VmState::Running);
+    // Nor is the pool its to resize.
+    let body = r#"{"size": 9}"#;
+    let request = format!(
+        "PUT /pool HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = request_as(NOBODY, &daemon.socket(), request.as_bytes());
+    assert_eq!(status_of(&answer), 403, "{answer}");
     // Its own, it may.
     let request = format!(
         "DELETE /vms/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
