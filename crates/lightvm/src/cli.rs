@@ -93,6 +93,15 @@ pub struct DaemonArgs {
     /// Where to serve the API.
     #[arg(long, env = "LIGHTVM_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// The group that owns the socket (a name from /etc/group, or a number): with
+    /// --socket-mode 0660 (the default when a group is given), its members may use
+    /// the API. Files a client names are opened with that client's own rights.
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// The socket's permission bits, in octal: who may connect (0600 — the
+    /// daemon's user alone — unless a --socket-group is given, then 0660).
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub socket_mode: Option<u32>,
     /// Where VM state lives (a restarted daemon adopts the VMs found there).
     #[arg(long, default_value = "/var/lib/lightvm")]
     pub state_dir: PathBuf,
@@ -111,6 +120,10 @@ pub struct DaemonArgs {
     /// Where the VMs run (see `lightvm run --platform`).
     #[arg(long, value_enum, default_value_t = PlatformChoice::Auto)]
     pub platform: PlatformChoice,
+    /// Run without the daemon's seccomp filter (for debugging a call it refuses:
+    /// the filter kills the daemon on any call off its list; its VMs run on).
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 /// `lightvm create`.
@@ -434,6 +447,17 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// An octal permission mode, e.g. `0660` or `660`.
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(format!(
+            "{text:?} is not a permission mode (octal, 0000 to 0777, e.g. 0660)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,5 +526,15 @@ mod tests {
                 Platform::LinuxProgram(lightvm_vmm::Platform::Process),
             ])
         );
+    }
+
+    #[test]
+    fn socket_modes_are_octal_permission_bits() {
+        assert_eq!(parse_mode("0660"), Ok(0o660));
+        assert_eq!(parse_mode("600"), Ok(0o600));
+        assert_eq!(parse_mode("0o666"), Ok(0o666));
+        for bad in ["", "0999", "4755", "rw-rw----"] {
+            assert!(parse_mode(bad).is_err(), "{bad}");
+        }
     }
 }

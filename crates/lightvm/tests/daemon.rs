@@ -4,6 +4,8 @@
 //! over 500 VMs.
 
 mod common;
+#[path = "daemon/hardening.rs"]
+mod hardening;
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};

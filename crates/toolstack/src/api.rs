@@ -14,7 +14,8 @@ use crate::state::{ExitRecord, VmRecord};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
-    /// Path of the unikernel image, on the daemon's host.
+    /// Absolute path of the unikernel image on the daemon's host. The daemon
+    /// opens it with the client's own rights: a regular file of at most 1 GiB.
     pub image: PathBuf,
     /// Guest memory, e.g. "2M" (default: the pool's size, so the request is served
     /// from the pool).
@@ -51,6 +52,10 @@ pub struct VmView {
     pub net: Option<String>,
     /// Shell process id.
     pub pid: u32,
+    /// The uid of the client that created it: only that client and root may stop
+    /// it, remove it or read its console.
+    #[serde(default)]
+    pub owner_uid: u32,
     /// Creation time, ms since the UNIX epoch.
     pub created_unix_ms: u64,
     /// Seconds since creation (running) or lifetime (exited).
@@ -102,6 +107,7 @@ impl VmView {
             cmdline: record.cmdline.clone(),
             net: record.net.clone(),
             pid: record.pid,
+            owner_uid: record.owner_uid,
             created_unix_ms: record.created_unix_ms,
             uptime_s: end.saturating_sub(record.created_unix_ms) as f64 / 1000.0,
             exit: exit.cloned(),
@@ -167,6 +173,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// 403: the client may not use what it names (a file, a tap, another's VM).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+
     /// 404: no such VM.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
@@ -185,6 +196,11 @@ impl ApiError {
     /// 500: the daemon failed.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    /// 507: the state directory is full.
+    pub fn insufficient_storage(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INSUFFICIENT_STORAGE, message)
     }
 
     fn new(status: StatusCode, message: impl Into<String>) -> Self {

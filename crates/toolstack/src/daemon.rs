@@ -1,41 +1,53 @@
-//! The daemon's core: the shell pool (prepare phase, in the background), VM creation
-//! (execute phase, on the request path), exit watching and adoption after a restart.
+//! The daemon's core: VM creation (the execute phase, on the request path), exit
+//! watching, removal and adoption after a restart, over the parts that each keep
+//! one concern: the shell [`Pool`], the [`Registry`] of VMs with the running
+//! count's guards, the request checks ([`request`]), the [`ImageCache`] and the
+//! [`Consoles`].
 //!
 //! The request path takes a ready shell from the pool, writes the VM's record, sends
 //! one request and waits for the guest's boot-done: no step grows with the number of
-//! VMs. Each running VM costs the daemon one pidfd and a small map entry.
+//! VMs. Each running VM costs the daemon one pidfd and a small map entry. No file is
+//! touched on the runtime's thread: every open, read and write runs on a blocking
+//! thread, so a slow disk or a slow image stalls its own request only.
+//!
+//! A create runs in a task of its own, not in its client's connection: a client
+//! that goes away mid-create does not cut it off at an arbitrary point. The task
+//! sees the client leave and rolls the create back — the shell killed and reaped,
+//! the VM's directory removed, its place in the count given back — by dropping
+//! what it holds, so every point it can stop at is covered by the same guards.
 
-use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
-use lightvm_vmm::devices::tap::Tap;
-use lightvm_vmm::{parse_mem_size, NetConfig, UnikernelImage, VmConfig};
+use lightvm_vmm::{NetConfig, VmConfig};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::UnixStream;
-use tokio::sync::Notify;
+use tokio::sync::oneshot;
 
-use crate::api::{ApiError, CreateRequest, CreateTimings, PoolFailure, PoolStatus, VmView};
+use crate::access::Peer;
+use crate::api::{ApiError, CreateRequest, CreateTimings, PoolStatus, VmView};
+use crate::blocking;
+use crate::console::{Console, Consoles};
+use crate::images::ImageCache;
 use crate::metrics::{Gauges, Metrics};
-use crate::process::{self, Reaped, SpawnedShell};
+use crate::pool::{self, Pool, ShellSpec};
+use crate::process::{self, ChildShell, NotAShell, Reaped};
 use crate::protocol::{self, BootFiles, BootRequest, ShellEvent};
+use crate::registry::{Registry, Slot, VmEntry};
+use crate::request::{self, CheckedRequest};
 use crate::state::{self, ExitRecord, Outcome, StateDir, VmRecord};
-
-/// How long a shell may take to prepare, or a guest to reach boot-done, before the
-/// daemon gives up on it.
-const SHELL_DEADLINE: Duration = Duration::from_secs(30);
-/// Shells prepared at once: process creation and KVM setup are CPU-bound.
-const PREPARE_PARALLELISM: usize = 2;
 
 /// How the daemon is set up.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
     /// Where the API listens.
     pub socket: PathBuf,
+    /// The group that owns the socket, if not the daemon's.
+    pub socket_group: Option<u32>,
+    /// The socket's permission bits: who may connect (write permission).
+    pub socket_mode: u32,
     /// Where VM state lives.
     pub state_dir: PathBuf,
     /// Shells to keep ready.
@@ -50,6 +62,9 @@ pub struct DaemonConfig {
     pub shell_exe: PathBuf,
     /// Where the VMs run.
     pub platform: lightvm_vmm::Platform,
+    /// Whether the daemon's threads run under its seccomp filter
+    /// ([`crate::seccomp`]).
+    pub seccomp: bool,
 }
 
 /// Why the daemon could not start.
@@ -77,65 +92,73 @@ pub enum DaemonError {
     /// A setting is out of range.
     #[error("{0}")]
     Config(String),
-}
-
-/// A prepared, warmed shell waiting for a request.
-struct ReadyShell {
-    pid: u32,
-    pidfd: OwnedFd,
-    control: BufReader<UnixStream>,
-}
-
-#[derive(Default)]
-struct Pool {
-    ready: VecDeque<ReadyShell>,
-    target: usize,
-    preparing: usize,
-    /// Shell preparations that failed in a row, and when to try again: a host that
-    /// cannot prepare shells (no platform, no memory) is not asked to in a loop.
-    failures: u32,
-    retry_at: Option<Instant>,
-    last_error: Option<String>,
-}
-
-/// The first wait after a failed preparation; it doubles with each failure in a
-/// row, up to [`BACKOFF_MAX`].
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-/// The longest wait between failing preparations.
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-
-struct VmEntry {
-    record: VmRecord,
-    exit: Option<ExitRecord>,
-    timings: Option<CreateTimings>,
-    /// Present while the process runs: to stop it.
-    pidfd: Option<Arc<AsyncFd<OwnedFd>>>,
-    stop_requested: bool,
+    /// The seccomp filter could not be installed.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 /// The daemon: shared by every request handler.
 pub struct Daemon {
     config: DaemonConfig,
     state: StateDir,
-    pool: Mutex<Pool>,
-    pool_changed: Notify,
-    vms: RwLock<HashMap<String, VmEntry>>,
-    running: AtomicUsize,
+    pool: Arc<Pool>,
+    registry: Registry,
+    images: Arc<ImageCache>,
+    consoles: Consoles,
     metrics: Metrics,
     id_seed: u64,
     id_counter: AtomicU64,
-    images: Mutex<HashMap<PathBuf, ImageCheck>>,
     _lock: std::fs::File,
 }
 
-/// A validated image, remembered while its file is unchanged, so repeated requests
-/// for one image do not re-read and re-parse it on the request path.
-#[derive(Clone, PartialEq, Eq)]
-struct ImageCheck {
-    len: u64,
-    modified: Option<std::time::SystemTime>,
-    inode: u64,
-    end: u64,
+/// A VM being made. Dropped before it is entered in the registry — the create
+/// failed or its client went away — it gives back all it holds: the shell is
+/// killed and reaped, the count given back, the directory removed.
+struct NewVm {
+    record: VmRecord,
+    shell: ChildShell,
+    _slot: Slot,
+    dir: VmDir,
+    timings: Option<CreateTimings>,
+}
+
+/// A new VM's directory, removed (on a blocking thread) when dropped unless kept.
+struct VmDir {
+    path: Option<PathBuf>,
+}
+
+impl VmDir {
+    fn keep(mut self) -> PathBuf {
+        self.path.take().unwrap_or_default()
+    }
+}
+
+impl Drop for VmDir {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            let remove = move || {
+                let _ = std::fs::remove_dir_all(path);
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+                Err(_) => remove(),
+            }
+        }
+    }
+}
+
+/// How a create failed.
+enum Failure {
+    /// Before a VM existed: nothing to record.
+    Refused(ApiError),
+    /// The VM was made but its guest did not start: it is entered as failed.
+    Boot(NewVm, ApiError),
+}
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Self {
+        Self::Refused(error)
+    }
 }
 
 impl Daemon {
@@ -153,63 +176,84 @@ impl Daemon {
             Some(libc::EWOULDBLOCK) => DaemonError::Locked(config.state_dir.clone()),
             _ => state_error(e),
         })?;
-        let daemon = Arc::new(Self {
-            pool: Mutex::new(Pool {
-                target: config.pool_size,
-                ..Pool::default()
-            }),
+        let spec = ShellSpec {
+            exe: config.shell_exe.clone(),
+            platform: config.platform,
+            log: state.root().join("shells.log"),
+        };
+        let pool = Pool::new(spec, config.pool_mem, config.pool_size)
+            .map_err(|e| DaemonError::Config(format!("starting the shell spawner thread: {e}")))?;
+        Ok(Arc::new(Self {
+            pool: Arc::new(pool),
+            registry: Registry::new(config.max_vms),
             config,
             state,
-            pool_changed: Notify::new(),
-            vms: RwLock::new(HashMap::new()),
-            running: AtomicUsize::new(0),
+            images: Arc::new(ImageCache::default()),
+            consoles: Consoles::default(),
             metrics: Metrics::default(),
             id_seed: random_seed(),
             id_counter: AtomicU64::new(0),
-            images: Mutex::new(HashMap::new()),
             _lock: lock,
-        });
-        Ok(daemon)
+        }))
     }
 
-    /// Adopts the VMs found in the state directory; call inside the runtime.
+    /// Adopts the VMs found in the state directory; call inside the runtime,
+    /// before serving. What is found there is checked, not trusted: a directory or
+    /// record that is not one this daemon writes is left alone and named on
+    /// stderr, one line each; a recorded process is adopted only if it is provably
+    /// the VM's shell ([`process::check_shell`]), and a VM whose process is not is
+    /// recorded as lost, its process never signalled. Returns how many running
+    /// VMs were adopted.
     pub fn adopt(self: &Arc<Self>) -> Result<usize, DaemonError> {
-        let found = self.state.scan().map_err(|source| DaemonError::State {
+        let scan = self.state.scan().map_err(|source| DaemonError::State {
             path: self.config.state_dir.clone(),
             source,
         })?;
-        let mut adopted = 0;
-        for (record, exit) in found {
-            let vm_dir = self.state.vm_dir(&record.id);
-            let alive =
-                exit.is_none() && process::start_time(record.pid) == Some(record.pid_start_time);
-            let (exit, pidfd) = match (exit, alive) {
-                (Some(exit), _) => (Some(exit), None),
-                (None, true) => {
-                    match process::pidfd_open(record.pid).and_then(process::watchable) {
-                        Ok(pidfd) => (None, Some(Arc::new(pidfd))),
-                        Err(_) => (Some(lost(&vm_dir)), None),
-                    }
-                }
-                (None, false) => (Some(lost(&vm_dir)), None),
-            };
-            if exit.is_none() {
-                adopted += 1;
-                self.running.fetch_add(1, Ordering::Relaxed);
-            }
-            let id = record.id.clone();
-            write_lock(&self.vms).insert(
-                id.clone(),
-                VmEntry {
-                    record,
-                    exit,
-                    timings: None,
-                    pidfd: pidfd.clone(),
-                    stop_requested: false,
-                },
+        for refused in &scan.refused {
+            eprintln!("lightvm daemon: not adopting vms/{refused}");
+        }
+        if scan.staging_removed > 0 {
+            eprintln!(
+                "lightvm daemon: removed {} unfinished VM directories of creates cut short",
+                scan.staging_removed
             );
-            if let Some(pidfd) = pidfd {
-                self.watch(id, pidfd);
+        }
+        let mut adopted = 0;
+        for (record, exit) in scan.found {
+            let vm_dir = self.state.vm_dir(&record.id);
+            if let Some(exit) = exit {
+                self.registry.insert(VmEntry::ended(record, exit, None));
+                continue;
+            }
+            let shell = process::check_shell(
+                record.pid,
+                record.pid_start_time,
+                &self.config.shell_exe,
+                record.mem_size,
+            );
+            let watched = shell.and_then(|pidfd| {
+                process::watchable(pidfd).map_err(|e| NotAShell::Other(e.to_string()))
+            });
+            match watched {
+                Ok(pidfd) => {
+                    let pidfd = Arc::new(pidfd);
+                    let id = record.id.clone();
+                    let slot = self.registry.reserve_adopted();
+                    self.registry
+                        .insert(VmEntry::running(record, pidfd.clone(), slot, None));
+                    self.watch(id, pidfd);
+                    adopted += 1;
+                }
+                Err(why) => {
+                    if let NotAShell::Other(why) = &why {
+                        eprintln!(
+                            "lightvm daemon: VM {}: not adopting its process: {why}; the VM is recorded as lost",
+                            record.id
+                        );
+                    }
+                    let exit = lost(&vm_dir);
+                    self.registry.insert(VmEntry::ended(record, exit, None));
+                }
             }
         }
         Ok(adopted)
@@ -220,171 +264,144 @@ impl Daemon {
         &self.config
     }
 
-    /// Keeps the pool at its target, forever; spawn once. After a failed
-    /// preparation it waits, twice as long after each failure in a row, and says
-    /// what failed once (and again only when the reason changes).
+    /// Keeps the pool at its target, forever; spawn once.
     pub async fn refill_pool(self: Arc<Self>) {
-        loop {
-            let retry_at = lock(&self.pool).retry_at.filter(|at| *at > Instant::now());
-            if let Some(at) = retry_at {
-                tokio::select! {
-                    () = tokio::time::sleep_until(at.into()) => {}
-                    () = self.pool_changed.notified() => {}
-                }
-                continue;
-            }
-            let wanted = {
-                let pool = lock(&self.pool);
-                (pool
-                    .target
-                    .saturating_sub(pool.ready.len() + pool.preparing))
-                .min(PREPARE_PARALLELISM.saturating_sub(pool.preparing))
-            };
-            for _ in 0..wanted {
-                lock(&self.pool).preparing += 1;
-                let daemon = self.clone();
-                tokio::spawn(async move {
-                    let shell = daemon.prepare_shell(daemon.config.pool_mem).await;
-                    let mut pool = lock(&daemon.pool);
-                    pool.preparing -= 1;
-                    match shell {
-                        Ok(shell) => {
-                            pool.failures = 0;
-                            pool.retry_at = None;
-                            pool.last_error = None;
-                            if pool.ready.len() < pool.target {
-                                pool.ready.push_back(shell);
-                            }
-                        }
-                        Err(error) => {
-                            let delay = BACKOFF_FIRST
-                                .saturating_mul(1 << pool.failures.min(16))
-                                .min(BACKOFF_MAX);
-                            pool.failures = pool.failures.saturating_add(1);
-                            pool.retry_at = Some(Instant::now() + delay);
-                            if pool.last_error.as_deref() != Some(error.as_str()) {
-                                eprintln!(
-                                    "lightvm daemon: preparing a shell failed: {error}; retrying with a growing delay (up to {} s)",
-                                    BACKOFF_MAX.as_secs()
-                                );
-                                pool.last_error = Some(error);
-                            }
-                        }
-                    }
-                    drop(pool);
-                    daemon.pool_changed.notify_one();
-                });
-            }
-            self.pool_changed.notified().await;
-        }
+        self.pool.clone().refill().await;
     }
 
-    async fn prepare_shell(&self, mem_size: u64) -> Result<ReadyShell, String> {
-        let exe = self.config.shell_exe.clone();
-        let platform = self.config.platform;
-        let log = self.state.root().join("shells.log");
-        let spawned: SpawnedShell = tokio::task::spawn_blocking(move || {
-            process::spawn_shell(&exe, platform, mem_size, &log)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("starting a shell process: {e}"))?;
-        spawned
-            .control
-            .set_nonblocking(true)
-            .map_err(|e| e.to_string())?;
-        let control = UnixStream::from_std(spawned.control).map_err(|e| e.to_string())?;
-        let mut control = BufReader::new(control);
-        let failure = match read_event(&mut control).await {
-            Ok(ShellEvent::Ready { .. }) => {
-                return Ok(ReadyShell {
-                    pid: spawned.pid,
-                    pidfd: spawned.pidfd,
-                    control,
-                })
-            }
-            Ok(ShellEvent::Failed { error }) => error,
-            Ok(other) => format!("unexpected message from a new shell: {other:?}"),
-            Err(error) => error,
-        };
-        // A shell that failed is this daemon's child: stop and reap it, or it stays
-        // a zombie.
-        let pidfd = spawned.pidfd;
-        let _ = tokio::task::spawn_blocking(move || process::kill_and_reap(&pidfd)).await;
-        Err(failure)
-    }
-
-    /// Creates a VM and answers once its guest has reached `main`.
-    pub async fn create(self: &Arc<Self>, request: CreateRequest) -> Result<VmView, ApiError> {
-        let started = Instant::now();
-        let checked = check_request(&self.config, &request)?;
-        let mem_size = checked.mem_size;
-        let image = OpenedImage::open(&request.image)?;
-        self.check_image(&image, mem_size)?;
-        if self.running.fetch_add(1, Ordering::AcqRel) >= self.config.max_vms {
-            self.running.fetch_sub(1, Ordering::AcqRel);
-            return Err(ApiError::limit(format!(
-                "{} VMs are running, this daemon's limit",
-                self.config.max_vms
-            )));
-        }
-        let result = self.create_counted(request, checked, image, started).await;
-        if result.is_err() {
-            self.running.fetch_sub(1, Ordering::AcqRel);
-        }
-        result
-    }
-
-    async fn create_counted(
+    /// Creates a VM for `peer` and answers once its guest has reached `main`. If
+    /// this future is dropped (the client went away) before it answers, the
+    /// create is rolled back.
+    pub async fn create(
         self: &Arc<Self>,
         request: CreateRequest,
-        checked: CheckedRequest,
-        image: OpenedImage,
-        started: Instant,
+        peer: Peer,
     ) -> Result<VmView, ApiError> {
-        let CheckedRequest { mem_size, net } = checked;
-        // The tap before a shell: a missing one fails this create alone.
-        let tap = net
-            .as_ref()
-            .map(|net| open_tap(&net.config.tap))
-            .transpose()?;
-        let pooled_shell = (mem_size == self.config.pool_mem)
-            .then(|| lock(&self.pool).ready.pop_front())
-            .flatten();
-        self.pool_changed.notify_one();
-        let pooled = pooled_shell.is_some();
-        let mut shell = match pooled_shell {
-            Some(shell) => shell,
-            None => self
-                .prepare_shell(mem_size)
-                .await
-                .map_err(|e| ApiError::internal(format!("cannot start a VM shell: {e}")))?,
+        let (answer, answered) = oneshot::channel();
+        let daemon = self.clone();
+        tokio::spawn(async move { daemon.create_detached(request, peer, answer).await });
+        answered
+            .await
+            .map_err(|_| ApiError::internal("the create stopped unexpectedly"))?
+    }
+
+    /// A create, in its own task; it answers on `answer`, and rolls back when no
+    /// one waits for that answer any more.
+    async fn create_detached(
+        self: Arc<Self>,
+        request: CreateRequest,
+        peer: Peer,
+        mut answer: oneshot::Sender<Result<VmView, ApiError>>,
+    ) {
+        let started = Instant::now();
+        // Dropping `make` when the client leaves drops whatever it holds then.
+        let made = tokio::select! {
+            made = self.make(request, &peer, started) => made,
+            () = answer.closed() => return,
         };
+        if answer.is_closed() {
+            return;
+        }
+        let result = match made {
+            Ok(vm) => Ok(self.enter(vm)),
+            Err(Failure::Refused(error)) => Err(error),
+            Err(Failure::Boot(vm, error)) => {
+                self.enter_failed(vm, &error).await;
+                Err(error)
+            }
+        };
+        // The client left between the check above and now: the VM was entered,
+        // so it is removed like any other.
+        if let Err(Ok(view)) = answer.send(result) {
+            let _ = self.remove(&view.id, &Peer::root()).await;
+        }
+    }
+
+    /// Makes a VM up to its guest's boot-done.
+    async fn make(
+        &self,
+        request: CreateRequest,
+        peer: &Peer,
+        started: Instant,
+    ) -> Result<NewVm, Failure> {
+        let CheckedRequest { mem_size, net } =
+            request::check_request(&request, self.config.pool_mem, self.config.max_mem)?;
+        let slot = self.registry.reserve().ok_or_else(|| {
+            ApiError::limit(format!(
+                "{} VMs are running, this daemon's limit",
+                self.registry.max()
+            ))
+        })?;
+        let image = self.images.open(&request.image, peer, mem_size).await?;
+        // The tap before a shell: a missing one fails this create alone.
+        let tap = match &net {
+            Some(net) => {
+                let (name, peer) = (net.config.tap.clone(), peer.clone());
+                Some(blocking(move || request::open_tap(&name, &peer)).await??)
+            }
+            None => None,
+        };
+        let (shell, pooled) = match self.pool.take(mem_size) {
+            Some(shell) => (shell, true),
+            None => (
+                self.pool
+                    .prepare(mem_size)
+                    .await
+                    .map_err(|e| ApiError::internal(format!("cannot start a VM shell: {e}")))?,
+                false,
+            ),
+        };
+        let pool::ReadyShell {
+            process: shell,
+            mut control,
+        } = shell;
 
         let id = self.new_id();
         let net = net.map(|net| net.for_vm(&id));
-        let vm_dir = self.state.vm_dir(&id);
+        let pid = shell.pid;
         let record = VmRecord {
             id: id.clone(),
             image: request.image.clone(),
             mem_size,
             cmdline: request.cmdline.clone(),
             net: net.as_ref().map(NetConfig::to_string),
-            pid: shell.pid,
-            pid_start_time: process::start_time(shell.pid).unwrap_or_default(),
+            pid,
+            pid_start_time: 0,
             created_unix_ms: state::now_unix_ms(),
+            owner_uid: peer.uid,
         };
-        let files = std::fs::create_dir_all(&vm_dir)
-            .and_then(|()| state::write_json(&vm_dir.join(state::VM_RECORD), &record))
-            .and_then(|()| state::open_vm_files(&vm_dir))
-            .map_err(|e| ApiError::internal(format!("writing the VM's state: {e}")))?;
+        // The directory is owned by a VmDir from the moment it exists: if this
+        // future is dropped while the blocking thread makes it, the result, dropped
+        // in turn, removes it.
+        let (record, files, dir) = {
+            let state = self.state.clone();
+            blocking(move || {
+                let record = VmRecord {
+                    pid_start_time: process::start_time(pid).unwrap_or_default(),
+                    ..record
+                };
+                let files = state.create_vm(&record)?;
+                let dir = VmDir {
+                    path: Some(state.vm_dir(&record.id)),
+                };
+                Ok::<_, std::io::Error>((record, files, dir))
+            })
+            .await?
+            .map_err(|e| self.state_error(&e))?
+        };
+        let mut vm = NewVm {
+            record,
+            shell,
+            _slot: slot,
+            dir,
+            timings: None,
+        };
         let files = BootFiles {
-            image: image.file,
+            image,
             console: files.console,
             result: files.result,
-            tap: tap.map(Tap::into_file),
+            tap: tap.map(lightvm_vmm::devices::tap::Tap::into_file),
         };
-
         let boot = BootRequest {
             image: request.image,
             cmdline: request.cmdline,
@@ -392,112 +409,107 @@ impl Daemon {
             timeout_ms: request.timeout_ms,
         };
         let event = async {
-            protocol::send_boot(shell.control.get_ref(), &boot, &files)
+            protocol::send_boot(control.get_ref(), &boot, &files)
                 .await
                 .map_err(|e| format!("sending the boot request: {e}"))?;
             drop(files);
-            read_event(&mut shell.control).await
+            pool::read_event(&mut control).await
         }
         .await;
-        let pidfd = Arc::new(
-            process::watchable(shell.pidfd).map_err(|e| ApiError::internal(e.to_string()))?,
-        );
-        let outcome = match event {
-            Ok(ShellEvent::Booted { boot_done_us, .. }) => Ok(boot_done_us),
-            Ok(ShellEvent::Failed { error }) => Err(ApiError::unprocessable(error)),
-            Ok(other) => Err(ApiError::internal(format!(
-                "unexpected message from the shell: {other:?}"
-            ))),
-            Err(error) => Err(ApiError::internal(format!(
-                "the VM's shell failed: {error}"
-            ))),
-        };
-        let timings = outcome
-            .as_ref()
-            .ok()
-            .map(|&shell_boot_done_us| CreateTimings {
-                api_to_boot_done_us: started.elapsed().as_secs_f64() * 1e6,
-                shell_boot_done_us,
-                pooled,
-            });
-        if let Some(timings) = &timings {
-            self.metrics
-                .observe_creation(timings.api_to_boot_done_us / 1e6, pooled);
-        }
-        // The control socket is not needed once the guest runs: drop it, and watch
-        // the process through its pidfd alone.
-        drop(shell.control);
-        // A VM that failed to start is entered as ended: the caller takes it off the
-        // running count, and the watcher, finding its end already known, must not
-        // do so a second time (that would wrap the count and refuse every later
-        // create as over the VM limit).
-        let failed = outcome.as_ref().err().map(|error| {
-            // A shell that failed before boot-done ends by itself; make sure.
-            let _ = process::pidfd_signal(pidfd.get_ref(), libc::SIGKILL);
-            let guess = ExitRecord::new(Outcome::Failed, &error.message);
-            state::record_exit_once(&vm_dir, &guess).unwrap_or(guess)
-        });
-        write_lock(&self.vms).insert(
-            id.clone(),
-            VmEntry {
-                record: record.clone(),
-                exit: failed,
-                timings,
-                pidfd: Some(pidfd.clone()),
-                stop_requested: outcome.is_err(),
-            },
-        );
-        self.watch(id.clone(), pidfd.clone());
-        outcome.map(|_| VmView::new(&record, None, timings))
-    }
-
-    /// Validates an opened image once per file version (inode, size and
-    /// modification time: a replaced or rewritten file is checked again).
-    fn check_image(&self, image: &OpenedImage, mem_size: u64) -> Result<(), ApiError> {
-        use std::os::unix::fs::MetadataExt;
-        let metadata = image
-            .file
-            .metadata()
-            .map_err(|e| ApiError::bad_request(format!("image {}: {e}", image.path.display())))?;
-        let key = |end| ImageCheck {
-            len: metadata.len(),
-            modified: metadata.modified().ok(),
-            inode: metadata.ino(),
-            end,
-        };
-        let cached = lock(&self.images).get(&image.path).cloned();
-        let end = match cached {
-            Some(check) if check == key(check.end) => check.end,
-            _ => {
-                let file = image
-                    .file
-                    .try_clone()
-                    .map_err(|e| ApiError::internal(e.to_string()))?;
-                let parsed = UnikernelImage::from_open_file(file, &image.path)
-                    .map_err(|e| ApiError::unprocessable(e.to_string()))?;
-                lock(&self.images).insert(image.path.clone(), key(parsed.end()));
-                parsed.end()
+        match event {
+            Ok(ShellEvent::Booted { boot_done_us, .. }) => {
+                let timings = CreateTimings {
+                    api_to_boot_done_us: started.elapsed().as_secs_f64() * 1e6,
+                    shell_boot_done_us: boot_done_us,
+                    pooled,
+                };
+                self.metrics
+                    .observe_creation(timings.api_to_boot_done_us / 1e6, pooled);
+                vm.timings = Some(timings);
+                Ok(vm)
             }
-        };
-        if end > mem_size {
-            return Err(ApiError::unprocessable(format!(
-                "image needs memory up to {end:#x} but the VM would have {mem_size} bytes; ask for more memory"
-            )));
+            Ok(ShellEvent::Failed { error }) => {
+                Err(Failure::Boot(vm, ApiError::unprocessable(error)))
+            }
+            Ok(other) => Err(Failure::Boot(
+                vm,
+                ApiError::internal(format!("unexpected message from the shell: {other:?}")),
+            )),
+            Err(error) => Err(Failure::Boot(
+                vm,
+                ApiError::internal(format!("the VM's shell failed: {error}")),
+            )),
         }
-        Ok(())
     }
 
-    /// Waits for a VM's process to end and records how.
+    /// Enters a booted VM in the registry (its slot moves into the entry) and
+    /// watches its process; the control socket is dropped, so a running VM costs
+    /// one descriptor.
+    fn enter(self: &Arc<Self>, vm: NewVm) -> VmView {
+        let NewVm {
+            record,
+            shell,
+            _slot: slot,
+            dir,
+            timings,
+        } = vm;
+        dir.keep();
+        let id = record.id.clone();
+        match shell.into_watchable() {
+            Ok(pidfd) => {
+                let pidfd = Arc::new(pidfd);
+                let entry = VmEntry::running(record, pidfd.clone(), slot, timings);
+                let view = entry.view();
+                self.registry.insert(entry);
+                self.watch(id, pidfd);
+                view
+            }
+            Err(error) => {
+                // A process the daemon cannot watch is one it cannot account
+                // for: it was stopped, and the VM is entered as failed.
+                let exit = ExitRecord::new(
+                    Outcome::Failed,
+                    format!("the daemon cannot watch the VM's process: {error}"),
+                );
+                let entry = VmEntry::ended(record, exit, timings);
+                let view = entry.view();
+                self.registry.insert(entry);
+                view
+            }
+        }
+    }
+
+    /// Enters a VM whose guest did not start as ended, with why; its shell is
+    /// stopped and reaped.
+    async fn enter_failed(&self, vm: NewVm, error: &ApiError) {
+        let NewVm {
+            record, shell, dir, ..
+        } = vm;
+        let dir = dir.keep();
+        drop(shell);
+        let guess = ExitRecord::new(Outcome::Failed, &error.message);
+        let exit = blocking(move || state::record_exit_once(&dir, &guess).unwrap_or(guess))
+            .await
+            .unwrap_or_else(|_| ExitRecord::new(Outcome::Failed, &error.message));
+        self.registry.insert(VmEntry::ended(record, exit, None));
+    }
+
+    /// Waits for a VM's process to end, reaps it and records how it ended.
     fn watch(self: &Arc<Self>, id: String, pidfd: Arc<AsyncFd<OwnedFd>>) {
         let daemon = self.clone();
         tokio::spawn(async move {
             // Readable once the process has exited; an error also means it is gone.
             let _ = pidfd.readable().await;
-            let reaped = process::reap(pidfd.get_ref());
-            let vm_dir = daemon.state.vm_dir(&id);
-            let stop_requested = read_lock(&daemon.vms)
-                .get(&id)
-                .is_some_and(|entry| entry.stop_requested);
+            let reaped = {
+                let pidfd = pidfd.clone();
+                blocking(move || process::reap(pidfd.get_ref()))
+                    .await
+                    .unwrap_or(Reaped::NotOurs)
+            };
+            let stop_requested = daemon
+                .registry
+                .with(&id, |entry| entry.stop_requested)
+                .unwrap_or(false);
             let guess = match reaped {
                 _ if stop_requested => ExitRecord::new(Outcome::Stopped, "stopped through the API"),
                 Reaped::Signal(signal) => ExitRecord::new(
@@ -512,127 +524,115 @@ impl Daemon {
                     ExitRecord::new(Outcome::Killed, "the VM's process ended and left no result")
                 }
             };
-            let exit = state::record_exit_once(&vm_dir, &guess).unwrap_or(guess);
-            if let Some(entry) = write_lock(&daemon.vms).get_mut(&id) {
-                if entry.exit.is_none() {
-                    daemon.running.fetch_sub(1, Ordering::AcqRel);
-                }
-                entry.exit = Some(exit);
-                entry.pidfd = None;
-            }
+            let vm_dir = daemon.state.vm_dir(&id);
+            let fallback = guess.clone();
+            let exit = blocking(move || state::record_exit_once(&vm_dir, &guess).unwrap_or(guess))
+                .await
+                .unwrap_or(fallback);
+            daemon.registry.finish(&id, exit);
         });
     }
 
     /// Every VM.
     pub fn list(&self) -> Vec<VmView> {
-        let vms = read_lock(&self.vms);
-        let mut list: Vec<VmView> = vms
-            .values()
-            .map(|e| VmView::new(&e.record, e.exit.as_ref(), e.timings))
-            .collect();
-        list.sort_by_key(|v| (v.created_unix_ms, v.id.clone()));
-        list
+        self.registry.list()
     }
 
     /// One VM.
     pub fn inspect(&self, id: &str) -> Result<VmView, ApiError> {
-        read_lock(&self.vms)
-            .get(id)
-            .map(|e| VmView::new(&e.record, e.exit.as_ref(), e.timings))
+        self.registry
+            .with(id, VmEntry::view)
             .ok_or_else(|| no_such_vm(id))
     }
 
     /// Kills a VM's process; its exit is recorded as "stopped".
-    pub fn stop(&self, id: &str) -> Result<VmView, ApiError> {
-        let mut vms = write_lock(&self.vms);
-        let entry = vms.get_mut(id).ok_or_else(|| no_such_vm(id))?;
-        if let Some(pidfd) = &entry.pidfd {
-            entry.stop_requested = true;
-            process::pidfd_signal(pidfd.get_ref(), libc::SIGKILL)
-                .map_err(|e| ApiError::internal(format!("stopping {id}: {e}")))?;
-        }
-        Ok(VmView::new(
-            &entry.record,
-            entry.exit.as_ref(),
-            entry.timings,
-        ))
+    pub fn stop(&self, id: &str, peer: &Peer) -> Result<VmView, ApiError> {
+        self.registry
+            .with_mut(id, |entry| {
+                authorise(entry, peer)?;
+                if let Some(pidfd) = &entry.pidfd {
+                    entry.stop_requested = true;
+                    match process::pidfd_signal(pidfd.get_ref(), libc::SIGKILL) {
+                        // It has just ended by itself; its watcher records how.
+                        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                            entry.stop_requested = false;
+                        }
+                        Err(e) => return Err(ApiError::internal(format!("stopping {id}: {e}"))),
+                        Ok(()) => {}
+                    }
+                }
+                Ok(entry.view())
+            })
+            .ok_or_else(|| no_such_vm(id))?
     }
 
     /// Stops a VM if it runs, waits for its end to be recorded, and forgets it.
-    pub async fn remove(&self, id: &str) -> Result<(), ApiError> {
-        self.stop(id)?;
-        let deadline = Instant::now() + SHELL_DEADLINE;
-        while read_lock(&self.vms)
-            .get(id)
-            .is_some_and(|e| e.exit.is_none())
-        {
-            if Instant::now() > deadline {
-                return Err(ApiError::internal(format!("{id} did not stop")));
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+    pub async fn remove(&self, id: &str, peer: &Peer) -> Result<(), ApiError> {
+        self.stop(id, peer)?;
+        tokio::time::timeout(pool::SHELL_DEADLINE, self.registry.wait_ended(id))
+            .await
+            .map_err(|_| ApiError::internal(format!("{id} did not stop")))?;
+        if !self.registry.forget_ended(id) {
+            // Removed by another request meanwhile.
+            return Err(no_such_vm(id));
         }
-        write_lock(&self.vms).remove(id);
-        std::fs::remove_dir_all(self.state.vm_dir(id))
-            .map_err(|e| ApiError::internal(format!("removing {id}'s state: {e}")))
+        let vm_dir = self.state.vm_dir(id);
+        match blocking(move || std::fs::remove_dir_all(vm_dir)).await? {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(ApiError::internal(format!("removing {id}'s state: {e}")))
+            }
+            _ => Ok(()),
+        }
     }
 
-    /// Path of a VM's console log, and whether the VM still runs.
-    pub fn console(&self, id: &str) -> Result<(PathBuf, bool), ApiError> {
-        let running = read_lock(&self.vms)
-            .get(id)
-            .map(|e| e.exit.is_none())
-            .ok_or_else(|| no_such_vm(id))?;
-        Ok((self.state.vm_dir(id).join(state::CONSOLE_LOG), running))
+    /// A VM's console log, opened for one reader from its last `tail` lines.
+    pub async fn console(
+        &self,
+        id: &str,
+        peer: &Peer,
+        tail: Option<usize>,
+    ) -> Result<Console, ApiError> {
+        self.registry
+            .with(id, |entry| authorise(entry, peer))
+            .ok_or_else(|| no_such_vm(id))??;
+        let path = self.state.vm_dir(id).join(state::CONSOLE_LOG);
+        self.consoles.open(path, tail).await
     }
 
     /// Whether a VM has ended (or is unknown).
     pub fn has_ended(&self, id: &str) -> bool {
-        read_lock(&self.vms)
-            .get(id)
-            .is_none_or(|e| e.exit.is_some())
+        self.registry.with(id, |e| e.exit.is_some()).unwrap_or(true)
     }
 
     /// The pool's state.
     pub fn pool_status(&self) -> PoolStatus {
-        let pool = lock(&self.pool);
-        PoolStatus {
-            target: pool.target,
-            ready: pool.ready.len(),
-            preparing: pool.preparing,
-            mem_size: self.config.pool_mem,
-            platform: self.config.platform,
-            failing: pool.last_error.as_ref().map(|error| PoolFailure {
-                in_a_row: pool.failures,
-                error: error.clone(),
-            }),
-        }
+        self.pool.status()
     }
 
-    /// Changes the pool's target; surplus ready shells are let go (their processes
-    /// exit when their control socket closes).
-    pub fn resize_pool(&self, size: usize) -> Result<PoolStatus, ApiError> {
+    /// Changes the pool's target; surplus ready shells are stopped and reaped. The
+    /// pool is the daemon's own configuration, and each shell costs host memory
+    /// whoever uses it: only root may change it.
+    pub fn resize_pool(&self, size: usize, peer: &Peer) -> Result<PoolStatus, ApiError> {
+        if !peer.is_root() {
+            return Err(ApiError::forbidden(format!(
+                "only root may resize the pool (this client is uid {})",
+                peer.uid
+            )));
+        }
         if size > self.config.max_vms {
             return Err(ApiError::bad_request(format!(
                 "a pool of {size} is larger than the VM limit ({})",
                 self.config.max_vms
             )));
         }
-        let mut pool = lock(&self.pool);
-        pool.target = size;
-        pool.ready.truncate(size);
-        drop(pool);
-        self.pool_changed.notify_one();
-        Ok(self.pool_status())
+        self.pool.resize(size);
+        Ok(self.pool.status())
     }
 
     /// Prometheus text.
     pub fn metrics(&self) -> String {
-        let (running, exited) = {
-            let vms = read_lock(&self.vms);
-            let exited = vms.values().filter(|e| e.exit.is_some()).count();
-            (vms.len() - exited, exited)
-        };
-        let pool = self.pool_status();
+        let (running, exited) = self.registry.counts();
+        let pool = self.pool.status();
         self.metrics.render(Gauges {
             running,
             exited,
@@ -641,142 +641,34 @@ impl Daemon {
         })
     }
 
+    /// A create's failure to write state: a full disk is said as such (507), and
+    /// nothing of the VM is left.
+    fn state_error(&self, error: &std::io::Error) -> ApiError {
+        match error.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => ApiError::insufficient_storage(format!(
+                "the state directory {} is full ({error}); the VM was not created",
+                self.config.state_dir.display()
+            )),
+            _ => ApiError::internal(format!("writing the VM's state: {error}")),
+        }
+    }
+
     fn new_id(&self) -> String {
         let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
         format!("{:016x}", splitmix64(self.id_seed.wrapping_add(n)))
     }
 }
 
-/// What [`check_request`] derived from a create request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct CheckedRequest {
-    /// Guest memory in bytes.
-    mem_size: u64,
-    /// The network interface asked for.
-    net: Option<NetRequest>,
-}
-
-/// An image file a request named, opened (a regular file, or refused): what the
-/// shell gets is what was checked.
-#[derive(Debug)]
-struct OpenedImage {
-    path: PathBuf,
-    file: std::fs::File,
-}
-
-impl OpenedImage {
-    fn open(path: &Path) -> Result<Self, ApiError> {
-        let file = lightvm_vmm::loader::open_file(path)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        Ok(Self {
-            path: path.to_owned(),
-            file,
-        })
+/// Whether `peer` may act on (stop, remove, read the console of) a VM: root may,
+/// and so may the client that created it.
+fn authorise(entry: &VmEntry, peer: &Peer) -> Result<(), ApiError> {
+    if peer.is_root() || peer.uid == entry.record.owner_uid {
+        return Ok(());
     }
-}
-
-/// A create request's network interface, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct NetRequest {
-    config: NetConfig,
-    /// Whether the request named the MAC; if not, the VM gets one of its own.
-    mac_given: bool,
-}
-
-impl NetRequest {
-    /// The interface of VM `id`, its MAC fixed before boot so that the record, the
-    /// answer and the shell name the same one. Without a `mac=`, the MAC comes from
-    /// the VM's id: VMs whose taps share a bridge must not share a MAC, as they
-    /// would with one default for all.
-    fn for_vm(mut self, id: &str) -> NetConfig {
-        if !self.mac_given {
-            self.config.mac = vm_mac(id);
-        }
-        self.config
-    }
-}
-
-/// A locally administered unicast MAC derived from a VM id (16 hex digits of a
-/// 64-bit mix of the daemon's counter): 40 bits of it, so VMs differ.
-fn vm_mac(id: &str) -> [u8; 6] {
-    let bits = u64::from_str_radix(id, 16).unwrap_or_else(|_| {
-        id.bytes()
-            .fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b))
-    });
-    let [_, _, _, a, b, c, d, e] = bits.to_be_bytes();
-    [0x06, a, b, c, d, e]
-}
-
-/// Checks everything in a create request that needs no file, process or shell, so
-/// that a malformed request is a 400 before the pool is touched.
-fn check_request(
-    config: &DaemonConfig,
-    request: &CreateRequest,
-) -> Result<CheckedRequest, ApiError> {
-    let mem_size = match &request.mem {
-        Some(mem) => parse_mem_size(mem).map_err(|e| ApiError::bad_request(e.to_string()))?,
-        None => config.pool_mem,
-    };
-    if mem_size > config.max_mem {
-        return Err(ApiError::bad_request(format!(
-            "memory {mem_size} bytes is above this daemon's limit of {} bytes",
-            config.max_mem
-        )));
-    }
-    let net = request
-        .net
-        .as_deref()
-        .map(|text| {
-            NetConfig::parse(text, 0).map(|config| NetRequest {
-                config,
-                mac_given: text.split(',').any(|part| part.starts_with("mac=")),
-            })
-        })
-        .transpose()
-        .map_err(|e| ApiError::bad_request(format!("net: {e}")))?;
-    let timeout = request.timeout_ms.map(Duration::from_millis);
-    VmConfig::new(&request.image, mem_size, request.cmdline.as_str(), timeout)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(CheckedRequest { mem_size, net })
-}
-
-/// Opens the tap a request names, in the daemon's network namespace. The VMM's
-/// tap opener creates a missing tap (what `lightvm run` wants, as root), but a
-/// daemon's VM on a tap made on the fly would sit on a link with no address and no
-/// route that disappears with it: a typo in `net` would look like a working VM. So
-/// an interface that does not exist is an error here; one that exists but is no
-/// tap, or is attached to another VM, is refused when it is opened.
-fn open_tap(name: &str) -> Result<Tap, ApiError> {
-    let missing = || {
-        ApiError::unprocessable(format!(
-            "tap interface {name:?} does not exist in the daemon's network namespace; \
-             create it first (ip tuntap add dev {name} mode tap)"
-        ))
-    };
-    // Interface names never hold a NUL (the parser bounds their length, the VMM
-    // refuses odd bytes); one that does cannot exist either.
-    let c_name = std::ffi::CString::new(name).map_err(|_| missing())?;
-    // SAFETY: if_nametoindex reads a NUL-terminated string that outlives the call.
-    if unsafe { libc::if_nametoindex(c_name.as_ptr()) } == 0 {
-        let error = std::io::Error::last_os_error();
-        return Err(match error.raw_os_error() {
-            Some(libc::ENODEV | libc::ENXIO) => missing(),
-            _ => ApiError::unprocessable(format!("looking up tap interface {name:?}: {error}")),
-        });
-    }
-    Tap::open(name).map_err(|e| ApiError::unprocessable(format!("net: {e}")))
-}
-
-async fn read_event(control: &mut BufReader<UnixStream>) -> Result<ShellEvent, String> {
-    let mut line = Vec::new();
-    let read = tokio::time::timeout(SHELL_DEADLINE, control.read_until(b'\n', &mut line))
-        .await
-        .map_err(|_| "the shell did not answer in time".to_owned())?
-        .map_err(|e| format!("reading from the shell: {e}"))?;
-    if read == 0 {
-        return Err("the shell process ended unexpectedly".to_owned());
-    }
-    protocol::decode(&line).map_err(|e| format!("bad message from the shell: {e}"))
+    Err(ApiError::forbidden(format!(
+        "VM {} belongs to uid {}",
+        entry.record.id, entry.record.owner_uid
+    )))
 }
 
 fn lost(vm_dir: &Path) -> ExitRecord {
@@ -824,112 +716,16 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Locks a mutex; a panic while holding one is a bug that must not take the whole
-/// daemon down with poisoned locks, so the data is used as it is.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn config() -> DaemonConfig {
-        DaemonConfig {
-            socket: "/nonexistent/api.sock".into(),
-            state_dir: "/nonexistent/state".into(),
-            pool_size: 0,
-            pool_mem: 2 << 20,
-            max_vms: 10,
-            max_mem: 64 << 20,
-            shell_exe: "/nonexistent/lightvm".into(),
-            platform: lightvm_vmm::Platform::Process,
-        }
-    }
-
-    fn request(net: Option<&str>) -> CreateRequest {
-        CreateRequest {
-            image: "/images/udp-echo".into(),
-            mem: Some("64M".into()),
-            cmdline: "ip=10.0.0.2/24".into(),
-            timeout_ms: None,
-            net: net.map(str::to_owned),
-        }
-    }
-
     #[test]
-    fn a_bad_net_is_a_bad_request() {
-        for bad in [
-            "",
-            "tap0",
-            "tap=",
-            "mac=06:00:00:00:00:01",
-            "tap=tap0,mac=01:00:00:00:00:01",
-            "tap=tap0,mac=zz:00:00:00:00:01",
-            "tap=tap0,speed=10",
-            "tap=waytoolonginterfacename",
-        ] {
-            let error = check_request(&config(), &request(Some(bad))).expect_err(bad);
-            assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST, "{bad:?}");
-            assert!(
-                error.message.starts_with("net: "),
-                "{bad:?}: {}",
-                error.message
-            );
-        }
-    }
-
-    #[test]
-    fn a_good_net_is_normalised_with_its_mac() {
-        let checked = check_request(&config(), &request(Some("tap=lvmtap0"))).unwrap();
-        assert_eq!(checked.mem_size, 64 << 20);
-        let net = checked.net.unwrap();
-        assert_eq!(
-            net.clone().for_vm("00000000000000aa").to_string(),
-            "tap=lvmtap0,mac=06:00:00:00:00:aa"
-        );
-        assert_ne!(
-            net.clone().for_vm("1234567890abcdef"),
-            net.for_vm("1234567890abcdee"),
-            "VMs on one bridge need MACs of their own"
-        );
-        let checked =
-            check_request(&config(), &request(Some("tap=t1,mac=02:00:00:aa:bb:cc"))).unwrap();
-        assert_eq!(
-            checked.net.unwrap().for_vm("1234567890abcdef").to_string(),
-            "tap=t1,mac=02:00:00:aa:bb:cc",
-            "a MAC the request names is kept"
-        );
-        assert_eq!(check_request(&config(), &request(None)).unwrap().net, None);
-    }
-
-    #[test]
-    fn a_create_request_without_net_still_parses() {
-        let request: CreateRequest = serde_json::from_str(r#"{"image": "/images/hello"}"#).unwrap();
-        assert_eq!(request.net, None);
-        let request: CreateRequest =
-            serde_json::from_str(r#"{"image": "/i", "net": "tap=tap0"}"#).unwrap();
-        assert_eq!(request.net.as_deref(), Some("tap=tap0"));
-    }
-
-    #[test]
-    fn ids_are_distinct_and_fixed_width() {
+    fn ids_are_distinct_fixed_width_and_of_the_checked_form() {
         let ids: std::collections::HashSet<String> = (0..10_000)
             .map(|n| format!("{:016x}", splitmix64(n)))
             .collect();
         assert_eq!(ids.len(), 10_000);
-        assert!(ids.iter().all(|id| id.len() == 16));
+        assert!(ids.iter().all(|id| state::is_vm_id(id)));
     }
 }

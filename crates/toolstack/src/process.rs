@@ -5,7 +5,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// A freshly spawned shell: its pid, a pidfd, and the daemon's end of its control
@@ -50,6 +50,69 @@ pub fn spawn_shell(
         pidfd: pidfd_open(pid)?,
         control,
     })
+}
+
+/// The one thread that starts shell processes.
+///
+/// The daemon's threads run under a seccomp filter ([`crate::seccomp`]) that allows
+/// neither `fork` nor `execve`; a filter also survives `execve`, and a shell needs
+/// calls the daemon must never make. So shells are started from this thread,
+/// created before the filter is installed and doing nothing but that: it takes
+/// requests over a channel (the executable and arguments are the daemon's, never a
+/// client's) and hands back each shell as a [`ChildShell`]. A shell whose
+/// requester has gone is stopped and reaped here.
+#[derive(Debug)]
+pub struct Spawner {
+    requests: std::sync::mpsc::Sender<SpawnJob>,
+}
+
+/// One shell to start.
+struct SpawnJob {
+    exe: PathBuf,
+    platform: lightvm_vmm::Platform,
+    mem_size: u64,
+    log: PathBuf,
+    answer: tokio::sync::oneshot::Sender<std::io::Result<(ChildShell, UnixStream)>>,
+}
+
+impl Spawner {
+    /// Starts the spawner thread; it ends when the spawner is dropped.
+    pub fn start() -> std::io::Result<Self> {
+        let (requests, jobs) = std::sync::mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("lightvm-spawner".to_owned())
+            .spawn(move || {
+                for job in jobs {
+                    let spawned = spawn_shell(&job.exe, job.platform, job.mem_size, &job.log)
+                        .map(|shell| (ChildShell::new(shell.pid, shell.pidfd), shell.control));
+                    // Not taken: dropped here, which stops and reaps the shell.
+                    let _ = job.answer.send(spawned);
+                }
+            })?;
+        Ok(Self { requests })
+    }
+
+    /// Starts `exe shell --platform <platform> --mem <mem_size>` (see
+    /// [`spawn_shell`]) on the spawner thread.
+    pub async fn spawn(
+        &self,
+        exe: &Path,
+        platform: lightvm_vmm::Platform,
+        mem_size: u64,
+        log: &Path,
+    ) -> std::io::Result<(ChildShell, UnixStream)> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job = SpawnJob {
+            exe: exe.to_owned(),
+            platform,
+            mem_size,
+            log: log.to_owned(),
+            answer,
+        };
+        let gone = || std::io::Error::other("the shell spawner thread has stopped");
+        self.requests.send(job).map_err(|_| gone())?;
+        answered.await.map_err(|_| gone())?
+    }
 }
 
 /// Opens a pidfd for `pid`.
@@ -103,28 +166,17 @@ pub enum Reaped {
     NotOurs,
 }
 
-/// Reaps the exited process behind `pidfd`. Call once the pidfd is readable.
+/// Reaps the exited process behind `pidfd`: call once the pidfd is readable, on a
+/// blocking thread. It waits rather than polls (`WNOHANG`) for the process to be
+/// reapable, so a pidfd that turns readable a moment before its process can be
+/// waited for never leaves a zombie behind.
 pub fn reap(pidfd: &OwnedFd) -> Reaped {
-    // SAFETY: siginfo_t is plain data; all-zero is a valid value.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: waitid on a pidfd we own, writing into `info`.
-    let rc = unsafe {
-        libc::waitid(
-            libc::P_PIDFD,
-            pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG,
-        )
-    };
-    if rc != 0 {
-        return Reaped::NotOurs;
-    }
-    // SAFETY: waitid filled `info` for an exited child (WEXITED).
-    let status = unsafe { info.si_status() };
-    if info.si_code == libc::CLD_EXITED {
-        Reaped::Code(status)
-    } else {
-        Reaped::Signal(status)
+    match wait_exited(pidfd) {
+        None => Reaped::NotOurs,
+        // SAFETY: waitid filled `info` for an exited child (WEXITED).
+        Some(info) if info.si_code == libc::CLD_EXITED => Reaped::Code(unsafe { info.si_status() }),
+        // SAFETY: as above.
+        Some(info) => Reaped::Signal(unsafe { info.si_status() }),
     }
 }
 
@@ -132,18 +184,189 @@ pub fn reap(pidfd: &OwnedFd) -> Reaped {
 /// must not stay a zombie. Blocks until it has exited.
 pub fn kill_and_reap(pidfd: &OwnedFd) {
     let _ = pidfd_signal(pidfd, libc::SIGKILL);
-    // SAFETY: siginfo_t is plain data; all-zero is a valid value.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: waitid on a pidfd we own, writing into `info`; it returns once the
-    // process has exited (or at once with an error if it is not our child).
-    unsafe {
-        libc::waitid(
-            libc::P_PIDFD,
-            pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            libc::WEXITED,
-        )
+    wait_exited(pidfd);
+}
+
+/// Waits for the child behind `pidfd` to exit and reaps it; `None` if it is not
+/// this process's child (adopted after a restart) or was reaped already.
+fn wait_exited(pidfd: &OwnedFd) -> Option<libc::siginfo_t> {
+    loop {
+        // SAFETY: siginfo_t is plain data; all-zero is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on a pidfd we own, writing into `info`; it returns once
+        // the process has exited, or at once with an error if it is not our child.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED,
+            )
+        };
+        if rc == 0 {
+            return Some(info);
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return None;
+        }
+    }
+}
+
+/// A shell process this daemon started and has not yet handed to a VM's entry.
+/// Dropped, it is killed and reaped off the runtime thread: neither a cancelled
+/// create nor a shrunk pool leaves a process, or a zombie, behind.
+#[derive(Debug)]
+pub struct ChildShell {
+    /// Its process id.
+    pub pid: u32,
+    pidfd: Option<OwnedFd>,
+}
+
+impl ChildShell {
+    /// The shell behind `pidfd`, a child of this process.
+    pub fn new(pid: u32, pidfd: OwnedFd) -> Self {
+        Self {
+            pid,
+            pidfd: Some(pidfd),
+        }
+    }
+
+    /// Sends `signal` to it.
+    pub fn signal(&self, signal: libc::c_int) -> std::io::Result<()> {
+        match &self.pidfd {
+            Some(pidfd) => pidfd_signal(pidfd, signal),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands the process over to be watched through its pidfd, registered with
+    /// the runtime (call inside it): no longer stopped when this is dropped. If it
+    /// cannot be registered, the process is stopped and reaped, and the error is
+    /// returned.
+    pub fn into_watchable(mut self) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+        let pidfd = self
+            .pidfd
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("the shell was handed over already"))?
+            .try_clone()?;
+        let watched = watchable(pidfd)?;
+        // The watcher reaps it now; this descriptor only closes.
+        drop(self.pidfd.take());
+        Ok(watched)
+    }
+}
+
+impl Drop for ChildShell {
+    fn drop(&mut self) {
+        if let Some(pidfd) = self.pidfd.take() {
+            retire(pidfd);
+        }
+    }
+}
+
+/// Kills the child behind `pidfd` and reaps it: on a blocking thread when called
+/// inside the runtime (its exit can take milliseconds: a VM is torn down), here
+/// otherwise.
+pub fn retire(pidfd: OwnedFd) {
+    let _ = pidfd_signal(&pidfd, libc::SIGKILL);
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(move || kill_and_reap(&pidfd));
+        }
+        Err(_) => kill_and_reap(&pidfd),
+    }
+}
+
+/// Checks that `pid` is one of this daemon's shells — a VM record found after a
+/// restart names it — and returns a pidfd for it. It must be the process that
+/// started at `start_time` (not a later one with the same pid), run `exe` (the
+/// lightvm binary, or the file it was before an upgrade replaced it) and have a
+/// shell's command line for `mem_size` bytes of guest memory. The pidfd is opened
+/// first and checked to be alive last, so what was read from /proc is that
+/// process's. Otherwise says why not: such a process is never signalled.
+pub fn check_shell(pid: u32, start: u64, exe: &Path, mem_size: u64) -> Result<OwnedFd, NotAShell> {
+    if pid <= 1 {
+        return Err(NotAShell::Other(format!("pid {pid} is no shell's")));
+    }
+    let pidfd = pidfd_open(pid).map_err(|_| NotAShell::Gone)?;
+    match start_time(pid) {
+        Some(found) if found == start => {}
+        Some(found) => {
+            return Err(NotAShell::Other(format!(
+            "pid {pid} is another process now (started at tick {found}, the record says {start})"
+        )))
+        }
+        None => return Err(NotAShell::Gone),
+    }
+    check_identity(pid, exe, mem_size).map_err(NotAShell::Other)?;
+    pidfd_signal(&pidfd, 0).map_err(|_| NotAShell::Gone)?;
+    Ok(pidfd)
+}
+
+/// Why a recorded process is not taken for a VM's shell.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotAShell {
+    /// It has ended (the VM is lost).
+    #[error("the process has ended")]
+    Gone,
+    /// A process runs there, and it is not the VM's shell.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Whether the running `pid` is the lightvm binary run as a shell of `mem_size`.
+fn check_identity(pid: u32, exe: &Path, mem_size: u64) -> Result<(), String> {
+    let proc_exe = PathBuf::from(format!("/proc/{pid}/exe"));
+    let link = std::fs::read_link(&proc_exe).map_err(|e| format!("pid {pid}'s executable: {e}"))?;
+    let same_file = |a: &Path, b: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        }
     };
+    let replaced = {
+        let mut name = exe.as_os_str().to_owned();
+        name.push(" (deleted)");
+        name
+    };
+    if !(same_file(&proc_exe, exe) || link == exe || link.as_os_str() == replaced) {
+        return Err(format!(
+            "pid {pid} runs {}, not lightvm ({})",
+            link.display(),
+            exe.display()
+        ));
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map_err(|e| format!("pid {pid}'s command line: {e}"))?;
+    if !is_shell_cmdline(&cmdline, mem_size) {
+        return Err(format!(
+            "pid {pid} runs lightvm, but not as the shell of a VM of {mem_size} bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a /proc cmdline is what [`spawn_shell`] runs for `mem_size` bytes.
+fn is_shell_cmdline(cmdline: &[u8], mem_size: u64) -> bool {
+    let args: Vec<&[u8]> = cmdline
+        .strip_suffix(b"\0")
+        .unwrap_or(cmdline)
+        .split(|&b| b == 0)
+        .collect();
+    let mem = mem_size.to_string();
+    match args.as_slice() {
+        [_, shell, platform_flag, platform, mem_flag, size] => {
+            *shell == b"shell"
+                && *platform_flag == b"--platform"
+                && lightvm_vmm::Platform::ALL
+                    .iter()
+                    .any(|p| p.name().as_bytes() == *platform)
+                && *mem_flag == b"--mem"
+                && *size == mem.as_bytes()
+        }
+        _ => false,
+    }
 }
 
 /// The start time of `pid` (clock ticks since boot), from /proc: with the pid, it
@@ -158,6 +381,64 @@ pub fn start_time(pid: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_shells_command_line_is_a_shells() {
+        assert!(is_shell_cmdline(
+            b"/usr/bin/lightvm\x00shell\x00--platform\x00process\x00--mem\x002097152\x00",
+            2 << 20
+        ));
+        for other in [
+            &b"/usr/bin/lightvm\x00shell\x00--platform\x00process\x00--mem\x004194304\x00"[..],
+            b"/usr/bin/lightvm\x00daemon\x00",
+            b"/bin/sleep\x00100\x00",
+            b"/usr/bin/lightvm\x00shell\x00--platform\x00xen\x00--mem\x002097152\x00",
+            b"",
+        ] {
+            assert!(!is_shell_cmdline(other, 2 << 20), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn a_process_that_is_no_shell_is_not_taken_for_one() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let start = start_time(pid).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let error = check_shell(pid, start, &exe, 2 << 20).unwrap_err();
+        assert!(error.to_string().contains("not lightvm"), "{error}");
+        let error = check_shell(pid, start + 1, &exe, 2 << 20).unwrap_err();
+        assert!(error.to_string().contains("another process"), "{error}");
+        // This test binary is its own executable, but its command line is no shell's.
+        let me = std::process::id();
+        let error = check_shell(me, start_time(me).unwrap(), &exe, 2 << 20).unwrap_err();
+        assert!(error.to_string().contains("not as the shell"), "{error}");
+        assert!(check_shell(1, 0, &exe, 2 << 20).is_err());
+        assert!(matches!(
+            check_shell(u32::MAX, 0, &exe, 2 << 20),
+            Err(NotAShell::Gone)
+        ));
+        assert_eq!(
+            child.try_wait().unwrap(),
+            None,
+            "the process was not touched"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_dropped_child_shell_is_killed_and_reaped() {
+        let child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let shell = ChildShell::new(pid, pidfd_open(pid).unwrap());
+        drop(child);
+        drop(shell);
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "neither running nor a zombie"
+        );
+    }
 
     #[test]
     fn start_time_of_this_process_is_stable() {

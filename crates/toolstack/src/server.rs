@@ -1,20 +1,23 @@
 //! The REST/JSON API over a Unix socket (axum). Handlers only translate HTTP to
 //! [`Daemon`] calls; `docs/openapi.json` documents every route in [`ROUTES`].
 
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
+use axum::extract::connect_info::Connected;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{ConnectInfo, Path as UrlPath, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::net::UnixListener;
 
+use crate::access::Peer;
 use crate::api::{ApiError, CreateRequest, PoolResize, PoolStatus, VmView};
 use crate::daemon::{Daemon, DaemonError};
 
@@ -32,10 +35,28 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
 ];
 
-/// How often a followed console is checked for new output.
-const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
+/// Who is on the other end of a connection: its socket's peer credentials, read
+/// once when it connects.
+#[derive(Debug, Clone)]
+pub struct Client(Option<Peer>);
 
-/// The router: every handler, plus JSON 404s for everything else.
+impl Client {
+    /// The peer, or a 403 if the kernel would not say who it is.
+    fn peer(&self) -> Result<Peer, ApiError> {
+        self.0
+            .clone()
+            .ok_or_else(|| ApiError::forbidden("the daemon cannot tell who this client is"))
+    }
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Client {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        Self(Peer::of_socket(stream.io().as_raw_fd()))
+    }
+}
+
+/// The router: every handler, plus JSON 404s for everything else. Serve it with
+/// connection info ([`Client`]), as [`serve`] does.
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
         .route("/vms", get(list_vms).post(create_vm))
@@ -51,23 +72,52 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
 /// Serves the API until SIGINT or SIGTERM. Running VMs are left running: the next
 /// daemon adopts them.
 pub async fn serve(daemon: Arc<Daemon>) -> Result<(), DaemonError> {
-    let socket = daemon.config().socket.clone();
+    let config = daemon.config();
+    let socket = config.socket.clone();
     let socket_error = |source| DaemonError::Socket {
         path: socket.clone(),
         source,
     };
+    let listener =
+        listen(&socket, config.socket_group, config.socket_mode).map_err(socket_error)?;
+    // From here on, this thread and every thread it starts make only the calls on
+    // the daemon's allow-list.
+    if config.seccomp {
+        crate::seccomp::install_for_daemon()?;
+    }
+    tokio::spawn(daemon.clone().refill_pool());
+    axum::serve(
+        listener,
+        router(daemon).into_make_service_with_connect_info::<Client>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(socket_error)
+}
+
+/// Binds the API socket with its group and mode. Who may connect is who may
+/// write to the socket file; it is bound under a umask that lets no one else in,
+/// so there is no moment at which it is open wider than `mode`.
+fn listen(socket: &Path, group: Option<u32>, mode: u32) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
     if let Some(parent) = socket.parent() {
-        std::fs::create_dir_all(parent).map_err(socket_error)?;
+        std::fs::create_dir_all(parent)?;
     }
     // Holding the state lock means no other daemon serves this state; a socket file
     // left by a killed daemon is stale.
-    remove_stale_socket(&socket).map_err(socket_error)?;
-    let listener = tokio::net::UnixListener::bind(&socket).map_err(socket_error)?;
-    tokio::spawn(daemon.clone().refill_pool());
-    axum::serve(listener, router(daemon))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(socket_error)
+    remove_stale_socket(socket)?;
+    // SAFETY: umask only swaps the process's file-creation mask; no file is
+    // created by another thread of the daemon while it serves no request yet.
+    let previous = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(socket);
+    // SAFETY: as above.
+    unsafe { libc::umask(previous) };
+    let listener = bound?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(socket, None, Some(gid))?;
+    }
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode & 0o777))?;
+    Ok(listener)
 }
 
 fn remove_stale_socket(socket: &Path) -> std::io::Result<()> {
@@ -98,10 +148,15 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 
 async fn create_vm(
     State(daemon): State<Arc<Daemon>>,
+    ConnectInfo(client): ConnectInfo<Client>,
     body: Result<Json<CreateRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<VmView>), ApiError> {
     let request = json_body(body)?;
-    Ok((StatusCode::CREATED, Json(daemon.create(request).await?)))
+    let peer = client.peer()?;
+    Ok((
+        StatusCode::CREATED,
+        Json(daemon.create(request, peer).await?),
+    ))
 }
 
 async fn list_vms(State(daemon): State<Arc<Daemon>>) -> Json<Vec<VmView>> {
@@ -117,16 +172,18 @@ async fn inspect_vm(
 
 async fn stop_vm(
     State(daemon): State<Arc<Daemon>>,
+    ConnectInfo(client): ConnectInfo<Client>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<VmView>, ApiError> {
-    Ok(Json(daemon.stop(&id)?))
+    Ok(Json(daemon.stop(&id, &client.peer()?)?))
 }
 
 async fn remove_vm(
     State(daemon): State<Arc<Daemon>>,
+    ConnectInfo(client): ConnectInfo<Client>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    daemon.remove(&id).await?;
+    daemon.remove(&id, &client.peer()?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -143,78 +200,18 @@ struct ConsoleQuery {
 
 async fn console(
     State(daemon): State<Arc<Daemon>>,
+    ConnectInfo(client): ConnectInfo<Client>,
     UrlPath(id): UrlPath<String>,
     query: Result<Query<ConsoleQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let (path, _) = daemon.console(&id)?;
-    let existing = match tokio::fs::read(&path).await {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(ApiError::internal(format!("reading the console: {e}"))),
-    };
-    let offset = existing.len() as u64;
-    let shown = match query.tail {
-        Some(lines) => last_lines(&existing, lines).to_vec(),
-        None => existing,
-    };
-    let text = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    if !query.follow {
-        return Ok((text, shown).into_response());
-    }
-    let follow = futures_util::stream::unfold(
-        (daemon, id, path, offset, Some(shown), false),
-        |(daemon, id, path, offset, first, done)| async move {
-            if let Some(first) = first {
-                let chunk = Ok::<_, std::io::Error>(Bytes::from(first));
-                return Some((chunk, (daemon, id, path, offset, None, false)));
-            }
-            if done {
-                return None;
-            }
-            loop {
-                // Read what is new; once the VM has ended and nothing is new, stop.
-                let ended = daemon.has_ended(&id);
-                let fresh = read_from(&path, offset).await.unwrap_or_default();
-                if !fresh.is_empty() {
-                    let next = offset + fresh.len() as u64;
-                    return Some((
-                        Ok(Bytes::from(fresh)),
-                        (daemon, id, path, next, None, false),
-                    ));
-                }
-                if ended {
-                    return None;
-                }
-                tokio::time::sleep(FOLLOW_INTERVAL).await;
-            }
-        },
-    );
-    Ok((text, Body::from_stream(follow)).into_response())
-}
-
-async fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
-    let mut file = tokio::fs::File::open(path).await?;
-    file.seek(std::io::SeekFrom::Start(offset)).await?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).await?;
-    Ok(bytes)
-}
-
-/// The last `lines` lines of `bytes` (a final newline does not start a new line).
-fn last_lines(bytes: &[u8], lines: usize) -> &[u8] {
-    if lines == 0 {
-        return &[];
-    }
-    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    let start = body
-        .iter()
-        .enumerate()
-        .rev()
-        .filter(|(_, &b)| b == b'\n')
-        .nth(lines - 1)
-        .map_or(0, |(i, _)| i + 1);
-    bytes.get(start..).unwrap_or_default()
+    let console = daemon.console(&id, &client.peer()?, query.tail).await?;
+    let stream = console.stream(query.follow, move || daemon.has_ended(&id));
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 async fn pool_status(State(daemon): State<Arc<Daemon>>) -> Json<PoolStatus> {
@@ -223,10 +220,11 @@ async fn pool_status(State(daemon): State<Arc<Daemon>>) -> Json<PoolStatus> {
 
 async fn resize_pool(
     State(daemon): State<Arc<Daemon>>,
+    ConnectInfo(client): ConnectInfo<Client>,
     body: Result<Json<PoolResize>, JsonRejection>,
 ) -> Result<Json<PoolStatus>, ApiError> {
     let request = json_body(body)?;
-    Ok(Json(daemon.resize_pool(request.size)?))
+    Ok(Json(daemon.resize_pool(request.size, &client.peer()?)?))
 }
 
 async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
@@ -239,17 +237,6 @@ async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tail_takes_whole_last_lines() {
-        let log = b"one\ntwo\nthree\n";
-        assert_eq!(last_lines(log, 1), b"three\n");
-        assert_eq!(last_lines(log, 2), b"two\nthree\n");
-        assert_eq!(last_lines(log, 10), log);
-        assert_eq!(last_lines(log, 0), b"");
-        assert_eq!(last_lines(b"no newline", 1), b"no newline");
-        assert_eq!(last_lines(b"", 3), b"");
-    }
 
     #[test]
     fn the_openapi_document_describes_exactly_the_served_routes() {

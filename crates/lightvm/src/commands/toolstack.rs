@@ -17,8 +17,18 @@ use crate::cli::{CreateArgs, DaemonArgs, LogsArgs, PoolArgs, PsArgs, ShellArgs, 
 use crate::exit_code;
 
 pub fn daemon(args: &DaemonArgs) -> anyhow::Result<u8> {
+    let socket_group = args
+        .socket_group
+        .as_deref()
+        .map(group_id)
+        .transpose()
+        .context("--socket-group")?;
     let config = DaemonConfig {
         socket: args.socket.clone(),
+        socket_group,
+        socket_mode: args
+            .socket_mode
+            .unwrap_or(if socket_group.is_some() { 0o660 } else { 0o600 }),
         state_dir: args.state_dir.clone(),
         pool_size: args.pool,
         pool_mem: parse_mem_size(&args.pool_mem).context("--pool-mem")?,
@@ -26,6 +36,7 @@ pub fn daemon(args: &DaemonArgs) -> anyhow::Result<u8> {
         max_mem: parse_mem_size(&args.max_mem).context("--max-mem")?,
         shell_exe: std::env::current_exe().context("finding the lightvm executable")?,
         platform: args.platform.resolve()?,
+        seccomp: !args.no_seccomp,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -43,6 +54,24 @@ pub fn daemon(args: &DaemonArgs) -> anyhow::Result<u8> {
         anyhow::Ok(())
     })?;
     Ok(0)
+}
+
+/// A group's id: a number, or a name looked up in /etc/group (read directly: a
+/// static binary has no NSS modules to ask).
+fn group_id(group: &str) -> anyhow::Result<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").context("reading /etc/group")?;
+    groups
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            (fields.next() == Some(group))
+                .then(|| fields.nth(1)?.parse::<u32>().ok())
+                .flatten()
+        })
+        .with_context(|| format!("no group {group:?} in /etc/group"))
 }
 
 pub fn shell(args: &ShellArgs) -> u8 {

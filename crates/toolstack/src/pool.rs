@@ -1,0 +1,241 @@
+//! The pool of prepared shells: LightVM's *prepare* phase, run ahead of requests.
+//!
+//! A background task keeps the pool at its target, a few shells at a time; a
+//! create takes a ready shell (or, for a memory size the pool does not keep,
+//! prepares one on the spot). Every shell is a [`ChildShell`]: one that leaves the
+//! pool any way but into a VM — the pool shrunk, a create cancelled, the daemon
+//! stopping — is killed and reaped, never left running or as a zombie.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::Notify;
+
+use crate::api::{PoolFailure, PoolStatus};
+use crate::process::{ChildShell, Spawner};
+use crate::protocol::{self, ShellEvent};
+
+/// How long a shell may take to prepare, or a guest to reach boot-done, before the
+/// daemon gives up on it.
+pub const SHELL_DEADLINE: Duration = Duration::from_secs(30);
+/// Shells prepared at once: process creation and KVM setup are CPU-bound.
+const PREPARE_PARALLELISM: usize = 2;
+/// The first wait after a failed preparation; it doubles with each failure in a
+/// row, up to [`BACKOFF_MAX`].
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+/// The longest wait between failing preparations.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// A prepared, warmed shell waiting for a request.
+pub struct ReadyShell {
+    /// The process.
+    pub process: ChildShell,
+    /// The control socket.
+    pub control: BufReader<UnixStream>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    ready: VecDeque<ReadyShell>,
+    target: usize,
+    preparing: usize,
+    /// Shell preparations that failed in a row, and when to try again: a host that
+    /// cannot prepare shells (no platform, no memory) is not asked to in a loop.
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: Option<String>,
+}
+
+/// How shells are made.
+#[derive(Debug, Clone)]
+pub struct ShellSpec {
+    /// The `lightvm` executable.
+    pub exe: PathBuf,
+    /// Where the VMs run.
+    pub platform: lightvm_vmm::Platform,
+    /// Where shells' stderr goes.
+    pub log: PathBuf,
+}
+
+/// The pool.
+pub struct Pool {
+    spec: ShellSpec,
+    spawner: Spawner,
+    mem_size: u64,
+    state: Mutex<PoolState>,
+    changed: Notify,
+}
+
+impl Pool {
+    /// A pool of `target` shells of `mem_size` bytes, empty until [`Pool::refill`]
+    /// runs. It starts the [`Spawner`] thread: call it before the daemon's seccomp
+    /// filter is installed.
+    pub fn new(spec: ShellSpec, mem_size: u64, target: usize) -> std::io::Result<Self> {
+        Ok(Self {
+            spec,
+            spawner: Spawner::start()?,
+            mem_size,
+            state: Mutex::new(PoolState {
+                target,
+                ..PoolState::default()
+            }),
+            changed: Notify::new(),
+        })
+    }
+
+    /// A ready shell for a VM of `mem_size` bytes, if the pool has one.
+    pub fn take(&self, mem_size: u64) -> Option<ReadyShell> {
+        if mem_size != self.mem_size {
+            return None;
+        }
+        let shell = lock(&self.state).ready.pop_front();
+        self.changed.notify_one();
+        shell
+    }
+
+    /// Keeps the pool at its target, forever; spawn once. After a failed
+    /// preparation it waits, twice as long after each failure in a row, and says
+    /// what failed once (and again only when the reason changes).
+    pub async fn refill(self: Arc<Self>) {
+        loop {
+            let retry_at = lock(&self.state).retry_at.filter(|at| *at > Instant::now());
+            if let Some(at) = retry_at {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at.into()) => {}
+                    () = self.changed.notified() => {}
+                }
+                continue;
+            }
+            let wanted = {
+                let state = lock(&self.state);
+                (state
+                    .target
+                    .saturating_sub(state.ready.len() + state.preparing))
+                .min(PREPARE_PARALLELISM.saturating_sub(state.preparing))
+            };
+            for _ in 0..wanted {
+                lock(&self.state).preparing += 1;
+                let pool = self.clone();
+                tokio::spawn(async move {
+                    let shell = pool.prepare(pool.mem_size).await;
+                    pool.prepared(shell);
+                });
+            }
+            self.changed.notified().await;
+        }
+    }
+
+    fn prepared(&self, shell: Result<ReadyShell, String>) {
+        let mut state = lock(&self.state);
+        state.preparing -= 1;
+        match shell {
+            Ok(shell) => {
+                state.failures = 0;
+                state.retry_at = None;
+                state.last_error = None;
+                if state.ready.len() < state.target {
+                    state.ready.push_back(shell);
+                }
+            }
+            Err(error) => {
+                let delay = BACKOFF_FIRST
+                    .saturating_mul(1 << state.failures.min(16))
+                    .min(BACKOFF_MAX);
+                state.failures = state.failures.saturating_add(1);
+                state.retry_at = Some(Instant::now() + delay);
+                if state.last_error.as_deref() != Some(error.as_str()) {
+                    eprintln!(
+                        "lightvm daemon: preparing a shell failed: {error}; retrying with a growing delay (up to {} s)",
+                        BACKOFF_MAX.as_secs()
+                    );
+                    state.last_error = Some(error);
+                }
+            }
+        }
+        drop(state);
+        self.changed.notify_one();
+    }
+
+    /// Starts a shell for `mem_size` bytes of guest memory and waits until it is
+    /// prepared. A shell that fails is killed and reaped.
+    pub async fn prepare(&self, mem_size: u64) -> Result<ReadyShell, String> {
+        let spec = &self.spec;
+        // The process is a ChildShell from the moment it exists: if this future is
+        // dropped while the spawner starts it, the spawner stops and reaps it.
+        let (process, control) = self
+            .spawner
+            .spawn(&spec.exe, spec.platform, mem_size, &spec.log)
+            .await
+            .map_err(|e| format!("starting a shell process: {e}"))?;
+        control.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let control = UnixStream::from_std(control).map_err(|e| e.to_string())?;
+        let mut control = BufReader::new(control);
+        let ev = read_event(&mut control).await;
+        match ev? {
+            ShellEvent::Ready { .. } => Ok(ReadyShell { process, control }),
+            ShellEvent::Failed { error } => Err(error),
+            other => Err(format!("unexpected message from a new shell: {other:?}")),
+        }
+    }
+
+    /// The pool's state.
+    pub fn status(&self) -> PoolStatus {
+        let state = lock(&self.state);
+        PoolStatus {
+            target: state.target,
+            ready: state.ready.len(),
+            preparing: state.preparing,
+            mem_size: self.mem_size,
+            platform: self.spec.platform,
+            failing: state.last_error.as_ref().map(|error| PoolFailure {
+                in_a_row: state.failures,
+                error: error.clone(),
+            }),
+        }
+    }
+
+    /// Changes the target; surplus ready shells are stopped and reaped.
+    pub fn resize(&self, size: usize) {
+        let surplus: Vec<ReadyShell> = {
+            let mut state = lock(&self.state);
+            state.target = size;
+            let keep = size.min(state.ready.len());
+            state.ready.drain(keep..).collect()
+        };
+        drop(surplus);
+        self.changed.notify_one();
+    }
+}
+
+/// The longest event line a shell may send: events are a few hundred bytes, and a
+/// shell runs next to a guest, so what it says is read with a bound.
+const EVENT_MAX: u64 = 64 << 10;
+
+/// Reads one event from a shell, within [`SHELL_DEADLINE`] and [`EVENT_MAX`].
+pub async fn read_event(control: &mut BufReader<UnixStream>) -> Result<ShellEvent, String> {
+    let mut line = Vec::new();
+    let mut bounded = control.take(EVENT_MAX);
+    let read = tokio::time::timeout(SHELL_DEADLINE, bounded.read_until(b'\n', &mut line))
+        .await
+        .map_err(|_| "the shell did not answer in time".to_owned())?
+        .map_err(|e| format!("reading from the shell: {e}"))?;
+    if read == 0 {
+        return Err("the shell process ended unexpectedly".to_owned());
+    }
+    if line.len() as u64 >= EVENT_MAX && !line.ends_with(b"\n") {
+        return Err(format!(
+            "a message from the shell is over {EVENT_MAX} bytes"
+        ));
+    }
+    protocol::decode(&line).map_err(|e| format!("bad message from the shell: {e}"))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

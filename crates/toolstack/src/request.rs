@@ -1,0 +1,279 @@
+//! A create request, checked: everything that needs no file, process or shell is
+//! validated here, so a malformed request is a 400 before the pool is touched; the
+//! one host resource a request names besides its image — a tap — is opened here
+//! too, with the client's rights.
+
+use std::path::Path;
+use std::time::Duration;
+
+use lightvm_vmm::devices::tap::Tap;
+use lightvm_vmm::{parse_mem_size, NetConfig, VmConfig};
+
+use crate::access::Peer;
+use crate::api::{ApiError, CreateRequest};
+
+/// What [`check_request`] derived from a create request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedRequest {
+    /// Guest memory in bytes.
+    pub mem_size: u64,
+    /// The network interface asked for.
+    pub net: Option<NetRequest>,
+}
+
+/// A create request's network interface, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetRequest {
+    /// The interface.
+    pub config: NetConfig,
+    /// Whether the request named the MAC; if not, the VM gets one of its own.
+    pub mac_given: bool,
+}
+
+impl NetRequest {
+    /// The interface of VM `id`, its MAC fixed before boot so that the record, the
+    /// answer and the shell name the same one. Without a `mac=`, the MAC comes from
+    /// the VM's id: VMs whose taps share a bridge must not share a MAC, as they
+    /// would with one default for all.
+    pub fn for_vm(mut self, id: &str) -> NetConfig {
+        if !self.mac_given {
+            self.config.mac = vm_mac(id);
+        }
+        self.config
+    }
+}
+
+/// A locally administered unicast MAC derived from a VM id (16 hex digits of a
+/// 64-bit mix of the daemon's counter): 40 bits of it, so VMs differ.
+fn vm_mac(id: &str) -> [u8; 6] {
+    let bits = u64::from_str_radix(id, 16).unwrap_or_else(|_| {
+        id.bytes()
+            .fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b))
+    });
+    let [_, _, _, a, b, c, d, e] = bits.to_be_bytes();
+    [0x06, a, b, c, d, e]
+}
+
+/// Checks everything in a create request that needs no file, process or shell.
+pub fn check_request(
+    request: &CreateRequest,
+    pool_mem: u64,
+    max_mem: u64,
+) -> Result<CheckedRequest, ApiError> {
+    if !request.image.is_absolute() {
+        return Err(ApiError::bad_request(format!(
+            "image {}: not an absolute path",
+            request.image.display()
+        )));
+    }
+    let mem_size = match &request.mem {
+        Some(mem) => parse_mem_size(mem).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        None => pool_mem,
+    };
+    if mem_size > max_mem {
+        return Err(ApiError::bad_request(format!(
+            "memory {mem_size} bytes is above this daemon's limit of {max_mem} bytes"
+        )));
+    }
+    let net = request
+        .net
+        .as_deref()
+        .map(|text| {
+            NetConfig::parse(text, 0).map(|config| NetRequest {
+                config,
+                mac_given: text.split(',').any(|part| part.starts_with("mac=")),
+            })
+        })
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("net: {e}")))?;
+    let timeout = request.timeout_ms.map(Duration::from_millis);
+    VmConfig::new(&request.image, mem_size, request.cmdline.as_str(), timeout)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(CheckedRequest { mem_size, net })
+}
+
+/// Opens the tap a request names, in the daemon's network namespace, for `peer`.
+/// Blocking (sysfs and an ioctl): call it on a blocking thread.
+///
+/// The VMM's tap opener creates a missing tap (what `lightvm run` wants, as root),
+/// but a daemon's VM on a tap made on the fly would sit on a link with no address
+/// and no route that disappears with it: a typo in `net` would look like a working
+/// VM. So an interface that does not exist is an error here; one that exists but
+/// is no tap, or is attached to another VM, is refused when it is opened.
+///
+/// The daemon may attach to any tap; a client other than root may attach only to a
+/// tap the kernel would let it attach to itself — one made for its user or one of
+/// its groups (`ip tuntap add dev NAME mode tap user USER` or `group GROUP`).
+pub fn open_tap(name: &str, peer: &Peer) -> Result<Tap, ApiError> {
+    let missing = || {
+        ApiError::unprocessable(format!(
+            "tap interface {name:?} does not exist in the daemon's network namespace; \
+             create it first (ip tuntap add dev {name} mode tap)"
+        ))
+    };
+    // Interface names never hold a NUL or a `/` (the parser bounds their length,
+    // the VMM refuses odd bytes); one that does cannot exist either.
+    if name.contains('/') || name.starts_with('.') {
+        return Err(missing());
+    }
+    let c_name = std::ffi::CString::new(name).map_err(|_| missing())?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string that outlives the call.
+    if unsafe { libc::if_nametoindex(c_name.as_ptr()) } == 0 {
+        let error = std::io::Error::last_os_error();
+        return Err(match error.raw_os_error() {
+            Some(libc::ENODEV | libc::ENXIO) => missing(),
+            _ => ApiError::unprocessable(format!("looking up tap interface {name:?}: {error}")),
+        });
+    }
+    if !peer.is_root() {
+        check_tap_owner(name, peer, Path::new("/sys/class/net"))?;
+    }
+    Tap::open(name).map_err(|e| ApiError::unprocessable(format!("net: {e}")))
+}
+
+/// Whether `peer` may use tap `name`: its owner is the peer's uid, or its group
+/// one of the peer's groups (what the kernel checks for an unprivileged
+/// `TUNSETIFF`).
+fn check_tap_owner(name: &str, peer: &Peer, sys_net: &Path) -> Result<(), ApiError> {
+    let read_id = |file: &str| -> Option<u32> {
+        let text = std::fs::read_to_string(sys_net.join(name).join(file)).ok()?;
+        text.trim().parse::<u32>().ok()
+    };
+    if !sys_net.join(name).join("tun_flags").exists() {
+        return Err(ApiError::unprocessable(format!(
+            "net: {name:?} is not a tap interface"
+        )));
+    }
+    let owner = read_id("owner");
+    let group = read_id("group");
+    if owner == Some(peer.uid) || group.is_some_and(|gid| peer.in_group(gid)) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "net: tap {name:?} is not uid {}'s: make it with `ip tuntap add dev {name} mode tap user {}` (or group)",
+        peer.uid, peer.uid
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(net: Option<&str>) -> CreateRequest {
+        CreateRequest {
+            image: "/images/udp-echo".into(),
+            mem: Some("64M".into()),
+            cmdline: "ip=10.0.0.2/24".into(),
+            timeout_ms: None,
+            net: net.map(str::to_owned),
+        }
+    }
+
+    fn check(request: &CreateRequest) -> Result<CheckedRequest, ApiError> {
+        check_request(request, 2 << 20, 64 << 20)
+    }
+
+    #[test]
+    fn a_bad_net_is_a_bad_request() {
+        for bad in [
+            "",
+            "tap0",
+            "tap=",
+            "mac=06:00:00:00:00:01",
+            "tap=tap0,mac=01:00:00:00:00:01",
+            "tap=tap0,mac=zz:00:00:00:00:01",
+            "tap=tap0,speed=10",
+            "tap=waytoolonginterfacename",
+        ] {
+            let error = check(&request(Some(bad))).expect_err(bad);
+            assert_eq!(error.status, axum::http::StatusCode::BAD_REQUEST, "{bad:?}");
+            assert!(
+                error.message.starts_with("net: "),
+                "{bad:?}: {}",
+                error.message
+            );
+        }
+    }
+
+    #[test]
+    fn a_relative_image_or_too_much_memory_is_a_bad_request() {
+        let mut relative = request(None);
+        relative.image = "images/hello".into();
+        assert!(check(&relative)
+            .unwrap_err()
+            .message
+            .contains("not an absolute path"));
+        let mut big = request(None);
+        big.mem = Some("128M".into());
+        assert!(check(&big).unwrap_err().message.contains("limit"));
+    }
+
+    #[test]
+    fn a_good_net_is_normalised_with_its_mac() {
+        let checked = check(&request(Some("tap=lvmtap0"))).unwrap();
+        assert_eq!(checked.mem_size, 64 << 20);
+        let net = checked.net.unwrap();
+        assert_eq!(
+            net.clone().for_vm("00000000000000aa").to_string(),
+            "tap=lvmtap0,mac=06:00:00:00:00:aa"
+        );
+        assert_ne!(
+            net.clone().for_vm("1234567890abcdef"),
+            net.for_vm("1234567890abcdee"),
+            "VMs on one bridge need MACs of their own"
+        );
+        let checked = check(&request(Some("tap=t1,mac=02:00:00:aa:bb:cc"))).unwrap();
+        assert_eq!(
+            checked.net.unwrap().for_vm("1234567890abcdef").to_string(),
+            "tap=t1,mac=02:00:00:aa:bb:cc",
+            "a MAC the request names is kept"
+        );
+        assert_eq!(check(&request(None)).unwrap().net, None);
+    }
+
+    #[test]
+    fn a_create_request_without_net_still_parses() {
+        let request: CreateRequest = serde_json::from_str(r#"{"image": "/images/hello"}"#).unwrap();
+        assert_eq!(request.net, None);
+        let request: CreateRequest =
+            serde_json::from_str(r#"{"image": "/i", "net": "tap=tap0"}"#).unwrap();
+        assert_eq!(request.net.as_deref(), Some("tap=tap0"));
+    }
+
+    #[test]
+    fn a_client_may_use_only_a_tap_made_for_it() {
+        let sys = std::env::temp_dir().join(format!("lightvm-sysnet-{}", std::process::id()));
+        let tap = |name: &str, owner: &str, group: &str| {
+            let dir = sys.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("tun_flags"), "0x1802\n").unwrap();
+            std::fs::write(dir.join("owner"), format!("{owner}\n")).unwrap();
+            std::fs::write(dir.join("group"), format!("{group}\n")).unwrap();
+        };
+        tap("mine", "1000", "-1");
+        tap("ours", "-1", "50");
+        tap("root", "-1", "-1");
+        std::fs::create_dir_all(sys.join("eth0")).unwrap();
+        let peer = Peer {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![50],
+        };
+        assert!(check_tap_owner("mine", &peer, &sys).is_ok());
+        assert!(check_tap_owner("ours", &peer, &sys).is_ok());
+        let refused = check_tap_owner("root", &peer, &sys).unwrap_err();
+        assert_eq!(refused.status, axum::http::StatusCode::FORBIDDEN);
+        assert!(refused.message.contains("uid 1000"), "{}", refused.message);
+        let stranger = Peer {
+            uid: 1001,
+            gid: 1001,
+            groups: Vec::new(),
+        };
+        assert!(check_tap_owner("mine", &stranger, &sys).is_err());
+        assert!(check_tap_owner("eth0", &peer, &sys)
+            .unwrap_err()
+            .message
+            .contains("not a tap"));
+        std::fs::remove_dir_all(&sys).unwrap();
+    }
+}
