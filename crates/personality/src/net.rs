@@ -24,7 +24,9 @@ static NET: Global = Global(UnsafeCell::new(None));
 /// cannot be configured.
 pub fn init() -> Result<(), libos::net::NetError> {
     match Net::from_cmdline() {
-        Ok(net) => {
+        Ok(mut net) => {
+            // Listeners refill their pools between the frames of a burst.
+            net.set_ingress_hook(Some(crate::socket::on_ingress));
             // SAFETY: called once at start-up, before the program runs.
             unsafe { *NET.0.get() = Some(net) };
             Ok(())
@@ -41,10 +43,12 @@ pub fn stack() -> Option<&'static mut Net> {
     unsafe { (*NET.0.get()).as_mut() }
 }
 
-/// Runs the stack on what has arrived, without leaving the VM.
+/// Runs the stack on what has arrived, without leaving the VM, and frees the
+/// closed connections that are over.
 pub fn poll() {
     if let Some(net) = stack() {
         net.poll();
+        crate::socket::reap();
     }
 }
 
