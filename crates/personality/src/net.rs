@@ -56,7 +56,11 @@ pub fn poll() {
 /// passes (`None`: no limit of the caller's).
 pub fn idle(limit: Option<Duration>) {
     match stack() {
-        Some(net) => net.wait_at_most(limit),
+        Some(net) => {
+            net.wait_at_most(limit);
+            // The exit sent what the program's sends had queued.
+            crate::socket::flushed();
+        }
         None => {
             let timeout_ns = limit.map_or(u64::MAX, |limit| {
                 u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX)

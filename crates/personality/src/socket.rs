@@ -31,6 +31,7 @@ use alloc::rc::{Rc, Weak};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::{RefCell, UnsafeCell};
+use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
 
 use libos::net::smoltcp::iface::{SocketHandle, SocketSet};
@@ -40,9 +41,10 @@ use libos::net::smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint, Ipv4Add
 use libos::net::Net;
 
 use crate::errno::{
-    Errno, EACCES, EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, ECONNREFUSED,
-    ECONNRESET, EDESTADDRREQ, EDOM, EINPROGRESS, EINVAL, EISCONN, EMSGSIZE, ENETUNREACH, ENOENT,
-    ENOPROTOOPT, ENOTCONN, EOPNOTSUPP, EPIPE, EPROTONOSUPPORT, ESOCKTNOSUPPORT, ETIMEDOUT,
+    Errno, EACCES, EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, ECONNABORTED,
+    ECONNREFUSED, ECONNRESET, EDESTADDRREQ, EDOM, EINPROGRESS, EINVAL, EISCONN, EMSGSIZE,
+    ENETUNREACH, ENOENT, ENOPROTOOPT, ENOTCONN, EOPNOTSUPP, EPIPE, EPROTONOSUPPORT,
+    ESOCKTNOSUPPORT, ETIMEDOUT,
 };
 use crate::objects::{
     self, trace_note, Global, Ready, Shared, POLLERR, POLLHUP, POLLRDHUP, READABLE, WRITABLE,
@@ -218,6 +220,9 @@ struct Conn {
     peer_fin: bool,
     /// The connection was reset.
     reset: bool,
+    /// A `connect` returned its success (a non-blocking connect's success is
+    /// returned once, by the next `connect`, as in Linux).
+    reported: bool,
 }
 
 /// A listening TCP socket's connections (see the module docs).
@@ -403,10 +408,49 @@ fn now() -> Duration {
     libos::time::monotonic()
 }
 
+/// When a send last left its frames for a later exit (nanoseconds on the
+/// monotonic clock; 0: nothing left).
+static UNSENT_SINCE: AtomicU64 = AtomicU64::new(0);
+
+/// How long sent data may wait for a later exit before a system call sends it.
+const FLUSH_DELAY: Duration = Duration::from_micros(100);
+
 /// Sends what the stack has queued (one exit when there is something).
 pub fn flush() {
+    UNSENT_SINCE.store(0, Ordering::Relaxed);
     if let Some(net) = crate::net::stack() {
         net.flush();
+    }
+}
+
+/// A send queued data: it goes out with the next exit the personality makes
+/// anyway (the program's next wait sleeps in the monitor, which sends the
+/// queued frames), or, if the program goes on making system calls without
+/// waiting, with a flush at the first of them [`FLUSH_DELAY`] later
+/// ([`flush_due`]). A server's write and its next `epoll_wait` so cost one
+/// exit, not two.
+fn defer_flush() {
+    if UNSENT_SINCE.load(Ordering::Relaxed) == 0 {
+        let now = u64::try_from(now().as_nanos()).unwrap_or(u64::MAX);
+        UNSENT_SINCE.store(now.max(1), Ordering::Relaxed);
+    }
+}
+
+/// The personality slept in the monitor, which sent every queued frame.
+pub fn flushed() {
+    UNSENT_SINCE.store(0, Ordering::Relaxed);
+}
+
+/// Called as each system call begins: sends what sends left behind once it has
+/// waited [`FLUSH_DELAY`].
+pub fn flush_due() {
+    let since = UNSENT_SINCE.load(Ordering::Relaxed);
+    if since == 0 {
+        return;
+    }
+    let now = u64::try_from(now().as_nanos()).unwrap_or(u64::MAX);
+    if now.saturating_sub(since) >= FLUSH_DELAY.as_nanos() as u64 {
+        flush();
     }
 }
 
@@ -821,6 +865,7 @@ pub fn reap() {
 pub fn at_exit() {
     let indexes: Vec<usize> = SOCKETS.table().iter().map(|(index, _)| index).collect();
     if indexes.is_empty() {
+        flush();
         return;
     }
     for index in indexes {
@@ -1091,6 +1136,7 @@ pub fn accept(index: usize, nonblocking: bool) -> Result<(usize, Addr), Errno> {
         failed: false,
         peer_fin: false,
         reset: false,
+        reported: true,
     });
     {
         let mut listener = listener.borrow_mut();
@@ -1161,13 +1207,18 @@ pub fn connect(index: usize, peer: Option<Addr>, nonblocking: bool) -> Result<()
         if let Some(net) = crate::net::stack() {
             socket.observe(net);
         }
-        match &socket.state {
+        match &mut socket.state {
             State::Tcp(conn) if conn.connecting => return Err(EALREADY),
             State::Tcp(conn) if conn.failed => {
-                if let Some(error) = socket.error.take() {
-                    return Err(error);
-                }
+                // The failure is reported (ECONNABORTED if SO_ERROR took it),
+                // and the socket can connect again.
+                let error = socket.error.take().unwrap_or(ECONNABORTED);
                 release_conn(&mut socket);
+                return Err(error);
+            }
+            State::Tcp(conn) if !conn.reported => {
+                conn.reported = true;
+                return Ok(());
             }
             State::Tcp(_) => return Err(EISCONN),
             State::Listening(_) => return Err(EINVAL),
@@ -1221,6 +1272,7 @@ pub fn connect(index: usize, peer: Option<Addr>, nonblocking: bool) -> Result<()
             failed: false,
             peer_fin: false,
             reset: false,
+            reported: false,
         });
         socket.error = None;
         socket.seen_rx = 0;
@@ -1244,10 +1296,19 @@ pub fn connect(index: usize, peer: Option<Addr>, nonblocking: bool) -> Result<()
         // SO_SNDTIMEO passed: the connect goes on in the background.
         return Err(EINPROGRESS);
     }
-    let mut socket = shared.borrow_mut();
+    let mut guard = shared.borrow_mut();
+    let socket = &mut *guard;
     match socket.error.take() {
-        Some(error) => Err(error),
-        None => Ok(()),
+        Some(error) => {
+            release_conn(socket);
+            Err(error)
+        }
+        None => {
+            if let State::Tcp(conn) = &mut socket.state {
+                conn.reported = true;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -1521,7 +1582,7 @@ pub fn send(
             break;
         }
     }
-    flush();
+    defer_flush();
     Ok(sent)
 }
 
@@ -1529,7 +1590,8 @@ fn send_tcp_step(shared: &Shared<Socket>, data: &[u8]) -> Step<usize> {
     let mut guard = shared.borrow_mut();
     let socket = &mut *guard;
     match &socket.state {
-        State::Fresh | State::Listening(_) => return Step::Done(Err(ENOTCONN)),
+        // Linux: a stream socket that is not connected takes no data (EPIPE).
+        State::Fresh | State::Listening(_) => return Step::Done(Err(EPIPE)),
         State::Dead => {
             return Step::Done(Err(socket.error.take().unwrap_or(EPIPE)));
         }
@@ -1623,7 +1685,7 @@ fn send_udp(
             Err(_) => Some(Err(EINVAL)),
         }
     })?;
-    flush();
+    defer_flush();
     Ok(data.len())
 }
 
@@ -1836,7 +1898,7 @@ pub fn release(index: usize) {
         State::Fresh | State::Dead => bury(Vec::new(), binding),
     }
     drop(socket);
-    flush();
+    defer_flush();
 }
 
 // Options.

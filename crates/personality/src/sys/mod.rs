@@ -32,6 +32,8 @@ pub extern "C" fn lx_syscall_dispatch(frame: &mut Frame) {
     // The trap proved a `syscall` is there: make the site's next calls cheap.
     TRAMPOLINES.rewrite(frame.rip, number, &k.code);
     let args = frame.args();
+    // Data earlier sends left for a later exit goes out if it waited too long.
+    crate::socket::flush_due();
     let result = call(number, args, frame);
     if kernel().trace {
         trace(number, &args, result);
