@@ -25,7 +25,7 @@ use core::cell::{RefCell, UnsafeCell};
 
 use crate::errno::{Errno, EAGAIN, EBADF, EINVAL};
 use crate::fd::{FileRef, Object, OtherKind};
-use crate::vfs::Kind;
+use crate::vfs::{Device, Kind};
 
 /// `POLLIN` / `EPOLLIN`.
 pub const POLLIN: u32 = 0x1;
@@ -249,12 +249,13 @@ pub fn readiness(file: &FileRef) -> Ready {
 /// and directories (EPERM), whose readiness never changes.
 pub fn pollable(file: &FileRef) -> bool {
     match &file.borrow().object {
+        // Of the devices, /dev/null and /dev/zero have no poll in Linux.
         Object::Node { ino, .. } => matches!(
             crate::kernel::kernel()
                 .vfs
                 .node(*ino)
                 .map(|node| &node.kind),
-            Some(Kind::Device(_))
+            Some(Kind::Device(Device::Console | Device::Random))
         ),
         Object::Device(_) | Object::Other(..) => true,
     }

@@ -100,6 +100,8 @@ pub const BACKLOG_MAX: usize = 1024;
 const LISTEN_SPARE: usize = 2;
 /// How long a connect may take before ETIMEDOUT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(75);
+/// How long a handshake may wait for the client's ACK.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a closed connection may take to finish before it is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the program's end waits for its connections' last bytes and FINs.
@@ -238,6 +240,8 @@ pub struct Listener {
     opts: Options,
     /// Connections queued so far.
     arrivals: u64,
+    /// It stopped listening (closed, or shut down): it makes no new sockets.
+    closed: bool,
 }
 
 impl Listener {
@@ -246,6 +250,9 @@ impl Listener {
         let tx = tcp::SocketBuffer::new(vec![0; self.opts.tx_bytes()]);
         let mut socket = tcp::Socket::new(rx, tx);
         self.opts.tune(&mut socket, false);
+        // A handshake the client abandons ends (its SYN-ACKs unanswered) instead
+        // of holding a place in the backlog; `accept` sets the program's options.
+        socket.set_timeout(Some(NetDuration::from_secs(HANDSHAKE_TIMEOUT.as_secs())));
         socket.listen(self.endpoint).ok()?;
         Some(sockets.add(socket))
     }
@@ -253,6 +260,9 @@ impl Listener {
     /// Moves the connections that completed their handshake to the queue, and
     /// keeps [`LISTEN_SPARE`] sockets listening while the backlog has room.
     fn refresh(&mut self, sockets: &mut SocketSet<'static>) {
+        if self.closed {
+            return;
+        }
         let mut listening = 0;
         let mut index = 0;
         while let Some(&handle) = self.pool.get(index) {
@@ -284,6 +294,7 @@ impl Listener {
 
     /// Ends it: handshakes and unaccepted connections are reset.
     fn close(&mut self, sockets: &mut SocketSet<'static>) -> Vec<SocketHandle> {
+        self.closed = true;
         let mut aborted = Vec::new();
         for handle in self.pool.drain(..).chain(self.queue.drain(..)) {
             let socket = sockets.get_mut::<tcp::Socket>(handle);
@@ -1085,6 +1096,7 @@ pub fn listen(index: usize, backlog: i32) -> Result<(), Errno> {
         queue: VecDeque::new(),
         opts: socket.opts.clone(),
         arrivals: 0,
+        closed: false,
     }));
     if let Some(net) = crate::net::stack() {
         listener.borrow_mut().refresh(net.sockets());
@@ -1122,6 +1134,7 @@ pub fn accept(index: usize, nonblocking: bool) -> Result<(usize, Addr), Errno> {
     let endpoint = |endpoint: Option<IpEndpoint>| {
         endpoint.map_or((Ipv4Address::UNSPECIFIED, 0), |e| (v4(e.addr), e.port))
     };
+    opts.tune(tcp, false);
     let local = endpoint(tcp.local_endpoint());
     let peer = endpoint(tcp.remote_endpoint());
     let mut accepted = Socket::new(false, true);

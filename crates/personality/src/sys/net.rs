@@ -86,18 +86,6 @@ fn sockaddr_bytes(addr: Option<Addr>) -> Vec<u8> {
     }
 }
 
-/// Checks an address buffer and its length word before a call that cannot be
-/// undone (an accept): the length they give.
-fn check_name_buffer(addr: u64, len_addr: u64) -> Result<(), Errno> {
-    if addr == 0 {
-        return Ok(());
-    }
-    let len = uaccess::read::<i32>(len_addr)?;
-    let len = u64::try_from(len).map_err(|_| EINVAL)?;
-    uaccess::bytes_mut(addr, len.min(SOCKADDR_MAX))?;
-    Ok(())
-}
-
 /// Writes `name` for the program: what fits of it at `addr`, its whole length
 /// at `len_addr` (nothing when `addr` is null).
 fn write_name(addr: u64, len_addr: u64, name: &[u8]) -> Result<(), Errno> {
@@ -217,9 +205,9 @@ pub fn accept4(fd: u64, addr: u64, len_addr: u64, flags: u64) -> SysResult {
         return Err(EINVAL);
     }
     let (_file, index, nonblocking) = socket_of(fd)?;
-    check_name_buffer(addr, len_addr)?;
     let (accepted, peer) = socket::accept(index, nonblocking)?;
     let new_fd = install(accepted, flags)?;
+    // As in Linux, a bad address buffer costs the connection (it is closed).
     if let Err(error) = write_name(addr, len_addr, &sockaddr_bytes(Some(peer))) {
         drop(kernel().fds.remove(new_fd));
         return Err(error);
