@@ -24,6 +24,7 @@
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -63,6 +64,7 @@ static const char *name_of(int e) {
     case EPROTONOSUPPORT: return "EPROTONOSUPPORT";
     case ECONNABORTED: return "ECONNABORTED";
     case EALREADY: return "EALREADY";
+    case EMSGSIZE: return "EMSGSIZE";
     default: return "other";
     }
 }
@@ -394,6 +396,7 @@ static void sockets_local(void) {
     SHOW("listen", listen(s1, 0));
     SHOW("accept nonblocking", accept(s1, NULL, NULL));
     SHOW("accept4 bad flags", accept4(s1, NULL, NULL, 0x1));
+    SHOW("accept bad address", syscall(SYS_accept, s1, (void *)16, (void *)16));
     SHOW("listening poll", revents(s1, POLLIN | POLLOUT, 0));
     int acc = 0;
     socklen_t len = sizeof acc;
@@ -613,6 +616,49 @@ static void tcp_client(void) {
     close(s);
 }
 
+static void *echo_in_thread(void *arg) {
+    int out = *(int *)arg;
+    char buf[8] = {0};
+    int s = tcp_connect(ECHO_PORT);
+    send(s, "thread", 6, 0);
+    recv(s, buf, 6, MSG_WAITALL);
+    write(out, buf, 6);
+    close(s);
+    return NULL;
+}
+
+static void *accept_in_thread(void *arg) {
+    int listener = *(int *)arg;
+    long r = accept(listener, NULL, NULL);
+    return (void *)(long)(r < 0 ? errno : 0);
+}
+
+/* Blocking calls in threads: each waits without stopping the others. */
+static void threads(void) {
+    int p[2];
+    char buf[8] = {0};
+    pipe(p);
+    pthread_t t;
+    pthread_create(&t, NULL, echo_in_thread, &p[1]);
+    SHOW("read what a thread's connection echoed", read(p[0], buf, 6));
+    printf("thread echo: %s\n", buf);
+    pthread_join(t, NULL);
+    close(p[0]);
+    close(p[1]);
+
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in any = at("0.0.0.0", 0);
+    bind(l, (struct sockaddr *)&any, sizeof any);
+    listen(l, 4);
+    pthread_create(&t, NULL, accept_in_thread, &l);
+    usleep(100000);
+    SHOW("shutdown a listener", shutdown(l, SHUT_RDWR));
+    void *err;
+    pthread_join(t, &err);
+    printf("blocked accept woken: %s\n", name_of((int)(long)err));
+    close(l);
+}
+
 static void udp_client(void) {
     char buf[64] = {0};
     struct sockaddr_in to = at(server, UDP_PORT);
@@ -666,6 +712,53 @@ static void udp_client(void) {
     close(d);
 }
 
+/* Pointers and sizes no program should pass: EFAULT and friends, as Linux
+ * answers them (raw system calls, past libc's own checks). */
+static void bad_arguments(void) {
+    void *bad = (void *)16;
+    char buf[8];
+    int p[2];
+    pipe(p);
+    write(p[1], "x", 1);
+    SHOW("read to a bad buffer", syscall(SYS_read, p[0], bad, 1));
+    SHOW("pipe2 bad array", syscall(SYS_pipe2, bad, 0));
+    SHOW("socketpair bad array", syscall(SYS_socketpair, AF_UNIX, SOCK_STREAM, 0, bad));
+    SHOW("poll bad array", syscall(SYS_poll, bad, 1, 0));
+    struct timeval tv = {0, 0};
+    SHOW("select bad set", syscall(SYS_select, p[0] + 1, bad, NULL, NULL, &tv));
+    SHOW("select bad timeout", syscall(SYS_select, 1, NULL, NULL, NULL, bad));
+    int ep = epoll_create1(0);
+    SHOW("epoll_ctl bad event", syscall(SYS_epoll_ctl, ep, EPOLL_CTL_ADD, p[0], bad));
+    struct epoll_event ev = {.events = EPOLLIN};
+    epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &ev);
+    SHOW("epoll_wait bad array", syscall(SYS_epoll_wait, ep, bad, 4, 0));
+    SHOW("epoll_wait huge maxevents", syscall(SYS_epoll_wait, ep, buf, 0x7fffffff, 0));
+    close(ep);
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    SHOW("bind bad address", syscall(SYS_bind, s, bad, 16));
+    SHOW("bind huge length", syscall(SYS_bind, s, buf, 4096));
+    SHOW("connect null address", syscall(SYS_connect, s, NULL, 16));
+    struct sockaddr_in to = at(server, UDP_PORT);
+    connect(s, (struct sockaddr *)&to, sizeof to);
+    SHOW("send bad buffer", syscall(SYS_sendto, s, bad, 4, 0, NULL, 0));
+    socklen_t len = 4;
+    SHOW("getsockopt bad length", syscall(SYS_getsockopt, s, SOL_SOCKET, SO_TYPE, buf, bad));
+    SHOW("getsockopt bad value", syscall(SYS_getsockopt, s, SOL_SOCKET, SO_TYPE, bad, &len));
+    SHOW("setsockopt bad value", syscall(SYS_setsockopt, s, SOL_SOCKET, SO_REUSEADDR, bad, 4));
+    SHOW("getsockname bad address", syscall(SYS_getsockname, s, bad, &len));
+    SHOW("recvmsg bad header", syscall(SYS_recvmsg, s, bad, MSG_DONTWAIT));
+    struct iovec iov = {buf, sizeof buf};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 100000};
+    SHOW("sendmsg too many iovecs", syscall(SYS_sendmsg, s, &msg, 0));
+    msg.msg_iov = bad;
+    msg.msg_iovlen = 1;
+    SHOW("sendmsg bad iovecs", syscall(SYS_sendmsg, s, &msg, 0));
+    SHOW("writev bad iovecs", syscall(SYS_writev, p[1], bad, 2));
+    close(s);
+    close(p[0]);
+    close(p[1]);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: lxnet SERVER-ADDRESS\n");
@@ -680,7 +773,9 @@ int main(int argc, char **argv) {
     polls_and_selects();
     sockets_local();
     tcp_client();
+    threads();
     udp_client();
+    bad_arguments();
     printf("done\n");
     return 0;
 }
