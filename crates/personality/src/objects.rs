@@ -273,6 +273,33 @@ pub fn release(kind: OtherKind, index: usize) {
     }
 }
 
+/// EPIPE for a write that found no reader. Linux would also send `SIGPIPE`,
+/// which ends a program that neither ignores it nor passed `MSG_NOSIGNAL`;
+/// signals are not delivered here, so the trace says so in that case.
+pub fn broken_pipe(nosignal: bool) -> Errno {
+    const SIGPIPE: u64 = 13;
+    const SIG_IGN: u64 = 1;
+    let handler = crate::kernel::kernel()
+        .signal_actions
+        .get(&SIGPIPE)
+        .map_or(0, |action| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&action[..8]);
+            u64::from_ne_bytes(bytes)
+        });
+    if !nosignal && handler != SIG_IGN {
+        trace_note(format_args!(
+            "EPIPE without SIGPIPE: signals are not delivered (on Linux the signal would have {})",
+            if handler == 0 {
+                "ended the program"
+            } else {
+                "run its handler"
+            }
+        ));
+    }
+    crate::errno::EPIPE
+}
+
 /// Prints a note in the trace (`--trace-syscalls`): what a call accepted that
 /// changes nothing here, or what it refused for lack of support.
 pub fn trace_note(args: core::fmt::Arguments<'_>) {

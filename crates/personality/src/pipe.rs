@@ -10,7 +10,7 @@
 
 use alloc::collections::VecDeque;
 
-use crate::errno::{Errno, EAGAIN, EPIPE};
+use crate::errno::{Errno, EAGAIN};
 use crate::objects::{Global, Ready, Shared, POLLERR, POLLHUP, READABLE, WRITABLE};
 
 /// Bytes a pipe holds (Linux's default: 16 pages).
@@ -198,6 +198,7 @@ pub fn write_to(
     data: &[u8],
     nonblocking: bool,
     deadline: Option<core::time::Duration>,
+    nosignal: bool,
 ) -> Result<usize, Errno> {
     if data.is_empty() {
         return Ok(0);
@@ -208,7 +209,11 @@ pub fn write_to(
         let step = {
             let mut pipe = pipe.borrow_mut();
             if pipe.readers_gone() {
-                return if written > 0 { Ok(written) } else { Err(EPIPE) };
+                return if written > 0 {
+                    Ok(written)
+                } else {
+                    Err(crate::objects::broken_pipe(nosignal))
+                };
             }
             pipe.put(&data[written..], atomic)
         };
@@ -244,7 +249,7 @@ pub fn read(index: usize, buf: &mut [u8], nonblocking: bool) -> Result<usize, Er
 
 /// `write` of a pipe's write end.
 pub fn write(index: usize, data: &[u8], nonblocking: bool) -> Result<usize, Errno> {
-    write_to(&get(index)?, data, nonblocking, None)
+    write_to(&get(index)?, data, nonblocking, None, false)
 }
 
 /// Bytes a read would return now (`FIONREAD`).

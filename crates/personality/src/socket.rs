@@ -77,6 +77,8 @@ pub const MSG_DONTWAIT: u32 = 0x40;
 pub const MSG_WAITALL: u32 = 0x100;
 /// `MSG_ERRQUEUE`.
 pub const MSG_ERRQUEUE: u32 = 0x2000;
+/// `MSG_NOSIGNAL`.
+pub const MSG_NOSIGNAL: u32 = 0x4000;
 
 const SOL_SOCKET: u32 = 1;
 const IPPROTO_IP: u32 = 0;
@@ -1530,6 +1532,19 @@ pub fn send(
     flags: u32,
     nonblocking: bool,
 ) -> Result<usize, Errno> {
+    match send_any(index, data, dest, flags, nonblocking) {
+        Err(EPIPE) => Err(objects::broken_pipe(flags & MSG_NOSIGNAL != 0)),
+        result => result,
+    }
+}
+
+fn send_any(
+    index: usize,
+    data: &[u8],
+    dest: Option<Addr>,
+    flags: u32,
+    nonblocking: bool,
+) -> Result<usize, Errno> {
     let shared = get(index)?;
     if flags & MSG_OOB != 0 {
         return Err(EOPNOTSUPP);
@@ -1547,7 +1562,7 @@ pub fn send(
         if shared.borrow().shut_wr {
             return Err(EPIPE);
         }
-        return crate::pipe::write_to(&tx, data, nonblocking, deadline);
+        return crate::pipe::write_to(&tx, data, nonblocking, deadline, true);
     }
     if !stream {
         return send_udp(&shared, data, dest, nonblocking, deadline);
