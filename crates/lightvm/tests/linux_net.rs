@@ -6,7 +6,8 @@
 //! - the bench's C baselines, built static with glibc: `udp-echo` echoes
 //!   datagrams, `tcp-server` echoes TCP (one connection and fifty at once) and
 //!   serves HTTP byte for byte as the same binary does on Linux;
-//! - Debian's busybox `nc`, listening and connecting;
+//! - Debian's busybox `nc`, listening and connecting, and Debian's iperf3
+//!   (dynamically linked) serving both directions;
 //! - `linux_net/lxnet.c`, a program that prints what it sees of pipes,
 //!   eventfds, socketpairs, epoll (level- and edge-triggered), poll, select and
 //!   sockets (blocking and non-blocking connects, refusals, resets, options):
@@ -432,6 +433,63 @@ fn busybox_nc_connects_and_prints_what_the_server_sends(platform: Platform) {
     assert_eq!(code, Some(0), "nc exited badly:\n{output}");
 }
 
+/// A root filesystem with `program` and the shared libraries `ldd` names (the
+/// dynamic loader included), at their paths.
+fn dynamic_root(name: &str, program: &str) -> Rootfs {
+    let root = Rootfs::new(name);
+    let output = Command::new("ldd").arg(program).output().expect("run ldd");
+    assert!(output.status.success(), "ldd {program} failed");
+    let mut files = vec![program.to_owned()];
+    for line in text(&output.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "/lib64/ld-linux-x86-64.so.2 (0x…)"
+        let path = line.split("=>").last().unwrap_or("").trim();
+        let path = path.split(" (").next().unwrap_or("").trim();
+        if path.starts_with('/') {
+            files.push(path.to_owned());
+        }
+    }
+    for file in files {
+        let to = root.path().join(file.trim_start_matches('/'));
+        std::fs::create_dir_all(to.parent().expect("a parent")).unwrap();
+        std::fs::copy(&file, &to).unwrap_or_else(|e| panic!("copy {file}: {e}"));
+    }
+    root
+}
+
+/// Debian's iperf3 (dynamically linked) as a server in the guest: iperf3
+/// clients in the namespace measure both directions and finish cleanly. It
+/// falls back from IPv6 to IPv4, and uses pselect6, TCP_INFO and a temporary
+/// file.
+fn iperf3_serves_both_directions(platform: Platform) {
+    if !can_use_netns() || !have("iperf3") || !have("ldd") {
+        return;
+    }
+    let root = dynamic_root("iperf3", "/usr/bin/iperf3");
+    let ns = Netns::new();
+    let _vm = start_guest(
+        &ns,
+        platform,
+        &root,
+        "/usr/bin/iperf3",
+        // Its stdout is a pipe here: without this its lines stay in its buffer.
+        &["-s", "--forceflush"],
+        "Server listening",
+    );
+    for reverse in [false, true] {
+        let mut args = vec!["iperf3", "-c", GUEST_IP, "-t", "1", "-f", "m"];
+        if reverse {
+            args.push("-R");
+        }
+        let output = ns.exec(&args);
+        let report = text(&output.stdout);
+        assert!(
+            output.status.success() && report.contains("receiver"),
+            "iperf3 {args:?} failed:\n{report}{}",
+            text(&output.stderr)
+        );
+    }
+}
+
 /// The servers `lxnet.c` talks to: TCP echo on 7777 (a connection that sends
 /// exactly "RST" is reset), UDP echo on 7778, nothing on 7779. They stop when
 /// dropped.
@@ -603,6 +661,7 @@ lightvm_testkit::platform_tests!(
     bench_tcp_server_serves_http_as_on_linux,
     busybox_nc_listens_and_prints_what_a_client_sends,
     busybox_nc_connects_and_prints_what_the_server_sends,
+    iperf3_serves_both_directions,
     pipes_eventfds_epoll_and_sockets_behave_as_on_linux_with_glibc,
     pipes_eventfds_epoll_and_sockets_behave_as_on_linux_with_musl,
 );
