@@ -209,7 +209,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 }
 
 fn bench_udp_echo_answers_every_datagram(platform: Platform) {
-    if !can_use_netns() {
+    if !can_use_netns() || !have("gcc") {
         return;
     }
     let root = Rootfs::new("udp-echo");
@@ -234,7 +234,7 @@ fn bench_udp_echo_answers_every_datagram(platform: Platform) {
 }
 
 fn bench_tcp_server_echoes_one_and_fifty_connections(platform: Platform) {
-    if !can_use_netns() {
+    if !can_use_netns() || !have("gcc") {
         return;
     }
     let root = Rootfs::new("tcp-echo");
@@ -309,7 +309,7 @@ fn http_exchange(addr: &'static str, ns: &Netns) -> (String, Vec<u8>) {
 }
 
 fn bench_tcp_server_serves_http_as_on_linux(platform: Platform) {
-    if !can_use_netns() || !have("curl") {
+    if !can_use_netns() || !have("gcc") || !have("curl") {
         return;
     }
     let root = Rootfs::new("httpd");
@@ -643,7 +643,7 @@ fn lxnet_matches_linux(platform: Platform, compiler: &str) {
 }
 
 fn pipes_eventfds_epoll_and_sockets_behave_as_on_linux_with_glibc(platform: Platform) {
-    if can_use_netns() {
+    if can_use_netns() && have("gcc") {
         lxnet_matches_linux(platform, "gcc");
     }
 }

@@ -43,7 +43,7 @@ use libos::net::Net;
 use crate::errno::{
     Errno, EACCES, EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, ECONNABORTED,
     ECONNREFUSED, ECONNRESET, EDESTADDRREQ, EDOM, EINPROGRESS, EINVAL, EISCONN, EMSGSIZE,
-    ENETUNREACH, ENOENT, ENOPROTOOPT, ENOTCONN, EOPNOTSUPP, EPIPE, EPROTONOSUPPORT,
+    ENETUNREACH, ENOBUFS, ENOENT, ENOPROTOOPT, ENOTCONN, EOPNOTSUPP, EPIPE, EPROTONOSUPPORT,
     ESOCKTNOSUPPORT, ETIMEDOUT,
 };
 use crate::objects::{
@@ -248,9 +248,7 @@ pub struct Listener {
 
 impl Listener {
     fn new_listening(&self, sockets: &mut SocketSet<'static>) -> Option<SocketHandle> {
-        let rx = tcp::SocketBuffer::new(vec![0; self.opts.rx_bytes()]);
-        let tx = tcp::SocketBuffer::new(vec![0; self.opts.tx_bytes()]);
-        let mut socket = tcp::Socket::new(rx, tx);
+        let mut socket = new_tcp(&self.opts).ok()?;
         self.opts.tune(&mut socket, false);
         // A handshake the client abandons ends (its SYN-ACKs unanswered) instead
         // of holding a place in the backlog; `accept` sets the program's options.
@@ -409,6 +407,23 @@ static SOCKETS: Global<Socket> = Global::new();
 
 fn get(index: usize) -> Result<Shared<Socket>, Errno> {
     SOCKETS.get(index)
+}
+
+/// `len` zeroed bytes for a socket buffer, or ENOBUFS when the personality's
+/// heap has no room: how many sockets a program opens is its choice, and
+/// running out must be an error, not the end of the VM.
+fn buffer(len: usize) -> Result<Vec<u8>, Errno> {
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(len).map_err(|_| ENOBUFS)?;
+    bytes.resize(len, 0);
+    Ok(bytes)
+}
+
+/// A TCP socket with `opts`' buffer sizes.
+fn new_tcp(opts: &Options) -> Result<tcp::Socket<'static>, Errno> {
+    let rx = tcp::SocketBuffer::new(buffer(opts.rx_bytes())?);
+    let tx = tcp::SocketBuffer::new(buffer(opts.tx_bytes())?);
+    Ok(tcp::Socket::new(rx, tx))
 }
 
 fn v4(addr: IpAddress) -> Ipv4Address {
@@ -1045,10 +1060,10 @@ fn open_udp(socket: &mut Socket) -> Result<SocketHandle, Errno> {
     let rx_bytes = socket.opts.rx_bytes();
     let tx_bytes = socket.opts.tx_bytes();
     let packets = (rx_bytes / 256).max(16);
-    let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], vec![0; rx_bytes]);
+    let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], buffer(rx_bytes)?);
     let tx = udp::PacketBuffer::new(
         vec![udp::PacketMetadata::EMPTY; (tx_bytes / 256).max(16)],
-        vec![0; tx_bytes],
+        buffer(tx_bytes)?,
     );
     let mut udp = udp::Socket::new(rx, tx);
     udp.set_hop_limit(socket.opts.ttl);
@@ -1070,10 +1085,12 @@ pub fn listen(index: usize, backlog: i32) -> Result<(), Errno> {
     let socket = get(index)?;
     let mut socket = socket.borrow_mut();
     if socket.unix {
+        // Linux: an unbound AF_UNIX socket cannot listen (EINVAL); none can be
+        // bound here.
         trace_note(format_args!(
-            "listen: AF_UNIX sockets cannot listen here (only socketpair): EOPNOTSUPP"
+            "listen: AF_UNIX sockets cannot be bound, so cannot listen here (only socketpair): EINVAL"
         ));
-        return Err(EOPNOTSUPP);
+        return Err(EINVAL);
     }
     if !socket.stream {
         return Err(EOPNOTSUPP);
@@ -1114,6 +1131,9 @@ pub fn accept(index: usize, nonblocking: bool) -> Result<(usize, Addr), Errno> {
     let socket = get(index)?;
     let (listener, deadline) = {
         let socket = socket.borrow();
+        if !socket.stream {
+            return Err(EOPNOTSUPP);
+        }
         match &socket.state {
             State::Listening(listener) => {
                 (listener.clone(), objects::deadline(socket.opts.rcvtimeo))
@@ -1253,9 +1273,7 @@ pub fn connect(index: usize, peer: Option<Addr>, nonblocking: bool) -> Result<()
         }
         let net = crate::net::stack().ok_or(ENETUNREACH)?;
         let (ip, port) = autobind(&mut socket)?;
-        let rx = tcp::SocketBuffer::new(vec![0; socket.opts.rx_bytes()]);
-        let tx = tcp::SocketBuffer::new(vec![0; socket.opts.tx_bytes()]);
-        let mut tcp = tcp::Socket::new(rx, tx);
+        let mut tcp = new_tcp(&socket.opts)?;
         socket.opts.tune(&mut tcp, true);
         let handle = net.sockets().add(tcp);
         let local = IpListenEndpoint {
