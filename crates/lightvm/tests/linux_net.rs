@@ -6,8 +6,8 @@
 //! - the bench's C baselines, built static with glibc: `udp-echo` echoes
 //!   datagrams, `tcp-server` echoes TCP (one connection and fifty at once) and
 //!   serves HTTP byte for byte as the same binary does on Linux;
-//! - Debian's busybox `nc`, listening and connecting, and Debian's iperf3
-//!   (dynamically linked) serving both directions;
+//! - Debian's busybox `nc`, listening and connecting; Debian's iperf3 and
+//!   nginx (dynamically linked) serving;
 //! - `linux_net/lxnet.c`, a program that prints what it sees of pipes,
 //!   eventfds, socketpairs, epoll (level- and edge-triggered), poll, select and
 //!   sockets (blocking and non-blocking connects, refusals, resets, options):
@@ -490,6 +490,109 @@ fn iperf3_serves_both_directions(platform: Platform) {
     }
 }
 
+/// nginx's configuration for the guest: one process, no daemon, files from
+/// /www with sendfile.
+const NGINX_CONF: &str = "daemon off;
+master_process off;
+worker_processes 1;
+error_log stderr notice;
+pid /run/nginx.pid;
+events { worker_connections 256; }
+http {
+    include mime.types;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    server {
+        listen 80;
+        root /www;
+    }
+}
+";
+
+/// Debian's nginx (dynamically linked; epoll edge-triggered, accept4,
+/// eventfd, sendfile) serves a page, a 300 KB file byte for byte, both on one
+/// keep-alive connection, and a 404.
+fn nginx_serves_files_with_sendfile_and_keep_alive(platform: Platform) {
+    if !can_use_netns() || !have("curl") || !have("ldd") || !Path::new("/usr/sbin/nginx").exists() {
+        eprintln!("skipping where nginx, curl or ldd is missing");
+        return;
+    }
+    let root = dynamic_root("nginx", "/usr/sbin/nginx");
+    for dir in ["etc/nginx", "var/lib/nginx", "var/log/nginx", "run", "www"] {
+        std::fs::create_dir_all(root.path().join(dir)).unwrap();
+    }
+    std::fs::copy(
+        "/etc/nginx/mime.types",
+        root.path().join("etc/nginx/mime.types"),
+    )
+    .expect("copy mime.types");
+    std::fs::write(root.path().join("etc/nginx/nginx.conf"), NGINX_CONF).unwrap();
+    std::fs::write(
+        root.path().join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/nonexistent:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.path().join("etc/group"),
+        "root:x:0:\nnogroup:x:65534:\n",
+    )
+    .unwrap();
+    std::fs::write(root.path().join("www/index.html"), "hello from nginx\n").unwrap();
+    let big = pattern(300_000, 11);
+    std::fs::write(root.path().join("www/big.bin"), &big).unwrap();
+    let ns = Netns::new();
+    let _vm = start_guest(
+        &ns,
+        platform,
+        &root,
+        "/usr/sbin/nginx",
+        &[],
+        "using the \"epoll\" event method",
+    );
+    let page = format!("http://{GUEST_IP}/");
+    let file = format!("http://{GUEST_IP}/big.bin");
+    let output = ns.exec(&[
+        "curl",
+        "-sS",
+        "-v",
+        "--retry-connrefused",
+        "--retry",
+        "20",
+        "--retry-delay",
+        "1",
+        "--max-time",
+        "20",
+        &page,
+        &file,
+    ]);
+    let log = text(&output.stderr);
+    assert!(output.status.success(), "curl failed:\n{log}");
+    let mut expected = b"hello from nginx\n".to_vec();
+    expected.extend_from_slice(&big);
+    assert!(
+        output.stdout == expected,
+        "nginx served {} bytes, not the page and the file",
+        output.stdout.len()
+    );
+    assert!(
+        log.contains("Re-using existing connection") || log.contains("Reusing existing connection"),
+        "no keep-alive:\n{log}"
+    );
+    let missing = ns.exec(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "10",
+        &format!("http://{GUEST_IP}/missing"),
+    ]);
+    assert_eq!(text(&missing.stdout), "404");
+}
+
 /// The servers `lxnet.c` talks to: TCP echo on 7777 (a connection that sends
 /// exactly "RST" is reset), UDP echo on 7778, nothing on 7779. They stop when
 /// dropped.
@@ -662,6 +765,7 @@ lightvm_testkit::platform_tests!(
     busybox_nc_listens_and_prints_what_a_client_sends,
     busybox_nc_connects_and_prints_what_the_server_sends,
     iperf3_serves_both_directions,
+    nginx_serves_files_with_sendfile_and_keep_alive,
     pipes_eventfds_epoll_and_sockets_behave_as_on_linux_with_glibc,
     pipes_eventfds_epoll_and_sockets_behave_as_on_linux_with_musl,
 );
