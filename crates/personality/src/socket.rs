@@ -549,12 +549,21 @@ impl Socket {
         let state = socket.state();
         let mut changed = false;
         if conn.connecting {
+            let waited = now().saturating_sub(conn.started);
             match state {
+                // smoltcp's own timeout counts from the first SYN sent: one
+                // that never left (no ARP answer) is timed out here.
+                tcp::State::SynSent | tcp::State::SynReceived if waited >= CONNECT_TIMEOUT => {
+                    socket.abort();
+                    conn.connecting = false;
+                    conn.failed = true;
+                    self.error = Some(ETIMEDOUT);
+                    changed = true;
+                }
                 tcp::State::SynSent | tcp::State::SynReceived => {}
                 tcp::State::Closed => {
                     conn.connecting = false;
                     conn.failed = true;
-                    let waited = now().saturating_sub(conn.started);
                     self.error = Some(if waited + Duration::from_secs(1) >= CONNECT_TIMEOUT {
                         ETIMEDOUT
                     } else {
@@ -1310,7 +1319,9 @@ pub fn connect(index: usize, peer: Option<Addr>, nonblocking: bool) -> Result<()
         socket.error = None;
         socket.seen_rx = 0;
         socket.changed();
-        objects::deadline(socket.opts.sndtimeo)
+        // Wake up to time the connect out even if no frame comes.
+        let give_up = now().saturating_add(CONNECT_TIMEOUT);
+        Some(objects::deadline(socket.opts.sndtimeo).map_or(give_up, |d| d.min(give_up)))
     };
     flush();
     if nonblocking {
@@ -1326,8 +1337,15 @@ pub fn connect(index: usize, peer: Option<Addr>, nonblocking: bool) -> Result<()
         }
     });
     if finished.is_err() {
-        // SO_SNDTIMEO passed: the connect goes on in the background.
-        return Err(EINPROGRESS);
+        // The deadline passed: SO_SNDTIMEO's (the connect goes on in the
+        // background), or the connect's own (it failed).
+        let mut socket = shared.borrow_mut();
+        if let Some(net) = crate::net::stack() {
+            socket.observe(net);
+        }
+        if !matches!(&socket.state, State::Tcp(conn) if conn.failed) {
+            return Err(EINPROGRESS);
+        }
     }
     let mut guard = shared.borrow_mut();
     let socket = &mut *guard;
