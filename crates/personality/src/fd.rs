@@ -60,6 +60,17 @@ pub struct OpenFile {
     pub flags: u32,
 }
 
+impl Drop for OpenFile {
+    /// The last reference to an open file went (its last descriptor closed, or
+    /// a call that still used it returned): a pipe end, socket, epoll set or
+    /// eventfd goes with it.
+    fn drop(&mut self) {
+        if let Object::Other(kind, index) = self.object {
+            crate::objects::release(kind, index);
+        }
+    }
+}
+
 /// A shared open file.
 pub type FileRef = Rc<RefCell<OpenFile>>;
 

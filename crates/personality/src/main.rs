@@ -20,7 +20,9 @@ extern crate alloc;
 
 mod cpu;
 mod entry;
+mod epoll;
 mod errno;
+mod eventfd;
 mod fd;
 mod kernel;
 mod launch;
@@ -28,7 +30,9 @@ mod loader;
 mod mm;
 mod net;
 mod objects;
+mod pipe;
 mod random;
+mod socket;
 mod sys;
 mod thread;
 mod uaccess;
@@ -212,6 +216,8 @@ fn add_system_files(vfs: &mut Vfs, exe: &str, now: i64) {
 /// Ends the VM because the program ended with `status`, after a trace's summary
 /// of the calls that were not implemented.
 pub fn finish(status: u8) -> ! {
+    // Connections close as the process's would, their last bytes sent.
+    socket::at_exit();
     let k = kernel::kernel();
     if k.trace {
         libos::println!(

@@ -24,7 +24,9 @@ static NET: Global = Global(UnsafeCell::new(None));
 /// cannot be configured.
 pub fn init() -> Result<(), libos::net::NetError> {
     match Net::from_cmdline() {
-        Ok(net) => {
+        Ok(mut net) => {
+            // Listeners refill their pools between the frames of a burst.
+            net.set_ingress_hook(Some(crate::socket::on_ingress));
             // SAFETY: called once at start-up, before the program runs.
             unsafe { *NET.0.get() = Some(net) };
             Ok(())
@@ -41,10 +43,12 @@ pub fn stack() -> Option<&'static mut Net> {
     unsafe { (*NET.0.get()).as_mut() }
 }
 
-/// Runs the stack on what has arrived, without leaving the VM.
+/// Runs the stack on what has arrived, without leaving the VM, and frees the
+/// closed connections that are over.
 pub fn poll() {
     if let Some(net) = stack() {
         net.poll();
+        crate::socket::reap();
     }
 }
 
@@ -52,7 +56,11 @@ pub fn poll() {
 /// passes (`None`: no limit of the caller's).
 pub fn idle(limit: Option<Duration>) {
     match stack() {
-        Some(net) => net.wait_at_most(limit),
+        Some(net) => {
+            net.wait_at_most(limit);
+            // The exit sent what the program's sends had queued.
+            crate::socket::flushed();
+        }
         None => {
             let timeout_ns = limit.map_or(u64::MAX, |limit| {
                 u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX)

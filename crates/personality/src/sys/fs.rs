@@ -199,8 +199,9 @@ pub fn openat(dirfd: u64, path_addr: u64, flags: u64, mode: u64) -> SysResult {
 
 /// `close`.
 pub fn close(fd: u64) -> SysResult {
-    let slot = kernel().fds.remove(fd)?;
-    crate::objects::closed(&slot.file);
+    // A pipe end, socket, epoll set or eventfd goes with its open file's last
+    // reference (see `OpenFile`'s `Drop`).
+    drop(kernel().fds.remove(fd)?);
     Ok(0)
 }
 
@@ -366,8 +367,26 @@ fn iovecs(iov: u64, count: u64) -> Result<Vec<(u64, u64)>, Errno> {
 /// `readv`.
 pub fn readv(fd: u64, iov: u64, count: u64) -> SysResult {
     let file = kernel().fds.get(fd)?;
+    let vecs = iovecs(iov, count)?;
+    // A pipe or socket is read once (a second read could wait for more), into
+    // the iovecs in turn.
+    if matches!(file.borrow().object, Object::Other(..)) {
+        for (addr, len) in &vecs {
+            uaccess::bytes(*addr, (*len).min(IO_MAX))?;
+        }
+        let total: u64 = vecs.iter().map(|(_, len)| (*len).min(IO_MAX)).sum();
+        let mut staging = alloc::vec![0u8; total.min(IO_MAX) as usize];
+        let n = read_file(&file, &mut staging, None)?;
+        let mut rest = &staging[..n];
+        for (addr, len) in vecs {
+            let count = rest.len().min(len.min(IO_MAX) as usize);
+            uaccess::copy_out(addr, &rest[..count])?;
+            rest = &rest[count..];
+        }
+        return Ok(n as u64);
+    }
     let mut total = 0u64;
-    for (addr, len) in iovecs(iov, count)? {
+    for (addr, len) in vecs {
         let buf = uaccess::bytes_mut(addr, len.min(IO_MAX))?;
         let n = read_file(&file, buf, None)?;
         total += n as u64;
@@ -771,12 +790,11 @@ pub fn dup3(old: u64, new: u64, flags: u64, is_dup2: bool) -> SysResult {
         return if is_dup2 { Ok(new) } else { Err(EINVAL) };
     }
     let new_fd = usize::try_from(new).map_err(|_| EBADF)?;
-    if let Some(replaced) = k
-        .fds
-        .insert_at(new_fd, file, flags & u64::from(O_CLOEXEC) != 0)?
-    {
-        crate::objects::closed(&replaced.file);
-    }
+    // What was at `new` is closed as its slot drops.
+    drop(
+        k.fds
+            .insert_at(new_fd, file, flags & u64::from(O_CLOEXEC) != 0)?,
+    );
     Ok(new)
 }
 
@@ -958,14 +976,24 @@ pub fn sendfile(out_fd: u64, in_fd: u64, offset_addr: u64, count: u64) -> SysRes
     };
     let mut buf = alloc::vec![0u8; count.min(1 << 20) as usize];
     let n = read_file(&input, &mut buf, offset)?;
-    let written = write_file(&output, &buf[..n], None)?;
+    let written = match write_file(&output, &buf[..n], None) {
+        Ok(written) => written,
+        Err(error) => {
+            // Nothing went out: the input's offset goes back where it was.
+            if offset.is_none() {
+                let mut open = input.borrow_mut();
+                open.offset = open.offset.saturating_sub(n as u64);
+            }
+            return Err(error);
+        }
+    };
     if let Some(at) = offset.as_mut() {
         *at += written as u64;
         uaccess::write(offset_addr, *at)?;
     } else if written < n {
         // Put back what did not go out.
         let mut open = input.borrow_mut();
-        open.offset -= (n - written) as u64;
+        open.offset = open.offset.saturating_sub((n - written) as u64);
     }
     Ok(written as u64)
 }

@@ -6,7 +6,10 @@
 //! call and its result, so a user can see why a program fails.
 
 pub mod fs;
+pub mod ipc;
 pub mod mem;
+pub mod net;
+pub mod poll;
 pub mod proc;
 pub mod time;
 
@@ -29,6 +32,8 @@ pub extern "C" fn lx_syscall_dispatch(frame: &mut Frame) {
     // The trap proved a `syscall` is there: make the site's next calls cheap.
     TRAMPOLINES.rewrite(frame.rip, number, &k.code);
     let args = frame.args();
+    // Data earlier sends left for a later exit goes out if it waited too long.
+    crate::socket::flush_due();
     let result = call(number, args, frame);
     if kernel().trace {
         trace(number, &args, result);
@@ -131,6 +136,41 @@ fn call(number: u64, a: [u64; 6], frame: &mut Frame) -> SysResult {
         nr::__NR_setxattr | nr::__NR_lsetxattr | nr::__NR_fsetxattr => Err(EOPNOTSUPP),
         nr::__NR_listxattr | nr::__NR_llistxattr | nr::__NR_flistxattr => Err(EOPNOTSUPP),
         nr::__NR_removexattr | nr::__NR_lremovexattr | nr::__NR_fremovexattr => Err(EOPNOTSUPP),
+        // Pipes and eventfds.
+        nr::__NR_pipe => ipc::pipe2(a[0], 0),
+        nr::__NR_pipe2 => ipc::pipe2(a[0], a[1]),
+        nr::__NR_eventfd => ipc::eventfd2(a[0], 0),
+        nr::__NR_eventfd2 => ipc::eventfd2(a[0], a[1]),
+        // Sockets.
+        nr::__NR_socket => net::socket(a[0], a[1], a[2]),
+        nr::__NR_socketpair => net::socketpair(a[0], a[1], a[2], a[3]),
+        nr::__NR_bind => net::bind(a[0], a[1], a[2]),
+        nr::__NR_listen => net::listen(a[0], a[1]),
+        nr::__NR_accept => net::accept4(a[0], a[1], a[2], 0),
+        nr::__NR_accept4 => net::accept4(a[0], a[1], a[2], a[3]),
+        nr::__NR_connect => net::connect(a[0], a[1], a[2]),
+        nr::__NR_getsockname => net::getsockname(a[0], a[1], a[2]),
+        nr::__NR_getpeername => net::getpeername(a[0], a[1], a[2]),
+        nr::__NR_sendto => net::sendto(a[0], a[1], a[2], a[3], a[4], a[5]),
+        nr::__NR_recvfrom => net::recvfrom(a[0], a[1], a[2], a[3], a[4], a[5]),
+        nr::__NR_sendmsg => net::sendmsg(a[0], a[1], a[2]),
+        nr::__NR_recvmsg => net::recvmsg(a[0], a[1], a[2]),
+        nr::__NR_sendmmsg => net::sendmmsg(a[0], a[1], a[2], a[3]),
+        nr::__NR_recvmmsg => net::recvmmsg(a[0], a[1], a[2], a[3], a[4]),
+        nr::__NR_shutdown => net::shutdown(a[0], a[1]),
+        nr::__NR_setsockopt => net::setsockopt(a[0], a[1], a[2], a[3], a[4]),
+        nr::__NR_getsockopt => net::getsockopt(a[0], a[1], a[2], a[3], a[4]),
+        // Waiting for descriptors.
+        nr::__NR_poll => poll::poll(a[0], a[1], a[2]),
+        nr::__NR_ppoll => poll::ppoll(a[0], a[1], a[2], a[3], a[4]),
+        nr::__NR_select => poll::select(a[0], a[1], a[2], a[3], a[4]),
+        nr::__NR_pselect6 => poll::pselect6(a[0], a[1], a[2], a[3], a[4], a[5]),
+        nr::__NR_epoll_create => poll::epoll_create(a[0]),
+        nr::__NR_epoll_create1 => poll::epoll_create1(a[0]),
+        nr::__NR_epoll_ctl => poll::epoll_ctl(a[0], a[1], a[2], a[3]),
+        nr::__NR_epoll_wait => poll::epoll_wait(a[0], a[1], a[2], a[3]),
+        nr::__NR_epoll_pwait => poll::epoll_pwait(a[0], a[1], a[2], a[3], a[4], a[5]),
+        nr::__NR_epoll_pwait2 => poll::epoll_pwait2(a[0], a[1], a[2], a[3], a[4], a[5]),
         // Memory.
         nr::__NR_brk => mem::brk(a[0]),
         nr::__NR_mmap => mem::mmap(a[0], a[1], a[2], a[3], a[4], a[5]),
