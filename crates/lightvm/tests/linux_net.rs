@@ -24,133 +24,36 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{can_use_netns, repo, Netns, Vm, GUEST_CMDLINE, GUEST_IP, LIGHTVM, TAP};
+use common::programs::{compile, Libc, Rootfs};
+use common::{can_use_netns, repo, Netns, Vm, GUEST_IP};
 use lightvm_vmm::Platform;
 
-/// The personality image, built once per test binary by `lightvm build`.
-fn personality() -> PathBuf {
-    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE
-        .get_or_init(|| {
-            let out = std::env::temp_dir()
-                .join(format!("lightvm-linux-net-{}", std::process::id()))
-                .join("personality.elf");
-            let output = Command::new(LIGHTVM)
-                .arg("build")
-                .arg(repo().join("crates/personality"))
-                .arg("--out")
-                .arg(&out)
-                .output()
-                .expect("run lightvm build");
-            assert!(
-                output.status.success(),
-                "lightvm build crates/personality failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            out
-        })
-        .clone()
-}
-
-/// A root filesystem for one test, removed when dropped.
-struct Rootfs(PathBuf);
-
-impl Rootfs {
-    fn new(name: &str) -> Rootfs {
-        let dir =
-            std::env::temp_dir().join(format!("lightvm-linux-net-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("tmp")).expect("make the root filesystem");
-        Rootfs(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// Compiles `source` into `/NAME` of the root with `compiler -static`.
-    fn compile(&self, compiler: &str, source: &Path, name: &str, flags: &[&str]) -> PathBuf {
-        let out = self.0.join(name);
-        let output = Command::new(compiler)
-            .args(["-static", "-O2", "-o"])
-            .arg(&out)
-            .arg(source)
-            .args(flags)
-            .arg("-lpthread")
-            .output()
-            .unwrap_or_else(|e| panic!("run {compiler}: {e}"));
-        assert!(
-            output.status.success(),
-            "{compiler} {} failed:\n{}",
-            source.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        out
-    }
-}
-
-impl Drop for Rootfs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// `source` compiled statically with `compiler` (gcc or musl-gcc) into `/NAME`
+/// of `root`.
+fn compile_into(
+    root: &Rootfs,
+    compiler: &str,
+    source: &Path,
+    name: &str,
+    flags: &[&str],
+) -> PathBuf {
+    let libc = if compiler == "musl-gcc" {
+        Libc::Musl
+    } else {
+        Libc::Glibc
+    };
+    let binary = compile(source, libc, flags);
+    root.add(&binary, &format!("/{name}"));
+    binary
 }
 
 fn baseline(name: &str) -> PathBuf {
     repo().join("crates/bench/baselines").join(name)
-}
-
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !found {
-        eprintln!("skipping: {tool} is not installed");
-    }
-    found
-}
-
-/// `lightvm run` of `program` from `root` on the network, as a command to
-/// finish (run it in the namespace).
-fn guest_command(
-    ns: &Netns,
-    platform: Platform,
-    root: &Rootfs,
-    program: &str,
-    args: &[&str],
-) -> Command {
-    let image = personality();
-    let mut argv = vec![
-        LIGHTVM,
-        "run",
-        "--platform",
-        platform.name(),
-        "--personality",
-        image.to_str().expect("utf-8 path"),
-        "--rootfs",
-        root.path().to_str().expect("utf-8 path"),
-        "--net",
-        &format!("tap={TAP}"),
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect::<Vec<_>>();
-    argv.extend(
-        ["--cmdline", GUEST_CMDLINE, "--timeout", "90s", program]
-            .into_iter()
-            .map(str::to_owned),
-    );
-    if !args.is_empty() {
-        argv.push("--".to_owned());
-        argv.extend(args.iter().map(|arg| (*arg).to_owned()));
-    }
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    ns.command(&argv)
 }
 
 /// Starts `program` in the guest and waits for its console to show `ready`.
@@ -162,7 +65,7 @@ fn start_guest(
     args: &[&str],
     ready: &str,
 ) -> Vm {
-    let vm = Vm::spawn(&mut guest_command(ns, platform, root, program, args));
+    let vm = Vm::spawn(&mut root.command(Some(ns), platform, &[], program, args));
     vm.wait_for(ready, Duration::from_secs(60));
     vm
 }
@@ -209,11 +112,11 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 }
 
 fn bench_udp_echo_answers_every_datagram(platform: Platform) {
-    if !can_use_netns() || !have("gcc") {
+    if !can_use_netns() {
         return;
     }
-    let root = Rootfs::new("udp-echo");
-    root.compile("gcc", &baseline("udp-echo.c"), "udp-echo", &[]);
+    let root = Rootfs::new(&format!("udp-echo-{}", platform.name()));
+    compile_into(&root, "gcc", &baseline("udp-echo.c"), "udp-echo", &[]);
     let ns = Netns::new();
     let _vm = start_guest(&ns, platform, &root, "/udp-echo", &[], "listening");
     ns.run_inside(|| {
@@ -234,11 +137,12 @@ fn bench_udp_echo_answers_every_datagram(platform: Platform) {
 }
 
 fn bench_tcp_server_echoes_one_and_fifty_connections(platform: Platform) {
-    if !can_use_netns() || !have("gcc") {
+    if !can_use_netns() {
         return;
     }
-    let root = Rootfs::new("tcp-echo");
-    root.compile(
+    let root = Rootfs::new(&format!("tcp-echo-{}", platform.name()));
+    compile_into(
+        &root,
         "gcc",
         &baseline("tcp-server.c"),
         "tcp-server",
@@ -309,11 +213,17 @@ fn http_exchange(addr: &'static str, ns: &Netns) -> (String, Vec<u8>) {
 }
 
 fn bench_tcp_server_serves_http_as_on_linux(platform: Platform) {
-    if !can_use_netns() || !have("gcc") || !have("curl") {
+    if !can_use_netns() {
         return;
     }
-    let root = Rootfs::new("httpd");
-    let binary = root.compile("gcc", &baseline("tcp-server.c"), "httpd", &["-DSERVER=3"]);
+    let root = Rootfs::new(&format!("httpd-{}", platform.name()));
+    let binary = compile_into(
+        &root,
+        "gcc",
+        &baseline("tcp-server.c"),
+        "httpd",
+        &["-DSERVER=3"],
+    );
     let ns = Netns::new();
     // The same binary on Linux first, in the namespace, at 10.0.0.1.
     let host = Vm::spawn(&mut ns.command(&[binary.to_str().expect("utf-8 path")]));
@@ -335,16 +245,10 @@ fn bench_tcp_server_serves_http_as_on_linux(platform: Platform) {
     );
 }
 
-fn busybox_root(name: &str) -> Option<Rootfs> {
-    let busybox = Path::new("/bin/busybox");
-    if !busybox.exists() {
-        eprintln!("skipping: /bin/busybox (busybox-static) is not installed");
-        return None;
-    }
+fn busybox_root(name: &str) -> Rootfs {
     let root = Rootfs::new(name);
-    std::fs::create_dir_all(root.path().join("bin")).unwrap();
-    std::fs::copy(busybox, root.path().join("bin/busybox")).expect("copy busybox");
-    Some(root)
+    root.add(Path::new("/bin/busybox"), "/bin/busybox");
+    root
 }
 
 /// `busybox nc -l -p 7`: what a client sends appears on the guest's console;
@@ -354,14 +258,12 @@ fn busybox_nc_listens_and_prints_what_a_client_sends(platform: Platform) {
     if !can_use_netns() {
         return;
     }
-    let Some(root) = busybox_root("nc-listen") else {
-        return;
-    };
+    let root = busybox_root(&format!("nc-listen-{}", platform.name()));
     let ns = Netns::new();
-    let vm = Vm::spawn(&mut guest_command(
-        &ns,
+    let vm = Vm::spawn(&mut root.command(
+        Some(&ns),
         platform,
-        &root,
+        &[],
         "/bin/busybox",
         &["nc", "-l", "-p", "7"],
     ));
@@ -408,18 +310,16 @@ fn busybox_nc_connects_and_prints_what_the_server_sends(platform: Platform) {
     if !can_use_netns() {
         return;
     }
-    let Some(root) = busybox_root("nc-connect") else {
-        return;
-    };
+    let root = busybox_root(&format!("nc-connect-{}", platform.name()));
     let ns = Netns::new();
     let listener =
         ns.run_inside(|| TcpListener::bind("10.0.0.1:7070").expect("listen in the namespace"));
     let server =
         std::thread::spawn(move || greeting_server(listener, b"greetings from 10.0.0.1\n"));
-    let vm = Vm::spawn(&mut guest_command(
-        &ns,
+    let vm = Vm::spawn(&mut root.command(
+        Some(&ns),
         platform,
-        &root,
+        &[],
         "/bin/busybox",
         &["nc", "10.0.0.1", "7070"],
     ));
@@ -433,38 +333,19 @@ fn busybox_nc_connects_and_prints_what_the_server_sends(platform: Platform) {
     assert_eq!(code, Some(0), "nc exited badly:\n{output}");
 }
 
-/// A root filesystem with `program` and the shared libraries `ldd` names (the
-/// dynamic loader included), at their paths.
-fn dynamic_root(name: &str, program: &str) -> Rootfs {
-    let root = Rootfs::new(name);
-    let output = Command::new("ldd").arg(program).output().expect("run ldd");
-    assert!(output.status.success(), "ldd {program} failed");
-    let mut files = vec![program.to_owned()];
-    for line in text(&output.stdout).lines() {
-        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "/lib64/ld-linux-x86-64.so.2 (0x…)"
-        let path = line.split("=>").last().unwrap_or("").trim();
-        let path = path.split(" (").next().unwrap_or("").trim();
-        if path.starts_with('/') {
-            files.push(path.to_owned());
-        }
-    }
-    for file in files {
-        let to = root.path().join(file.trim_start_matches('/'));
-        std::fs::create_dir_all(to.parent().expect("a parent")).unwrap();
-        std::fs::copy(&file, &to).unwrap_or_else(|e| panic!("copy {file}: {e}"));
-    }
-    root
-}
-
 /// Debian's iperf3 (dynamically linked) as a server in the guest: iperf3
 /// clients in the namespace measure both directions and finish cleanly. It
 /// falls back from IPv6 to IPv4, and uses pselect6, TCP_INFO and a temporary
 /// file.
 fn iperf3_serves_both_directions(platform: Platform) {
-    if !can_use_netns() || !have("iperf3") || !have("ldd") {
+    if !can_use_netns() {
         return;
     }
-    let root = dynamic_root("iperf3", "/usr/bin/iperf3");
+    let root = Rootfs::of_host_programs(
+        &format!("iperf3-{}", platform.name()),
+        &["/usr/bin/iperf3"],
+        &[],
+    );
     let ns = Netns::new();
     let _vm = start_guest(
         &ns,
@@ -514,33 +395,41 @@ http {
 /// eventfd, sendfile) serves a page, a 300 KB file byte for byte, both on one
 /// keep-alive connection, and a 404.
 fn nginx_serves_files_with_sendfile_and_keep_alive(platform: Platform) {
-    if !can_use_netns() || !have("curl") || !have("ldd") || !Path::new("/usr/sbin/nginx").exists() {
+    if !can_use_netns() {
         eprintln!("skipping where nginx, curl or ldd is missing");
         return;
     }
-    let root = dynamic_root("nginx", "/usr/sbin/nginx");
+    let root = Rootfs::of_host_programs(
+        &format!("nginx-{}", platform.name()),
+        &["/usr/sbin/nginx"],
+        &[],
+    );
     for dir in ["etc/nginx", "var/lib/nginx", "var/log/nginx", "run", "www"] {
-        std::fs::create_dir_all(root.path().join(dir)).unwrap();
+        std::fs::create_dir_all(root.dir.as_path().join(dir)).unwrap();
     }
     std::fs::copy(
         "/etc/nginx/mime.types",
-        root.path().join("etc/nginx/mime.types"),
+        root.dir.as_path().join("etc/nginx/mime.types"),
     )
     .expect("copy mime.types");
-    std::fs::write(root.path().join("etc/nginx/nginx.conf"), NGINX_CONF).unwrap();
+    std::fs::write(root.dir.as_path().join("etc/nginx/nginx.conf"), NGINX_CONF).unwrap();
     std::fs::write(
-        root.path().join("etc/passwd"),
+        root.dir.as_path().join("etc/passwd"),
         "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/nonexistent:/bin/sh\n",
     )
     .unwrap();
     std::fs::write(
-        root.path().join("etc/group"),
+        root.dir.as_path().join("etc/group"),
         "root:x:0:\nnogroup:x:65534:\n",
     )
     .unwrap();
-    std::fs::write(root.path().join("www/index.html"), "hello from nginx\n").unwrap();
+    std::fs::write(
+        root.dir.as_path().join("www/index.html"),
+        "hello from nginx\n",
+    )
+    .unwrap();
     let big = pattern(300_000, 11);
-    std::fs::write(root.path().join("www/big.bin"), &big).unwrap();
+    std::fs::write(root.dir.as_path().join("www/big.bin"), &big).unwrap();
     let ns = Netns::new();
     let _vm = start_guest(
         &ns,
@@ -706,8 +595,8 @@ fn lines_of(output: &Output) -> String {
 /// Runs `lxnet` built with `compiler` on Linux and in the guest; their outputs
 /// must be the same.
 fn lxnet_matches_linux(platform: Platform, compiler: &str) {
-    let root = Rootfs::new(&format!("lxnet-{compiler}"));
-    let binary = root.compile(compiler, &lxnet_source(), "lxnet", &[]);
+    let root = Rootfs::new(&format!("lxnet-{compiler}-{}", platform.name()));
+    let binary = compile_into(&root, compiler, &lxnet_source(), "lxnet", &[]);
     let ns = Netns::new();
     let _servers = LxnetServers::start(&ns);
     let on_linux = ns
@@ -720,7 +609,8 @@ fn lxnet_matches_linux(platform: Platform, compiler: &str) {
         lines_of(&on_linux),
         text(&on_linux.stderr)
     );
-    let in_guest = guest_command(&ns, platform, &root, "/lxnet", &["10.0.0.1"])
+    let in_guest = root
+        .command(Some(&ns), platform, &[], "/lxnet", &["10.0.0.1"])
         .output()
         .expect("run lxnet in the guest");
     let (linux, guest) = (lines_of(&on_linux), lines_of(&in_guest));
@@ -746,15 +636,62 @@ fn lxnet_matches_linux(platform: Platform, compiler: &str) {
 }
 
 fn pipes_eventfds_epoll_and_sockets_behave_as_on_linux_with_glibc(platform: Platform) {
-    if can_use_netns() && have("gcc") {
+    if can_use_netns() {
         lxnet_matches_linux(platform, "gcc");
     }
 }
 
 fn pipes_eventfds_epoll_and_sockets_behave_as_on_linux_with_musl(platform: Platform) {
-    if can_use_netns() && have("musl-gcc") {
+    if can_use_netns() {
         lxnet_matches_linux(platform, "musl-gcc");
     }
+}
+
+/// Debian's redis-server (dynamically linked), unmodified, from a root
+/// `lightvm rootfs` made: redis-cli in the namespace sets and gets keys.
+fn redis_answers_redis_cli(platform: Platform) {
+    if !can_use_netns() {
+        return;
+    }
+    let root = Rootfs::of_host_programs(
+        &format!("redis-{}", platform.name()),
+        &["/usr/bin/redis-server"],
+        &[],
+    );
+    let ns = Netns::new();
+    let _vm = start_guest(
+        &ns,
+        platform,
+        &root,
+        "/usr/bin/redis-server",
+        &[
+            "--bind",
+            "0.0.0.0",
+            "--port",
+            "6379",
+            "--protected-mode",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ],
+        "Ready to accept connections",
+    );
+    let cli = |args: &[&str]| {
+        let mut all = vec!["redis-cli", "-h", GUEST_IP, "-p", "6379"];
+        all.extend_from_slice(args);
+        let output = ns.exec(&all);
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        text(&output.stdout).trim().to_owned()
+    };
+    assert_eq!(cli(&["SET", "unikernel", "lightvm"]), "OK");
+    assert_eq!(cli(&["GET", "unikernel"]), "lightvm");
+    assert_eq!(cli(&["INCR", "counter"]), "1");
+    assert_eq!(cli(&["INCR", "counter"]), "2");
+    assert_eq!(cli(&["DBSIZE"]), "2");
 }
 
 lightvm_testkit::platform_tests!(
@@ -766,6 +703,7 @@ lightvm_testkit::platform_tests!(
     busybox_nc_connects_and_prints_what_the_server_sends,
     iperf3_serves_both_directions,
     nginx_serves_files_with_sendfile_and_keep_alive,
+    redis_answers_redis_cli,
     pipes_eventfds_epoll_and_sockets_behave_as_on_linux_with_glibc,
     pipes_eventfds_epoll_and_sockets_behave_as_on_linux_with_musl,
 );

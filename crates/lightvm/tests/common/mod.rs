@@ -157,14 +157,6 @@ impl Netns {
         vm
     }
 
-    /// Starts `cmd` (a command made by [`Netns::command`]) in the background; the
-    /// namespace's guard kills it before deleting the namespace.
-    pub fn spawn(&self, cmd: &mut Command) -> Vm {
-        let vm = Vm::spawn(cmd);
-        self.vms.lock().unwrap().push(vm.child.clone());
-        vm
-    }
-
     /// Runs `f` on a thread that has entered the namespace, so the sockets it opens
     /// live there.
     pub fn run_inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
