@@ -235,6 +235,9 @@ fn call(number: u64, a: [u64; 6], frame: &mut Frame) -> SysResult {
         nr::__NR_time => time::time(a[0]),
         nr::__NR_nanosleep => time::nanosleep(a[0]),
         nr::__NR_clock_nanosleep => time::clock_nanosleep(a[0], a[1], a[2]),
+        nr::__NR_setitimer => time::setitimer(a[0], a[1], a[2]),
+        nr::__NR_getitimer => time::getitimer(a[0], a[1]),
+        nr::__NR_alarm => time::alarm(a[0]),
         _ => unimplemented(number),
     }
 }

@@ -260,18 +260,47 @@ pub fn arch_prctl(code: u64, addr: u64) -> SysResult {
     Ok(0)
 }
 
-/// `prctl`: the name is kept; the rest is refused or has nothing to do.
-pub fn prctl(option: u64, _arg: u64) -> SysResult {
+/// `prctl`: the options programs use to learn or set what a kernel keeps for
+/// them. The thread name is the program's name (`comm`); capabilities are all
+/// root's; options that only tune the kernel change nothing and succeed.
+pub fn prctl(option: u64, arg: u64) -> SysResult {
     const PR_SET_PDEATHSIG: u64 = 1;
+    const PR_GET_PDEATHSIG: u64 = 2;
     const PR_GET_DUMPABLE: u64 = 3;
     const PR_SET_DUMPABLE: u64 = 4;
+    const PR_GET_KEEPCAPS: u64 = 7;
+    const PR_SET_KEEPCAPS: u64 = 8;
     const PR_SET_NAME: u64 = 15;
     const PR_GET_NAME: u64 = 16;
+    const PR_CAPBSET_READ: u64 = 23;
+    const PR_SET_TIMERSLACK: u64 = 29;
+    const PR_GET_TIMERSLACK: u64 = 30;
     const PR_SET_NO_NEW_PRIVS: u64 = 38;
+    const PR_GET_NO_NEW_PRIVS: u64 = 39;
+    const PR_SET_THP_DISABLE: u64 = 41;
+    const PR_GET_THP_DISABLE: u64 = 42;
+    const PR_SET_VMA: u64 = 0x5356_4d41;
+    const CAP_LAST_CAP: u64 = 40;
     match option {
-        PR_SET_PDEATHSIG | PR_SET_DUMPABLE | PR_SET_NAME | PR_SET_NO_NEW_PRIVS => Ok(0),
+        PR_SET_PDEATHSIG | PR_SET_DUMPABLE | PR_SET_KEEPCAPS | PR_SET_NAME => Ok(0),
+        PR_SET_NO_NEW_PRIVS | PR_SET_TIMERSLACK | PR_SET_THP_DISABLE | PR_SET_VMA => Ok(0),
         PR_GET_DUMPABLE => Ok(1),
-        PR_GET_NAME => Ok(0),
+        PR_GET_PDEATHSIG => {
+            uaccess::write::<u32>(arg, 0)?;
+            Ok(0)
+        }
+        PR_GET_KEEPCAPS | PR_GET_NO_NEW_PRIVS | PR_GET_THP_DISABLE => Ok(0),
+        PR_GET_TIMERSLACK => Ok(50_000),
+        PR_GET_NAME => {
+            let k = kernel();
+            let comm = k.exe.rsplit('/').next().unwrap_or("");
+            let mut name = [0u8; 16];
+            let len = comm.len().min(15);
+            name[..len].copy_from_slice(&comm.as_bytes()[..len]);
+            uaccess::write(arg, name)?;
+            Ok(0)
+        }
+        PR_CAPBSET_READ if arg <= CAP_LAST_CAP => Ok(1),
         _ => Err(EINVAL),
     }
 }
