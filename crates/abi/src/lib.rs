@@ -65,7 +65,8 @@ pub mod devices;
 /// [`BootInfo::platform`] replaced `flags`. Version 3: a module (the root
 /// filesystem of a Linux program) in guest memory ([`BootInfo::module_addr`]), and
 /// [`Hypercall::SyscallEntry`], which makes a guest's `syscall` a call of its own
-/// code rather than the end of it.
+/// code rather than the end of it, with a return slot and, for rewritten sites, a
+/// sled at address 0 ([`BootInfo::flags`], [`layout::SYSCALL_SLED_ADDR`]).
 pub const ABI_VERSION: u32 = 3;
 
 /// First I/O port of the hypercall range, used by the kvm platform's gate. Chosen
@@ -199,6 +200,14 @@ pub struct SyscallEntryArgs {
     /// the call never leaves the VM: a CPL 0 stub stores `rcx` there and returns
     /// to `entry` at CPL 3, using `rcx` on the way.)
     pub return_slot: u64,
+    /// Where a `syscall` site the guest rewrote into `call *%rax` goes, with `rcx`
+    /// its return address (zpoline's idea): the monitor fills the page at
+    /// [`layout::SYSCALL_SLED_ADDR`], where that `call` lands at the call's
+    /// number, with `nop`s up to a `pop %rcx` and a jump here. 0, or a VM without
+    /// [`BOOT_FLAG_SYSCALL_SLED`]: no sled. The `call` leaves its return address
+    /// at -8(%rsp) of the program, inside the red zone — a hazard the guest
+    /// accepts by asking for the sled.
+    pub call_entry: u64,
 }
 
 /// Argument of [`Hypercall::Poll`].
@@ -255,7 +264,16 @@ pub struct BootInfo {
     pub module_addr: u64,
     /// Bytes of the module.
     pub module_len: u64,
+    /// [`BOOT_FLAG_SYSCALL_SLED`] where it applies.
+    pub flags: u64,
 }
+
+/// [`BootInfo::flags`]: the page at [`layout::SYSCALL_SLED_ADDR`] is mapped for
+/// the guest (read and execute), and the monitor fills it when the guest registers
+/// a [`SyscallEntryArgs::call_entry`]: a VM for Linux programs on kvm, or on the
+/// process platform when the monitor could map address 0 (root, or
+/// `vm.mmap_min_addr` = 0).
+pub const BOOT_FLAG_SYSCALL_SLED: u64 = 1;
 
 /// [`BootInfo::platform`]: a KVM virtual machine.
 pub const PLATFORM_KVM: u32 = 1;
@@ -271,6 +289,7 @@ pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"LIGHTVM\x03");
 /// [`layout::GUEST_OWNED_START`] up.
 ///
 /// ```text
+/// 0x0000_0000  syscall sled             Linux VMs where mapped, user R+X
 /// 0x0000_1000  GDT and TSS              kvm only, supervisor
 /// 0x0000_2000  hypercall gate stub      kvm only, user R+X
 /// 0x0000_3000  page tables …            kvm only, never mapped
@@ -297,6 +316,16 @@ pub mod layout {
     pub const KVM_SYSCALL_STUB_ADDR: u64 = KVM_GATE_ADDR + 0x100;
     /// Bytes reserved for the stub at [`KVM_SYSCALL_STUB_ADDR`].
     pub const KVM_SYSCALL_STUB_BYTES: u64 = 64;
+    /// The syscall sled of a VM for Linux programs (see
+    /// [`BOOT_FLAG_SYSCALL_SLED`](super::BOOT_FLAG_SYSCALL_SLED)): one page at
+    /// address 0, so that `call *%rax` with the call's number in `rax` lands in it.
+    pub const SYSCALL_SLED_ADDR: u64 = 0;
+    /// Bytes of the sled page; system-call numbers up to
+    /// [`SYSCALL_SLED_REACH`] land on a `nop`.
+    pub const SYSCALL_SLED_BYTES: u64 = PAGE_SIZE;
+    /// One past the highest system-call number a rewritten site may use: the
+    /// sled's `nop`s end here, before its `pop %rcx; jmp *entry`.
+    pub const SYSCALL_SLED_REACH: u64 = SYSCALL_SLED_BYTES - 16;
     /// First page-table page (kvm); tables grow upward from here and are never
     /// mapped.
     pub const PAGE_TABLES_ADDR: u64 = 0x3000;

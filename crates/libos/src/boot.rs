@@ -38,6 +38,7 @@ static NO_BOOT_INFO: BootInfo = BootInfo {
     hypercall_gate: 0,
     module_addr: 0,
     module_len: 0,
+    flags: 0,
 };
 
 /// The boot info the VMM passed, as checked by `_start`.

@@ -21,18 +21,28 @@
 //!
 //! # Rewriting
 //!
-//! Arriving through the monitor costs an exit (kvm) or a signal (process). So the
-//! first time a site of the common form `mov $NR, %eax; syscall` (7 bytes) traps,
-//! and only once the trap proved `syscall` is really there (it executed) and `rax`
-//! holds that very `NR`, the site is rewritten into `jmp *SLOT` (also 7 bytes),
-//! where `SLOT` holds the address of a 16-byte trampoline of its own: `mov $NR,
-//! %eax; mov $RETURN, %ecx; jmp lx_syscall_entry`. From then on that site's calls
-//! are a few jumps inside the guest (gVisor's systrap rewrites the same pattern the
-//! same way). Code is never scanned: only sites that trapped are touched. Other
-//! sites keep trapping; they still work.
+//! Arriving through a trap costs a trip through guest kernel mode (kvm) or a
+//! signal (process). So the first time a site traps — which proves a `syscall` is
+//! really there: it executed — it is rewritten. Code is never scanned: only sites
+//! that trapped are touched.
+//!
+//! * A site of the common form `mov $NR, %eax; syscall` (7 bytes), with `rax`
+//!   holding that very `NR`, becomes `jmp *SLOT` (also 7 bytes), where `SLOT`
+//!   holds the address of a 16-byte trampoline of its own: `mov $NR, %eax; mov
+//!   $RETURN, %ecx; jmp lx_syscall_entry` (gVisor's systrap rewrites the same
+//!   pattern the same way).
+//! * Any other site (`xor %eax, %eax; syscall` in glibc's `read`, musl's
+//!   register-number sites, glibc's generic `syscall()`) becomes `call *%rax`
+//!   (zpoline's idea) where the VM has a syscall sled: the page at address 0,
+//!   `nop`s the monitor wrote up to a `pop %rcx; jmp lx_syscall_entry`, so the
+//!   call lands at the call's number and slides to the entry with its return
+//!   address. The `call` writes that address at -8(%rsp), inside the program's
+//!   red zone, as zpoline's does; a number of 4,080 or more (the x32 ABI's) at
+//!   such a site ends the VM with a fault. Without a sled those sites keep
+//!   trapping; they still work.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// The program's registers at its `syscall`, as the entry saves them on the
 /// kernel stack (lowest address first). The handler's result goes in `rax`.
@@ -244,6 +254,8 @@ pub struct Trampolines {
     capacity: AtomicUsize,
     used: AtomicUsize,
     rewritten: AtomicUsize,
+    /// Whether the VM has a syscall sled, for `call *%rax` sites.
+    sled: AtomicBool,
 }
 
 // SAFETY: one vCPU, threads switched only inside system calls: the area is touched
@@ -256,20 +268,23 @@ pub static TRAMPOLINES: Trampolines = Trampolines {
     capacity: AtomicUsize::new(0),
     used: AtomicUsize::new(0),
     rewritten: AtomicUsize::new(0),
+    sled: AtomicBool::new(false),
 };
 
 impl Trampolines {
-    /// Gives the set its area: `bytes` of executable memory at `start` (< 4 GiB).
+    /// Gives the set its area: `bytes` of executable memory at `start` (< 4 GiB);
+    /// `sled` says whether the VM has a syscall sled (`call *%rax` sites).
     ///
     /// # Safety
     ///
     /// The area is mapped, writable and executable, below 4 GiB, and used by
     /// nothing else; this is called once, before any system call.
-    pub unsafe fn init(&'static self, start: u64, bytes: usize) {
+    pub unsafe fn init(&'static self, start: u64, bytes: usize, sled: bool) {
         // SAFETY: called once before any use (the caller's guarantee).
         unsafe { *self.area.get() = start as *mut u8 };
         self.capacity
             .store(bytes / (TRAMPOLINE_BYTES + 8), Ordering::Relaxed);
+        self.sled.store(sled, Ordering::Relaxed);
     }
 
     /// Sites rewritten so far.
@@ -277,29 +292,64 @@ impl Trampolines {
         self.rewritten.load(Ordering::Relaxed)
     }
 
-    /// Rewrites the site that trapped, if it has the form `mov $nr, %eax;
-    /// syscall` ending at `return_address` with `nr` as the call's number, and the
-    /// program memory `code` covers it.
+    /// Rewrites the site that trapped (its `syscall` ends at `return_address`,
+    /// within the program's memory `code`) so that its next calls stay in the
+    /// guest: into a jump to a trampoline of its own if it has the form `mov $nr,
+    /// %eax; syscall` with `nr` the call's number, otherwise, where the VM has a
+    /// syscall sled, its `syscall` into `call *%rax` (zpoline's idea), which lands
+    /// in the sled at the call's number.
     pub fn rewrite(&self, return_address: u64, number: u64, code: &core::ops::Range<u64>) {
-        let Some(site) = return_address.checked_sub(SITE_BYTES) else {
+        if !self.rewrite_jump(return_address, number, code) {
+            self.rewrite_call(return_address, code);
+        }
+    }
+
+    /// `syscall` (0f 05) into `call *%rax` (ff d0), if the VM has a sled.
+    fn rewrite_call(&self, return_address: u64, code: &core::ops::Range<u64>) {
+        if !self.sled.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(site) = return_address.checked_sub(2) else {
             return;
         };
-        if site < code.start || return_address > code.end || return_address > u64::from(u32::MAX) {
+        if site < code.start || return_address > code.end {
             return;
+        }
+        // SAFETY: the two bytes lie in the program's memory (checked above), which
+        // the personality maps read-write-execute; the CPU just executed them as a
+        // `syscall`, and no thread is inside that instruction (threads switch only
+        // inside system calls, after theirs).
+        unsafe {
+            let bytes = core::ptr::read_unaligned(site as *const [u8; 2]);
+            if bytes != [0x0f, 0x05] {
+                return;
+            }
+            core::ptr::write_unaligned(site as *mut [u8; 2], [0xff, 0xd0]);
+        }
+        self.rewritten.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The 7-byte jump of a `mov $nr, %eax; syscall` site; whether it was one.
+    fn rewrite_jump(&self, return_address: u64, number: u64, code: &core::ops::Range<u64>) -> bool {
+        let Some(site) = return_address.checked_sub(SITE_BYTES) else {
+            return false;
+        };
+        if site < code.start || return_address > code.end || return_address > u64::from(u32::MAX) {
+            return false;
         }
         // SAFETY: the site lies in the program's memory (checked just above), which
         // is mapped readable; reading 7 bytes of it is what the CPU just did.
         let bytes: [u8; 7] = unsafe { core::ptr::read_unaligned(site as *const [u8; 7]) };
         let imm = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
         if bytes[0] != 0xb8 || bytes[5..] != [0x0f, 0x05] || u64::from(imm) != number {
-            return;
+            return false;
         }
         let index = self.used.load(Ordering::Relaxed);
         // SAFETY: set once by `init`.
         let area = unsafe { *self.area.get() };
         let capacity = self.capacity.load(Ordering::Relaxed);
         if area.is_null() || index >= capacity {
-            return;
+            return false;
         }
         self.used.store(index + 1, Ordering::Relaxed);
         let slots = area as u64;
@@ -328,5 +378,6 @@ impl Trampolines {
             core::ptr::write_unaligned(site as *mut [u8; 7], patch);
         }
         self.rewritten.fetch_add(1, Ordering::Relaxed);
+        true
     }
 }

@@ -81,7 +81,8 @@ fn main() -> i32 {
     // SAFETY: the area lies below the heap, in guest memory the monitor maps
     // read-write-execute for a VM that runs Linux programs, below 4 GiB (guest
     // memory ends by 3 GiB), and nothing else uses it.
-    unsafe { entry::TRAMPOLINES.init(trampolines, TRAMPOLINE_AREA as usize) };
+    let sled = info.flags & libos::abi::BOOT_FLAG_SYSCALL_SLED != 0;
+    unsafe { entry::TRAMPOLINES.init(trampolines, TRAMPOLINE_AREA as usize, sled) };
 
     let archive = libos::boot::module();
     if archive.is_empty() {
@@ -138,7 +139,7 @@ fn main() -> i32 {
         Err(error) => fatal(&alloc::format!("{error}")),
     };
     let (trapped, return_slot) = entry::trapped_entry();
-    libos::hypercall::syscall_entry(trapped, return_slot);
+    libos::hypercall::syscall_entry(trapped, return_slot, entry::entry_address());
     // The program's first thread handles its calls on this stack: the frames
     // below are dead once the program runs.
     entry::LX_KERNEL_STACK.store(

@@ -1,6 +1,7 @@
 /* Programs that go wrong, one way per argument:
  *   wild    writes through a pointer to memory it never mapped;
- *   enosys  makes a system call no kernel has (number 1000);
+ *   enosys  makes a system call no kernel has (number 1000), through glibc's
+ *           syscall(), whose site an earlier call got rewritten;
  *   fork    forks, which a unikernel's one process cannot;
  *   spin    has a thread spin forever while main waits for it. */
 #define _GNU_SOURCE
@@ -28,6 +29,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(mode, "enosys")) {
+        syscall(SYS_getppid);
         long result = syscall(1000, 1, 2, 3);
         printf("syscall 1000 = %ld errno=%d\n", result, errno);
         return 0;

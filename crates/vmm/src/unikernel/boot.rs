@@ -169,6 +169,8 @@ pub struct BootFacts {
     pub hypercall_gate: u64,
     /// The module's bytes (0 if none).
     pub module_len: u64,
+    /// Whether the guest has a syscall sled at address 0.
+    pub syscall_sled: bool,
 }
 
 /// The first page after the image: where the heap starts.
@@ -202,6 +204,11 @@ pub fn write_boot_info(
         hypercall_gate: facts.hypercall_gate,
         module_addr: plan.module.as_ref().map_or(0, |m| m.start),
         module_len: facts.module_len,
+        flags: if facts.syscall_sled {
+            lightvm_abi::BOOT_FLAG_SYSCALL_SLED
+        } else {
+            0
+        },
     };
     memory::write(memory, layout::BOOT_INFO_ADDR, boot_info.as_bytes())?;
     memory::write(memory, layout::CMDLINE_ADDR, cmdline.as_bytes())

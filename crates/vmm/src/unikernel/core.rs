@@ -9,7 +9,9 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use lightvm_abi::{limits, ConsoleWriteArgs, ExitArgs, Hypercall, PollArgs, SyscallEntryArgs};
+use lightvm_abi::{
+    layout, limits, ConsoleWriteArgs, ExitArgs, Hypercall, PollArgs, SyscallEntryArgs,
+};
 use vm_memory::GuestMemoryMmap;
 
 use super::devices::Devices;
@@ -41,6 +43,38 @@ pub struct SyscallDelivery {
     pub return_slot: u64,
 }
 
+/// A writable view of a VM's syscall sled page
+/// ([`layout::SYSCALL_SLED_ADDR`]), which the guest sees read-and-execute only.
+pub struct SledPage(*mut u8);
+
+// SAFETY: the page belongs to the one VM whose core holds this view; only that
+// core writes it, from whichever thread runs the VM.
+unsafe impl Send for SledPage {}
+
+impl SledPage {
+    /// The view at `page`.
+    ///
+    /// # Safety
+    ///
+    /// `page` is valid for writes of [`layout::SYSCALL_SLED_BYTES`] bytes for as
+    /// long as the core that gets this view lives, and nothing else writes them.
+    pub unsafe fn new(page: *mut u8) -> Self {
+        Self(page)
+    }
+
+    /// Fills the page: `nop`s up to [`layout::SYSCALL_SLED_REACH`], then `pop
+    /// %rcx; jmp *entry` (an absolute jump through the address stored after it).
+    fn fill(&mut self, call_entry: u64) {
+        let mut sled = [0x90u8; layout::SYSCALL_SLED_BYTES as usize];
+        let tail = layout::SYSCALL_SLED_REACH as usize;
+        sled[tail] = 0x59; // pop rcx
+        sled[tail + 1..tail + 7].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]); // jmp [rip]
+        sled[tail + 7..tail + 15].copy_from_slice(&call_entry.to_le_bytes());
+        // SAFETY: `new`'s contract: the page is this view's to write, whole.
+        unsafe { std::ptr::copy_nonoverlapping(sled.as_ptr(), self.0, sled.len()) };
+    }
+}
+
 /// The platform-independent state of one running unikernel.
 pub struct Core {
     memory: GuestMemoryMmap,
@@ -55,6 +89,7 @@ pub struct Core {
     deadline: Option<Instant>,
     exit: Option<VmExit>,
     syscall_entry: Option<SyscallDelivery>,
+    sled: Option<SledPage>,
 }
 
 impl Core {
@@ -81,7 +116,14 @@ impl Core {
             deadline: None,
             exit: None,
             syscall_entry: None,
+            sled: None,
         }
+    }
+
+    /// Gives the core the VM's syscall sled, which it fills when the guest
+    /// registers a `call_entry` (the VM's boot info says it has one).
+    pub fn set_syscall_sled(&mut self, sled: SledPage) {
+        self.sled = Some(sled);
     }
 
     /// Guest memory.
@@ -192,6 +234,11 @@ impl Core {
                                 call,
                                 format!("return_slot {slot:#x} must be 8-aligned and below 2 GiB"),
                             ));
+                        }
+                        if let (Some(sled), call_entry @ 1..) = (&mut self.sled, args.call_entry) {
+                            let what = || format!("{}: call_entry", call.name());
+                            guest.check(&what, call_entry, 1)?;
+                            sled.fill(call_entry);
                         }
                         Some(SyscallDelivery {
                             entry,

@@ -64,7 +64,7 @@ impl Shell {
         platform.check()?;
         Ok(match platform {
             Platform::Kvm => Shell::Kvm(KvmShell::create(mem_size, linux)?),
-            Platform::Process => Shell::Process(ProcessShell::create(mem_size)?),
+            Platform::Process => Shell::Process(ProcessShell::create(mem_size, linux)?),
         })
     }
 

@@ -386,6 +386,7 @@ fn a_registered_entry_receives_the_guests_system_calls(platform: Platform) {
     let mut data = lightvm_abi::SyscallEntryArgs {
         entry: HANDLER,
         return_slot: SLOT,
+        call_entry: 0,
     }
     .as_bytes()
     .to_vec();
@@ -410,6 +411,7 @@ fn a_return_slot_outside_the_guests_memory_is_refused(platform: Platform) {
     let mut data = lightvm_abi::SyscallEntryArgs {
         entry: CODE,
         return_slot: lightvm_abi::layout::PAGE_TABLES_ADDR,
+        call_entry: 0,
     }
     .as_bytes()
     .to_vec();

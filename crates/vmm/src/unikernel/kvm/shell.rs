@@ -31,10 +31,11 @@ use crate::loader::UnikernelImage;
 use crate::memory;
 use crate::report::Timings;
 use crate::unikernel::boot::{self, BootFacts, GuestLayout, Module};
-use crate::unikernel::core::Core;
+use crate::unikernel::core::{Core, SledPage};
 use crate::unikernel::error::UnikernelError;
 use crate::unikernel::guest::{self, Ownership};
 use crate::unikernel::GuestParts;
+use vm_memory::GuestMemoryBackend;
 
 /// The gate stub at [`layout::KVM_GATE_ADDR`]: `gate(call: rdi, arg: rsi)` becomes
 /// `out` to port `HYPERCALL_PORT_BASE + call` with the argument's low 32 bits in
@@ -199,6 +200,8 @@ impl KvmShell {
             platform: PLATFORM_KVM,
             hypercall_gate: layout::KVM_GATE_ADDR,
             module_len: module_len.unwrap_or(0),
+            // A VM for Linux programs maps page 0 as the sled (see the tables).
+            syscall_sled: plan.executable_heap,
         };
         boot::write_boot_info(memory, &facts, &plan, config.cmdline())?;
         boot::load_segments(memory, image)?;
@@ -226,7 +229,10 @@ impl KvmShell {
         let mut read_only = guest::read_only_ranges(image);
         read_only.extend(plan.module.clone());
         let owned = Ownership::new(self.mem_size, read_only);
-        let core = Core::new(
+        let sled = memory
+            .get_host_address(vm_memory::GuestAddress(layout::SYSCALL_SLED_ADDR))
+            .map_err(|_| UnikernelError::Internal("guest page 0 has no host address"))?;
+        let mut core = Core::new(
             memory,
             owned,
             parts.devices,
@@ -234,14 +240,22 @@ impl KvmShell {
             config.timeout(),
             (started, timings),
         );
+        if plan.executable_heap {
+            // SAFETY: guest page 0 is part of the memory the core now owns (one
+            // region from address 0), writable by the monitor for the core's
+            // life; the guest sees it read-and-execute only (the tables), and
+            // nothing else writes it.
+            core.set_syscall_sled(unsafe { SledPage::new(sled) });
+        }
         Ok(KvmVm::new(vcpu, vm, core))
     }
 }
 
 /// Tables for an image: GDT (supervisor), gate (user code), boot info (read-only),
 /// stack, each segment with its ELF permissions, the heap (executable in a VM for
-/// Linux programs) and the module (read-only); page 0 and everything else
-/// unmapped.
+/// Linux programs) and the module (read-only); page 0 the syscall sled (user
+/// read-and-execute) in a VM for Linux programs, unmapped otherwise, like
+/// everything else.
 fn image_page_tables(
     image: &UnikernelImage,
     base: u64,
@@ -259,6 +273,9 @@ fn image_page_tables(
         map(page(layout::BOOT_INFO_ADDR), PageAccess::READ_ONLY),
         map(layout::STACK_BOTTOM..layout::STACK_TOP, PageAccess::DATA),
     ];
+    if plan.executable_heap {
+        mappings.push(map(page(layout::SYSCALL_SLED_ADDR), PageAccess::USER_CODE));
+    }
     for segment in image.segments() {
         let start = segment.guest_addr - segment.guest_addr % layout::PAGE_SIZE;
         let end = segment.guest_end().next_multiple_of(layout::PAGE_SIZE);

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use lightvm_abi::{layout, PLATFORM_PROCESS};
 
-use self::memory::{FixedMapping, ProcessMemory};
+use self::memory::{FixedMapping, ProcessMemory, SyscallSled};
 use self::sandbox::SandboxPolicy;
 use crate::config::VmConfig;
 use crate::loader::UnikernelImage;
@@ -33,7 +33,7 @@ use crate::report::{
     describe_fault, describe_syscall, CrashReport, GuestRegisters, RunReport, Timings, VmExit,
 };
 use crate::unikernel::boot::{self, BootFacts, GuestLayout, Module};
-use crate::unikernel::core::Core;
+use crate::unikernel::core::{Core, SledPage};
 use crate::unikernel::error::UnikernelError;
 use crate::unikernel::guest::{self, Ownership};
 use crate::unikernel::GuestParts;
@@ -50,12 +50,17 @@ pub struct ProcessShell {
     tsc: tsc::Calibration,
     warmed: bool,
     isolated: bool,
+    /// The syscall sled of a shell for Linux programs, where address 0 could be
+    /// mapped.
+    sled: Option<SyscallSled>,
+    linux: bool,
 }
 
 impl ProcessShell {
     /// Maps guest memory of `mem_size` bytes (valid for [`VmConfig`]) and installs
-    /// the signal handling a guest needs.
-    pub fn create(mem_size: u64) -> Result<Self, UnikernelError> {
+    /// the signal handling a guest needs; for Linux programs (`linux`), also the
+    /// syscall sled at address 0 where this process may map it.
+    pub fn create(mem_size: u64, linux: bool) -> Result<Self, UnikernelError> {
         let tsc = tsc::Calibration::start();
         VmConfig::check_mem_size(mem_size)?;
         let slot = gate::GuestSlot::claim().ok_or(UnikernelError::Internal(
@@ -71,6 +76,8 @@ impl ProcessShell {
             tsc,
             warmed: false,
             isolated: false,
+            sled: if linux { SyscallSled::map() } else { None },
+            linux,
         })
     }
 
@@ -125,7 +132,13 @@ impl ProcessShell {
             platform: PLATFORM_PROCESS,
             hypercall_gate: gate::gate_address(),
             module_len: module_len.unwrap_or(0),
+            syscall_sled: self.sled.is_some(),
         };
+        if config.runs_linux_programs() != self.linux {
+            return Err(UnikernelError::Internal(
+                "a shell boots Linux programs only if it was made for them, and only them",
+            ));
+        }
         boot::write_boot_info(&memory, &facts, &plan, config.cmdline())?;
         boot::load_segments(&memory, image)?;
         if let (Some(module), Some(place)) = (&parts.module, &plan.module) {
@@ -136,7 +149,7 @@ impl ProcessShell {
         let mut read_only = guest::read_only_ranges(image);
         read_only.extend(plan.module.clone());
         let owned = Ownership::new(self.mem_size, read_only);
-        let core = Core::new(
+        let mut core = Core::new(
             memory,
             owned,
             parts.devices,
@@ -144,8 +157,15 @@ impl ProcessShell {
             config.timeout(),
             (started, timings),
         );
+        if let Some(sled) = &self.sled {
+            // SAFETY: the alias is a writable view of the sled page, which the
+            // VM keeps mapped (`_sled`, dropped after the core) and only the core
+            // writes.
+            core.set_syscall_sled(unsafe { SledPage::new(sled.alias()) });
+        }
         Ok(ProcessVm {
             core,
+            _sled: self.sled,
             _mapping: mapping,
             _slot: self.slot,
             entry: image.entry(),
@@ -159,6 +179,8 @@ impl ProcessShell {
 /// A loaded process-platform VM, ready to run its guest.
 pub struct ProcessVm {
     core: Core,
+    /// The syscall sled, if any: declared after `core`, which writes it.
+    _sled: Option<SyscallSled>,
     /// The guest's pages: declared after `core`, whose view of them drops first.
     _mapping: FixedMapping,
     /// Declared last: the slot is free once the pages are gone.
