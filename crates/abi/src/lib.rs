@@ -320,12 +320,16 @@ pub mod layout {
     /// [`BOOT_FLAG_SYSCALL_SLED`](super::BOOT_FLAG_SYSCALL_SLED)): one page at
     /// address 0, so that `call *%rax` with the call's number in `rax` lands in it.
     pub const SYSCALL_SLED_ADDR: u64 = 0;
-    /// Bytes of the sled page; system-call numbers up to
-    /// [`SYSCALL_SLED_REACH`] land on a `nop`.
+    /// Bytes of the sled page.
     pub const SYSCALL_SLED_BYTES: u64 = PAGE_SIZE;
-    /// One past the highest system-call number a rewritten site may use: the
-    /// sled's `nop`s end here, before its `pop %rcx; jmp *entry`.
-    pub const SYSCALL_SLED_REACH: u64 = SYSCALL_SLED_BYTES - 16;
+    /// Where the sled's `nop`s for the system calls end (every Linux x86-64
+    /// number lies below), and its `pop %rcx; jmp *entry` (15 bytes) begins: a
+    /// call slides over at most this many `nop`s. A second run of `nop`s after it
+    /// leads numbers from `SYSCALL_SLED_REACH + 15` up to the page's last 16
+    /// bytes to a second copy at the page's end, so that they reach the entry
+    /// (which answers ENOSYS) too; the 15 numbers inside the first copy, and
+    /// those beyond the page, have no meaning at a rewritten site.
+    pub const SYSCALL_SLED_REACH: u64 = 512;
     /// First page-table page (kvm); tables grow upward from here and are never
     /// mapped.
     pub const PAGE_TABLES_ADDR: u64 = 0x3000;

@@ -10,7 +10,7 @@
 //! It puts the return address back in `rcx` and goes on as `lx_syscall_entry`,
 //! where rewritten sites arrive with `rcx` already set. Like a kernel's entry it switches to a stack of its own (the
 //! current thread's kernel stack), saves the program's registers in a [`Frame`]
-//! there and its whole vector state below it (`xsave64` of every component the
+//! there and its whole vector state below it (`xsaveopt64` of every component the
 //! CPU has enabled — x87, SSE, AVX and beyond: the Rust code here clobbers XMM
 //! registers, and another thread may run AVX code before this one returns,
 //! while a `syscall` preserves all of them), and calls
@@ -37,8 +37,9 @@
 //!   `nop`s the monitor wrote up to a `pop %rcx; jmp lx_syscall_entry`, so the
 //!   call lands at the call's number and slides to the entry with its return
 //!   address. The `call` writes that address at -8(%rsp), inside the program's
-//!   red zone, as zpoline's does; a number of 4,080 or more (the x32 ABI's) at
-//!   such a site ends the VM with a fault. Without a sled those sites keep
+//!   red zone, as zpoline's does. Numbers up to 4,079 reach the entry (see
+//!   `layout::SYSCALL_SLED_REACH` for the 15 that do not); larger ones (the x32
+//!   ABI's) have no meaning at such a site. Without a sled those sites keep
 //!   trapping; they still work.
 
 use core::cell::UnsafeCell;
@@ -142,7 +143,7 @@ core::arch::global_asm!(
     "mov [rsp + 568], rax",
     "mov eax, -1",
     "mov edx, -1",
-    "xsave64 [rsp]",
+    "xsaveopt64 [rsp]",
     "mov rdi, rbp",
     "cld",
     "call {dispatch}",

@@ -65,6 +65,9 @@ const PIE_BASE: u64 = 0x1000_0000;
 
 fn main() -> i32 {
     let info = libos::boot_info();
+    if !cpu::saves_vector_state() {
+        fatal("the CPU has no XSAVEOPT (or the OS did not enable XSAVE): the personality saves a program's vector state with it");
+    }
     // The personality's heap at the top, then the trampolines, then the program.
     let free = info.heap_start..info.heap_end;
     let heap_bytes = ((free.end - free.start) / 4).clamp(HEAP_MIN, HEAP_MAX);

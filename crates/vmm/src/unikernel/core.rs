@@ -63,13 +63,18 @@ impl SledPage {
     }
 
     /// Fills the page: `nop`s up to [`layout::SYSCALL_SLED_REACH`], then `pop
-    /// %rcx; jmp *entry` (an absolute jump through the address stored after it).
+    /// %rcx; jmp *entry` (an absolute jump through the address stored after it),
+    /// and the same after a second run of `nop`s at the page's end.
     fn fill(&mut self, call_entry: u64) {
         let mut sled = [0x90u8; layout::SYSCALL_SLED_BYTES as usize];
-        let tail = layout::SYSCALL_SLED_REACH as usize;
-        sled[tail] = 0x59; // pop rcx
-        sled[tail + 1..tail + 7].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]); // jmp [rip]
-        sled[tail + 7..tail + 15].copy_from_slice(&call_entry.to_le_bytes());
+        let mut handler = [0u8; 15];
+        handler[0] = 0x59; // pop rcx
+        handler[1..7].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]); // jmp [rip]
+        handler[7..].copy_from_slice(&call_entry.to_le_bytes());
+        let first = layout::SYSCALL_SLED_REACH as usize;
+        let last = sled.len() - 16;
+        sled[first..first + handler.len()].copy_from_slice(&handler);
+        sled[last..last + handler.len()].copy_from_slice(&handler);
         // SAFETY: `new`'s contract: the page is this view's to write, whole.
         unsafe { std::ptr::copy_nonoverlapping(sled.as_ptr(), self.0, sled.len()) };
     }
