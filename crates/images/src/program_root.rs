@@ -405,7 +405,10 @@ fn system_library_dirs() -> Vec<String> {
     if let Ok(entries) = fs::read_dir("/etc/ld.so.conf.d") {
         let mut files: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
         files.sort();
-        for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "conf")) {
+        for file in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "conf"))
+        {
             let Ok(text) = fs::read_to_string(file) else {
                 continue;
             };
@@ -447,7 +450,10 @@ mod tests {
         let mut root = ProgramRoot::new(&dir).unwrap();
         let added = root.add_program(Path::new("/bin/ls")).unwrap();
         // What ldd lists, through the same links.
-        let ldd = std::process::Command::new("ldd").arg("/bin/ls").output().unwrap();
+        let ldd = std::process::Command::new("ldd")
+            .arg("/bin/ls")
+            .output()
+            .unwrap();
         for line in String::from_utf8_lossy(&ldd.stdout).lines() {
             let path = line
                 .split_whitespace()

@@ -12,13 +12,12 @@ pub fn rootfs(args: &RootfsArgs) -> anyhow::Result<u8> {
     }
     let mut files = 0;
     for program in &args.programs {
-        let absolute = std::path::absolute(program)
-            .with_context(|| format!("{}", program.display()))?;
+        let absolute =
+            std::path::absolute(program).with_context(|| format!("{}", program.display()))?;
         files += root.add_program(&absolute)?.len();
     }
     for path in &args.add {
-        let absolute =
-            std::path::absolute(path).with_context(|| format!("{}", path.display()))?;
+        let absolute = std::path::absolute(path).with_context(|| format!("{}", path.display()))?;
         root.add_path(&absolute)?;
     }
     eprintln!(
