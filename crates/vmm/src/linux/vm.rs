@@ -1,7 +1,6 @@
 //! One Linux VM: built from a [`LinuxVmConfig`], run with one thread per vCPU.
 
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -25,7 +24,7 @@ use crate::devices::i8042::I8042;
 use crate::devices::serial::{self, SerialPort};
 use crate::devices::tap::Tap;
 use crate::devices::virtio::block::Block;
-use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::mmio::{self, MmioTransport};
 use crate::devices::virtio::net::Net;
 use crate::error::HostError;
 use crate::kvm::kvm_op;
@@ -49,6 +48,14 @@ enum Event {
     Error(LinuxVmError),
 }
 
+/// A network device's host side, served by a thread of its own while the VM
+/// runs: its transport (which owns the tap) and the eventfd that wakes the thread
+/// when the guest makes room for frames.
+struct NetInput {
+    transport: Arc<Mutex<MmioTransport>>,
+    waker: EventFd,
+}
+
 /// A built Linux VM.
 pub struct LinuxVm {
     // Drop order: vCPUs and the VM before the memory they map.
@@ -56,8 +63,9 @@ pub struct LinuxVm {
     _vm: VmFd,
     _memory: GuestMemoryMmap,
     devices: Arc<Devices>,
-    taps: Vec<(Arc<Mutex<MmioTransport>>, i32)>,
-    _tap_files: Vec<Tap>,
+    nets: Vec<NetInput>,
+    /// Written when the run ends, to stop the network threads' waits.
+    stop_fd: EventFd,
     timeout: Option<Duration>,
     started: Instant,
     timings: Timings,
@@ -141,8 +149,7 @@ impl LinuxVm {
         };
         let serial = SerialPort::new(irqfd(layout::SERIAL_IRQ)?, Console::new(console));
         let mut virtio = Vec::new();
-        let mut taps = Vec::new();
-        let mut tap_files = Vec::new();
+        let mut nets = Vec::new();
         for disk in config.disks() {
             let block = Block::open(&disk.path, disk.read_only).map_err(|source| HostError {
                 op: "opening a --disk image",
@@ -159,23 +166,31 @@ impl LinuxVm {
             ))));
         }
         for net in config.nets() {
-            let open = || Tap::open(&net.tap);
-            let tap = open().map_err(|source| HostError {
+            // One open per device: a second TUNSETIFF on a tap without
+            // IFF_MULTI_QUEUE fails with EBUSY. The receive thread waits on this
+            // descriptor through the device (`VirtioDevice::host_input`).
+            let tap = Tap::open(&net.tap).map_err(|source| HostError {
                 op: "opening a --net tap",
                 source: std::io::Error::new(source.kind(), format!("tap {}: {source}", net.tap)),
             })?;
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&tap);
-            let backend = open().map_err(host("opening a --net tap"))?;
             let (_, irq) = virtio_slot(virtio.len());
-            let transport = Arc::new(Mutex::new(MmioTransport::new(
-                Box::new(Net::new(Box::new(backend), net.mac)),
+            let mut transport = MmioTransport::new(
+                Box::new(Net::new(Box::new(tap), net.mac)),
                 memory.clone(),
                 Box::new(irqfd(irq)?),
-            )));
-            taps.push((transport.clone(), fd));
-            tap_files.push(tap);
+            );
+            let waker = EventFd::new(libc::EFD_NONBLOCK).map_err(host("eventfd"))?;
+            transport.set_host_waker(waker.try_clone().map_err(host("eventfd"))?);
+            let transport = Arc::new(Mutex::new(transport));
+            nets.push(NetInput {
+                transport: transport.clone(),
+                waker,
+            });
             virtio.push(transport);
         }
+        // Made now rather than in `run`: once the VM is built its process may be
+        // jailed with no room for new descriptors.
+        let stop_fd = EventFd::new(libc::EFD_NONBLOCK).map_err(host("eventfd"))?;
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -207,8 +222,8 @@ impl LinuxVm {
                 boot_timer: Mutex::new(BootTimer::new(started)),
                 virtio,
             }),
-            taps,
-            _tap_files: tap_files,
+            nets,
+            stop_fd,
             timeout: config.timeout(),
             started,
             timings,
@@ -233,14 +248,15 @@ impl LinuxVm {
                 .map_err(host("starting a vCPU thread"))?;
             threads.push(thread);
         }
-        let stop_fd = EventFd::new(libc::EFD_NONBLOCK).map_err(host("eventfd"))?;
+        let stop_fd = Arc::new(self.stop_fd);
         let mut io_threads = Vec::new();
-        for (transport, tap_fd) in self.taps.drain(..) {
-            let stop_fd = stop_fd.try_clone().map_err(host("eventfd"))?;
-            let stop = stop.clone();
-            io_threads.push(std::thread::spawn(move || {
-                net_rx_loop(&transport, tap_fd, &stop_fd, &stop)
-            }));
+        for (index, NetInput { transport, waker }) in self.nets.drain(..).enumerate() {
+            let (stop_fd, stop) = (stop_fd.clone(), stop.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("net{index}-rx"))
+                .spawn(move || mmio::serve_host_input(&transport, &waker, &stop_fd, &stop))
+                .map_err(host("starting a network thread"))?;
+            io_threads.push(thread);
         }
         drop(events);
 
@@ -432,37 +448,4 @@ fn crash(vcpu: &VcpuFd, reason: &str) -> Event {
         registers.as_ref(),
         Shown::Kernel,
     )))
-}
-
-/// Delivers frames from a tap to its device: waits for the tap (or, while a frame
-/// waits for guest buffers, a few milliseconds) and runs the device's receive.
-fn net_rx_loop(
-    transport: &Mutex<MmioTransport>,
-    tap_fd: i32,
-    stop_fd: &EventFd,
-    stop: &AtomicBool,
-) {
-    while !stop.load(Ordering::SeqCst) {
-        let waiting = transport.lock().is_ok_and(|t| t.stopped().is_none());
-        let mut fds = [
-            libc::pollfd {
-                fd: stop_fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: tap_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // While a frame waits for receive buffers, poll the device every 5 ms
-        // instead of the (still readable) tap.
-        let (count, timeout) = if waiting { (2, 5) } else { (1, 100) };
-        // SAFETY: `fds` is a valid array of at least `count` pollfd structs.
-        unsafe { libc::poll(fds.as_mut_ptr(), count, timeout) };
-        if let Ok(mut t) = transport.lock() {
-            t.poll_host();
-        }
-    }
 }
