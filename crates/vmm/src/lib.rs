@@ -6,7 +6,8 @@
 //! * [`linux`]: Linux microVMs on KVM;
 //! * [`kvm`]: the KVM machinery both KVM users share (memory slots, page tables,
 //!   GDT, registers, the vCPU run step and crash dump);
-//! * [`devices`]: the Linux guests' devices and the host tap both kinds use.
+//! * [`devices`]: the Linux guests' devices and the host tap and disk both kinds use;
+//! * [`seccomp`]: the KVM monitors' per-thread filters, from lists kept as data.
 //!
 //! Each part below the builders fails with its own small error; each builder with
 //! one error at the top of its room that wraps them: [`UnikernelError`] and
@@ -27,6 +28,7 @@ pub mod loader;
 pub mod memory;
 pub mod platform;
 pub mod report;
+pub mod seccomp;
 pub mod timer;
 pub mod unikernel;
 

@@ -36,19 +36,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         .as_ref()
         .map(|path| File::create(path).with_context(|| format!("--report {}", path.display())))
         .transpose()?;
+    let keep = report_file.as_ref().map(AsRawFd::as_raw_fd);
     let (image, report) = match (&args.kernel, &args.image) {
-        (Some(kernel), _) => (kernel.as_path(), run_linux(args, kernel, console)?),
-        (None, Some(program)) if args.rootfs.is_some() => {
-            let keep = report_file.as_ref().map(AsRawFd::as_raw_fd);
-            (
-                program.as_path(),
-                run_linux_program(args, program, console, keep)?,
-            )
-        }
-        (None, Some(image)) => {
-            let keep = report_file.as_ref().map(AsRawFd::as_raw_fd);
-            (image.as_path(), run_unikernel(args, image, console, keep)?)
-        }
+        (Some(kernel), _) => (kernel.as_path(), run_linux(args, kernel, console, keep)?),
+        (None, Some(program)) if args.rootfs.is_some() => (
+            program.as_path(),
+            run_linux_program(args, program, console, keep)?,
+        ),
+        (None, Some(image)) => (image.as_path(), run_unikernel(args, image, console, keep)?),
         (None, None) => anyhow::bail!("nothing to boot: give an image, or --kernel"),
     };
     let code = report.exit.exit_code();
@@ -70,7 +65,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
 }
 
 /// Boots a unikernel; `report_fd` is a file the monitor still writes after the
-/// guest started (the process platform's sandbox keeps it).
+/// guest started (the process platform's sandbox and the kvm platform's seccomp
+/// filter keep it).
 fn run_unikernel(
     args: &RunArgs,
     image: &Path,
@@ -173,10 +169,13 @@ fn single<'a>(values: &'a [String], flag: &str) -> anyhow::Result<Option<&'a str
     }
 }
 
+/// Boots a Linux kernel; `report_fd` as for [`run_unikernel`] (the threads'
+/// seccomp filters keep it writable).
 fn run_linux(
     args: &RunArgs,
     kernel: &Path,
     console: Box<dyn Write + Send>,
+    report_fd: Option<i32>,
 ) -> anyhow::Result<RunReport> {
     let mem_size = match &args.mem {
         Some(mem) => parse_mem_size(mem).context("--mem")?,
@@ -208,8 +207,9 @@ fn run_linux(
         nets,
         timeout: args.timeout,
     })?;
-    let vm = LinuxVm::build(&config, console)
+    let mut vm = LinuxVm::build(&config, console)
         .with_context(|| format!("cannot boot {}", kernel.display()))?;
+    vm.set_sandbox(SandboxPolicy::writable(report_fd));
     Ok(vm.run()?)
 }
 

@@ -1,6 +1,12 @@
 //! One Linux VM: built from a [`LinuxVmConfig`], run with one thread per vCPU.
+//!
+//! Each thread runs under its own seccomp list from the moment it has work (see
+//! [`crate::seccomp`]): `linux-vcpu` on a vCPU thread (bound to its own vCPU), `linux-io`
+//! on a network receive thread, `linux-main` on the main thread once the others
+//! run; each bound to this VM's descriptors.
 
 use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -31,8 +37,10 @@ use crate::kvm::kvm_op;
 use crate::kvm::vcpu::{self, Run, Shown, VcpuRegisters};
 use crate::memory;
 use crate::report::{micros, RunReport, Timings, VmExit};
+use crate::seccomp::{self, ThreadFds, ThreadKind};
 use crate::timer;
 use crate::unikernel::process::signals;
+use crate::unikernel::SandboxPolicy;
 
 /// Devices shared by the vCPU threads.
 struct Devices {
@@ -66,6 +74,9 @@ pub struct LinuxVm {
     nets: Vec<NetInput>,
     /// Written when the run ends, to stop the network threads' waits.
     stop_fd: EventFd,
+    /// The device descriptors the threads' filters bind their calls to.
+    fds: ThreadFds,
+    sandbox: SandboxPolicy,
     timeout: Option<Duration>,
     started: Instant,
     timings: Timings,
@@ -142,9 +153,12 @@ impl LinuxVm {
         memory::write(&memory, layout::EBDA_START, &mptable::build(config.vcpus()))?;
 
         // Devices, each interrupt line an irqfd into the in-kernel irqchip.
-        let irqfd = |gsi: u32| -> Result<EventFd, LinuxVmError> {
+        let mut fds = ThreadFds::default();
+        let mut irq_fds = Vec::new();
+        let mut irqfd = |gsi: u32| -> Result<EventFd, LinuxVmError> {
             let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(host("eventfd"))?;
             vm.register_irqfd(&fd, gsi).map_err(kvm_op("KVM_IRQFD"))?;
+            irq_fds.push(fd.as_raw_fd());
             Ok(fd)
         };
         let serial = SerialPort::new(irqfd(layout::SERIAL_IRQ)?, Console::new(console));
@@ -159,11 +173,13 @@ impl LinuxVm {
                 ),
             })?;
             let (_, irq) = virtio_slot(virtio.len());
+            let disk_fd = block.disk_fd();
             virtio.push(Arc::new(Mutex::new(MmioTransport::new(
                 Box::new(block),
                 memory.clone(),
                 Box::new(irqfd(irq)?),
             ))));
+            fds.disk.push(disk_fd);
         }
         for net in config.nets() {
             // One open per device: a second TUNSETIFF on a tap without
@@ -174,13 +190,18 @@ impl LinuxVm {
                 source: std::io::Error::new(source.kind(), format!("tap {}: {source}", net.tap)),
             })?;
             let (_, irq) = virtio_slot(virtio.len());
+            let tap_fd = tap.as_raw_fd();
             let mut transport = MmioTransport::new(
                 Box::new(Net::new(Box::new(tap), net.mac)),
                 memory.clone(),
                 Box::new(irqfd(irq)?),
             );
             let waker = EventFd::new(libc::EFD_NONBLOCK).map_err(host("eventfd"))?;
-            transport.set_host_waker(waker.try_clone().map_err(host("eventfd"))?);
+            let waker_clone = waker.try_clone().map_err(host("eventfd"))?;
+            fds.eventfd
+                .extend([waker.as_raw_fd(), waker_clone.as_raw_fd()]);
+            fds.tap.push(tap_fd);
+            transport.set_host_waker(waker_clone);
             let transport = Arc::new(Mutex::new(transport));
             nets.push(NetInput {
                 transport: transport.clone(),
@@ -191,6 +212,8 @@ impl LinuxVm {
         // Made now rather than in `run`: once the VM is built its process may be
         // jailed with no room for new descriptors.
         let stop_fd = EventFd::new(libc::EFD_NONBLOCK).map_err(host("eventfd"))?;
+        fds.eventfd.push(stop_fd.as_raw_fd());
+        fds.eventfd.extend(irq_fds);
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -224,10 +247,36 @@ impl LinuxVm {
             }),
             nets,
             stop_fd,
+            fds,
+            sandbox: SandboxPolicy::default(),
             timeout: config.timeout(),
             started,
             timings,
         })
+    }
+
+    /// What the threads' seccomp filters must leave the monitor beyond its
+    /// devices (the descriptors it writes once the guest runs: a report file), and
+    /// whether to install them.
+    pub fn set_sandbox(&mut self, policy: SandboxPolicy) {
+        self.sandbox = policy;
+    }
+
+    /// The filter of a `kind` thread, if filters are in force; `vcpu` is its vCPU.
+    fn filter(
+        &self,
+        kind: ThreadKind,
+        vcpu: Option<RawFd>,
+    ) -> Result<Option<seccompiler::BpfProgram>, LinuxVmError> {
+        if !self.sandbox.enforce {
+            return Ok(None);
+        }
+        let fds = ThreadFds {
+            vcpu: vcpu.into_iter().collect(),
+            output: self.sandbox.writable.clone(),
+            ..self.fds.clone()
+        };
+        Ok(Some(seccomp::compile(kind, &fds)?))
     }
 
     /// Runs the guest until it resets, crashes or times out.
@@ -239,26 +288,52 @@ impl LinuxVm {
         let (events, inbox) = mpsc::channel::<Event>();
         let mut threads = Vec::new();
         for (index, vcpu) in std::mem::take(&mut self.vcpus).into_iter().enumerate() {
+            let filter = self.filter(ThreadKind::LinuxVcpu, Some(vcpu.as_raw_fd()))?;
             let devices = self.devices.clone();
             let stop = stop.clone();
             let events = events.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
-                .spawn(move || vcpu_loop(vcpu, &devices, &stop, &events))
+                .spawn(move || {
+                    if let Some(Err(error)) = filter.as_ref().map(seccomp::apply) {
+                        let _ = events.send(Event::Error(error.into()));
+                        return;
+                    }
+                    vcpu_loop(vcpu, &devices, &stop, &events)
+                })
                 .map_err(host("starting a vCPU thread"))?;
             threads.push(thread);
         }
+        let io_filter = self.filter(ThreadKind::LinuxIo, None)?;
+        let main_filter = self.filter(ThreadKind::LinuxMain, None)?;
         let stop_fd = Arc::new(self.stop_fd);
         let mut io_threads = Vec::new();
         for (index, NetInput { transport, waker }) in self.nets.drain(..).enumerate() {
             let (stop_fd, stop) = (stop_fd.clone(), stop.clone());
+            let filter = io_filter.clone();
+            let events = events.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("net{index}-rx"))
-                .spawn(move || mmio::serve_host_input(&transport, &waker, &stop_fd, &stop))
+                .spawn(move || {
+                    if let Some(Err(error)) = filter.as_ref().map(seccomp::apply) {
+                        let _ = events.send(Event::Error(error.into()));
+                        return;
+                    }
+                    drop(events);
+                    mmio::serve_host_input(&transport, &waker, &stop_fd, &stop)
+                })
                 .map_err(host("starting a network thread"))?;
             io_threads.push(thread);
         }
         drop(events);
+        if let Some(filter) = main_filter {
+            if let Err(error) = seccomp::apply(&filter) {
+                // Stop the threads just started before giving up.
+                stop.store(true, Ordering::SeqCst);
+                let _ = stop_fd.write(1);
+                return Err(error.into());
+            }
+        }
 
         let deadline = self.timeout.map(|t| Instant::now() + t);
         let outcome = loop {

@@ -152,6 +152,11 @@ impl Block {
         Ok(u32::try_from(written).unwrap_or(u32::MAX).saturating_add(1))
     }
 
+    /// The image's descriptor (the vCPU threads' filters allow I/O on it).
+    pub fn disk_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.disk)
+    }
+
     /// Reads the disk from byte `offset` on into the request's buffers, in order.
     fn read_into(
         &self,
