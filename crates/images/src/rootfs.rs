@@ -224,7 +224,7 @@ mod tests {
         let text = String::from_utf8(bytes).unwrap();
         assert_eq!(
             text,
-            "lightvm-launch-1\0/bin/sh\0/\03\0sh\0-c\0echo hi\01\0PATH=/bin\0"
+            "lightvm-launch-1\0/bin/sh\0/\x003\0sh\0-c\0echo hi\x001\0PATH=/bin\0"
         );
         let nul = Launch {
             argv: vec!["a\0b".into()],
