@@ -24,8 +24,9 @@ pub enum Command {
     ///
     /// Exit codes: 0-123 the guest's status (a Linux guest's reboot is 0), 124 timed
     /// out, 125 lightvm failed, 126 the guest crashed, 127 the guest broke the
-    /// hypercall ABI.
-    Run(RunArgs),
+    /// hypercall ABI, 128+N the VM process was killed by signal N (137: by its
+    /// cgroup's memory limit, among others).
+    Run(Box<RunArgs>),
     /// Show the platforms unikernels can run on here, and why any cannot.
     Platforms(PlatformsArgs),
     /// Make a minimal root filesystem for host programs: each program, its loader
@@ -295,6 +296,30 @@ pub struct RunArgs {
     /// else process. Linux guests always run on kvm.
     #[arg(long, value_enum, default_value_t = PlatformChoice::Auto, conflicts_with = "kernel")]
     pub platform: PlatformChoice,
+    /// The memory the VM process may use (its cgroup's memory.max), e.g. 64M;
+    /// default: the guest's memory plus the monitor's overhead.
+    #[arg(long, value_name = "SIZE")]
+    pub memory_limit: Option<String>,
+    /// The CPU time the VM process may use, in CPUs (its cgroup's cpu.max), e.g.
+    /// 0.5 or 2; default: no limit.
+    #[arg(long, value_name = "CPUS")]
+    pub cpu_limit: Option<String>,
+    /// The tasks (threads) the VM process may have (its cgroup's pids.max);
+    /// default: its monitor's threads and a few more.
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<u64>,
+    /// The uid the VM process drops to when lightvm runs as root (default 65534,
+    /// nobody).
+    #[arg(long, value_name = "UID", conflicts_with = "no_jail")]
+    pub jail_uid: Option<u32>,
+    /// The gid the VM process drops to when lightvm runs as root (default 65534).
+    #[arg(long, value_name = "GID", conflicts_with = "no_jail")]
+    pub jail_gid: Option<u32>,
+    /// Run the VM in this process, without its jail (namespaces, empty root,
+    /// unprivileged uid, resource limits, cgroup): for debugging the monitor. The
+    /// seccomp filters stay.
+    #[arg(long, conflicts_with_all = ["memory_limit", "cpu_limit", "pids_limit"])]
+    pub no_jail: bool,
 }
 
 /// `--platform`: a platform, or the host's default.

@@ -393,6 +393,7 @@ impl LinuxVm {
             timings: self.timings,
             console_bytes: written,
             console_dropped: dropped,
+            jail: None,
         })
     }
 }
