@@ -13,7 +13,9 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use lightvm_vmm::jail::{self, CpuMax, Ended, Jail, JailConfig, JailReport, Limits, Spawned};
+use lightvm_vmm::jail::{
+    self, CgroupReport, CpuMax, Ended, Jail, JailConfig, JailReport, Limits, Spawned,
+};
 use lightvm_vmm::linux::{CpuFeature, DiskConfig, LinuxVmSpec, NetConfig, DEFAULT_CMDLINE};
 use lightvm_vmm::{
     parse_mem_size, LinuxVm, LinuxVmConfig, Platform, RunReport, SandboxPolicy, Vm, VmConfig,
@@ -243,13 +245,14 @@ fn lock_down(jail: Option<&mut Jail>) -> anyhow::Result<Option<JailReport>> {
     let Some(jail) = jail else {
         return Ok(None);
     };
-    if let Some(reason) = jail.cgroup_skipped() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            eprintln!("lightvm: the VM runs without a cgroup of its own: {reason}");
-        }
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let report = jail.lock_down()?;
+    // Root expects limits; a user rarely has a cgroup to give (the report says why).
+    if let (true, CgroupReport::Skipped { skipped }) = (root, &report.cgroup) {
+        eprintln!("lightvm: the VM runs without a cgroup of its own: {skipped}");
     }
-    Ok(Some(jail.lock_down()?))
+    Ok(Some(report))
 }
 
 /// What the supervisor says, and exits with, once the VM process has ended.

@@ -105,15 +105,12 @@ pub fn spawn(config: &JailConfig, keep: &[RawFd]) -> Result<Spawned, JailError> 
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let root = euid == 0;
     let mut skipped = Vec::new();
-    let name = format!("lightvm-{}", std::process::id());
-    let cgroup = match Cgroup::create(&config.limits, &name) {
-        Ok(cgroup) => {
-            skipped.extend(cgroup.missing());
-            Ok(cgroup)
-        }
-        Err(reason) => Err(reason),
-    };
     let (alive_read, alive_write) = sys::pipe().map_err(host("making a pipe"))?;
+    let name = format!("lightvm-{}", std::process::id());
+    let cgroup = Cgroup::create(&config.limits, &name);
+    if let Ok(cgroup) = &cgroup {
+        skipped.extend(cgroup.missing());
+    }
     // The PID namespace is the child's (unshare(CLONE_NEWPID) names the
     // namespace of the next child); a user without privileges needs a user
     // namespace to own it and the namespaces to come.
@@ -140,7 +137,13 @@ pub fn spawn(config: &JailConfig, keep: &[RawFd]) -> Result<Spawned, JailError> 
         )),
     }
     // SAFETY: the process has one thread (checked above).
-    match unsafe { sys::fork() }.map_err(host("forking the VM process"))? {
+    let forked = unsafe { sys::fork() };
+    if forked.is_err() {
+        if let Ok(cgroup) = &cgroup {
+            cgroup.remove();
+        }
+    }
+    match forked.map_err(host("forking the VM process"))? {
         None => {
             let mut kept = keep.to_vec();
             kept.push(alive_read);
@@ -298,11 +301,6 @@ impl Jail {
         };
         LOCKED_DOWN.store(true, Ordering::SeqCst);
         Ok(report)
-    }
-
-    /// Whether the cgroup could not be made, and why (for a notice).
-    pub fn cgroup_skipped(&self) -> Option<&str> {
-        self.cgroup.as_ref().err().map(String::as_str)
     }
 }
 
