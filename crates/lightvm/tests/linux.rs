@@ -246,6 +246,42 @@ lightvm_testkit::kvm_test! {
     }
 }
 
+lightvm_testkit::kvm_test! {
+    /// A Linux microVM's process is jailed as a unikernel's is: the report of a
+    /// VM stopped at its timeout (its kernel still booting) says so.
+    fn a_linux_vm_runs_in_its_jail() {
+        let kernel = base_kernel();
+        let output = lightvm(&[
+            "run",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--vcpus",
+            "2",
+            "--timeout",
+            "2s",
+            "--json",
+        ]);
+        assert_eq!(output.status.code(), Some(124), "{}", stderr(&output));
+        let result: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        let jail = &result["jail"];
+        assert_eq!(jail["root"], "empty", "{jail}");
+        assert_eq!(jail["rlimits"]["core"], 0);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            assert_eq!(jail["uid"], 65534);
+            let namespaces = jail["namespaces"].to_string();
+            for ns in ["pid", "mount", "ipc", "uts", "net"] {
+                assert!(namespaces.contains(ns), "{jail}");
+            }
+            if jail["cgroup"]["paths"].is_array() {
+                // main, two vCPUs, and the slack for KVM's and libc's own tasks
+                let pids = 1 + 2 + lightvm_vmm::jail::PIDS_SLACK;
+                assert_eq!(jail["cgroup"]["pids_max"], pids, "{jail}");
+            }
+        }
+    }
+}
+
 /// An init for the network test: brings eth0 up at 10.0.0.2 with busybox and
 /// waits to be pinged.
 const NET_INIT: &str = "#!/bin/busybox sh
