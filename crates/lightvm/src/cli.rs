@@ -346,18 +346,32 @@ impl PlatformChoice {
     /// The platform to run on: the one named, or the host's default, saying on
     /// stderr (one line) when that default is not kvm, and why.
     pub fn resolve(self) -> Result<lightvm_vmm::Platform, lightvm_vmm::Unavailable> {
-        if let Some(platform) = self.platform() {
-            platform.check()?;
-            return Ok(platform);
-        }
-        let (platform, passed_over) = lightvm_vmm::Platform::choose()?;
-        if let Some(why) = passed_over {
-            eprintln!(
-                "lightvm: running on the {platform} platform: {} (choose with --platform)",
-                why.reason
-            );
+        let (platform, notice) = self.choose()?;
+        if let Some(notice) = notice {
+            eprintln!("{notice}");
         }
         Ok(platform)
+    }
+
+    /// As [`PlatformChoice::resolve`], with the line to print (when the default
+    /// is not kvm) handed back rather than printed: `lightvm run` prints it only
+    /// once the VM is built, so that a request it refuses gets one line, the
+    /// refusal.
+    pub fn choose(
+        self,
+    ) -> Result<(lightvm_vmm::Platform, Option<String>), lightvm_vmm::Unavailable> {
+        if let Some(platform) = self.platform() {
+            platform.check()?;
+            return Ok((platform, None));
+        }
+        let (platform, passed_over) = lightvm_vmm::Platform::choose()?;
+        let notice = passed_over.map(|why| {
+            format!(
+                "lightvm: running on the {platform} platform: {} (choose with --platform)",
+                why.reason
+            )
+        });
+        Ok((platform, notice))
     }
 }
 

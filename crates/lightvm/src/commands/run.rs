@@ -49,16 +49,22 @@ struct Killed<'a> {
     reason: &'a str,
 }
 
-/// What is to run, with what the host had to prepare for it.
+/// What is to run, with what the host had to prepare for it. `notice` is the
+/// line saying why the platform is not kvm, printed once the VM is built.
 enum Guest {
     /// A unikernel image.
-    Unikernel { image: PathBuf, platform: Platform },
+    Unikernel {
+        image: PathBuf,
+        platform: Platform,
+        notice: Option<String>,
+    },
     /// A Linux program on the personality: its image and the packed root.
     LinuxProgram {
         program: PathBuf,
         personality: PathBuf,
         archive: PathBuf,
         platform: Platform,
+        notice: Option<String>,
     },
     /// A Linux kernel.
     Linux { kernel: PathBuf },
@@ -176,19 +182,24 @@ fn prepare(args: &RunArgs) -> anyhow::Result<Guest> {
             kernel: kernel.clone(),
         }),
         (None, Some(program)) if args.rootfs.is_some() => {
-            let platform = args.platform.resolve()?;
+            let (platform, notice) = args.platform.choose()?;
             let (personality, archive) = prepare_linux_program(args, program)?;
             Ok(Guest::LinuxProgram {
                 program: program.clone(),
                 personality,
                 archive,
                 platform,
+                notice,
             })
         }
-        (None, Some(image)) => Ok(Guest::Unikernel {
-            image: image.clone(),
-            platform: args.platform.resolve()?,
-        }),
+        (None, Some(image)) => {
+            let (platform, notice) = args.platform.choose()?;
+            Ok(Guest::Unikernel {
+                image: image.clone(),
+                platform,
+                notice,
+            })
+        }
         (None, None) => anyhow::bail!("nothing to boot: give an image, or --kernel"),
     }
 }
@@ -208,8 +219,13 @@ fn run_vm(
     // What the monitor still writes once the guest runs: its sandbox keeps it.
     let policy = SandboxPolicy::writable(report_file.map(AsRawFd::as_raw_fd));
     let report = match guest {
-        Guest::Unikernel { image, platform } => {
+        Guest::Unikernel {
+            image,
+            platform,
+            notice,
+        } => {
             let mut vm = build_unikernel(args, image, *platform, console)?;
+            print_notice(notice);
             let jail = lock_down(jail)?;
             vm.set_sandbox(policy);
             RunReport { jail, ..vm.run()? }
@@ -219,12 +235,14 @@ fn run_vm(
             personality,
             archive,
             platform,
+            notice,
         } => {
             let vm = build_linux_program(args, program, personality, archive, *platform, console);
             // The archive is mapped now (or the VM failed): its name is not needed,
             // and once the process is locked down it could not be removed.
             let _ = std::fs::remove_file(archive);
             let mut vm = vm?;
+            print_notice(notice);
             let jail = lock_down(jail)?;
             vm.set_sandbox(policy);
             RunReport { jail, ..vm.run()? }
@@ -237,6 +255,12 @@ fn run_vm(
         }
     };
     Ok(report)
+}
+
+fn print_notice(notice: &Option<String>) {
+    if let Some(notice) = notice {
+        eprintln!("{notice}");
+    }
 }
 
 /// The one step every kind of VM takes between being built and running: the
