@@ -24,7 +24,8 @@ pub enum Command {
     ///
     /// Exit codes: 0-123 the guest's status (a Linux guest's reboot is 0), 124 timed
     /// out, 125 lightvm failed, 126 the guest crashed, 127 the guest broke the
-    /// hypercall ABI.
+    /// hypercall ABI, 128+N the VM process was killed by signal N (137: by its
+    /// cgroup's memory limit, among others).
     Run(Box<RunArgs>),
     /// Show the platforms unikernels can run on here, and why any cannot.
     Platforms(PlatformsArgs),
@@ -308,6 +309,30 @@ pub struct RunArgs {
     /// else process. Linux guests always run on kvm.
     #[arg(long, value_enum, default_value_t = PlatformChoice::Auto, conflicts_with = "kernel")]
     pub platform: PlatformChoice,
+    /// The memory the VM process may use (its cgroup's memory.max), e.g. 64M;
+    /// default: the guest's memory plus the monitor's overhead.
+    #[arg(long, value_name = "SIZE")]
+    pub memory_limit: Option<String>,
+    /// The CPU time the VM process may use, in CPUs (its cgroup's cpu.max), e.g.
+    /// 0.5 or 2; default: no limit.
+    #[arg(long, value_name = "CPUS")]
+    pub cpu_limit: Option<String>,
+    /// The tasks (threads) the VM process may have (its cgroup's pids.max);
+    /// default: its monitor's threads and a few more.
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<u64>,
+    /// The uid the VM process drops to when lightvm runs as root (default 65534,
+    /// nobody).
+    #[arg(long, value_name = "UID", conflicts_with = "no_jail")]
+    pub jail_uid: Option<u32>,
+    /// The gid the VM process drops to when lightvm runs as root (default 65534).
+    #[arg(long, value_name = "GID", conflicts_with = "no_jail")]
+    pub jail_gid: Option<u32>,
+    /// Run the VM in this process, without its jail (namespaces, empty root,
+    /// unprivileged uid, resource limits, cgroup): for debugging the monitor. The
+    /// seccomp filters stay.
+    #[arg(long, conflicts_with_all = ["memory_limit", "cpu_limit", "pids_limit"])]
+    pub no_jail: bool,
 }
 
 /// `--platform`: a platform, or the host's default.
@@ -334,18 +359,32 @@ impl PlatformChoice {
     /// The platform to run on: the one named, or the host's default, saying on
     /// stderr (one line) when that default is not kvm, and why.
     pub fn resolve(self) -> Result<lightvm_vmm::Platform, lightvm_vmm::Unavailable> {
-        if let Some(platform) = self.platform() {
-            platform.check()?;
-            return Ok(platform);
-        }
-        let (platform, passed_over) = lightvm_vmm::Platform::choose()?;
-        if let Some(why) = passed_over {
-            eprintln!(
-                "lightvm: running on the {platform} platform: {} (choose with --platform)",
-                why.reason
-            );
+        let (platform, notice) = self.choose()?;
+        if let Some(notice) = notice {
+            eprintln!("{notice}");
         }
         Ok(platform)
+    }
+
+    /// As [`PlatformChoice::resolve`], with the line to print (when the default
+    /// is not kvm) handed back rather than printed: `lightvm run` prints it only
+    /// once the VM is built, so that a request it refuses gets one line, the
+    /// refusal.
+    pub fn choose(
+        self,
+    ) -> Result<(lightvm_vmm::Platform, Option<String>), lightvm_vmm::Unavailable> {
+        if let Some(platform) = self.platform() {
+            platform.check()?;
+            return Ok((platform, None));
+        }
+        let (platform, passed_over) = lightvm_vmm::Platform::choose()?;
+        let notice = passed_over.map(|why| {
+            format!(
+                "lightvm: running on the {platform} platform: {} (choose with --platform)",
+                why.reason
+            )
+        });
+        Ok((platform, notice))
     }
 }
 

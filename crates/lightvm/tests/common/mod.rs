@@ -188,6 +188,24 @@ impl Drop for Netns {
     }
 }
 
+/// The VM process of the `lightvm run` with pid `supervisor`: the jail runs the
+/// VM in a child of the command's process, which supervises it.
+pub fn vm_process(supervisor: u32) -> u32 {
+    let children = format!("/proc/{supervisor}/task/{supervisor}/children");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(pid) = text.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lightvm run {supervisor} has no VM process"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A `lightvm run` in the background, its stdout read line by line.
 pub struct Vm {
     pub child: Arc<Mutex<Child>>,

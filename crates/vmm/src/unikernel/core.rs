@@ -309,6 +309,7 @@ impl Core {
             timings: self.timings,
             console_bytes: self.console.written(),
             console_dropped: self.console.dropped(),
+            jail: None,
         }
     }
 }

@@ -244,11 +244,13 @@ impl Vm {
         self.core().on_boot_done(listener);
     }
 
-    /// What the process platform's sandbox must leave the monitor (descriptors it
-    /// writes after the guest started); the kvm platform keeps its process as is.
+    /// What the monitor's seccomp filter must leave it (descriptors it writes
+    /// after the guest started): the process platform's sandbox, or the kvm
+    /// platform's `kvm-unikernel` thread filter.
     pub fn set_sandbox(&mut self, policy: SandboxPolicy) {
-        if let Vm::Process(vm) = self {
-            vm.set_sandbox(policy);
+        match self {
+            Vm::Kvm(vm) => vm.set_sandbox(policy),
+            Vm::Process(vm) => vm.set_sandbox(policy),
         }
     }
 

@@ -3,6 +3,12 @@
 //! the guest (a fault, an unknown port, KVM's failure to emulate). Nothing the guest
 //! does can make `run` panic or return an error: errors from `run` are host
 //! failures only.
+//!
+//! The one thread runs under the `kvm-unikernel` seccomp list from its first
+//! `KVM_RUN` on (see [`crate::seccomp`]), bound to this VM's vCPU, console, tap,
+//! disk and wait set.
+
+use std::os::fd::AsRawFd;
 
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use lightvm_abi::Hypercall;
@@ -11,10 +17,12 @@ use crate::kvm::arch::cpu::{self, SYSCALL_STUB};
 use crate::kvm::vcpu::{self, Run, Shown, VcpuRegisters};
 use crate::platform::Platform;
 use crate::report::{describe_fault, describe_syscall, CrashReport, RunReport, VmExit};
+use crate::seccomp::{self, ThreadFds, ThreadKind};
 use crate::unikernel::core::{Core, Flow};
 use crate::unikernel::error::UnikernelError;
 use crate::unikernel::guest::{violation, AbiViolation};
 use crate::unikernel::process::signals;
+use crate::unikernel::SandboxPolicy;
 use lightvm_abi::layout;
 
 /// A loaded kvm VM, ready to run its guest.
@@ -24,6 +32,7 @@ pub struct KvmVm {
     vcpu: VcpuFd,
     _vm: VmFd,
     core: Core,
+    sandbox: SandboxPolicy,
 }
 
 impl KvmVm {
@@ -33,7 +42,14 @@ impl KvmVm {
             vcpu,
             _vm: vm,
             core,
+            sandbox: SandboxPolicy::default(),
         }
+    }
+
+    /// What the seccomp filter must leave the monitor beyond its devices (the
+    /// descriptors it writes after the guest started), and whether to install it.
+    pub fn set_sandbox(&mut self, policy: SandboxPolicy) {
+        self.sandbox = policy;
     }
 
     /// The platform-independent state.
@@ -46,6 +62,18 @@ impl KvmVm {
         // The deadline timer's kick only has to make KVM_RUN return.
         signals::install_kick()?;
         let _timer = self.core.arm_deadline()?;
+        if self.sandbox.enforce {
+            let devices = self.core.devices().fds();
+            let fds = ThreadFds {
+                vcpu: vec![self.vcpu.as_raw_fd()],
+                output: self.sandbox.writable.clone(),
+                tap: devices.tap.into_iter().collect(),
+                disk: devices.disk.into_iter().collect(),
+                events: devices.events.into_iter().collect(),
+                eventfd: Vec::new(),
+            };
+            seccomp::apply(&seccomp::compile(ThreadKind::KvmUnikernel, &fds)?)?;
+        }
         let exit = loop {
             if let Some(exit) = self.step()? {
                 break exit;
