@@ -232,7 +232,7 @@ impl SyscallSled {
         }
         // SAFETY: `fd` is the memfd just made; it is closed below on every path,
         // and the mappings keep the memory.
-        let sled = unsafe {
+        unsafe {
             let sized = libc::ftruncate(fd, len as libc::off_t) == 0;
             let guest = if sized {
                 libc::mmap(
@@ -269,8 +269,7 @@ impl SyscallSled {
             (alias != libc::MAP_FAILED).then(|| Self {
                 alias: alias.cast(),
             })
-        };
-        sled
+        }
     }
 
     /// The monitor's writable view of the page.
