@@ -9,6 +9,10 @@
 //! which HermiTux and OSv also accept; a program's own guard pages do not fault.
 //! Memory never handed out is still zero from the monitor, so only a range that
 //! was used before is cleared again.
+//!
+//! The bookkeeping never touches memory itself: clearing is the [`Zero`] function
+//! the personality hands [`Memory::new`], so that the same code runs on the host,
+//! where tests and fuzz targets drive it with any arguments a program could pass.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -31,8 +35,14 @@ pub struct Region {
     pub name: String,
 }
 
+/// Clears a range of program memory; [`Memory`] only ever passes ranges inside
+/// its area.
+pub type Zero = fn(Range<u64>);
+
 /// The program's address space.
 pub struct Memory {
+    /// Clears memory that was used before.
+    zero: Zero,
     /// Where the program may have memory.
     area: Range<u64>,
     /// Mappings by start address.
@@ -43,15 +53,60 @@ pub struct Memory {
     brk: Range<u64>,
 }
 
+/// `mmap` flags: shared mapping.
+pub const MAP_SHARED: u64 = 0x01;
+/// `mmap` flags: private mapping.
+pub const MAP_PRIVATE: u64 = 0x02;
+/// `mmap` flags: at exactly this address.
+pub const MAP_FIXED: u64 = 0x10;
+/// `mmap` flags: no file.
+pub const MAP_ANONYMOUS: u64 = 0x20;
+/// `mmap` flags: at exactly this address (Linux refuses if taken; here as
+/// `MAP_FIXED`).
+pub const MAP_FIXED_NOREPLACE: u64 = 0x100000;
+/// `mremap` flags: it may move.
+pub const MREMAP_MAYMOVE: u64 = 1;
+/// `mremap` flags: to exactly `new_addr`.
+pub const MREMAP_FIXED: u64 = 2;
+
+/// What `mremap` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remap {
+    /// The mapping stayed (and shrank, if asked): its address.
+    InPlace(u64),
+    /// New memory is mapped at `to`: the caller copies `copy` bytes from `from`
+    /// to it, then unmaps `old`.
+    Moved {
+        /// The old mapping's start.
+        from: u64,
+        /// The new mapping's start.
+        to: u64,
+        /// Bytes to copy.
+        copy: u64,
+        /// The old mapping, to unmap once copied.
+        old: Range<u64>,
+    },
+}
+
+/// `mmap`'s checks of its arguments before anything is looked up: the length to
+/// map, rounded up to a page.
+pub fn mmap_len(len: u64, flags: u64, offset: u64) -> Result<u64, Errno> {
+    if len == 0 || !offset.is_multiple_of(PAGE) || flags & (MAP_SHARED | MAP_PRIVATE) == 0 {
+        return Err(EINVAL);
+    }
+    page_up(len).ok_or(ENOMEM)
+}
+
 /// Rounds up to a page.
 pub fn page_up(value: u64) -> Option<u64> {
     value.checked_add(PAGE - 1).map(|v| v & !(PAGE - 1))
 }
 
 impl Memory {
-    /// An empty address space over `area`.
-    pub fn new(area: Range<u64>) -> Self {
+    /// An empty address space over `area`, whose used memory `zero` clears.
+    pub fn new(area: Range<u64>, zero: Zero) -> Self {
         Self {
+            zero,
             area,
             regions: BTreeMap::new(),
             dirty: Vec::new(),
@@ -199,15 +254,7 @@ impl Memory {
         for dirty in self.dirty.drain(..) {
             let overlap = dirty.start.max(range.start)..dirty.end.min(range.end);
             if overlap.start < overlap.end {
-                // SAFETY: the range lies in the program's area, guest memory the
-                // personality maps writable and hands only to the program.
-                unsafe {
-                    core::ptr::write_bytes(
-                        overlap.start as *mut u8,
-                        0,
-                        (overlap.end - overlap.start) as usize,
-                    );
-                }
+                (self.zero)(overlap.clone());
                 if dirty.start < overlap.start {
                     keep.push(dirty.start..overlap.start);
                 }
@@ -219,6 +266,97 @@ impl Memory {
             }
         }
         self.dirty = keep;
+    }
+
+    /// `mmap`'s placement of `len` bytes (from [`mmap_len`]): at `addr` for
+    /// `MAP_FIXED`, else wherever there is room. Returns the start.
+    pub fn mmap(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: u64,
+        flags: u64,
+        name: &str,
+    ) -> Result<u64, Errno> {
+        if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
+            if !addr.is_multiple_of(PAGE) {
+                return Err(EINVAL);
+            }
+            self.map_fixed(
+                addr..addr.checked_add(len).ok_or(ENOMEM)?,
+                prot as u32,
+                name,
+                true,
+            )?;
+            Ok(addr)
+        } else {
+            self.map_anywhere(len, prot as u32, name, true)
+        }
+    }
+
+    /// `munmap`.
+    pub fn munmap(&mut self, addr: u64, len: u64) -> Result<u64, Errno> {
+        if !addr.is_multiple_of(PAGE) || len == 0 {
+            return Err(EINVAL);
+        }
+        let end = addr
+            .checked_add(page_up(len).ok_or(EINVAL)?)
+            .ok_or(EINVAL)?;
+        self.unmap(addr..end);
+        Ok(0)
+    }
+
+    /// `mprotect`: recorded (see the module's notes).
+    pub fn mprotect(&mut self, addr: u64, len: u64, prot: u64) -> Result<u64, Errno> {
+        let end = addr
+            .checked_add(page_up(len).ok_or(EINVAL)?)
+            .ok_or(EINVAL)?;
+        self.protect(addr..end, prot as u32)?;
+        Ok(0)
+    }
+
+    /// `mremap`: in place when it shrinks, else new memory that the caller fills
+    /// with the old bytes (see [`Remap`]).
+    pub fn mremap(
+        &mut self,
+        old: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: u64,
+        new_addr: u64,
+    ) -> Result<Remap, Errno> {
+        if !old.is_multiple_of(PAGE) || new_len == 0 {
+            return Err(EINVAL);
+        }
+        let old_len = page_up(old_len).ok_or(EINVAL)?;
+        let new_len = page_up(new_len).ok_or(ENOMEM)?;
+        if new_len <= old_len && flags & MREMAP_FIXED == 0 {
+            self.unmap(old + new_len..old + old_len);
+            return Ok(Remap::InPlace(old));
+        }
+        if flags & MREMAP_MAYMOVE == 0 {
+            return Err(ENOMEM);
+        }
+        let target = if flags & MREMAP_FIXED != 0 {
+            self.map_fixed(
+                new_addr..new_addr.checked_add(new_len).ok_or(ENOMEM)?,
+                3,
+                "",
+                true,
+            )?;
+            new_addr
+        } else {
+            self.map_anywhere(new_len, 3, "", true)?
+        };
+        if !self.contains(old, old_len) {
+            return Err(crate::errno::EBADF);
+        }
+        Ok(Remap::Moved {
+            from: old,
+            to: target,
+            copy: old_len.min(new_len),
+            old: old..old + old_len,
+        })
     }
 
     /// Sets where the heap starts (after the program's image).

@@ -1,0 +1,184 @@
+//! The ELF headers of a Linux program and of its dynamic loader: checked, and
+//! turned into a plan of what goes where, before the personality copies a byte.
+//!
+//! A program linked at fixed addresses (`ET_EXEC`, e.g. `gcc -static`) loads
+//! where it says; a position-independent one (`ET_DYN`: static-pie, or the
+//! dynamic loader) at a base the personality picks, which moves every address by
+//! the same bias. The file is the program's (it comes from the root filesystem),
+//! so every offset, size and address in it is checked here: a segment outside the
+//! file, larger in the file than in memory, or reaching past the end of the
+//! address space is refused with one line for the user.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::ops::Range;
+
+use elf::abi::{EM_X86_64, ET_DYN, ET_EXEC, PT_INTERP, PT_LOAD, PT_PHDR};
+use elf::endian::LittleEndian;
+use elf::ElfBytes;
+
+use crate::mm::{page_up, PAGE};
+
+/// One loadable segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Its address (before the bias).
+    pub vaddr: u64,
+    /// Its size in memory: the file's bytes, then zeros.
+    pub memsz: u64,
+    /// Its bytes in the file (`p_offset..p_offset + p_filesz`, inside the file).
+    pub file: Range<usize>,
+}
+
+/// What the headers say, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// `ET_DYN`: loads at a base the loader picks.
+    pub position_independent: bool,
+    /// The lowest page of the loadable segments.
+    pub low: u64,
+    /// One past their highest byte, rounded up to a page.
+    pub high: u64,
+    /// The loadable segments, in file order.
+    pub segments: Vec<Segment>,
+    /// The entry point (before the bias).
+    pub entry: u64,
+    /// Where the program headers are in memory (before the bias; 0 if nowhere).
+    pub phdr: u64,
+    /// How many program headers there are.
+    pub phnum: u64,
+    /// The dynamic loader it names (`PT_INTERP`), if any.
+    pub interpreter: Option<String>,
+}
+
+/// Where a loaded image went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Image {
+    /// Its entry point (relocated).
+    pub entry: u64,
+    /// Where its program headers are in memory.
+    pub phdr: u64,
+    /// Their count.
+    pub phnum: u64,
+    /// What was added to its addresses (0 for `ET_EXEC`).
+    pub bias: u64,
+    /// One past its highest byte.
+    pub end: u64,
+}
+
+/// Checks the headers of `bytes` and plans the image; the error says why it is
+/// not an x86-64 Linux program.
+pub fn plan(bytes: &[u8]) -> Result<Plan, &'static str> {
+    let elf = ElfBytes::<LittleEndian>::minimal_parse(bytes).map_err(|_| "no ELF header")?;
+    if elf.ehdr.class != elf::file::Class::ELF64 {
+        return Err("32-bit");
+    }
+    if elf.ehdr.e_machine != EM_X86_64 {
+        return Err("wrong architecture");
+    }
+    if elf.ehdr.e_type != ET_EXEC && elf.ehdr.e_type != ET_DYN {
+        return Err("not an executable");
+    }
+    let headers = elf.segments().ok_or("no program headers")?;
+    let loads: Vec<_> = headers.iter().filter(|s| s.p_type == PT_LOAD).collect();
+    if loads.is_empty() {
+        return Err("no loadable segment");
+    }
+    let low = loads
+        .iter()
+        .map(|s| s.p_vaddr & !(PAGE - 1))
+        .min()
+        .unwrap_or(0);
+    let high = loads
+        .iter()
+        .filter_map(|s| s.p_vaddr.checked_add(s.p_memsz))
+        .max()
+        .and_then(page_up)
+        .ok_or("segment past the end of the address space")?;
+    let mut segments = Vec::with_capacity(loads.len());
+    for segment in &loads {
+        let file = usize::try_from(segment.p_offset).ok().and_then(|start| {
+            let end = start.checked_add(usize::try_from(segment.p_filesz).ok()?)?;
+            bytes.get(start..end).map(|_| start..end)
+        });
+        let file = file.ok_or("segment outside the file")?;
+        if segment.p_filesz > segment.p_memsz {
+            return Err("segment larger in the file than in memory");
+        }
+        segments.push(Segment {
+            vaddr: segment.p_vaddr,
+            memsz: segment.p_memsz,
+            file,
+        });
+    }
+    let phdr = headers
+        .iter()
+        .find(|s| s.p_type == PT_PHDR)
+        .map(|s| s.p_vaddr)
+        .or_else(|| {
+            // Without PT_PHDR: the headers lie in the segment mapping the file's
+            // start, at their file offset.
+            loads
+                .iter()
+                .find(|s| s.p_offset == 0)
+                .map(|s| s.p_vaddr + elf.ehdr.e_phoff)
+        })
+        .unwrap_or(0);
+    let interpreter = headers
+        .iter()
+        .find(|s| s.p_type == PT_INTERP)
+        .and_then(|s| {
+            let start = usize::try_from(s.p_offset).ok()?;
+            let end = start.checked_add(usize::try_from(s.p_filesz).ok()?)?;
+            let name = bytes.get(start..end)?;
+            let name = name.split(|&b| b == 0).next()?;
+            Some(String::from_utf8_lossy(name).into_owned())
+        });
+    Ok(Plan {
+        position_independent: elf.ehdr.e_type == ET_DYN,
+        low,
+        high,
+        segments,
+        entry: elf.ehdr.e_entry,
+        phdr,
+        phnum: u64::from(elf.ehdr.e_phnum),
+        interpreter,
+    })
+}
+
+impl Plan {
+    /// Bytes from the lowest page to the end of the highest segment.
+    pub fn span(&self) -> u64 {
+        self.high - self.low
+    }
+
+    /// The bias of an image whose lowest page goes at `base` (a fixed-address
+    /// image stays where it is linked, whatever `base`).
+    pub fn bias(&self, base: u64) -> u64 {
+        if self.position_independent {
+            base - self.low
+        } else {
+            0
+        }
+    }
+
+    /// Where the image is once moved by `bias`.
+    pub fn image(&self, bias: u64) -> Image {
+        Image {
+            entry: self.entry + bias,
+            phdr: self.phdr + bias,
+            phnum: self.phnum,
+            bias,
+            end: self.high + bias,
+        }
+    }
+}
+
+impl Segment {
+    /// Where the segment goes once moved by `bias`: its first byte, and how many
+    /// zero bytes follow its file bytes.
+    pub fn placed(&self, bias: u64) -> (u64, u64) {
+        let filesz = (self.file.end - self.file.start) as u64;
+        (self.vaddr + bias, self.memsz - filesz)
+    }
+}
