@@ -153,23 +153,25 @@ impl Plan {
     }
 
     /// The bias of an image whose lowest page goes at `base` (a fixed-address
-    /// image stays where it is linked, whatever `base`).
+    /// image stays where it is linked, whatever `base`). An offset modulo 2^64,
+    /// as in Linux's `load_bias`: a program linked above `base` moves down, and
+    /// every address moved by it wraps back into the image.
     pub fn bias(&self, base: u64) -> u64 {
         if self.position_independent {
-            base - self.low
+            base.wrapping_sub(self.low)
         } else {
             0
         }
     }
 
-    /// Where the image is once moved by `bias`.
+    /// Where the image is once moved by `bias` (see [`Plan::bias`]).
     pub fn image(&self, bias: u64) -> Image {
         Image {
-            entry: self.entry + bias,
-            phdr: self.phdr + bias,
+            entry: self.entry.wrapping_add(bias),
+            phdr: self.phdr.wrapping_add(bias),
             phnum: self.phnum,
             bias,
-            end: self.high + bias,
+            end: self.high.wrapping_add(bias),
         }
     }
 }
@@ -179,6 +181,66 @@ impl Segment {
     /// zero bytes follow its file bytes.
     pub fn placed(&self, bias: u64) -> (u64, u64) {
         let filesz = (self.file.end - self.file.start) as u64;
-        (self.vaddr + bias, self.memsz - filesz)
+        (self.vaddr.wrapping_add(bias), self.memsz - filesz)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    /// A little-endian ELF64 x86-64 file of `e_type` with PT_LOAD segments
+    /// (vaddr, file bytes, memsz), file bytes after the headers.
+    fn elf64(e_type: u16, entry: u64, loads: &[(u64, &[u8], u64)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+        out.extend_from_slice(&e_type.to_le_bytes());
+        out.extend_from_slice(&62u16.to_le_bytes());
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&entry.to_le_bytes());
+        out.extend_from_slice(&64u64.to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        for half in [64u16, 56, loads.len() as u16, 64, 0, 0] {
+            out.extend_from_slice(&half.to_le_bytes());
+        }
+        let mut offset = 64 + 56 * loads.len() as u64;
+        for (vaddr, data, memsz) in loads {
+            out.extend_from_slice(&1u32.to_le_bytes());
+            out.extend_from_slice(&5u32.to_le_bytes());
+            for word in [offset, *vaddr, *vaddr, data.len() as u64, *memsz, 0x1000] {
+                out.extend_from_slice(&word.to_le_bytes());
+            }
+            offset += data.len() as u64;
+        }
+        for (_, data, _) in loads {
+            out.extend_from_slice(data);
+        }
+        out
+    }
+
+    /// Found by the fuzz target `lx_elf`: a position-independent program linked
+    /// above the base it is given made the bias underflow (a panic where
+    /// overflow is checked, and arithmetic that only worked by wrapping where it
+    /// is not).
+    #[test]
+    fn a_pie_linked_above_its_base_moves_down() {
+        let bytes = elf64(ET_DYN, 0x7000_0010, &[(0x7000_0000, &[0x90; 4], 0x2000)]);
+        let plan = plan(&bytes).unwrap();
+        let bias = plan.bias(0x1000_0000);
+        let image = plan.image(bias);
+        assert_eq!(image.entry, 0x1000_0010);
+        assert_eq!(image.end, 0x1000_2000);
+        assert_eq!(plan.segments[0].placed(bias), (0x1000_0000, 0x1ffc));
+    }
+
+    #[test]
+    fn a_fixed_address_program_stays_put() {
+        let bytes = elf64(ET_EXEC, 0x40_1000, &[(0x40_1000, &[1, 2], 0x10)]);
+        let plan = plan(&bytes).unwrap();
+        assert_eq!(plan.bias(0x1000_0000), 0);
+        assert_eq!((plan.low, plan.high), (0x40_1000, 0x40_2000));
+        assert_eq!(plan.segments, vec![Segment { vaddr: 0x40_1000, memsz: 0x10, file: 120..122 }]);
     }
 }
