@@ -19,7 +19,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use crate::errno::{Errno, EINVAL, ENOMEM};
+use crate::errno::{Errno, EFAULT, EINVAL, ENOMEM};
 
 /// The page size programs see.
 pub const PAGE: u64 = 4096;
@@ -176,19 +176,24 @@ impl Memory {
         // Gaps between mappings, from the top down; the heap's reach below counts
         // as taken up to its end.
         let floor = self.brk.end.max(self.area.start);
+        // Where `len` bytes ending at `top` start, if that is above the floor (the
+        // heap's end can be anywhere a program's image put it: no `floor + len`).
+        let below = |top: u64| top.checked_sub(len).filter(|&start| start >= floor);
         let mut found = None;
         for (&start, region) in self.regions.iter().rev() {
-            if region.end <= top && top - region.end >= len && top - len >= floor {
-                found = Some(top - len);
-                break;
+            if region.end <= top && top - region.end >= len {
+                if let Some(at) = below(top) {
+                    found = Some(at);
+                    break;
+                }
             }
             top = top.min(start);
-            if top < floor + len {
+            if below(top).is_none() {
                 break;
             }
         }
-        if found.is_none() && top >= floor + len {
-            found = Some(top - len);
+        if found.is_none() {
+            found = below(top);
         }
         let start = found.ok_or(ENOMEM)?;
         self.map_fixed(start..start + len, prot, name, zero)?;
@@ -316,7 +321,10 @@ impl Memory {
     }
 
     /// `mremap`: in place when it shrinks, else new memory that the caller fills
-    /// with the old bytes (see [`Remap`]).
+    /// with the old bytes (see [`Remap`]). As on Linux, the old range must be
+    /// mapped (EFAULT) and a fixed new range may not overlap it (EINVAL), so the
+    /// copy is always between two disjoint mappings and nothing is mapped when
+    /// the call fails.
     pub fn mremap(
         &mut self,
         old: u64,
@@ -330,33 +338,56 @@ impl Memory {
         }
         let old_len = page_up(old_len).ok_or(EINVAL)?;
         let new_len = page_up(new_len).ok_or(ENOMEM)?;
+        let old_end = old.checked_add(old_len).ok_or(EINVAL)?;
         if new_len <= old_len && flags & MREMAP_FIXED == 0 {
-            self.unmap(old + new_len..old + old_len);
+            self.unmap(old + new_len..old_end);
             return Ok(Remap::InPlace(old));
         }
         if flags & MREMAP_MAYMOVE == 0 {
-            return Err(ENOMEM);
+            return Err(if flags & MREMAP_FIXED != 0 {
+                EINVAL
+            } else {
+                ENOMEM
+            });
+        }
+        if !self.contains(old, old_len) || !self.is_mapped(old..old_end) {
+            return Err(EFAULT);
         }
         let target = if flags & MREMAP_FIXED != 0 {
-            self.map_fixed(
-                new_addr..new_addr.checked_add(new_len).ok_or(ENOMEM)?,
-                3,
-                "",
-                true,
-            )?;
+            let new_end = new_addr.checked_add(new_len).ok_or(ENOMEM)?;
+            if new_addr < old_end && old < new_end {
+                return Err(EINVAL);
+            }
+            self.map_fixed(new_addr..new_end, 3, "", true)?;
             new_addr
         } else {
+            // The old range is mapped, so the free range found lies apart from it.
             self.map_anywhere(new_len, 3, "", true)?
         };
-        if !self.contains(old, old_len) {
-            return Err(crate::errno::EBADF);
-        }
         Ok(Remap::Moved {
             from: old,
             to: target,
             copy: old_len.min(new_len),
-            old: old..old + old_len,
+            old: old..old_end,
         })
+    }
+
+    /// Whether every byte of `range` is in some mapping.
+    fn is_mapped(&self, range: Range<u64>) -> bool {
+        let mut at = range.start;
+        for (&start, region) in self.regions.range(..range.end) {
+            if region.end <= at {
+                continue;
+            }
+            if start > at {
+                return false;
+            }
+            at = region.end;
+            if at >= range.end {
+                break;
+            }
+        }
+        at >= range.end
     }
 
     /// Sets where the heap starts (after the program's image).
@@ -400,5 +431,93 @@ impl Memory {
     pub fn contains(&self, addr: u64, len: u64) -> bool {
         addr.checked_add(len)
             .is_some_and(|end| addr >= self.area.start && end <= self.area.end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zero(_: Range<u64>) {}
+
+    fn memory() -> Memory {
+        Memory::new(0x40_0000..0x4000_0000, zero)
+    }
+
+    /// Found by the fuzz target `lx_memory`: `mremap(MREMAP_FIXED)` to a range
+    /// overlapping the old one mapped (and cleared) the new range over the old
+    /// bytes and then copied between overlapping ranges with
+    /// `copy_nonoverlapping`. Linux refuses the overlap with EINVAL.
+    #[test]
+    fn mremap_to_an_overlapping_fixed_range_is_refused() {
+        let mut mm = memory();
+        let old = mm
+            .mmap(0x70_0000, 0x10_0000, 3, MAP_PRIVATE | MAP_FIXED, "")
+            .unwrap();
+        let result = mm.mremap(
+            old,
+            0x10_0000,
+            0x20_0000,
+            MREMAP_MAYMOVE | MREMAP_FIXED,
+            0x78_0000,
+        );
+        assert_eq!(result, Err(EINVAL));
+        assert!(mm.is_mapped(old..old + 0x10_0000));
+    }
+
+    /// Also from `lx_memory`: an old range that was not mapped got a new
+    /// mapping that could overlap it, and an old range outside the program's
+    /// memory left the new mapping behind when the call failed.
+    #[test]
+    fn mremap_of_memory_not_mapped_is_efault_and_maps_nothing() {
+        let mut mm = memory();
+        assert_eq!(
+            mm.mremap(0x80_0000, 0x1000, 0x2000, MREMAP_MAYMOVE, 0),
+            Err(EFAULT)
+        );
+        assert_eq!(
+            mm.mremap(0x1000, 0x1000, 0x2000, MREMAP_MAYMOVE, 0),
+            Err(EFAULT)
+        );
+        assert_eq!(mm.regions().count(), 0);
+    }
+
+    #[test]
+    fn mremap_moves_to_disjoint_memory() {
+        let mut mm = memory();
+        let old = mm
+            .mmap(0, 0x2000, 3, MAP_PRIVATE | MAP_ANONYMOUS, "")
+            .unwrap();
+        let Ok(Remap::Moved {
+            from,
+            to,
+            copy,
+            old: range,
+        }) = mm.mremap(old, 0x2000, 0x8000, MREMAP_MAYMOVE, 0)
+        else {
+            panic!("mremap did not move");
+        };
+        assert_eq!((from, copy, range), (old, 0x2000, old..old + 0x2000));
+        assert!(to + 0x8000 <= from || from + 0x2000 <= to);
+    }
+
+    /// Found by the fuzz target `lx_memory`: with the heap's end near the top of
+    /// the address space (a program image can put it there), `floor + len`
+    /// overflowed while looking for room.
+    #[test]
+    fn mmap_anywhere_with_the_heap_at_the_top_is_enomem() {
+        let mut mm = memory();
+        mm.set_brk_start(u64::MAX - 0xfff);
+        assert_eq!(mm.map_anywhere(0x2000, 3, "", true), Err(ENOMEM));
+        mm.set_brk_start(0x40_0000);
+        assert!(mm.map_anywhere(0x2000, 3, "", true).is_ok());
+    }
+
+    /// An `old + len` past the end of the address space is EINVAL, not a wrap.
+    #[test]
+    fn mremap_of_a_range_wrapping_the_address_space_is_refused() {
+        let mut mm = memory();
+        let old = u64::MAX & !(PAGE - 1);
+        assert_eq!(mm.mremap(old, 0x2000, 0x1000, 0, 0), Err(EINVAL));
     }
 }

@@ -126,7 +126,7 @@ pub fn load(path: &str, pie_base: u64) -> Result<Loaded, LoadError> {
     };
     kernel()
         .mm
-        .set_brk_start(page_up(program.end).unwrap_or(program.end) + 16 * PAGE);
+        .set_brk_start(page_up(program.end).unwrap_or(program.end).saturating_add(16 * PAGE));
     Ok(Loaded {
         program,
         interpreter,
