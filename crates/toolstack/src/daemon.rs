@@ -649,7 +649,7 @@ impl Daemon {
 
 /// What [`check_request`] derived from a create request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct CheckedRequest {
+pub struct CheckedRequest {
     /// Guest memory in bytes.
     mem_size: u64,
     /// The network interface asked for.
@@ -708,8 +708,9 @@ fn vm_mac(id: &str) -> [u8; 6] {
 }
 
 /// Checks everything in a create request that needs no file, process or shell, so
-/// that a malformed request is a 400 before the pool is touched.
-fn check_request(
+/// that a malformed request is a 400 before the pool is touched. Public so that
+/// the fuzz target `api_request` (crates/fuzz) runs it on any body a client sends.
+pub fn check_request(
     config: &DaemonConfig,
     request: &CreateRequest,
 ) -> Result<CheckedRequest, ApiError> {
