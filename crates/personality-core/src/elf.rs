@@ -241,6 +241,13 @@ mod tests {
         let plan = plan(&bytes).unwrap();
         assert_eq!(plan.bias(0x1000_0000), 0);
         assert_eq!((plan.low, plan.high), (0x40_1000, 0x40_2000));
-        assert_eq!(plan.segments, vec![Segment { vaddr: 0x40_1000, memsz: 0x10, file: 120..122 }]);
+        assert_eq!(
+            plan.segments,
+            vec![Segment {
+                vaddr: 0x40_1000,
+                memsz: 0x10,
+                file: 120..122
+            }]
+        );
     }
 }
