@@ -74,9 +74,12 @@ pub fn boot_params(data: &[u8]) {
         0 => input.u64(),
         _ => (layout::MEM_MIN + u64::from(input.u32()) * 4096).min(layout::MEM_MAX),
     };
-    let kernel_end = input.u64();
+    // What the loader can produce: a kernel's end is at most its load address
+    // plus a u32 `init_size`, or inside guest memory (an ELF); the initrd's
+    // limit is at most the end of guest memory. The initrd's size is a file's.
+    let kernel_end = input.u64() % (layout::MEM_MAX + (1 << 32));
     let initrd_size = input.u64();
-    let limit = input.u64();
+    let limit = input.u64() % (layout::MEM_MAX + 1);
     // The MP table is built for a validated vCPU count only (`LinuxVmConfig`).
     let max_vcpus = u8::try_from(LinuxVmConfig::MAX_VCPUS).unwrap_or(u8::MAX);
     let cpus = 1 + input.u8() % max_vcpus;

@@ -9,8 +9,9 @@ use lightvm_vmm::devices::virtio::block::Block;
 use lightvm_vmm::devices::virtio::mmio::{Irq, MmioTransport};
 use lightvm_vmm::devices::virtio::net::{Net, NetBackend};
 use lightvm_vmm::devices::virtio::VirtioDevice;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
 
+use super::unikernel::host_bytes;
 use super::MemFile;
 use crate::input::Input;
 
@@ -21,6 +22,10 @@ pub const DISK_SECTORS: usize = 64;
 
 thread_local! {
     static DISK: RefCell<MemFile> = RefCell::new(MemFile::new());
+    /// One mapping for every execution (see `unikernel::host_bytes`).
+    static MEMORY: GuestMemoryMmap =
+        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM as usize)])
+            .expect("mapping guest memory");
 }
 
 /// An interrupt line nobody listens to.
@@ -67,12 +72,11 @@ fn ops(input: &mut Input<'_>) -> Vec<Op> {
 }
 
 fn drive(device: Box<dyn VirtioDevice>, ops: Vec<Op>, memory_bytes: &[u8]) {
-    let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM as usize)])
-        .expect("mapping guest memory");
-    let bytes = &memory_bytes[..memory_bytes.len().min(MEM as usize)];
-    memory
-        .write_slice(bytes, GuestAddress(0))
-        .expect("guest memory holds the input");
+    let memory = MEMORY.with(Clone::clone);
+    let host = host_bytes(&memory);
+    host.fill(0);
+    let n = memory_bytes.len().min(host.len());
+    host[..n].copy_from_slice(&memory_bytes[..n]);
     let mut transport = MmioTransport::new(device, memory, Box::new(NoIrq));
     for op in ops {
         match op {
