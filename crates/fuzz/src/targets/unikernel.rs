@@ -103,14 +103,22 @@ fn address(input: &mut Input<'_>) -> u64 {
 ///
 /// One mapping serves every execution: mapping, faulting in and unmapping 2 MiB
 /// per input cost more than the code under test.
-pub fn host_bytes(memory: &GuestMemoryMmap) -> &mut [u8] {
+///
+/// # Safety
+///
+/// `memory` is one region from address 0, and nothing else reads or writes it
+/// while the slice lives (the targets are single-threaded and call the code
+/// under test only when they no longer hold the slice).
+// A `&mut` from a `&`: guest memory is shared by design (vm-memory hands out
+// its host address); the contract above is what makes the slice exclusive.
+#[allow(clippy::mut_from_ref)]
+pub unsafe fn host_bytes(memory: &GuestMemoryMmap) -> &mut [u8] {
     let host = memory
         .get_host_address(GuestAddress(0))
         .expect("guest memory starts at 0");
     let len = memory.last_addr().0 as usize + 1;
-    // SAFETY: the targets' guest memory is one mapping from guest address 0 to
-    // its last address, alive while `memory` is; the targets are single-threaded
-    // and hold no other reference into it while this one is used.
+    // SAFETY: the region is mapped from `host` for `len` bytes while `memory`
+    // lives; the caller holds no other reference into it (see above).
     unsafe { std::slice::from_raw_parts_mut(host, len) }
 }
 
@@ -118,7 +126,8 @@ pub fn host_bytes(memory: &GuestMemoryMmap) -> &mut [u8] {
 /// [`check_protected`] proves after each input), then copies the rest of the
 /// input into it from its start.
 fn fill(memory: &GuestMemoryMmap, data: &[u8]) {
-    let bytes = host_bytes(memory);
+    // SAFETY: the targets' memory is one region from 0, used by nothing else now.
+    let bytes = unsafe { host_bytes(memory) };
     let owned = &mut bytes[layout::GUEST_OWNED_START as usize..];
     owned.fill(0);
     let n = data.len().min(owned.len());
@@ -127,13 +136,16 @@ fn fill(memory: &GuestMemoryMmap, data: &[u8]) {
 
 /// The read-only text page's bytes, as the input left them.
 fn text(memory: &GuestMemoryMmap) -> Vec<u8> {
-    host_bytes(memory)[TEXT as usize..(TEXT + layout::PAGE_SIZE) as usize].to_vec()
+    // SAFETY: as in `fill`.
+    let bytes = unsafe { host_bytes(memory) };
+    bytes[TEXT as usize..(TEXT + layout::PAGE_SIZE) as usize].to_vec()
 }
 
 /// Asserts that nothing wrote the monitor's pages (still zero) or the text.
 fn check_protected(memory: &GuestMemoryMmap, text_before: &[u8], what: &str) {
     const ZEROS: [u8; 4096] = [0; 4096];
-    let bytes = host_bytes(memory);
+    // SAFETY: the targets' memory is one region from 0, used by nothing else now.
+    let bytes = unsafe { host_bytes(memory) };
     let monitor = &bytes[..layout::GUEST_OWNED_START as usize];
     assert!(
         monitor
