@@ -36,7 +36,7 @@ run() {
     local target=$1 runs=${2:-1000000}
     local corpus=$out/corpus/$target seeds=$out/seeds/$target crashes=$out/crashes/$target
     mkdir -p "$corpus" "$crashes"
-    driver seeds "$target" "$seeds"
+    driver seeds "$target" "$seeds" || { echo "$target: could not write its seeds" >&2; return 1; }
     local log=$out/$target.log
     echo "== $target: $runs executions (log: $log)"
     local status=0

@@ -396,6 +396,11 @@ impl Memory {
     }
 
     /// `brk`: moves the heap's end to `to` if it can, and returns the end.
+    ///
+    /// Only the heap's tail changes: growing maps the pages past the old end
+    /// (if nothing is mapped there), shrinking unmaps those past the new end,
+    /// whatever is mapped there, as Linux's `brk` does. Mappings the program
+    /// made inside the heap's range (`MAP_FIXED`) below the new end stay.
     pub fn brk(&mut self, to: u64) -> u64 {
         if to < self.brk.start || to > self.area.end {
             return self.brk.end;
@@ -408,22 +413,24 @@ impl Memory {
                 return self.brk.end;
             }
             self.clear(&growth);
-        } else if new_end < old_end {
-            self.dirty.push(new_end..old_end);
-        }
-        self.brk.end = to;
-        let heap = self.brk.start..page_up(to).unwrap_or(to);
-        self.regions.retain(|_, region| region.name != "[heap]");
-        if heap.start < heap.end {
+            // One `[heap]` in /proc/self/maps: the growth joins the heap's last
+            // piece when that ends where the growth starts.
+            let start = match self.regions.range(..old_end).next_back() {
+                Some((&start, region)) if region.end == old_end && region.name == "[heap]" => start,
+                _ => old_end,
+            };
             self.regions.insert(
-                heap.start,
+                start,
                 Region {
-                    end: heap.end,
+                    end: new_end,
                     prot: 3,
                     name: "[heap]".into(),
                 },
             );
+        } else if new_end < old_end {
+            self.unmap(new_end..old_end);
         }
+        self.brk.end = to;
         self.brk.end
     }
 
@@ -511,6 +518,40 @@ mod tests {
         assert_eq!(mm.map_anywhere(0x2000, 3, "", true), Err(ENOMEM));
         mm.set_brk_start(0x40_0000);
         assert!(mm.map_anywhere(0x2000, 3, "", true).is_ok());
+    }
+
+    /// Found by the fuzz target `lx_memory`: shrinking the heap after a
+    /// `MAP_FIXED` mapping inside it re-made the heap as one region from its
+    /// start to the new end, on top of that mapping.
+    #[test]
+    fn brk_keeps_a_fixed_mapping_inside_the_heap() {
+        let mut mm = memory();
+        mm.set_brk_start(0x51_0000);
+        assert_eq!(mm.brk(0x140_0000), 0x140_0000);
+        let fixed = mm.mmap(
+            0x60_0000,
+            0x2000,
+            3,
+            MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+            "",
+        );
+        assert_eq!(fixed, Ok(0x60_0000));
+        assert_eq!(mm.brk(0x71_0000), 0x71_0000);
+        let regions: Vec<_> = mm.regions().map(|(start, r)| (start, r.end)).collect();
+        assert_eq!(
+            regions,
+            [
+                (0x51_0000, 0x60_0000),
+                (0x60_0000, 0x60_2000),
+                (0x60_2000, 0x71_0000)
+            ]
+        );
+        // Growing again joins the heap's last piece.
+        assert_eq!(mm.brk(0x80_0000), 0x80_0000);
+        assert_eq!(
+            mm.regions().last().map(|(s, r)| (s, r.end)),
+            Some((0x60_2000, 0x80_0000))
+        );
     }
 
     /// An `old + len` past the end of the address space is EINVAL, not a wrap.
