@@ -89,10 +89,12 @@ pub fn plan(bytes: &[u8]) -> Result<Plan, &'static str> {
         .map(|s| s.p_vaddr & !(PAGE - 1))
         .min()
         .unwrap_or(0);
+    // Every segment's end counts: one that wraps is refused, not left out of
+    // the span (it would then be copied outside the memory mapped for it).
     let high = loads
         .iter()
-        .filter_map(|s| s.p_vaddr.checked_add(s.p_memsz))
-        .max()
+        .map(|s| s.p_vaddr.checked_add(s.p_memsz))
+        .try_fold(0, |high: u64, end| end.map(|end| high.max(end)))
         .and_then(page_up)
         .ok_or("segment past the end of the address space")?;
     let mut segments = Vec::with_capacity(loads.len());
@@ -233,6 +235,25 @@ mod tests {
         assert_eq!(image.entry, 0x1000_0010);
         assert_eq!(image.end, 0x1000_2000);
         assert_eq!(plan.segments[0].placed(bias), (0x1000_0000, 0x1ffc));
+    }
+
+    /// Found by the fuzz target `lx_elf`: a segment whose end wrapped past 2^64
+    /// was left out of the image's span, so the loader would have copied its
+    /// bytes and cleared its (near 2^64) bss outside the memory mapped for it.
+    #[test]
+    fn a_segment_that_wraps_the_address_space_is_refused() {
+        let bytes = elf64(
+            ET_EXEC,
+            0x40_1000,
+            &[
+                (0x40_1000, &[1], 0x1000),
+                (0x40_2000, &[2], u64::MAX - 0xffff),
+            ],
+        );
+        assert_eq!(
+            plan(&bytes),
+            Err("segment past the end of the address space")
+        );
     }
 
     #[test]
