@@ -90,7 +90,8 @@ fn load_image(path: &str, dyn_base: u64) -> Result<(Image, Option<String>), Load
     let no_room = || LoadError::NoRoom(path.into());
     let bias = if plan.position_independent {
         let base = if dyn_base != 0 {
-            k.mm.map_fixed(dyn_base..dyn_base + span, 7, path, false)
+            let end = dyn_base.checked_add(span).ok_or_else(no_room)?;
+            k.mm.map_fixed(dyn_base..end, 7, path, false)
                 .map_err(|_| no_room())?;
             dyn_base
         } else {
@@ -124,9 +125,11 @@ pub fn load(path: &str, pie_base: u64) -> Result<Loaded, LoadError> {
         Some(interp) => Some(load_image(&interp, 0)?.0),
         None => None,
     };
-    kernel()
-        .mm
-        .set_brk_start(page_up(program.end).unwrap_or(program.end).saturating_add(16 * PAGE));
+    kernel().mm.set_brk_start(
+        page_up(program.end)
+            .unwrap_or(program.end)
+            .saturating_add(16 * PAGE),
+    );
     Ok(Loaded {
         program,
         interpreter,
