@@ -11,14 +11,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use elf::abi::{EM_X86_64, ET_DYN, ET_EXEC, PT_INTERP, PT_LOAD, PT_PHDR};
-use elf::endian::LittleEndian;
-use elf::ElfBytes;
-
 use crate::errno::Errno;
 use crate::kernel::kernel;
 use crate::mm::{page_up, PAGE};
 use crate::vfs::{Follow, Kind};
+pub use personality_core::elf::Image;
 
 /// Why a program could not be loaded: one clear line for the user.
 #[derive(Debug)]
@@ -46,21 +43,6 @@ impl fmt::Display for LoadError {
             ),
         }
     }
-}
-
-/// Where a loaded image went.
-#[derive(Debug, Clone, Copy)]
-pub struct Image {
-    /// Its entry point (relocated).
-    pub entry: u64,
-    /// Where its program headers are in memory.
-    pub phdr: u64,
-    /// Their count.
-    pub phnum: u64,
-    /// What was added to its addresses (0 for `ET_EXEC`).
-    pub bias: u64,
-    /// One past its highest byte.
-    pub end: u64,
 }
 
 /// The program and, for a dynamic one, its loader.
@@ -101,106 +83,38 @@ fn file_bytes(path: &str) -> Result<&'static [u8], LoadError> {
 /// (0: anywhere the memory manager finds room).
 fn load_image(path: &str, dyn_base: u64) -> Result<(Image, Option<String>), LoadError> {
     let bytes = file_bytes(path)?;
-    let not_elf = |why| LoadError::NotElf(path.into(), why);
-    let elf =
-        ElfBytes::<LittleEndian>::minimal_parse(bytes).map_err(|_| not_elf("no ELF header"))?;
-    if elf.ehdr.class != elf::file::Class::ELF64 {
-        return Err(not_elf("32-bit"));
-    }
-    if elf.ehdr.e_machine != EM_X86_64 {
-        return Err(not_elf("wrong architecture"));
-    }
-    if elf.ehdr.e_type != ET_EXEC && elf.ehdr.e_type != ET_DYN {
-        return Err(not_elf("not an executable"));
-    }
-    let segments = elf.segments().ok_or(not_elf("no program headers"))?;
-    let loads: Vec<_> = segments.iter().filter(|s| s.p_type == PT_LOAD).collect();
-    if loads.is_empty() {
-        return Err(not_elf("no loadable segment"));
-    }
-    let low = loads
-        .iter()
-        .map(|s| s.p_vaddr & !(PAGE - 1))
-        .min()
-        .unwrap_or(0);
-    let high = loads
-        .iter()
-        .filter_map(|s| s.p_vaddr.checked_add(s.p_memsz))
-        .max()
-        .and_then(page_up)
-        .ok_or(not_elf("segment past the end of the address space"))?;
-    let span = high - low;
+    let plan =
+        personality_core::elf::plan(bytes).map_err(|why| LoadError::NotElf(path.into(), why))?;
+    let span = plan.span();
     let k = kernel();
     let no_room = || LoadError::NoRoom(path.into());
-    let bias = if elf.ehdr.e_type == ET_DYN {
+    let bias = if plan.position_independent {
         let base = if dyn_base != 0 {
-            k.mm.map_fixed(dyn_base..dyn_base + span, 7, path, false)
+            let end = dyn_base.checked_add(span).ok_or_else(no_room)?;
+            k.mm.map_fixed(dyn_base..end, 7, path, false)
                 .map_err(|_| no_room())?;
             dyn_base
         } else {
             k.mm.map_anywhere(span, 7, path, false)
                 .map_err(|_| no_room())?
         };
-        base - low
+        plan.bias(base)
     } else {
-        k.mm.map_fixed(low..high, 7, path, false)
+        k.mm.map_fixed(plan.low..plan.high, 7, path, false)
             .map_err(|_| no_room())?;
         0
     };
-    for segment in &loads {
-        let file = usize::try_from(segment.p_offset).ok().and_then(|start| {
-            let end = start.checked_add(usize::try_from(segment.p_filesz).ok()?)?;
-            bytes.get(start..end)
-        });
-        let file = file.ok_or(not_elf("segment outside the file"))?;
-        if segment.p_filesz > segment.p_memsz {
-            return Err(not_elf("segment larger in the file than in memory"));
-        }
-        let at = segment.p_vaddr + bias;
-        // SAFETY: `at..at+p_memsz` lies in the range just mapped for the image.
+    for segment in &plan.segments {
+        let file = bytes.get(segment.file.clone()).unwrap_or_default();
+        let (at, zeros) = segment.placed(bias);
+        // SAFETY: `at..at+p_memsz` lies in the range just mapped for the image
+        // (the plan checked each segment against the image's span).
         unsafe {
             core::ptr::copy_nonoverlapping(file.as_ptr(), at as *mut u8, file.len());
-            core::ptr::write_bytes(
-                (at + segment.p_filesz) as *mut u8,
-                0,
-                (segment.p_memsz - segment.p_filesz) as usize,
-            );
+            core::ptr::write_bytes((at + file.len() as u64) as *mut u8, 0, zeros as usize);
         }
     }
-    let phdr = segments
-        .iter()
-        .find(|s| s.p_type == PT_PHDR)
-        .map(|s| s.p_vaddr)
-        .or_else(|| {
-            // Without PT_PHDR: the headers lie in the segment mapping the file's
-            // start, at their file offset.
-            loads
-                .iter()
-                .find(|s| s.p_offset == 0)
-                .map(|s| s.p_vaddr + elf.ehdr.e_phoff)
-        })
-        .unwrap_or(0)
-        + bias;
-    let interpreter = segments
-        .iter()
-        .find(|s| s.p_type == PT_INTERP)
-        .and_then(|s| {
-            let start = usize::try_from(s.p_offset).ok()?;
-            let end = start.checked_add(usize::try_from(s.p_filesz).ok()?)?;
-            let name = bytes.get(start..end)?;
-            let name = name.split(|&b| b == 0).next()?;
-            Some(String::from_utf8_lossy(name).into_owned())
-        });
-    Ok((
-        Image {
-            entry: elf.ehdr.e_entry + bias,
-            phdr,
-            phnum: u64::from(elf.ehdr.e_phnum),
-            bias,
-            end: high + bias,
-        },
-        interpreter,
-    ))
+    Ok((plan.image(bias), plan.interpreter))
 }
 
 /// Loads the program at `path` and its dynamic loader; sets where its heap
@@ -211,9 +125,11 @@ pub fn load(path: &str, pie_base: u64) -> Result<Loaded, LoadError> {
         Some(interp) => Some(load_image(&interp, 0)?.0),
         None => None,
     };
-    kernel()
-        .mm
-        .set_brk_start(page_up(program.end).unwrap_or(program.end) + 16 * PAGE);
+    kernel().mm.set_brk_start(
+        page_up(program.end)
+            .unwrap_or(program.end)
+            .saturating_add(16 * PAGE),
+    );
     Ok(Loaded {
         program,
         interpreter,

@@ -21,13 +21,10 @@ extern crate alloc;
 mod cpu;
 mod entry;
 mod epoll;
-mod errno;
 mod eventfd;
 mod fd;
 mod kernel;
-mod launch;
 mod loader;
-mod mm;
 mod net;
 mod objects;
 mod pipe;
@@ -36,7 +33,10 @@ mod socket;
 mod sys;
 mod thread;
 mod uaccess;
-mod vfs;
+
+// The parts that read the program's and the user's input live in a crate of their
+// own, which the host's tests and fuzz targets build too.
+use personality_core::{errno, launch, mm, vfs};
 
 use alloc::borrow::Cow;
 use alloc::collections::BTreeMap;
@@ -110,7 +110,7 @@ fn main() -> i32 {
     kernel::install(Kernel {
         vfs,
         fds,
-        mm: mm::Memory::new(program_area.clone()),
+        mm: mm::Memory::new(program_area.clone(), zero_program_memory),
         cwd,
         exe: spec.exe.clone(),
         argv: spec.argv.clone(),
@@ -157,6 +157,20 @@ fn main() -> i32 {
     // SAFETY: the program is loaded, `sp` is its initial stack, and the kernel
     // stack is set.
     unsafe { entry::enter_program(loaded.entry(), sp) }
+}
+
+/// Clears program memory that is handed out again ([`mm::Memory`] decides which).
+fn zero_program_memory(range: core::ops::Range<u64>) {
+    // SAFETY: the memory manager passes only ranges inside the program's area:
+    // guest memory the monitor maps writable and the personality hands only to
+    // the program, which runs no code while its call is handled.
+    unsafe {
+        core::ptr::write_bytes(
+            range.start as *mut u8,
+            0,
+            (range.end - range.start) as usize,
+        );
+    }
 }
 
 /// The devices and `/proc` and `/sys` files programs read, over what the

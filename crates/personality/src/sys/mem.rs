@@ -1,19 +1,11 @@
 //! Memory calls: `brk`, `mmap` and friends, over [`crate::mm`].
 
 use super::SysResult;
-use crate::errno::{Errno, EBADF, EINVAL, ENODEV, ENOMEM};
+use crate::errno::{EINVAL, ENODEV, ENOMEM};
 use crate::fd::Object;
 use crate::kernel::kernel;
-use crate::mm::{page_up, PAGE};
+use crate::mm::{mmap_len, page_up, Remap, MAP_ANONYMOUS, PAGE};
 use crate::vfs::Kind;
-
-const MAP_SHARED: u64 = 0x01;
-const MAP_PRIVATE: u64 = 0x02;
-const MAP_FIXED: u64 = 0x10;
-const MAP_ANONYMOUS: u64 = 0x20;
-const MAP_FIXED_NOREPLACE: u64 = 0x100000;
-const MREMAP_MAYMOVE: u64 = 1;
-const MREMAP_FIXED: u64 = 2;
 
 /// `madvise`: `MADV_DONTNEED` and `MADV_REMOVE` zero anonymous memory, as the
 /// next touch of such pages on Linux finds them (allocators such as jemalloc
@@ -58,10 +50,7 @@ pub fn brk(to: u64) -> SysResult {
 
 /// `mmap`: anonymous memory, or a copy of a file's bytes.
 pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, offset: u64) -> SysResult {
-    if len == 0 || !offset.is_multiple_of(PAGE) || flags & (MAP_SHARED | MAP_PRIVATE) == 0 {
-        return Err(EINVAL);
-    }
-    let len = page_up(len).ok_or(ENOMEM)?;
+    let len = mmap_len(len, flags, offset)?;
     // The file's bytes, when it is a file mapping.
     let source: Option<&[u8]> = if flags & MAP_ANONYMOUS == 0 {
         let k = kernel();
@@ -84,26 +73,12 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, offset: u64) ->
     } else {
         None
     };
-    let k = kernel();
     let name = if flags & MAP_ANONYMOUS == 0 {
         "[file]"
     } else {
         ""
     };
-    let start = if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
-        if !addr.is_multiple_of(PAGE) {
-            return Err(EINVAL);
-        }
-        k.mm.map_fixed(
-            addr..addr.checked_add(len).ok_or(ENOMEM)?,
-            prot as u32,
-            name,
-            true,
-        )?;
-        addr
-    } else {
-        k.mm.map_anywhere(len, prot as u32, name, true)?
-    };
+    let start = kernel().mm.mmap(addr, len, prot, flags, name)?;
     if let Some(data) = source {
         let from = usize::try_from(offset)
             .unwrap_or(usize::MAX)
@@ -119,63 +94,32 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, offset: u64) ->
 
 /// `munmap`.
 pub fn munmap(addr: u64, len: u64) -> SysResult {
-    if !addr.is_multiple_of(PAGE) || len == 0 {
-        return Err(EINVAL);
-    }
-    let end = addr
-        .checked_add(page_up(len).ok_or(EINVAL)?)
-        .ok_or(EINVAL)?;
-    kernel().mm.unmap(addr..end);
-    Ok(0)
+    kernel().mm.munmap(addr, len)
 }
 
 /// `mprotect`: recorded (see [`crate::mm`]).
 pub fn mprotect(addr: u64, len: u64, prot: u64) -> SysResult {
-    let end = addr
-        .checked_add(page_up(len).ok_or(EINVAL)?)
-        .ok_or(EINVAL)?;
-    kernel().mm.protect(addr..end, prot as u32)?;
-    Ok(0)
+    kernel().mm.mprotect(addr, len, prot)
 }
 
 /// `mremap`: in place when it shrinks, else to new memory with the old bytes.
 pub fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64) -> SysResult {
-    if !old.is_multiple_of(PAGE) || new_len == 0 {
-        return Err(EINVAL);
-    }
-    let old_len = page_up(old_len).ok_or(EINVAL)?;
-    let new_len = page_up(new_len).ok_or(ENOMEM)?;
     let k = kernel();
-    if new_len <= old_len && flags & MREMAP_FIXED == 0 {
-        k.mm.unmap(old + new_len..old + old_len);
-        return Ok(old);
+    match k.mm.mremap(old, old_len, new_len, flags, new_addr)? {
+        Remap::InPlace(at) => Ok(at),
+        Remap::Moved {
+            from,
+            to,
+            copy,
+            old,
+        } => {
+            // SAFETY: both ranges lie in the program's area, apart (the memory
+            // manager checked both).
+            unsafe {
+                core::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, copy as usize);
+            }
+            k.mm.unmap(old);
+            Ok(to)
+        }
     }
-    if flags & MREMAP_MAYMOVE == 0 {
-        return Err(ENOMEM);
-    }
-    let target = if flags & MREMAP_FIXED != 0 {
-        k.mm.map_fixed(
-            new_addr..new_addr.checked_add(new_len).ok_or(ENOMEM)?,
-            3,
-            "",
-            true,
-        )?;
-        new_addr
-    } else {
-        k.mm.map_anywhere(new_len, 3, "", true)?
-    };
-    if !k.mm.contains(old, old_len) {
-        return Err(Errno(EBADF.0));
-    }
-    // SAFETY: both ranges lie in the program's area; the new one was just
-    // mapped apart from the old.
-    unsafe {
-        core::ptr::copy_nonoverlapping(
-            old as *const u8,
-            target as *mut u8,
-            old_len.min(new_len) as usize,
-        );
-    }
-    k.mm.unmap(old..old + old_len);
-    Ok(target)
 }

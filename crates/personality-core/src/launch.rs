@@ -17,7 +17,7 @@ pub const PATH: &str = "/.lightvm/launch";
 const MAGIC: &str = "lightvm-launch-1";
 
 /// The program to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Launch {
     /// Its path in the root filesystem.
     pub exe: String,
@@ -37,6 +37,11 @@ pub fn read(vfs: &Vfs) -> Result<Launch, String> {
     let Some(Kind::File(data)) = vfs.node(ino).map(|n| &n.kind) else {
         return Err(format!("{PATH} is not a file"));
     };
+    parse(data)
+}
+
+/// Parses the launch file's bytes.
+pub fn parse(data: &[u8]) -> Result<Launch, String> {
     let text = core::str::from_utf8(data).map_err(|_| format!("{PATH} is not UTF-8"))?;
     let mut fields = text.split('\0');
     let bad = || format!("{PATH} is malformed");

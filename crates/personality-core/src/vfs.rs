@@ -320,32 +320,54 @@ impl Vfs {
         }
     }
 
-    /// `mkdir -p`: the directory at absolute `path`, made where missing.
-    pub fn mkdirs(&mut self, path: &str, now: i64) -> Ino {
+    /// The components of absolute `path`, resolved lexically: `.` and empty
+    /// ones dropped, `..` the parent (the root's is the root). Archive
+    /// member names come from the user's files, so they can hold any of these.
+    fn components(path: &str) -> Vec<&str> {
+        let mut parts = Vec::new();
+        for part in path.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                name => parts.push(name),
+            }
+        }
+        parts
+    }
+
+    /// `mkdir -p`: the directory at absolute `path`, made where missing; `None`
+    /// if a component exists and is not a directory.
+    pub fn mkdirs(&mut self, path: &str, now: i64) -> Option<Ino> {
+        self.mkdirs_in(&Self::components(path), now)
+    }
+
+    fn mkdirs_in(&mut self, parts: &[&str], now: i64) -> Option<Ino> {
         let mut at = ROOT;
-        for part in path.split('/').filter(|p| !p.is_empty()) {
-            let existing = self.entries(at).ok().and_then(|e| e.get(part).copied());
+        for part in parts {
+            let existing = self.entries(at).ok()?.get(*part).copied();
             at = match existing {
                 Some(ino) if self.nodes.get(ino).is_some_and(Node::is_dir) => ino,
-                Some(ino) => ino,
+                Some(_) => return None,
                 None => {
                     let node = Self::dir_node(at, 0o755, now);
-                    self.create(at, part, node).unwrap_or(ROOT)
+                    self.create(at, part, node).ok()?
                 }
             };
         }
-        at
+        Some(at)
     }
 
     /// Puts `node` at absolute `path`, making its parents, replacing what was
-    /// there (the archive's later entry wins, as when unpacking it).
-    pub fn put(&mut self, path: &str, node: Node, now: i64) -> Ino {
-        let trimmed = path.trim_matches('/');
-        let (dir, name) = match trimmed.rfind('/') {
-            Some(at) => (&trimmed[..at], &trimmed[at + 1..]),
-            None => ("", trimmed),
-        };
-        let parent = self.mkdirs(dir, now);
+    /// there (the archive's later entry wins, as when unpacking it). `None`, and
+    /// nothing put, if the path names the root or goes through something that is
+    /// not a directory.
+    pub fn put(&mut self, path: &str, node: Node, now: i64) -> Option<Ino> {
+        let parts = Self::components(path);
+        let (name, dir) = parts.split_last()?;
+        let name = *name;
+        let parent = self.mkdirs_in(dir, now)?;
         if let Ok(entries) = self.entries(parent) {
             if let Some(&existing) = entries.get(name) {
                 if self.nodes.get(existing).is_some_and(Node::is_dir) && node.is_dir() {
@@ -355,7 +377,7 @@ impl Vfs {
                         old.uid = node.uid;
                         old.gid = node.gid;
                     }
-                    return existing;
+                    return Some(existing);
                 }
                 self.detach(parent, name);
             }
@@ -367,7 +389,7 @@ impl Vfs {
             },
             _ => node,
         };
-        self.create(parent, name, node).unwrap_or(ROOT)
+        self.create(parent, name, node).ok()
     }
 
     /// Removes `name` from `dir` (the node lives on while something holds it).
@@ -491,7 +513,8 @@ impl Vfs {
     }
 
     /// Unpacks a cpio (newc) archive into the tree. Returns how many entries it
-    /// took; entries it cannot represent (devices, FIFOs, sockets) are skipped.
+    /// took; entries it cannot represent (devices, FIFOs, sockets) are skipped, and
+    /// so are those whose path goes through a file.
     pub fn unpack(&mut self, archive: &'static [u8], now: i64) -> usize {
         let mut count = 0;
         for entry in cpio_reader::iter_files(archive) {
@@ -517,9 +540,65 @@ impl Vfs {
                 mtime: i64::try_from(entry.mtime()).unwrap_or(now),
                 nlink: if mode & 0o170000 == S_IFDIR { 2 } else { 1 },
             };
-            self.put(name, node, now);
-            count += 1;
+            if self.put(name, node, now).is_some() {
+                count += 1;
+            }
         }
         count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(data: &'static [u8]) -> Node {
+        Vfs::node_of(Kind::File(Cow::Borrowed(data)), 0o644, 0)
+    }
+
+    /// Every entry of every directory reachable from the root, as paths.
+    fn listing(vfs: &Vfs) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = alloc::vec![(ROOT, String::new())];
+        while let Some((dir, path)) = stack.pop() {
+            for (name, &ino) in vfs.entries(dir).unwrap() {
+                let child = format!("{path}/{name}");
+                if vfs.node(ino).unwrap().is_dir() {
+                    stack.push((ino, child.clone()));
+                }
+                out.push(child);
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Found by the fuzz target `lx_rootfs`: archive member names holding `.`
+    /// or `..` components made directory entries literally named `.` and `..`,
+    /// which no lookup reaches (`getcwd` in one named a path that led
+    /// elsewhere), and a member named `/` an entry with an empty name.
+    #[test]
+    fn dot_and_dot_dot_in_archive_names_resolve_as_in_a_path_walk() {
+        let mut vfs = Vfs::new(0);
+        vfs.put("bin/./sh", file(b"sh"), 0).unwrap();
+        vfs.put("usr/../etc/passwd", file(b"root"), 0).unwrap();
+        vfs.put("../../top", file(b"top"), 0).unwrap();
+        assert_eq!(vfs.put("/", Vfs::dir_node(ROOT, 0o755, 0), 0), None);
+        assert_eq!(vfs.put("a/..", file(b"x"), 0), None);
+        assert_eq!(
+            listing(&vfs),
+            ["/bin", "/bin/sh", "/etc", "/etc/passwd", "/top"]
+        );
+    }
+
+    /// Found with the above: a member under a path whose component is a file
+    /// ("f/x" after a file "f") landed in the root instead.
+    #[test]
+    fn a_path_through_a_file_puts_nothing() {
+        let mut vfs = Vfs::new(0);
+        vfs.put("f", file(b"f"), 0).unwrap();
+        assert_eq!(vfs.put("f/x/y", file(b"y"), 0), None);
+        assert_eq!(vfs.mkdirs("/f/d", 0), None);
+        assert_eq!(listing(&vfs), ["/f"]);
     }
 }
