@@ -1,5 +1,5 @@
 //! The parts of lightvm's Linux personality that read input the program or its
-//! user controls — the root filesystem archive ([`vfs`]), the launch file
+//! user controls — the root filesystem archive ([`cpio`], [`vfs`]), the launch file
 //! ([`launch`]), the program's and its loader's ELF headers ([`elf`]), and the
 //! arguments of the memory calls ([`mm`]) — kept free of the guest library so
 //! that they compile on the host as well as in the guest.
@@ -14,6 +14,7 @@
 
 extern crate alloc;
 
+pub mod cpio;
 pub mod elf;
 pub mod errno;
 pub mod launch;

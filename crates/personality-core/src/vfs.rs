@@ -517,27 +517,27 @@ impl Vfs {
     /// so are those whose path goes through a file.
     pub fn unpack(&mut self, archive: &'static [u8], now: i64) -> usize {
         let mut count = 0;
-        for entry in cpio_reader::iter_files(archive) {
-            let name = entry.name().trim_start_matches("./");
-            if name.is_empty() || name == "." || name == "TRAILER!!!" {
+        for entry in crate::cpio::entries(archive) {
+            let name = entry.name.trim_start_matches("./");
+            if name.is_empty() || name == "." {
                 continue;
             }
-            let mode = entry.mode().bits();
+            let mode = entry.mode;
             let kind = match mode & 0o170000 {
                 S_IFDIR => Kind::Dir {
                     entries: BTreeMap::new(),
                     parent: ROOT,
                 },
-                S_IFREG => Kind::File(Cow::Borrowed(entry.file())),
-                S_IFLNK => Kind::Symlink(String::from_utf8_lossy(entry.file()).into_owned()),
+                S_IFREG => Kind::File(Cow::Borrowed(entry.data)),
+                S_IFLNK => Kind::Symlink(String::from_utf8_lossy(entry.data).into_owned()),
                 _ => continue,
             };
             let node = Node {
                 kind,
                 perm: mode & 0o7777,
-                uid: entry.uid(),
-                gid: entry.gid(),
-                mtime: i64::try_from(entry.mtime()).unwrap_or(now),
+                uid: entry.uid,
+                gid: entry.gid,
+                mtime: i64::from(entry.mtime),
                 nlink: if mode & 0o170000 == S_IFDIR { 2 } else { 1 },
             };
             if self.put(name, node, now).is_some() {
