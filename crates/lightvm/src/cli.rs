@@ -112,6 +112,20 @@ pub struct DaemonArgs {
     /// Guest memory of pooled shells (requests for other sizes are created cold).
     #[arg(long, default_value = "2M")]
     pub pool_mem: String,
+    /// Shells to keep prepared for Linux programs (`lightvm create --rootfs`):
+    /// a KVM vCPU is set up for them before it first runs, so they have a pool
+    /// of their own.
+    #[arg(long, default_value_t = 1)]
+    pub linux_pool: usize,
+    /// Guest memory of the shells for Linux programs, and of a Linux program
+    /// whose create names none (as `lightvm run --rootfs`'s default).
+    #[arg(long, default_value = "512M")]
+    pub linux_pool_mem: String,
+    /// The Linux personality image Linux programs run on (default: built from
+    /// crates/personality at start, which Cargo skips when it is up to date; if
+    /// that fails, the daemon runs unikernels only and says why).
+    #[arg(long, value_name = "IMAGE")]
+    pub personality: Option<PathBuf>,
     /// Most VMs running at once.
     #[arg(long, default_value_t = 10_000)]
     pub max_vms: usize,
@@ -130,9 +144,29 @@ pub struct DaemonArgs {
 /// `lightvm create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// The unikernel image (its path is resolved here and sent absolute).
+    /// The unikernel image (its path is resolved here and sent absolute); with
+    /// --rootfs, the Linux program's path inside the root filesystem.
     pub image: PathBuf,
-    /// Guest memory (default: the pool's size).
+    /// The Linux program's arguments (after `--`).
+    #[arg(last = true, requires = "rootfs")]
+    pub program_args: Vec<String>,
+    /// Run an unmodified Linux program from this root filesystem (a directory,
+    /// packed by the daemon with your rights), as `lightvm run --rootfs` does.
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// With --rootfs: an environment variable for the program, KEY=VALUE
+    /// (repeatable; default PATH, HOME and TERM).
+    #[arg(long, requires = "rootfs", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// With --rootfs: the program's working directory.
+    #[arg(long, requires = "rootfs", default_value = "/")]
+    pub cwd: String,
+    /// With --rootfs: print each system call the program makes and its result
+    /// on the console, and at the end the calls that are not implemented.
+    #[arg(long, requires = "rootfs")]
+    pub trace_syscalls: bool,
+    /// Guest memory (default: the pool's size; for a Linux program, the
+    /// Linux-program pool's).
     #[arg(long)]
     pub mem: Option<String>,
     /// Command line passed to the guest.
@@ -194,6 +228,9 @@ pub struct PoolArgs {
     /// Set the number of shells to keep prepared.
     #[arg(long)]
     pub size: Option<usize>,
+    /// Set the number of shells to keep prepared for Linux programs.
+    #[arg(long)]
+    pub linux_size: Option<usize>,
     /// JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -210,6 +247,9 @@ pub struct ShellArgs {
     /// Guest memory in bytes.
     #[arg(long)]
     pub mem: u64,
+    /// Prepare the VM for Linux programs (the Linux personality).
+    #[arg(long)]
+    pub linux: bool,
 }
 
 /// `lightvm platforms`.

@@ -1,11 +1,13 @@
 //! End-to-end: the toolstack daemon on every platform the host has — creating VMs
 //! from its pool through the API and the CLI, surviving SIGKILL (VMs adopted),
 //! noticing killed VMs, refusing bad input with JSON errors, and leaking nothing
-//! over 500 VMs.
+//! over 500 VMs; and Linux programs created through it (`daemon/linux.rs`).
 
 mod common;
 #[path = "daemon/hardening.rs"]
 mod hardening;
+#[path = "daemon/linux.rs"]
+mod linux;
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,12 @@ use lightvm_toolstack::api::{PoolStatus, VmState, VmView};
 use lightvm_toolstack::client::Answer;
 use lightvm_toolstack::Client;
 use lightvm_vmm::Platform;
+use linux::{
+    a_killed_daemon_adopts_its_running_linux_programs,
+    a_linux_program_is_created_from_its_pool_through_the_api,
+    a_networked_linux_program_answers_over_its_tap,
+    the_cli_creates_a_linux_program_as_lightvm_run_does,
+};
 use serde_json::json;
 
 /// A daemon with its own socket and state directory; on drop it stops every VM it
@@ -106,6 +114,7 @@ impl TestDaemon {
             .arg("--state-dir")
             .arg(self.state())
             .args(&self.extra_args)
+            .args(self.default_args())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -116,6 +125,23 @@ impl TestDaemon {
             assert!(Instant::now() < deadline, "the daemon did not come up");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// What every test daemon gets unless its test says otherwise: the
+    /// personality built once for this test binary (a daemon would otherwise
+    /// build it at start), and no shells kept for Linux programs (the unikernel
+    /// tests count shells).
+    fn default_args(&self) -> Vec<String> {
+        let given = |flag: &str| self.extra_args.iter().any(|arg| arg == flag);
+        let mut args = Vec::new();
+        if !given("--personality") {
+            args.push("--personality".to_owned());
+            args.push(common::programs::personality().display().to_string());
+        }
+        if !given("--linux-pool") {
+            args.extend(["--linux-pool".to_owned(), "0".to_owned()]);
+        }
+        args
     }
 
     fn pid(&self) -> u32 {
@@ -1023,4 +1049,8 @@ lightvm_testkit::platform_tests!(
     a_pooled_vm_gets_a_network_on_a_tap_in_the_daemons_namespace,
     a_create_on_a_missing_tap_fails_alone_and_the_daemon_goes_on,
     a_pool_that_cannot_be_prepared_backs_off_and_leaves_no_zombies,
+    a_linux_program_is_created_from_its_pool_through_the_api,
+    the_cli_creates_a_linux_program_as_lightvm_run_does,
+    a_killed_daemon_adopts_its_running_linux_programs,
+    a_networked_linux_program_answers_over_its_tap,
 );

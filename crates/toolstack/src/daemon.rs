@@ -1,8 +1,9 @@
 //! The daemon's core: VM creation (the execute phase, on the request path), exit
 //! watching, removal and adoption after a restart, over the parts that each keep
 //! one concern: the shell [`Pool`], the [`Registry`] of VMs with the running
-//! count's guards, the request checks ([`request`]), the [`ImageCache`] and the
-//! [`Consoles`].
+//! count's guards, the request checks ([`request`]), the [`ImageCache`], the
+//! [`Consoles`], and for Linux programs the personality and the root filesystem
+//! [`Packer`].
 //!
 //! The request path takes a ready shell from the pool, writes the VM's record, sends
 //! one request and waits for the guest's boot-done: no step grows with the number of
@@ -27,17 +28,18 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
 use crate::access::Peer;
-use crate::api::{ApiError, CreateRequest, CreateTimings, PoolStatus, VmView};
+use crate::api::{ApiError, CreateRequest, CreateTimings, Guest, PoolResize, PoolStatus, VmView};
 use crate::blocking;
 use crate::console::{Console, Consoles};
 use crate::images::ImageCache;
+use crate::linux::{Packer, Personality};
 use crate::metrics::{Gauges, Metrics};
-use crate::pool::{self, Pool, ShellSpec};
+use crate::pool::{self, Pool, ShellKind, ShellSpec};
 use crate::process::{self, ChildShell, NotAShell, Reaped};
-use crate::protocol::{self, BootFiles, BootRequest, ShellEvent};
+use crate::protocol::{self, BootFiles, BootRequest, LinuxBoot, ShellEvent};
 use crate::registry::{Registry, Slot, VmEntry};
-use crate::request::{self, CheckedRequest};
-use crate::state::{self, ExitRecord, Outcome, StateDir, VmRecord};
+use crate::request::{self, CheckedRequest, DefaultMem};
+use crate::state::{self, ExitRecord, LinuxProgramRecord, Outcome, StateDir, VmRecord};
 
 /// How the daemon is set up.
 #[derive(Debug, Clone)]
@@ -54,6 +56,12 @@ pub struct DaemonConfig {
     pub pool_size: usize,
     /// Guest memory of pooled shells (requests of another size are served cold).
     pub pool_mem: u64,
+    /// Shells to keep ready for Linux programs.
+    pub linux_pool_size: usize,
+    /// Their guest memory, and a Linux program's when its create names none.
+    pub linux_pool_mem: u64,
+    /// The Linux personality image Linux programs run on.
+    pub personality: PersonalityImage,
     /// Most VMs running at once.
     pub max_vms: usize,
     /// Most guest memory per VM.
@@ -65,6 +73,18 @@ pub struct DaemonConfig {
     /// Whether the daemon's threads run under its seccomp filter
     /// ([`crate::seccomp`]).
     pub seccomp: bool,
+}
+
+/// Where the daemon's Linux personality image comes from.
+#[derive(Debug, Clone)]
+pub enum PersonalityImage {
+    /// Named by the operator (`--personality`): a daemon that cannot open it
+    /// does not start.
+    Given(PathBuf),
+    /// Built at start (from `crates/personality`); if that failed, why: the
+    /// daemon then serves unikernels only, and says why to a Linux program's
+    /// create (503).
+    Built(Result<PathBuf, String>),
 }
 
 /// Why the daemon could not start.
@@ -104,6 +124,9 @@ pub struct Daemon {
     pool: Arc<Pool>,
     registry: Registry,
     images: Arc<ImageCache>,
+    /// The personality Linux programs run on, or why there is none.
+    personality: Result<Personality, String>,
+    packer: Packer,
     consoles: Consoles,
     metrics: Metrics,
     id_seed: u64,
@@ -147,12 +170,25 @@ impl Drop for VmDir {
     }
 }
 
+/// The files of the guest a create boots, opened for its shell.
+struct GuestFiles {
+    /// The unikernel's image, or the personality's.
+    image: std::fs::File,
+    /// Its path, for the record and messages.
+    image_path: PathBuf,
+    /// A Linux program's root filesystem archive.
+    module: Option<std::fs::File>,
+    /// The Linux program, as its record keeps it.
+    linux: Option<LinuxProgramRecord>,
+}
+
 /// How a create failed.
 enum Failure {
     /// Before a VM existed: nothing to record.
     Refused(ApiError),
-    /// The VM was made but its guest did not start: it is entered as failed.
-    Boot(NewVm, ApiError),
+    /// The VM was made but its guest did not start: it is entered as failed
+    /// (boxed: a VM being made is large beside an error).
+    Boot(Box<NewVm>, ApiError),
 }
 
 impl From<ApiError> for Failure {
@@ -176,19 +212,49 @@ impl Daemon {
             Some(libc::EWOULDBLOCK) => DaemonError::Locked(config.state_dir.clone()),
             _ => state_error(e),
         })?;
+        VmConfig::check_mem_size(config.linux_pool_mem)
+            .map_err(|e| DaemonError::Config(format!("--linux-pool-mem: {e}")))?;
+        let personality = match &config.personality {
+            PersonalityImage::Given(path) => Ok(Personality::open(path)
+                .map_err(|e| DaemonError::Config(format!("--personality: {e}")))?),
+            PersonalityImage::Built(built) => built.clone().and_then(|path| {
+                Personality::open(&path).map_err(|e| format!("the personality built at start: {e}"))
+            }),
+        };
+        // A daemon without a personality keeps no shells for Linux programs, nor
+        // one whose Linux shells are larger than a VM may be.
+        let linux_pool_size = if personality.is_err() {
+            0
+        } else if config.linux_pool_mem > config.max_mem {
+            eprintln!(
+                "lightvm daemon: keeping no shells for Linux programs: --linux-pool-mem ({} MiB) is above --max-mem ({} MiB)",
+                config.linux_pool_mem >> 20,
+                config.max_mem >> 20
+            );
+            0
+        } else {
+            config.linux_pool_size
+        };
+        let packer = Packer::new(state.root().join("archives"));
         let spec = ShellSpec {
             exe: config.shell_exe.clone(),
             platform: config.platform,
             log: state.root().join("shells.log"),
         };
-        let pool = Pool::new(spec, config.pool_mem, config.pool_size)
-            .map_err(|e| DaemonError::Config(format!("starting the shell spawner thread: {e}")))?;
+        let pool = Pool::new(
+            spec,
+            (config.pool_mem, config.pool_size),
+            (config.linux_pool_mem, linux_pool_size),
+        )
+        .map_err(|e| DaemonError::Config(format!("starting the shell spawner thread: {e}")))?;
         Ok(Arc::new(Self {
             pool: Arc::new(pool),
             registry: Registry::new(config.max_vms),
             config,
             state,
             images: Arc::new(ImageCache::default()),
+            personality,
+            packer,
             consoles: Consoles::default(),
             metrics: Metrics::default(),
             id_seed: random_seed(),
@@ -225,11 +291,15 @@ impl Daemon {
                 self.registry.insert(VmEntry::ended(record, exit, None));
                 continue;
             }
+            let kind = ShellKind {
+                mem_size: record.mem_size,
+                linux: record.linux.is_some(),
+            };
             let shell = process::check_shell(
                 record.pid,
                 record.pid_start_time,
                 &self.config.shell_exe,
-                record.mem_size,
+                kind,
             );
             let watched = shell.and_then(|pidfd| {
                 process::watchable(pidfd).map_err(|e| NotAShell::Other(e.to_string()))
@@ -262,6 +332,11 @@ impl Daemon {
     /// The configuration.
     pub fn config(&self) -> &DaemonConfig {
         &self.config
+    }
+
+    /// Why this daemon runs no Linux programs, if it runs none.
+    pub fn linux_unavailable(&self) -> Option<&str> {
+        self.personality.as_ref().err().map(String::as_str)
     }
 
     /// Keeps the pool at its target, forever; spawn once.
@@ -306,7 +381,7 @@ impl Daemon {
             Ok(vm) => Ok(self.enter(vm)),
             Err(Failure::Refused(error)) => Err(error),
             Err(Failure::Boot(vm, error)) => {
-                self.enter_failed(vm, &error).await;
+                self.enter_failed(*vm, &error).await;
                 Err(error)
             }
         };
@@ -324,15 +399,57 @@ impl Daemon {
         peer: &Peer,
         started: Instant,
     ) -> Result<NewVm, Failure> {
-        let CheckedRequest { mem_size, net } =
-            request::check_request(&request, self.config.pool_mem, self.config.max_mem)?;
+        let default_mem = DefaultMem {
+            unikernel: self.config.pool_mem,
+            linux: self.config.linux_pool_mem,
+        };
+        let CheckedRequest {
+            kind,
+            net,
+            boot_cmdline,
+        } = request::check_request(&request, default_mem, self.config.max_mem)?;
         let slot = self.registry.reserve().ok_or_else(|| {
             ApiError::limit(format!(
                 "{} VMs are running, this daemon's limit",
                 self.registry.max()
             ))
         })?;
-        let image = self.images.open(&request.image, peer, mem_size).await?;
+        // What the guest boots: an image the client may read, or the personality
+        // with a root filesystem packed with the client's rights.
+        let guest = match &request.guest {
+            Guest::Image(path) => GuestFiles {
+                image: self.images.open(path, peer, kind.mem_size).await?,
+                image_path: path.clone(),
+                module: None,
+                linux: None,
+            },
+            Guest::Linux(program) => {
+                let personality = self.personality.as_ref().map_err(|why| {
+                    ApiError::unavailable(format!(
+                        "this daemon runs no Linux programs: {why}; start it with --personality IMAGE"
+                    ))
+                })?;
+                personality.check_fits(kind.mem_size)?;
+                let limit = personality.archive_limit(kind.mem_size);
+                let packed = self
+                    .packer
+                    .pack(program, peer, limit, kind.mem_size)
+                    .await?;
+                GuestFiles {
+                    image: personality.file()?,
+                    image_path: personality.path().to_owned(),
+                    module: Some(packed.file),
+                    linux: Some(LinuxProgramRecord {
+                        rootfs: program.rootfs.clone(),
+                        program: program.program.clone(),
+                        args: program.args.clone(),
+                        cwd: program.cwd.clone(),
+                        trace_syscalls: program.trace_syscalls,
+                        archive_bytes: packed.bytes,
+                    }),
+                }
+            }
+        };
         // The tap before a shell: a missing one fails this create alone.
         let tap = match &net {
             Some(net) => {
@@ -341,11 +458,11 @@ impl Daemon {
             }
             None => None,
         };
-        let (shell, pooled) = match self.pool.take(mem_size) {
+        let (shell, pooled) = match self.pool.take(kind) {
             Some(shell) => (shell, true),
             None => (
                 self.pool
-                    .prepare(mem_size)
+                    .prepare(kind)
                     .await
                     .map_err(|e| ApiError::internal(format!("cannot start a VM shell: {e}")))?,
                 false,
@@ -361,8 +478,9 @@ impl Daemon {
         let pid = shell.pid;
         let record = VmRecord {
             id: id.clone(),
-            image: request.image.clone(),
-            mem_size,
+            image: guest.image_path.clone(),
+            linux: guest.linux.clone(),
+            mem_size: kind.mem_size,
             cmdline: request.cmdline.clone(),
             net: net.as_ref().map(NetConfig::to_string),
             pid,
@@ -396,22 +514,29 @@ impl Daemon {
             dir,
             timings: None,
         };
+        let linux = guest.linux.as_ref().map(|program| LinuxBoot {
+            rootfs: program.rootfs.clone(),
+        });
         let files = BootFiles {
-            image,
+            image: guest.image,
             console: files.console,
             result: files.result,
+            module: guest.module,
             tap: tap.map(lightvm_vmm::devices::tap::Tap::into_file),
         };
         let boot = BootRequest {
-            image: request.image,
-            cmdline: request.cmdline,
+            image: guest.image_path,
+            cmdline: boot_cmdline,
             net,
             timeout_ms: request.timeout_ms,
+            linux,
         };
         let event = async {
             protocol::send_boot(control.get_ref(), &boot, &files)
                 .await
                 .map_err(|e| format!("sending the boot request: {e}"))?;
+            // The shell holds them now; a Linux program's archive, which has no
+            // name, lives as long as its mapping in the shell.
             drop(files);
             pool::read_event(&mut control).await
         }
@@ -429,14 +554,14 @@ impl Daemon {
                 Ok(vm)
             }
             Ok(ShellEvent::Failed { error }) => {
-                Err(Failure::Boot(vm, ApiError::unprocessable(error)))
+                Err(Failure::Boot(Box::new(vm), ApiError::unprocessable(error)))
             }
             Ok(other) => Err(Failure::Boot(
-                vm,
+                Box::new(vm),
                 ApiError::internal(format!("unexpected message from the shell: {other:?}")),
             )),
             Err(error) => Err(Failure::Boot(
-                vm,
+                Box::new(vm),
                 ApiError::internal(format!("the VM's shell failed: {error}")),
             )),
         }
@@ -606,38 +731,54 @@ impl Daemon {
 
     /// The pool's state.
     pub fn pool_status(&self) -> PoolStatus {
-        self.pool.status()
+        self.pool
+            .status(self.linux_unavailable().map(str::to_owned))
     }
 
-    /// Changes the pool's target; surplus ready shells are stopped and reaped. The
-    /// pool is the daemon's own configuration, and each shell costs host memory
-    /// whoever uses it: only root may change it.
-    pub fn resize_pool(&self, size: usize, peer: &Peer) -> Result<PoolStatus, ApiError> {
+    /// Changes the pools' targets; surplus ready shells are stopped and reaped.
+    /// The pool is the daemon's own configuration, and each shell costs host
+    /// memory whoever uses it: only root may change it.
+    pub fn resize_pool(&self, resize: &PoolResize, peer: &Peer) -> Result<PoolStatus, ApiError> {
         if !peer.is_root() {
             return Err(ApiError::forbidden(format!(
                 "only root may resize the pool (this client is uid {})",
                 peer.uid
             )));
         }
-        if size > self.config.max_vms {
+        if resize.size.is_none() && resize.linux_size.is_none() {
+            return Err(ApiError::bad_request(
+                "give the pool's new size (\"size\"), the Linux-program pool's (\"linux_size\"), or both",
+            ));
+        }
+        let current = self.pool_status();
+        let size = resize.size.unwrap_or(current.target);
+        let linux_size = resize.linux_size.unwrap_or(current.linux.target);
+        if size.saturating_add(linux_size) > self.config.max_vms {
             return Err(ApiError::bad_request(format!(
-                "a pool of {size} is larger than the VM limit ({})",
+                "pools of {size} and {linux_size} are larger than the VM limit ({})",
                 self.config.max_vms
             )));
         }
-        self.pool.resize(size);
-        Ok(self.pool.status())
+        if let Some(size) = resize.size {
+            self.pool.resize(false, size);
+        }
+        if let Some(size) = resize.linux_size {
+            self.pool.resize(true, size);
+        }
+        Ok(self.pool_status())
     }
 
     /// Prometheus text.
     pub fn metrics(&self) -> String {
         let (running, exited) = self.registry.counts();
-        let pool = self.pool.status();
+        let pool = self.pool_status();
         self.metrics.render(Gauges {
             running,
             exited,
             pool_ready: pool.ready,
             pool_target: pool.target,
+            linux_pool_ready: pool.linux.ready,
+            linux_pool_target: pool.linux.target,
         })
     }
 

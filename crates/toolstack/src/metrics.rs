@@ -31,6 +31,10 @@ pub struct Gauges {
     pub pool_ready: usize,
     /// The pool's target.
     pub pool_target: usize,
+    /// Ready shells for Linux programs.
+    pub linux_pool_ready: usize,
+    /// The Linux-program pool's target.
+    pub linux_pool_target: usize,
 }
 
 impl Metrics {
@@ -70,6 +74,22 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE lightvm_pool_target gauge");
         let _ = writeln!(out, "lightvm_pool_target {}", gauges.pool_target);
+        let _ = writeln!(
+            out,
+            "# HELP lightvm_linux_pool_ready Prepared shells ready to boot a Linux program."
+        );
+        let _ = writeln!(out, "# TYPE lightvm_linux_pool_ready gauge");
+        let _ = writeln!(out, "lightvm_linux_pool_ready {}", gauges.linux_pool_ready);
+        let _ = writeln!(
+            out,
+            "# HELP lightvm_linux_pool_target Shells the Linux-program pool keeps ready."
+        );
+        let _ = writeln!(out, "# TYPE lightvm_linux_pool_target gauge");
+        let _ = writeln!(
+            out,
+            "lightvm_linux_pool_target {}",
+            gauges.linux_pool_target
+        );
         let _ = writeln!(
             out,
             "# HELP lightvm_vms_created_total VMs created, and how many from the pool."

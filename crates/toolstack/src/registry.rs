@@ -225,6 +225,7 @@ mod tests {
         VmRecord {
             id: id.into(),
             image: "/img".into(),
+            linux: None,
             mem_size: 2 << 20,
             cmdline: String::new(),
             net: None,

@@ -224,7 +224,7 @@ async fn resize_pool(
     body: Result<Json<PoolResize>, JsonRejection>,
 ) -> Result<Json<PoolStatus>, ApiError> {
     let request = json_body(body)?;
-    Ok(Json(daemon.resize_pool(request.size, &client.peer()?)?))
+    Ok(Json(daemon.resize_pool(&request, &client.peer()?)?))
 }
 
 async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {

@@ -13,6 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use lightvm_vmm::devices::tap::Tap;
+use lightvm_vmm::unikernel::boot::Module;
 use lightvm_vmm::unikernel::devices::Devices;
 use lightvm_vmm::unikernel::GuestParts;
 use lightvm_vmm::{Platform, SandboxPolicy, Shell, UnikernelImage, Vm, VmConfig};
@@ -24,15 +25,17 @@ use crate::state::{ExitRecord, Outcome};
 /// bounds how far, for guests that print for days.
 const CONSOLE_LOG_MAX: u64 = 64 << 20;
 
-/// Runs a shell on `control` (the daemon's socket); returns the process exit code:
-/// the guest's status, or the codes `lightvm run` uses for the VMM's verdicts.
-pub fn run(platform: Platform, mem_size: u64, control: UnixStream) -> i32 {
+/// Runs a shell on `control` (the daemon's socket), prepared for guests of
+/// `mem_size` bytes that run Linux programs or not (`linux`); returns the process
+/// exit code: the guest's status, or the codes `lightvm run` uses for the VMM's
+/// verdicts.
+pub fn run(platform: Platform, mem_size: u64, linux: bool, control: UnixStream) -> i32 {
     let prepare_started = Instant::now();
     let mut events = match control.try_clone() {
         Ok(events) => events,
         Err(_) => return 125,
     };
-    let shell = Shell::create(platform, mem_size).and_then(|mut shell| {
+    let shell = Shell::create_for(platform, mem_size, linux).and_then(|mut shell| {
         shell.warm()?;
         shell.isolate()?;
         Ok(shell)
@@ -59,6 +62,21 @@ pub fn run(platform: Platform, mem_size: u64, control: UnixStream) -> i32 {
     match protocol::receive_boot(&control) {
         // The daemon went away before using this shell: nothing to run.
         Ok(None) => 0,
+        Ok(Some((request, files))) if request.linux.is_some() != linux => {
+            let error = if linux {
+                "this shell was prepared for Linux programs, and the request is a unikernel's"
+            } else {
+                "this shell was prepared for unikernels, and the request is a Linux program's"
+            };
+            send(
+                &mut events,
+                &ShellEvent::Failed {
+                    error: error.to_owned(),
+                },
+            );
+            drop(files);
+            125
+        }
         Ok(Some((request, files))) => boot(shell, mem_size, &request, files, events),
         Err(error) => {
             send(&mut events, &ShellEvent::Failed { error });
@@ -79,10 +97,17 @@ fn boot(
         image,
         console,
         mut result,
+        module,
         tap,
     } = files;
     let writable = [events.as_raw_fd(), console.as_raw_fd(), result.as_raw_fd()];
-    let vm = load(shell, mem_size, request, (image, console, tap), started);
+    let vm = load(
+        shell,
+        mem_size,
+        request,
+        (image, console, module, tap),
+        started,
+    );
     let mut vm = match vm {
         Ok(vm) => vm,
         Err(error) => {
@@ -124,20 +149,31 @@ fn boot(
     }
 }
 
+/// The files a boot request brought: image, console, module, tap.
+type Opened = (File, File, Option<File>, Option<File>);
+
 /// The execute phase up to the guest's start: the request checked again on
-/// receipt, the image read from its file, the devices and console made from theirs,
-/// all loaded into the shell.
+/// receipt, the image (and a Linux program's root filesystem archive, its module)
+/// read from its file, the devices and console made from theirs, all loaded into
+/// the shell.
 fn load(
     shell: Shell,
     mem_size: u64,
     request: &BootRequest,
-    (image, console, tap): (File, File, Option<File>),
+    (image, console, module, tap): Opened,
     started: Instant,
 ) -> Result<Vm, String> {
     let timeout = request.timeout_ms.map(Duration::from_millis);
     let config = VmConfig::new(&request.image, mem_size, request.cmdline.as_str(), timeout)
         .map_err(|e| e.to_string())?
-        .with_net(request.net.clone());
+        .with_net(request.net.clone())
+        .for_linux_programs(request.linux.is_some());
+    let module = match (module, &request.linux) {
+        (Some(file), Some(linux)) => {
+            Some(Module::from_file(file, &linux.rootfs).map_err(|e| e.to_string())?)
+        }
+        _ => None,
+    };
     let image = UnikernelImage::from_open_file(image, &request.image).map_err(|e| e.to_string())?;
     let image_loaded = started.elapsed();
     let net = match (tap, &request.net) {
@@ -149,10 +185,7 @@ fn load(
     shell
         .boot_opened(
             &image,
-            GuestParts {
-                devices,
-                module: None,
-            },
+            GuestParts { devices, module },
             &config,
             Box::new(console),
             (started, image_loaded),

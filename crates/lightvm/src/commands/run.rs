@@ -353,25 +353,9 @@ fn prepare_linux_program(args: &RunArgs, program: &Path) -> anyhow::Result<(Path
         None => lightvm_images::personality::build()
             .context("building the Linux personality (crates/personality)")?,
     };
-    let exe = program.to_string_lossy().into_owned();
-    let name = exe.rsplit('/').next().unwrap_or(&exe).to_owned();
-    let mut argv = vec![name];
-    argv.extend(args.program_args.iter().cloned());
-    let env = if args.env.is_empty() {
-        vec![
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
-            "HOME=/root".to_owned(),
-            "TERM=dumb".to_owned(),
-        ]
-    } else {
-        args.env.clone()
-    };
-    let launch = lightvm_images::rootfs::Launch {
-        exe,
-        cwd: args.cwd.clone(),
-        argv,
-        env,
-    };
+    let exe = program.to_string_lossy();
+    let env = (!args.env.is_empty()).then(|| args.env.clone());
+    let launch = lightvm_images::rootfs::Launch::new(&exe, &args.program_args, env, &args.cwd);
     let archive = tempfile_path("rootfs.cpio");
     let packed = lightvm_images::rootfs::pack(root, &launch, &archive);
     if packed.is_err() {

@@ -67,6 +67,16 @@ impl Module {
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| bad(e.to_string()))?;
+        Self::from_file(file, path)
+    }
+
+    /// Takes a module file opened by someone else (a daemon that hands it over:
+    /// `path` names it in messages only) and checks what it is.
+    pub fn from_file(file: File, path: &Path) -> Result<Self, BootError> {
+        let bad = |reason: String| BootError::Module {
+            path: path.to_owned(),
+            reason,
+        };
         let metadata = file.metadata().map_err(|e| bad(e.to_string()))?;
         if !metadata.is_file() {
             return Err(bad("not a regular file".into()));
