@@ -5,11 +5,14 @@
 
 use lightvm_toolstack::api::{CreateRequest, PoolResize};
 use lightvm_toolstack::protocol::{self, ShellEvent, ShellRequest};
-use lightvm_toolstack::request::check_request;
+use lightvm_toolstack::request::{check_request, DefaultMem};
 
-/// The daemon's defaults: pooled guests of 2 MiB, at most 1 GiB asked for.
-const POOL_MEM: u64 = 2 << 20;
-/// See [`POOL_MEM`].
+/// The daemon's defaults: pooled unikernels of 2 MiB, Linux programs of 512 MiB.
+const POOL_MEM: DefaultMem = DefaultMem {
+    unikernel: 2 << 20,
+    linux: 512 << 20,
+};
+/// At most 1 GiB asked for.
 const MAX_MEM: u64 = 1 << 30;
 
 /// `api_request`: one body, tried as each request the daemon and a shell accept.
