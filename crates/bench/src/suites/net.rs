@@ -2,8 +2,9 @@
 //! requests/s and latency over a sweep of load (http).
 //!
 //! Each platform's server runs at once on the run's private network
-//! ([`crate::netns`]): the unikernel behind a tap, the process and the container
-//! behind veth pairs, one link away from the clients each. The clients interleave
+//! ([`crate::netns`]): the unikernels and the Linux programs behind a tap each,
+//! the process and the container behind veth pairs, one link away from the
+//! clients each. The clients interleave
 //! their rounds over the platforms, so that noise on the machine lands on all of
 //! them alike. Each pooled row's VMs come from a daemon of its own (one per lightvm
 //! platform), run inside the clients' namespace so that its shells can open their
@@ -182,7 +183,7 @@ fn interleaved(
 pub(super) fn run_net(ctx: &mut Context<'_>) -> SuiteResult {
     let params = ctx.config.net.clone();
     let mut result = super::suite(&format!(
-        "Each platform's server runs on a private network made for the run: network namespaces holding a tap for each unikernel row (`lightvm run --platform P`, and per lightvm platform P a daemon whose pool holds shells of the guest's size; all run in the clients' namespace) and a veth pair each for the process and for the container (runc joins the namespace), every server one virtual link from the clients, deleted afterwards. Clients run in the bench itself, on a thread inside that network, and interleave {rounds} rounds over the platforms. UDP and TCP round trip: {MESSAGE}-byte echo requests (udp-echo, tcp-echo; RFC 862), one in flight, {per} per platform, each timed (warm-up trips first). TCP throughput: {mib} MiB into a discard server (sink; RFC 863) on a new connection, timed until the server closes after reading everything, {transfers} transfers per platform. Servers: the unikernels (smoltcp in the guest, packets through rings in guest memory, one exit per batch) and the same work as one-threaded epoll C servers (crates/bench/baselines).",
+        "Each platform's server runs on a private network made for the run: network namespaces holding a tap for each guest row (each unikernel row: `lightvm run --platform P`, and per lightvm platform P a daemon whose pool holds shells of the guest's size; each linux-program row: `lightvm run --platform P --rootfs`; all run in the clients' namespace) and a veth pair each for the process and for the container (runc joins the namespace), every server one virtual link from the clients, deleted afterwards. Clients run in the bench itself, on a thread inside that network, and interleave {rounds} rounds over the platforms. UDP and TCP round trip: {MESSAGE}-byte echo requests (udp-echo, tcp-echo; RFC 862), one in flight, {per} per platform, each timed (warm-up trips first). TCP throughput: {mib} MiB into a discard server (sink; RFC 863) on a new connection, timed until the server closes after reading everything, {transfers} transfers per platform. Servers: the unikernels (smoltcp in the guest, packets through rings in guest memory, one exit per batch) and the same work as one-threaded epoll C servers (crates/bench/baselines), static binaries that the process and the container run and that the linux-program rows run unmodified on the Linux personality (its sockets over the same smoltcp and rings, the program's system calls answered inside the guest).",
         rounds = params.rounds,
         per = params.round_trips,
         mib = params.transfer_mib,
@@ -361,7 +362,7 @@ fn wrk(
 pub(super) fn run_http(ctx: &mut Context<'_>) -> SuiteResult {
     let params = ctx.config.net.clone();
     let mut result = super::suite(&format!(
-        "HTTP/1.1 keep-alive GETs of the same 32-byte body, driven by wrk (one thread, closed loop) from the clients' namespace of the net suite's private network, {seconds} s per step, at {steps} open connections in turn — the offered load — until no platform's rate grows by 5% for two steps (saturation). Every step measures each platform in turn. Servers: the httpd unikernel (one vCPU, smoltcp) on each unikernel row and a one-threaded epoll C server for the process and the container. The peak is the rate at the best step's connections, measured again {repeats} times (with no repeats, the best step's own rate).",
+        "HTTP/1.1 keep-alive GETs of the same 32-byte body, driven by wrk (one thread, closed loop) from the clients' namespace of the net suite's private network, {seconds} s per step, at {steps} open connections in turn — the offered load — until no platform's rate grows by 5% for two steps (saturation). Every step measures each platform in turn. Servers: the httpd unikernel (one vCPU, smoltcp) on each unikernel row and a one-threaded epoll C server (static) for the process and the container, the same binary unmodified on the Linux personality for the linux-program rows. The peak is the rate at the best step's connections, measured again {repeats} times (with no repeats, the best step's own rate).",
         seconds = params.http_seconds,
         steps = params
             .http_connections
@@ -554,6 +555,9 @@ mod tests {
         assert!(off_the_network(Platform::Container).is_none());
         for unikernel in crate::platform::Unikernel::ALL {
             assert!(off_the_network(unikernel.into()).is_none(), "{unikernel:?}");
+        }
+        for program in Platform::LINUX_PROGRAMS {
+            assert!(off_the_network(program).is_none(), "{program}");
         }
         assert!(off_the_network(Platform::QemuMicrovm).is_some());
     }
