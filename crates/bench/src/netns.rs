@@ -158,6 +158,11 @@ pub(crate) struct Attachment<'a> {
     /// A guest's network (unikernel or Linux program): `None` for the host
     /// platforms.
     pub guest: Option<GuestNet>,
+    /// Where the clients run: a server that says nothing when it is ready is
+    /// ready once a connection from here to its port is accepted.
+    pub clients: &'a Netns,
+    /// The server's address.
+    pub address: Ipv4Addr,
 }
 
 /// A guest's tap and the command line that gives it its address.
@@ -227,7 +232,12 @@ impl Testbed {
                 (&self.clients, Some(GuestNet { tap, cmdline }))
             }
         };
-        Some(Attachment { netns, guest })
+        Some(Attachment {
+            netns,
+            guest,
+            clients: &self.clients,
+            address,
+        })
     }
 }
 

@@ -11,7 +11,6 @@
 //! tap.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
 
 use crate::context::{Context, Instance};
@@ -23,15 +22,6 @@ use crate::results::{Metric, PlotKind, Skip, SuiteResult};
 /// Size of the round-trip messages (bytes): a small request, as the papers use.
 const MESSAGE: usize = 64;
 
-/// The port each server listens on (as in its guest and its C baseline).
-fn port(workload: Workload) -> u16 {
-    match workload {
-        Workload::UdpEcho | Workload::TcpEcho => 7,
-        Workload::Sink => 9,
-        _ => 80,
-    }
-}
-
 /// Platforms that have no place on the test network, and why.
 fn off_the_network(platform: Platform) -> Option<String> {
     Testbed::address(platform)
@@ -39,8 +29,10 @@ fn off_the_network(platform: Platform) -> Option<String> {
         .then(|| format!("{platform} has no server on the test network"))
 }
 
-/// Why the suite cannot run at all here, or the test network.
-fn testbed(tools: &[(&str, &str)]) -> Result<Testbed, String> {
+/// Why the suite cannot run at all here, or the test network. `tools` are the
+/// programs it needs (a name on `PATH` or an absolute path) and the Debian
+/// package of each.
+pub(super) fn testbed(tools: &[(&str, &str)]) -> Result<Testbed, String> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return Err(
@@ -50,7 +42,14 @@ fn testbed(tools: &[(&str, &str)]) -> Result<Testbed, String> {
     }
     let missing: Vec<String> = tools
         .iter()
-        .filter(|(tool, _)| which(tool).is_none())
+        .filter(|(tool, _)| {
+            let path = std::path::Path::new(tool);
+            if path.is_absolute() {
+                !crate::platform::is_executable(path)
+            } else {
+                which(tool).is_none()
+            }
+        })
         .map(|(tool, package)| format!("{tool} (apt-get install {package}, or ./scripts/setup.sh)"))
         .collect();
     if !missing.is_empty() {
@@ -60,15 +59,15 @@ fn testbed(tools: &[(&str, &str)]) -> Result<Testbed, String> {
 }
 
 /// One platform's server, running.
-struct Server {
-    platform: Platform,
-    address: SocketAddr,
-    instance: Instance,
+pub(super) struct Server {
+    pub platform: Platform,
+    pub address: SocketAddr,
+    pub instance: Instance,
 }
 
 /// Starts `workload`'s server on every platform that can run it; the others are
 /// added to `skipped` with the reason.
-fn start_servers(
+pub(super) fn start_servers(
     ctx: &mut Context<'_>,
     testbed: &Testbed,
     workload: Workload,
@@ -88,7 +87,10 @@ fn start_servers(
         match ctx.start_attached(platform, workload, Some(&attachment)) {
             Ok(instance) => servers.push(Server {
                 platform,
-                address: SocketAddr::V4(SocketAddrV4::new(address, port(workload))),
+                address: SocketAddr::V4(SocketAddrV4::new(
+                    address,
+                    workload.port().unwrap_or_default(),
+                )),
                 instance,
             }),
             Err(error) => fail(ctx, skipped, platform, workload, error.to_string()),
@@ -97,13 +99,13 @@ fn start_servers(
     servers
 }
 
-fn add_skip(skipped: &mut Vec<Skip>, skip: Skip) {
+pub(super) fn add_skip(skipped: &mut Vec<Skip>, skip: Skip) {
     if !skipped.iter().any(|s| s.platform == skip.platform) {
         skipped.push(skip);
     }
 }
 
-fn fail(
+pub(super) fn fail(
     ctx: &Context<'_>,
     skipped: &mut Vec<Skip>,
     platform: Platform,
@@ -123,7 +125,7 @@ fn fail(
     );
 }
 
-fn stop_all(ctx: &mut Context<'_>, servers: Vec<Server>) {
+pub(super) fn stop_all(ctx: &mut Context<'_>, servers: Vec<Server>) {
     for server in servers {
         ctx.stop(server.instance);
     }
@@ -137,34 +139,46 @@ struct Measured {
     lost: Vec<f64>,
 }
 
-/// `rounds` rounds, each measuring every server once with `measure` (run inside
-/// the clients' namespace). A server whose round fails is stopped and skipped;
-/// the others go on.
-fn interleaved(
+impl Measured {
+    fn of(rounds: Vec<Round>) -> Self {
+        let mut measured = Measured::default();
+        for round in rounds {
+            measured.samples.extend(round.samples);
+            measured.lost.push(round.lost as f64);
+        }
+        measured
+    }
+}
+
+/// `rounds` rounds, each measuring every server of `workload` once with
+/// `measure` (run on a thread inside the clients' namespace); every round's
+/// result, by platform, in order. A server whose round fails is stopped and
+/// skipped; the others go on.
+pub(super) fn interleaved<T: Send>(
     ctx: &mut Context<'_>,
     testbed: &Testbed,
     workload: Workload,
     rounds: usize,
     skipped: &mut Vec<Skip>,
-    measure: &(dyn Fn(SocketAddr) -> io::Result<Round> + Sync),
-) -> BTreeMap<Platform, Measured> {
+    measure: &(dyn Fn(SocketAddr) -> Result<T, String> + Sync),
+) -> BTreeMap<Platform, Vec<T>> {
     let mut servers = start_servers(ctx, testbed, workload, skipped);
-    let mut measured: BTreeMap<Platform, Measured> = BTreeMap::new();
+    let mut measured: BTreeMap<Platform, Vec<T>> = BTreeMap::new();
     for _ in 0..rounds {
         let mut index = 0;
         while index < servers.len() {
             let address = servers[index].address;
             let round = match testbed.clients.run_in(|| measure(address)) {
-                Ok(Ok(values)) => Ok(values),
-                Ok(Err(error)) => Err(error.to_string()),
+                Ok(result) => result,
                 Err(error) => Err(error.to_string()),
             };
             ctx.progress.advance();
             match round {
                 Ok(round) => {
-                    let platform = measured.entry(servers[index].platform).or_default();
-                    platform.samples.extend(round.samples);
-                    platform.lost.push(round.lost as f64);
+                    measured
+                        .entry(servers[index].platform)
+                        .or_default()
+                        .push(round);
                     index += 1;
                 }
                 Err(reason) => {
@@ -217,7 +231,9 @@ pub(super) fn run_net(ctx: &mut Context<'_>) -> SuiteResult {
         Workload::UdpEcho,
         rounds,
         &mut skipped,
-        &|address| netclient::udp_round_trips(address, per_round, MESSAGE),
+        &|address| {
+            netclient::udp_round_trips(address, per_round, MESSAGE).map_err(|e| e.to_string())
+        },
     );
     let mut tcp = Metric::new(
         "net-tcp-rtt",
@@ -235,6 +251,7 @@ pub(super) fn run_net(ctx: &mut Context<'_>) -> SuiteResult {
         &|address| {
             netclient::tcp_round_trips(address, per_round, MESSAGE)
                 .map(|samples| Round { samples, lost: 0 })
+                .map_err(|e| e.to_string())
         },
     );
     let mut throughput = Metric::new(
@@ -252,10 +269,12 @@ pub(super) fn run_net(ctx: &mut Context<'_>) -> SuiteResult {
         params.transfers.max(1),
         &mut skipped,
         &|address| {
-            netclient::tcp_send(address, mib).map(|rate| Round {
-                samples: vec![rate],
-                lost: 0,
-            })
+            netclient::tcp_send(address, mib)
+                .map(|rate| Round {
+                    samples: vec![rate],
+                    lost: 0,
+                })
+                .map_err(|e| e.to_string())
         },
     );
     let mut udp_lost = Metric {
@@ -268,16 +287,17 @@ pub(super) fn run_net(ctx: &mut Context<'_>) -> SuiteResult {
             true,
         )
     };
-    for (platform, measured) in &udp_samples {
-        udp_lost.push(*platform, measured.lost.clone(), None);
+    for (platform, rounds) in udp_samples {
+        let measured = Measured::of(rounds);
+        udp_lost.push(platform, measured.lost, None);
+        udp.push(platform, measured.samples, None);
     }
-    for (metric, measured) in [
-        (&mut udp, udp_samples),
+    for (metric, rounds) in [
         (&mut tcp, tcp_samples),
         (&mut throughput, throughput_samples),
     ] {
-        for (platform, measured) in measured {
-            metric.push(platform, measured.samples, None);
+        for (platform, rounds) in rounds {
+            metric.push(platform, Measured::of(rounds).samples, None);
         }
     }
     ctx.leave_network();
@@ -336,27 +356,10 @@ fn wrk(
     connections: usize,
     seconds: u32,
 ) -> Result<WrkReport, String> {
-    let output = testbed
+    testbed
         .clients
-        .command("wrk")
-        .args(["-t1", "--latency", "--timeout", "5s"])
-        .arg(format!("-c{connections}"))
-        .arg(format!("-d{seconds}s"))
-        .arg(format!("http://{address}/"))
-        .output()
-        .map_err(|e| format!("running wrk: {e}"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    match netclient::parse_wrk(&stdout) {
-        // A server that accepts connections but never answers leaves wrk with
-        // nothing measured (and latencies of 0): a failure, not a fast step.
-        Some(report) if output.status.success() && report.requests_per_s > 0.0 => Ok(report),
-        _ => Err(format!(
-            "wrk -c{connections} failed ({}): {} {}",
-            output.status,
-            stdout.trim(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        )),
-    }
+        .run_in(|| netclient::wrk(address, connections, seconds))
+        .map_err(|e| e.to_string())?
 }
 
 pub(super) fn run_http(ctx: &mut Context<'_>) -> SuiteResult {
