@@ -72,12 +72,13 @@ http {
 }
 ";
 
-/// The small static page nginx serves (the size of nginx's own welcome page,
-/// 615 bytes, as in Unikraft's nginx figure).
+/// The small static page nginx serves: nginx's own welcome page (Debian's
+/// `/usr/share/nginx/html/index.html`, 615 bytes), the page of the published
+/// nginx figures (Unikraft's among them).
 pub(crate) const NGINX_PAGE: &str = "<!DOCTYPE html>
 <html>
 <head>
-<title>Welcome to nginx on lightvm!</title>
+<title>Welcome to nginx!</title>
 <style>
 html { color-scheme: light dark; }
 body { width: 35em; margin: 0 auto;
@@ -85,10 +86,15 @@ font-family: Tahoma, Verdana, Arial, sans-serif; }
 </style>
 </head>
 <body>
-<h1>Welcome to nginx on lightvm!</h1>
+<h1>Welcome to nginx!</h1>
 <p>If you see this page, the nginx web server is successfully installed and
-working. The same page is served by the host's nginx, in a container, and by
-the same nginx, unmodified, as a lightvm unikernel.</p>
+working. Further configuration is required.</p>
+
+<p>For online documentation and support please refer to
+<a href=\"http://nginx.org/\">nginx.org</a>.<br/>
+Commercial support is available at
+<a href=\"http://nginx.com/\">nginx.com</a>.</p>
+
 <p><em>Thank you for using nginx.</em></p>
 </body>
 </html>
