@@ -2,12 +2,14 @@
 //! to run a workload on each of them, to its end or as a running instance.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use crate::daemon::{DaemonSpec, PoolDaemon, PoolVm};
 use crate::error::BenchError;
-use crate::launch::{self, RunOutcome};
+use crate::launch::{self, Ready, RunOutcome};
 use crate::netns::Attachment;
 use crate::platform::{Platform, Start, Unikernel, Workload};
 use crate::runc::{self, Runc};
@@ -114,16 +116,81 @@ impl<'a> Context<'a> {
         }
     }
 
-    /// A root filesystem holding only `workload`'s baseline, as `/NAME`: what a
-    /// Linux-program row runs (made on first use, then reused).
-    fn linux_program_root(&self, workload: Workload) -> Result<PathBuf, BenchError> {
+    /// The root filesystem `workload`'s program runs from as a Linux program
+    /// (and a Debian program in a container, and as a process, whose prefix it
+    /// is), made on first use, then reused: for a C baseline, a root holding
+    /// only its static binary, as `/NAME`; for a Debian program, the program
+    /// with its libraries and configuration ([`crate::apps`]).
+    fn root(&self, workload: Workload) -> Result<PathBuf, BenchError> {
         let root = self.work.join(format!("rootfs-{}", workload.name()));
-        let program = root.join(workload.name());
+        let program = root.join(self.program_in_root(workload).trim_start_matches('/'));
         if !program.exists() {
-            std::fs::create_dir_all(&root).map_err(BenchError::io(&root))?;
-            std::fs::copy(self.baseline(workload)?, &program).map_err(BenchError::io(&program))?;
+            match workload.app() {
+                Some(app) => app.make_root(&root)?,
+                None => {
+                    std::fs::create_dir_all(&root).map_err(BenchError::io(&root))?;
+                    std::fs::copy(self.baseline(workload)?, &program)
+                        .map_err(BenchError::io(&program))?;
+                }
+            }
         }
         Ok(root)
+    }
+
+    /// The path of `workload`'s program in its root.
+    fn program_in_root(&self, workload: Workload) -> String {
+        workload.app().map_or_else(
+            || format!("/{}", workload.name()),
+            |app| app.program.to_owned(),
+        )
+    }
+
+    /// The arguments of `workload`'s program when its root is seen at `prefix`
+    /// (none for the C baselines).
+    fn args(workload: Workload, prefix: &Path) -> Vec<OsString> {
+        workload.app().map_or_else(Vec::new, |app| app.args(prefix))
+    }
+
+    /// How to tell that `workload`'s server has started: its first output
+    /// (the C baselines and the unikernels print a line first thing), or, for a
+    /// Debian program, a connection to its port accepted from the clients.
+    fn ready<'n>(
+        workload: Workload,
+        net: Option<&Attachment<'n>>,
+    ) -> Result<Ready<'n>, BenchError> {
+        if workload.app().is_none() {
+            return Ok(Ready::FirstOutput);
+        }
+        match (net, workload.port()) {
+            (Some(net), Some(port)) => Ok(Ready::Accepting {
+                clients: net.clients,
+                address: SocketAddr::from((net.address, port)),
+            }),
+            _ => Err(BenchError::platform(
+                "bench",
+                format!(
+                    "{} runs only as a server on the test network",
+                    workload.name()
+                ),
+            )),
+        }
+    }
+
+    /// Spawns `command` (its stderr already going to `log`) and waits until it
+    /// is `ready`; returns the child and the µs from spawn to then.
+    fn spawn_ready(
+        command: Command,
+        platform: Platform,
+        ready: Ready<'_>,
+        log: &Path,
+    ) -> Result<(Child, f64), BenchError> {
+        match ready {
+            Ready::FirstOutput => launch::spawn_to_marker(command, platform.name())
+                .map(|(child, to_main_us, _)| (child, to_main_us)),
+            Ready::Accepting { clients, address } => {
+                launch::spawn_to_accepting(command, platform.name(), log, clients, address)
+            }
+        }
     }
 
     fn baseline(&self, workload: Workload) -> Result<&Path, BenchError> {
@@ -247,14 +314,19 @@ impl<'a> Context<'a> {
                     .linux_program_mem()
                     .map_err(|reason| failed(reason.to_owned()))?;
                 let personality = self.personality().map_err(failed)?;
-                let root = self.linux_program_root(workload)?;
-                let target = vec![
+                let root = self.root(workload)?;
+                let mut target = vec![
                     "--personality".into(),
                     personality.into(),
                     "--rootfs".into(),
                     root.into(),
-                    format!("/{}", workload.name()).into(),
+                    self.program_in_root(workload).into(),
                 ];
+                let args = Self::args(workload, Path::new("/"));
+                if !args.is_empty() {
+                    target.push("--".into());
+                    target.extend(args);
+                }
                 (on, mem, target)
             }
             other => return Err(failed(format!("{other} is not started by `lightvm run`"))),
@@ -379,13 +451,19 @@ impl<'a> Context<'a> {
         net: Option<&Attachment<'_>>,
     ) -> Result<Instance, BenchError> {
         let log = self.log(platform);
+        let ready = Self::ready(workload, net)?;
         match platform {
             Platform::Process => {
                 let baseline = self.baseline(workload)?;
                 let mut command =
                     net.map_or_else(|| Command::new(baseline), |net| net.netns.command(baseline));
+                if workload.app().is_some() {
+                    // The host's own program, reading the configuration of
+                    // its root: the root is its prefix.
+                    command.args(Self::args(workload, &self.root(workload)?));
+                }
                 command.stderr(launch::stderr_to(&log));
-                let (child, to_main_us, _) = launch::spawn_to_marker(command, platform.name())?;
+                let (child, to_main_us) = Self::spawn_ready(command, platform, ready, &log)?;
                 Ok(Instance {
                     to_main_us,
                     pids: vec![child.id()],
@@ -401,15 +479,25 @@ impl<'a> Context<'a> {
                     Some(net) => {
                         let bundle =
                             runc.bundle(&format!("{}-{}", workload.name(), net.netns.name()));
-                        runc::write_bundle(
-                            &bundle,
-                            self.baseline(workload)?,
-                            Some(&net.netns.path()),
-                        )?;
+                        let root = match workload.app() {
+                            None => None,
+                            Some(_) => Some(self.root(workload)?),
+                        };
+                        let content = match &root {
+                            None => runc::BundleRoot::Binary(self.baseline(workload)?),
+                            Some(root) => runc::BundleRoot::Tree {
+                                root,
+                                args: std::iter::once(self.program_in_root(workload).into())
+                                    .chain(Self::args(workload, Path::new("/")))
+                                    .map(|arg| arg.to_string_lossy().into_owned())
+                                    .collect(),
+                            },
+                        };
+                        runc::write_bundle(&bundle, &content, Some(&net.netns.path()))?;
                         bundle
                     }
                 };
-                let (id, pid, to_main_us) = runc.start(&bundle)?;
+                let (id, pid, to_main_us) = runc.start(&bundle, ready)?;
                 Ok(Instance {
                     to_main_us,
                     pids: vec![pid],
@@ -421,7 +509,7 @@ impl<'a> Context<'a> {
             })
             | Platform::LinuxProgram(_) => {
                 let command = self.lightvm_run(platform, workload, &log, net)?;
-                let (child, to_main_us, _) = launch::spawn_to_marker(command, platform.name())?;
+                let (child, to_main_us) = Self::spawn_ready(command, platform, ready, &log)?;
                 Ok(Instance {
                     to_main_us,
                     pids: vec![child.id()],

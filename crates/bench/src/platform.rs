@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::apps::{self, App};
+
 /// Where a workload runs. Every suite runs the same work on each platform that is
 /// available and says why it skipped the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -17,8 +19,9 @@ pub enum Platform {
     /// The equivalent lightvm unikernel, on one of lightvm's platforms, started
     /// cold or from a pool.
     Unikernel(Unikernel),
-    /// The process row's own static binary, unmodified, run as a unikernel on
-    /// lightvm's Linux personality (`lightvm run --rootfs`), on one of lightvm's
+    /// The process row's own program (its static binary, or a Debian
+    /// program with its libraries), unmodified, run as a unikernel on lightvm's
+    /// Linux personality (`lightvm run --rootfs`), on one of lightvm's
     /// platforms, started cold.
     LinuxProgram(lightvm_vmm::Platform),
     /// A Linux guest in a microVM (lightvm's Linux boot path).
@@ -81,14 +84,6 @@ impl Unikernel {
             (Process, Start::Cold) => "unikernel-process-cold",
             (Process, Start::Pool) => "unikernel-process-pool",
         }
-    }
-
-    /// Its position in [`Unikernel::ALL`] (which tap and subnet it gets).
-    pub(crate) fn index(self) -> usize {
-        Unikernel::ALL
-            .iter()
-            .position(|u| *u == self)
-            .unwrap_or_default()
     }
 
     fn description(self) -> String {
@@ -174,7 +169,7 @@ impl Platform {
             }
             Platform::Unikernel(unikernel) => unikernel.description(),
             Platform::LinuxProgram(on) => format!(
-                "`lightvm run --platform {on} --rootfs ROOT /PROGRAM`: the process row's static binary, unmodified, as a unikernel on lightvm's Linux personality (its system calls answered inside the guest), in {} a new lightvm process creates",
+                "`lightvm run --platform {on} --rootfs ROOT /PROGRAM`: the process row's program — its static binary, or in the apps suite the Debian program with its libraries — unmodified, as a unikernel on lightvm's Linux personality (its system calls answered inside the guest), in {} a new lightvm process creates",
                 vm_of(on)
             ),
             Platform::LinuxMicrovm => "a Linux kernel + initramfs in a lightvm microVM".to_owned(),
@@ -266,11 +261,35 @@ pub enum Workload {
     /// Times system calls and prints ns per call (syscall); a program only, with
     /// no unikernel: a unikernel makes hypercalls, not system calls.
     Syscall,
+    /// Debian's nginx serving a small static page on port 80 (apps).
+    Nginx,
+    /// Debian's redis-server on port 6379 (apps).
+    Redis,
+    /// Debian's iperf3 server on port 5201 (apps).
+    Iperf3,
 }
 
+/// Where a workload's program comes from: the process row runs it, and the
+/// container and Linux-program rows run the same file, unmodified.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Baseline {
+    /// A C source of `crates/bench/baselines`, compiled static with these flags
+    /// (`-DSERVER=…` picks one server out of a shared source).
+    Source {
+        code: &'static str,
+        defines: &'static [&'static str],
+    },
+    /// A Debian program as its package installs it on the host.
+    Debian(&'static App),
+}
+
+/// Why the Debian programs have no unikernel rows.
+const NO_UNIKERNEL_OF_APPS: &str = "a Debian program, unmodified: lightvm's unikernels are libos applications, so it runs as a Linux program on the personality (the linux-program rows)";
+
 impl Workload {
-    /// Every workload: each has a host baseline; all but `Syscall` a unikernel.
-    pub const ALL: [Workload; 9] = [
+    /// Every workload: each has a host baseline; all but `Syscall` and the
+    /// Debian programs a unikernel.
+    pub const ALL: [Workload; 12] = [
         Workload::Hello,
         Workload::Idle,
         Workload::Cpu,
@@ -280,6 +299,9 @@ impl Workload {
         Workload::Sink,
         Workload::Httpd,
         Workload::Syscall,
+        Workload::Nginx,
+        Workload::Redis,
+        Workload::Iperf3,
     ];
 
     /// Its name: `guests/NAME`, and the baseline's binary and bundle.
@@ -294,6 +316,9 @@ impl Workload {
             Workload::Sink => "sink",
             Workload::Httpd => "httpd",
             Workload::Syscall => "syscall",
+            Workload::Nginx => "nginx",
+            Workload::Redis => "redis",
+            Workload::Iperf3 => "iperf3",
         }
     }
 
@@ -303,6 +328,7 @@ impl Workload {
             Workload::Syscall => Err(
                 "a unikernel makes hypercalls, not system calls: the syscall workload runs as a process, in a container and as a Linux program",
             ),
+            Workload::Nginx | Workload::Redis | Workload::Iperf3 => Err(NO_UNIKERNEL_OF_APPS),
             other => Ok(other.name()),
         }
     }
@@ -313,47 +339,89 @@ impl Workload {
     pub fn linux_program_mem(self) -> Result<&'static str, &'static str> {
         match self {
             Workload::Hello | Workload::Syscall => Ok("64M"),
+            // The personality's default for `lightvm run --rootfs`: a 128 MiB
+            // heap holds the socket buffers (64 KiB each way) of hundreds of
+            // connections; only what is touched costs host memory.
+            Workload::UdpEcho
+            | Workload::TcpEcho
+            | Workload::Sink
+            | Workload::Httpd
+            | Workload::Nginx
+            | Workload::Redis
+            | Workload::Iperf3 => Ok("512M"),
             Workload::Idle | Workload::Cpu | Workload::Stream => Err(
-                "not measured as a Linux program yet: the linux-program rows run in the size, boot and syscall suites",
-            ),
-            Workload::UdpEcho | Workload::TcpEcho | Workload::Sink | Workload::Httpd => Err(
-                "needs the Linux personality's sockets (not on this branch yet): the same baseline server will then run as a Linux program",
+                "not measured as a Linux program yet: the linux-program rows run in the size, boot, syscall, net and http suites",
             ),
         }
     }
 
     /// Guest memory its unikernel needs: STREAM's arrays take 96 MiB; the network
-    /// servers' socket buffers and smoltcp state a few MiB.
+    /// servers' socket buffers and smoltcp state a few MiB. (Workloads without
+    /// a unikernel: the smallest.)
     pub fn guest_mem(self) -> &'static str {
         match self {
             Workload::Stream => "128M",
             Workload::UdpEcho | Workload::TcpEcho | Workload::Sink | Workload::Httpd => "64M",
-            Workload::Hello | Workload::Idle | Workload::Cpu | Workload::Syscall => "2M",
+            Workload::Hello
+            | Workload::Idle
+            | Workload::Cpu
+            | Workload::Syscall
+            | Workload::Nginx
+            | Workload::Redis
+            | Workload::Iperf3 => "2M",
         }
     }
 
-    /// The C source of its process baseline (`crates/bench/baselines/`).
-    pub(crate) fn baseline_source(self) -> &'static str {
+    /// The port its server listens on, for the network workloads (the same in
+    /// its guest, its C baseline and the Debian program's configuration).
+    pub fn port(self) -> Option<u16> {
         match self {
-            Workload::Hello => include_str!("../baselines/hello.c"),
-            Workload::Idle => include_str!("../baselines/idle.c"),
-            Workload::Cpu => include_str!("../baselines/cpu.c"),
-            Workload::Stream => include_str!("../baselines/stream.c"),
-            Workload::UdpEcho => include_str!("../baselines/udp-echo.c"),
-            Workload::TcpEcho | Workload::Sink | Workload::Httpd => {
-                include_str!("../baselines/tcp-server.c")
-            }
-            Workload::Syscall => include_str!("../baselines/syscall.c"),
+            Workload::UdpEcho | Workload::TcpEcho => Some(7),
+            Workload::Sink => Some(9),
+            Workload::Httpd | Workload::Nginx => Some(80),
+            Workload::Redis => Some(6379),
+            Workload::Iperf3 => Some(5201),
+            Workload::Hello
+            | Workload::Idle
+            | Workload::Cpu
+            | Workload::Stream
+            | Workload::Syscall => None,
         }
     }
 
-    /// Compiler flags that pick this workload out of a shared source.
-    pub(crate) fn baseline_defines(self) -> &'static [&'static str] {
+    /// The Debian program it runs, if it is one.
+    pub(crate) fn app(self) -> Option<&'static App> {
+        match self.baseline() {
+            Baseline::Debian(app) => Some(app),
+            Baseline::Source { .. } => None,
+        }
+    }
+
+    /// Where its program comes from.
+    pub(crate) fn baseline(self) -> Baseline {
+        let source = |code, defines| Baseline::Source { code, defines };
         match self {
-            Workload::TcpEcho => &["-DSERVER=SERVER_ECHO"],
-            Workload::Sink => &["-DSERVER=SERVER_SINK"],
-            Workload::Httpd => &["-DSERVER=SERVER_HTTP"],
-            _ => &[],
+            Workload::Hello => source(include_str!("../baselines/hello.c"), &[]),
+            Workload::Idle => source(include_str!("../baselines/idle.c"), &[]),
+            Workload::Cpu => source(include_str!("../baselines/cpu.c"), &[]),
+            Workload::Stream => source(include_str!("../baselines/stream.c"), &[]),
+            Workload::UdpEcho => source(include_str!("../baselines/udp-echo.c"), &[]),
+            Workload::TcpEcho => source(
+                include_str!("../baselines/tcp-server.c"),
+                &["-DSERVER=SERVER_ECHO"],
+            ),
+            Workload::Sink => source(
+                include_str!("../baselines/tcp-server.c"),
+                &["-DSERVER=SERVER_SINK"],
+            ),
+            Workload::Httpd => source(
+                include_str!("../baselines/tcp-server.c"),
+                &["-DSERVER=SERVER_HTTP"],
+            ),
+            Workload::Syscall => source(include_str!("../baselines/syscall.c"), &[]),
+            Workload::Nginx => Baseline::Debian(&apps::NGINX),
+            Workload::Redis => Baseline::Debian(&apps::REDIS),
+            Workload::Iperf3 => Baseline::Debian(&apps::IPERF3),
         }
     }
 }
@@ -366,7 +434,7 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
         .find(|candidate| is_executable(candidate))
 }
 
-fn is_executable(path: &Path) -> bool {
+pub(crate) fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
@@ -520,9 +588,6 @@ mod tests {
                 "unikernel-process-pool"
             ]
         );
-        for (index, unikernel) in Unikernel::ALL.into_iter().enumerate() {
-            assert_eq!(unikernel.index(), index);
-        }
     }
 
     #[test]
@@ -573,8 +638,14 @@ mod tests {
     fn workloads_say_which_rows_they_have() {
         assert!(Workload::Syscall.guest().is_err(), "no unikernel");
         assert!(Workload::Hello.guest().is_ok());
+        for app in [Workload::Nginx, Workload::Redis, Workload::Iperf3] {
+            assert!(app.app().is_some(), "{app:?}");
+            assert!(app.guest().unwrap_err().contains("linux-program"));
+            assert!(app.port().is_some());
+        }
+        assert!(Workload::Httpd.app().is_none());
         for workload in Workload::ALL {
-            let expected = matches!(workload, Workload::Hello | Workload::Syscall);
+            let expected = !matches!(workload, Workload::Idle | Workload::Cpu | Workload::Stream);
             assert_eq!(
                 workload.linux_program_mem().is_ok(),
                 expected,

@@ -17,7 +17,9 @@ use crate::stats::Summary;
 /// `unikernel-process-pool` …) instead of `unikernel-cold` and `unikernel-pool`.
 /// 3: the `linux-program-*` rows and the `syscall` suite; a metric may name a
 /// second yardstick (`reference`) and its series carry their ratio to it.
-pub const SCHEMA_VERSION: u32 = 3;
+/// 4: the `apps` suite (Debian's nginx, redis-server and iperf3), and the
+/// `linux-program-*` rows in the `net` and `http` suites.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// A whole run.
 #[derive(Debug, Clone, Serialize, Deserialize)]

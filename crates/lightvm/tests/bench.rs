@@ -153,7 +153,21 @@ const UNIKERNEL_METRICS: &[(&str, &str, bool, bool)] = &[
     ("http", "http-rate", true, true),
 ];
 
-/// The metrics a Linux-program row (the process row's binary on the Linux
+/// The metrics of the apps suite: Debian's nginx, redis-server and iperf3 as
+/// the host's process, in a container and on the Linux personality.
+const APP_METRICS: &[&str] = &[
+    "apps-nginx-rate",
+    "apps-nginx-latency-p50",
+    "apps-nginx-latency-p99",
+    "apps-redis-set",
+    "apps-redis-set-p50",
+    "apps-redis-get",
+    "apps-redis-get-p50",
+    "apps-iperf3-to-server",
+    "apps-iperf3-from-server",
+];
+
+/// The metrics a Linux-program row (the process row's program on the Linux
 /// personality) is measured in, as (suite, metric); the other suites skip it,
 /// naming what it lacks there.
 const LINUX_PROGRAM_METRICS: &[(&str, &str)] = &[
@@ -165,6 +179,20 @@ const LINUX_PROGRAM_METRICS: &[(&str, &str)] = &[
     ("syscall", "syscall-generic"),
     ("syscall", "syscall-clock-gettime"),
     ("syscall", "syscall-first-call"),
+    ("net", "net-udp-rtt"),
+    ("net", "net-tcp-rtt"),
+    ("net", "net-tcp-throughput"),
+    ("http", "http-peak-rate"),
+    ("http", "http-rate"),
+    ("apps", "apps-nginx-rate"),
+    ("apps", "apps-nginx-latency-p50"),
+    ("apps", "apps-nginx-latency-p99"),
+    ("apps", "apps-redis-set"),
+    ("apps", "apps-redis-set-p50"),
+    ("apps", "apps-redis-get"),
+    ("apps", "apps-redis-get-p50"),
+    ("apps", "apps-iperf3-to-server"),
+    ("apps", "apps-iperf3-from-server"),
 ];
 
 /// Every row of lightvm platform `on` — its cold and pooled unikernels and its
@@ -333,6 +361,64 @@ fn assert_syscall_figures_compare_with_the_hosts_getppid(results: &Value, stderr
     }
 }
 
+/// The apps suite measured Debian's programs as the host's process (the
+/// baseline of its ratios) and in a container, in every one of its metrics —
+/// unless it was skipped for a missing tool, or runc is not available here, in
+/// which case the container is listed as unavailable with the reason. The
+/// unikernel rows are left out, saying why.
+fn assert_apps_measured(results: &Value, stderr: &str) {
+    let suite = results["suites"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["suite"] == "apps")
+        .expect("an apps suite");
+    if suite_skipped(results, "apps") {
+        return;
+    }
+    let ids: Vec<&str> = suite["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, APP_METRICS, "{stderr}");
+    let container_available = results["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["platform"] == "container" && p["available"] == true);
+    for metric in APP_METRICS {
+        let measured = measured_platforms(results, "apps", metric);
+        assert!(
+            measured.contains(&"process".to_owned()),
+            "{metric}: the host's process ran: {measured:?}\n{stderr}"
+        );
+        if container_available {
+            assert!(
+                measured.contains(&"container".to_owned()),
+                "{metric}: the container ran: {measured:?}\n{stderr}"
+            );
+        }
+    }
+    for skip in suite["skipped"].as_array().unwrap() {
+        let platform = skip["platform"].as_str().unwrap();
+        let reason = skip["reason"].as_str().unwrap();
+        assert!(!reason.contains(" failed: "), "{skip}\n{stderr}");
+        if platform.starts_with("unikernel-") {
+            let unavailable = results["platforms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["platform"] == platform && p["available"] == false);
+            assert!(
+                reason.contains("linux-program rows") || unavailable,
+                "{skip}"
+            );
+        }
+    }
+}
+
 fn schema() -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/bench-results.schema.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -401,7 +487,7 @@ fn bench_all_quick_writes_valid_results_every_plot_and_the_report() {
         .collect();
     assert_eq!(
         suites,
-        ["size", "boot", "syscall", "memory", "density", "cpu", "net", "http"]
+        ["size", "boot", "syscall", "memory", "density", "cpu", "net", "http", "apps"]
     );
 
     let report = std::fs::read_to_string(out.join("report.html")).expect("report.html");
@@ -461,6 +547,7 @@ fn bench_all_quick_writes_valid_results_every_plot_and_the_report() {
         }
     }
     assert_syscall_figures_compare_with_the_hosts_getppid(&results, &stderr);
+    assert_apps_measured(&results, &stderr);
     let leftover: Vec<String> = std::fs::read_dir("/run/netns")
         .into_iter()
         .flatten()

@@ -1,6 +1,7 @@
 //! The suites. Each runs the same workload on every available platform and
 //! returns its metrics, with the platforms it skipped and why.
 
+mod apps;
 mod boot;
 mod cpu;
 mod density;
@@ -37,11 +38,14 @@ pub enum Suite {
     /// Nanoseconds per system call: a host's, and a Linux program's on the
     /// Linux personality (rewritten, trapped).
     Syscall,
+    /// Debian's own servers, unmodified: nginx, redis-server and iperf3 as a
+    /// host process, in a container and on the Linux personality.
+    Apps,
 }
 
 impl Suite {
     /// Every suite, in the order `all` runs them (cheapest first).
-    pub const ALL: [Suite; 8] = [
+    pub const ALL: [Suite; 9] = [
         Suite::Size,
         Suite::Boot,
         Suite::Syscall,
@@ -50,6 +54,7 @@ impl Suite {
         Suite::Cpu,
         Suite::Net,
         Suite::Http,
+        Suite::Apps,
     ];
 
     /// Its name on the command line and in results.
@@ -63,6 +68,7 @@ impl Suite {
             Suite::Http => "http",
             Suite::Cpu => "cpu",
             Suite::Syscall => "syscall",
+            Suite::Apps => "apps",
         }
     }
 
@@ -81,6 +87,9 @@ impl Suite {
             Suite::Syscall => {
                 "ns per system call: the host's, and a Linux program's on the personality (rewritten site, trap, clock)"
             }
+            Suite::Apps => {
+                "Debian's nginx (wrk), redis-server (redis-benchmark) and iperf3, unmodified: host process, container, Linux personality"
+            }
         }
     }
 
@@ -94,6 +103,7 @@ impl Suite {
             Suite::Net => &[Workload::UdpEcho, Workload::TcpEcho, Workload::Sink],
             Suite::Http => &[Workload::Httpd],
             Suite::Syscall => &[Workload::Syscall],
+            Suite::Apps => &[Workload::Nginx, Workload::Redis, Workload::Iperf3],
         }
     }
 
@@ -108,6 +118,7 @@ impl Suite {
             Suite::Http => net::run_http(ctx),
             Suite::Cpu => cpu::run(ctx),
             Suite::Syscall => syscall::run(ctx),
+            Suite::Apps => apps::run(ctx),
         };
         result.suite = self.name().to_owned();
         result.duration_s = started.elapsed().as_secs_f64();
