@@ -32,9 +32,8 @@ pub mod personality {
     /// returns its image's path.
     pub fn build() -> Result<PathBuf, BuildError> {
         let build = UnikernelBuild {
-            app_dir: source_dir(),
-            release: true,
-            out: None,
+            quiet: true,
+            ..UnikernelBuild::new(source_dir())
         };
         Ok(build.build()?.path)
     }
