@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lightvm_vmm::jail::JailReport;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::Notify;
@@ -52,6 +53,9 @@ pub struct ReadyShell {
     pub process: ChildShell,
     /// The control socket.
     pub control: BufReader<UnixStream>,
+    /// The jail it locked itself into (its cgroup, with the default limits for
+    /// its kind), as it reported it.
+    pub jail: Option<JailReport>,
 }
 
 #[derive(Default)]
@@ -253,6 +257,16 @@ impl Pool {
         self.changed.notify_one();
     }
 
+    /// Runs `job` on the spawner thread, outside the daemon's seccomp filter:
+    /// for the cgroup work of the shells' jails (mkdir, rmdir and writes the
+    /// daemon's own threads may not make).
+    pub async fn outside_filter<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> std::io::Result<T> {
+        self.spawner.run(job).await
+    }
+
     /// Starts a shell of `kind` and waits until it is prepared. A shell that
     /// fails is killed and reaped.
     pub async fn prepare(&self, kind: ShellKind) -> Result<ReadyShell, String> {
@@ -269,7 +283,11 @@ impl Pool {
         let mut control = BufReader::new(control);
         let ev = read_event(&mut control).await;
         match ev? {
-            ShellEvent::Ready { .. } => Ok(ReadyShell { process, control }),
+            ShellEvent::Ready { jail, .. } => Ok(ReadyShell {
+                process,
+                control,
+                jail,
+            }),
             ShellEvent::Failed { error } => Err(error),
             other => Err(format!("unexpected message from a new shell: {other:?}")),
         }

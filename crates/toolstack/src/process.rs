@@ -70,7 +70,7 @@ pub fn spawn_shell(
 /// requester has gone is stopped and reaped here.
 #[derive(Debug)]
 pub struct Spawner {
-    requests: std::sync::mpsc::Sender<SpawnJob>,
+    requests: std::sync::mpsc::Sender<Job>,
 }
 
 /// One shell to start.
@@ -82,18 +82,46 @@ struct SpawnJob {
     answer: tokio::sync::oneshot::Sender<std::io::Result<(ChildShell, UnixStream)>>,
 }
 
+/// What the spawner thread is asked to do.
+enum Job {
+    /// Start a shell.
+    Spawn(SpawnJob),
+    /// Run this (the daemon's own code: cgroup work for the shells' jails).
+    Run(Box<dyn FnOnce() + Send>),
+}
+
 impl Spawner {
     /// Starts the spawner thread; it ends when the spawner is dropped.
     pub fn start() -> std::io::Result<Self> {
-        let (requests, jobs) = std::sync::mpsc::channel::<SpawnJob>();
+        let (requests, jobs) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("lightvm-spawner".to_owned())
             .spawn(move || {
+                let pid_namespaces = PidNamespaces::open();
                 for job in jobs {
-                    let spawned = spawn_shell(&job.exe, job.platform, job.kind, &job.log)
-                        .map(|shell| (ChildShell::new(shell.pid, shell.pidfd), shell.control));
-                    // Not taken: dropped here, which stops and reaps the shell.
-                    let _ = job.answer.send(spawned);
+                    match job {
+                        Job::Spawn(job) => {
+                            // Each shell is the first process of a PID namespace
+                            // of its own (where the host allows; the shell says
+                            // in its jail report when it is not).
+                            if let Some(namespaces) = &pid_namespaces {
+                                namespaces.next_child_in_a_new_one();
+                                // Such a shell cannot tell which groups are
+                                // stale: the groups of shells that ended
+                                // without a VM (a shrunk pool) are removed here.
+                                lightvm_vmm::jail::sweep_stale(
+                                    &crate::shell_main::jail_config(job.kind.mem_size).limits,
+                                );
+                            }
+                            let spawned = spawn_shell(&job.exe, job.platform, job.kind, &job.log)
+                                .map(|shell| {
+                                    (ChildShell::new(shell.pid, shell.pidfd), shell.control)
+                                });
+                            // Not taken: dropped here, which stops and reaps the shell.
+                            let _ = job.answer.send(spawned);
+                        }
+                        Job::Run(run) => run(),
+                    }
                 }
             })?;
         Ok(Self { requests })
@@ -115,9 +143,59 @@ impl Spawner {
             log: log.to_owned(),
             answer,
         };
-        let gone = || std::io::Error::other("the shell spawner thread has stopped");
-        self.requests.send(job).map_err(|_| gone())?;
+        self.requests.send(Job::Spawn(job)).map_err(|_| gone())?;
         answered.await.map_err(|_| gone())?
+    }
+
+    /// Runs `job` on the spawner thread (outside the daemon's seccomp filter)
+    /// and returns what it returned.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> std::io::Result<T> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let run = Box::new(move || {
+            let _ = answer.send(job());
+        });
+        self.requests.send(Job::Run(run)).map_err(|_| gone())?;
+        answered.await.map_err(|_| gone())
+    }
+}
+
+fn gone() -> std::io::Error {
+    std::io::Error::other("the shell spawner thread has stopped")
+}
+
+/// The spawner thread's way to start each shell in a new PID namespace.
+/// `unshare(CLONE_NEWPID)` names the namespace of the thread's next children
+/// and may be made only while that is still the thread's own; so before each
+/// shell the thread goes back to its own (`setns`) and makes a new one.
+struct PidNamespaces {
+    own: OwnedFd,
+}
+
+impl PidNamespaces {
+    /// `None` where this thread cannot make PID namespaces (not root).
+    fn open() -> Option<Self> {
+        let own = File::open("/proc/thread-self/ns/pid").ok()?;
+        let namespaces = Self { own: own.into() };
+        namespaces.try_new_one().then_some(namespaces)
+    }
+
+    fn try_new_one(&self) -> bool {
+        // SAFETY: setns with a namespace descriptor this struct owns; it and
+        // unshare only change which PID namespace this thread's next children
+        // are born in.
+        unsafe {
+            libc::setns(self.own.as_raw_fd(), libc::CLONE_NEWPID) == 0
+                && libc::unshare(libc::CLONE_NEWPID) == 0
+        }
+    }
+
+    fn next_child_in_a_new_one(&self) {
+        // A failure leaves the next shell in the daemon's namespace, which its
+        // jail report then says.
+        let _ = self.try_new_one();
     }
 }
 

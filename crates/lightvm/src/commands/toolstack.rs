@@ -162,6 +162,15 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<u8> {
     if let Some(net) = &args.net {
         body["net"] = json!(net);
     }
+    if let Some(limit) = &args.memory_limit {
+        body["memory_limit"] = json!(limit);
+    }
+    if let Some(limit) = &args.cpu_limit {
+        body["cpu_limit"] = json!(limit);
+    }
+    if let Some(limit) = args.pids_limit {
+        body["pids_limit"] = json!(limit);
+    }
     if let Some(timeout) = args.timeout {
         body["timeout_ms"] = json!(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
     }
