@@ -247,6 +247,41 @@ mod tests {
     }
 
     #[test]
+    fn limits_are_checked_at_the_edge() {
+        let limits = |memory: Option<&str>, cpu: Option<&str>, pids: Option<u64>| {
+            check(&CreateRequest {
+                limits: LimitsRequest {
+                    memory: memory.map(str::to_owned),
+                    cpu: cpu.map(str::to_owned),
+                    pids,
+                },
+                ..request(None)
+            })
+        };
+        let checked = limits(Some("16M"), Some("0.5"), Some(20)).unwrap();
+        assert_eq!(
+            checked.limits,
+            Limits {
+                memory_max: Some(16 << 20),
+                cpu_max: Some(CpuMax::from_cpus("0.5").unwrap()),
+                pids_max: Some(20),
+            }
+        );
+        assert_eq!(limits(None, None, None).unwrap().limits, Limits::default());
+        for (memory, cpu, pids, field) in [
+            (Some("0"), None, None, "memory_limit"),
+            (Some("much"), None, None, "memory_limit"),
+            (None, Some("0"), None, "cpu_limit"),
+            (None, Some("nan"), None, "cpu_limit"),
+            (None, None, Some(0), "pids_limit"),
+        ] {
+            let error = limits(memory, cpu, pids).unwrap_err();
+            assert_eq!(error.status, hyper::StatusCode::BAD_REQUEST, "{field}");
+            assert!(error.message.starts_with(field), "{}", error.message);
+        }
+    }
+
+    #[test]
     fn a_bad_net_is_a_bad_request() {
         for bad in [
             "",

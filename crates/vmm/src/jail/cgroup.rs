@@ -717,6 +717,56 @@ mod tests {
     }
 
     #[test]
+    fn a_reported_group_is_reopened_and_takes_new_limits_where_it_has_their_files() {
+        let root = std::env::temp_dir().join(format!("lightvm-reopen-{}", std::process::id()));
+        let (v2, v1_memory) = (root.join("v2/lightvm-7"), root.join("memory/lightvm-7"));
+        fs::create_dir_all(&v2).unwrap();
+        fs::create_dir_all(&v1_memory).unwrap();
+        for (dir, file) in [
+            (&v2, "cgroup.controllers"),
+            (&v2, "cpu.max"),
+            (&v2, "pids.max"),
+            (&v1_memory, "memory.limit_in_bytes"),
+        ] {
+            fs::write(dir.join(file), "").unwrap();
+        }
+        let report = CgroupReport::Applied {
+            version: 1,
+            paths: vec![v2.display().to_string(), v1_memory.display().to_string()],
+            memory_max: Some(10 << 20),
+            cpu_max: Some("200000 100000".into()),
+            pids_max: Some(9),
+        };
+        let mut group = Cgroup::reopen(&report).unwrap();
+        assert_eq!(group.report(), report, "reopened as reported");
+        let asked = Limits {
+            memory_max: Some(16 << 20),
+            cpu_max: Some(CpuMax::from_cpus("0.5").unwrap()),
+            pids_max: None,
+        };
+        group.set_limits(&asked).unwrap();
+        let read = |path: PathBuf| fs::read_to_string(path).unwrap();
+        assert_eq!(read(v1_memory.join("memory.limit_in_bytes")), "16777216");
+        assert_eq!(read(v2.join("cpu.max")), "50000 100000");
+        assert_eq!(read(v2.join("pids.max")), "", "not asked: untouched");
+        let CgroupReport::Applied {
+            memory_max,
+            cpu_max,
+            pids_max,
+            ..
+        } = group.report()
+        else {
+            panic!("applied");
+        };
+        assert_eq!(
+            (memory_max, cpu_max.as_deref(), pids_max),
+            (Some(16 << 20), Some("50000 100000"), Some(9))
+        );
+        assert!(Cgroup::reopen(&CgroupReport::default()).is_none());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn a_v2_group_that_delegates_gets_the_vms_group_with_its_limits() {
         let (root, mountinfo) = fake_v2("memory pids cpu");
         let wanted = [Controller::Memory, Controller::Cpu, Controller::Pids];
