@@ -139,6 +139,12 @@ pub struct DaemonArgs {
     /// the filter kills the daemon on any call off its list; its VMs run on).
     #[arg(long)]
     pub no_seccomp: bool,
+    /// Run the VMs' shells without their jail (namespaces, empty root,
+    /// unprivileged uid, rlimits, cgroup), as `lightvm run --no-jail` does: for
+    /// debugging, and to measure what the jail costs. Their seccomp filters
+    /// stay; a create's limits are then refused.
+    #[arg(long)]
+    pub no_jail: bool,
 }
 
 /// `lightvm create`.
@@ -261,6 +267,9 @@ pub struct ShellArgs {
     /// Prepare the VM for Linux programs (the Linux personality).
     #[arg(long)]
     pub linux: bool,
+    /// Prepare it without the jail (the daemon's --no-jail).
+    #[arg(long)]
+    pub no_jail: bool,
 }
 
 /// `lightvm platforms`.

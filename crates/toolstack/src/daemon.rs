@@ -76,6 +76,8 @@ pub struct DaemonConfig {
     /// Whether the daemon's threads run under its seccomp filter
     /// ([`crate::seccomp`]).
     pub seccomp: bool,
+    /// Whether the VMs' shells run in their jail (`--no-jail`: not).
+    pub jail: bool,
 }
 
 /// Where the daemon's Linux personality image comes from.
@@ -243,6 +245,7 @@ impl Daemon {
             exe: config.shell_exe.clone(),
             platform: config.platform,
             log: state.root().join("shells.log"),
+            jail: config.jail,
         };
         let pool = Pool::new(
             spec,
@@ -587,7 +590,12 @@ impl Daemon {
         limits: Limits,
     ) -> Result<Option<JailReport>, ApiError> {
         let Some(mut jail) = jail else {
-            return Ok(None);
+            if limits == Limits::default() {
+                return Ok(None);
+            }
+            return Err(ApiError::unprocessable(
+                "this daemon runs its VMs without their jail (--no-jail): it sets no limits",
+            ));
         };
         if limits == Limits::default() {
             return Ok(Some(jail));

@@ -111,6 +111,8 @@ pub struct ShellSpec {
     pub platform: lightvm_vmm::Platform,
     /// Where shells' stderr goes.
     pub log: PathBuf,
+    /// Whether shells run in their jail.
+    pub jail: bool,
 }
 
 /// The pool.
@@ -275,7 +277,7 @@ impl Pool {
         // dropped while the spawner starts it, the spawner stops and reaps it.
         let (process, control) = self
             .spawner
-            .spawn(&spec.exe, spec.platform, kind, &spec.log)
+            .spawn(&spec.exe, spec.platform, kind, &spec.log, spec.jail)
             .await
             .map_err(|e| format!("starting a shell process: {e}"))?;
         control.set_nonblocking(true).map_err(|e| e.to_string())?;

@@ -21,8 +21,8 @@ pub struct SpawnedShell {
     pub control: UnixStream,
 }
 
-/// Starts `exe shell --platform <platform> --mem <mem_size> [--linux]` (`--linux`:
-/// a shell for Linux programs) with the control socket as its stdin, in its
+/// Starts `exe shell --platform <platform> --mem <mem_size> [--linux] [--no-jail]`
+/// (`--linux`: a shell for Linux programs; `--no-jail`: one without its jail) with the control socket as its stdin, in its
 /// own process group (a terminal's Ctrl-C to the daemon does not reach the VMs) and
 /// with its stderr appended to `log`.
 pub fn spawn_shell(
@@ -30,6 +30,7 @@ pub fn spawn_shell(
     platform: lightvm_vmm::Platform,
     kind: ShellKind,
     log: &Path,
+    jail: bool,
 ) -> std::io::Result<SpawnedShell> {
     let (control, child_end) = UnixStream::pair()?;
     let stderr = File::options().create(true).append(true).open(log)?;
@@ -42,6 +43,9 @@ pub fn spawn_shell(
         .arg(kind.mem_size.to_string());
     if kind.linux {
         command.arg("--linux");
+    }
+    if !jail {
+        command.arg("--no-jail");
     }
     let child = command
         .stdin(Stdio::from(OwnedFd::from(child_end)))
@@ -79,6 +83,7 @@ struct SpawnJob {
     platform: lightvm_vmm::Platform,
     kind: ShellKind,
     log: PathBuf,
+    jail: bool,
     answer: tokio::sync::oneshot::Sender<std::io::Result<(ChildShell, UnixStream)>>,
 }
 
@@ -104,7 +109,7 @@ impl Spawner {
                             // Each shell is the first process of a PID namespace
                             // of its own (where the host allows; the shell says
                             // in its jail report when it is not).
-                            if let Some(namespaces) = &pid_namespaces {
+                            if let Some(namespaces) = pid_namespaces.as_ref().filter(|_| job.jail) {
                                 namespaces.next_child_in_a_new_one();
                                 // Such a shell cannot tell which groups are
                                 // stale: the groups of shells that ended
@@ -113,10 +118,11 @@ impl Spawner {
                                     &crate::shell_main::jail_config(job.kind.mem_size).limits,
                                 );
                             }
-                            let spawned = spawn_shell(&job.exe, job.platform, job.kind, &job.log)
-                                .map(|shell| {
-                                    (ChildShell::new(shell.pid, shell.pidfd), shell.control)
-                                });
+                            let spawned =
+                                spawn_shell(&job.exe, job.platform, job.kind, &job.log, job.jail)
+                                    .map(|shell| {
+                                        (ChildShell::new(shell.pid, shell.pidfd), shell.control)
+                                    });
                             // Not taken: dropped here, which stops and reaps the shell.
                             let _ = job.answer.send(spawned);
                         }
@@ -134,6 +140,7 @@ impl Spawner {
         platform: lightvm_vmm::Platform,
         kind: ShellKind,
         log: &Path,
+        jail: bool,
     ) -> std::io::Result<(ChildShell, UnixStream)> {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job = SpawnJob {
@@ -141,6 +148,7 @@ impl Spawner {
             platform,
             kind,
             log: log.to_owned(),
+            jail,
             answer,
         };
         self.requests.send(Job::Spawn(job)).map_err(|_| gone())?;
@@ -450,9 +458,13 @@ fn is_shell_cmdline(cmdline: &[u8], kind: ShellKind) -> bool {
         .split(|&b| b == 0)
         .collect();
     let mem = kind.mem_size.to_string();
+    let args = match args.split_last() {
+        Some((last, rest)) if *last == b"--no-jail" => rest,
+        _ => args.as_slice(),
+    };
     let (args, linux) = match args.split_last() {
         Some((last, rest)) if *last == b"--linux" => (rest, true),
-        _ => (args.as_slice(), false),
+        _ => (args, false),
     };
     match args {
         [_, shell, platform_flag, platform, mem_flag, size] => {
@@ -500,6 +512,10 @@ mod tests {
         ));
         assert!(is_shell_cmdline(
             b"/usr/bin/lightvm\x00shell\x00--platform\x00kvm\x00--mem\x002097152\x00--linux\x00",
+            linux
+        ));
+        assert!(is_shell_cmdline(
+            b"/usr/bin/lightvm\x00shell\x00--platform\x00kvm\x00--mem\x002097152\x00--linux\x00--no-jail\x00",
             linux
         ));
         for other in [

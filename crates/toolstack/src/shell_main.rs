@@ -51,24 +51,29 @@ pub fn jail_config(mem_size: u64) -> JailConfig {
 }
 
 /// Runs a shell on `control` (the daemon's socket), prepared for guests of
-/// `mem_size` bytes that run Linux programs or not (`linux`); returns the process
+/// `mem_size` bytes that run Linux programs or not (`linux`), in its jail or not
+/// (`jail`, the daemon's `--no-jail`); returns the process
 /// exit code: the guest's status, or the codes `lightvm run` uses for the VMM's
 /// verdicts.
-pub fn run(platform: Platform, mem_size: u64, linux: bool, control: UnixStream) -> i32 {
+pub fn run(platform: Platform, mem_size: u64, linux: bool, jail: bool, control: UnixStream) -> i32 {
     let prepare_started = Instant::now();
     let mut events = match control.try_clone() {
         Ok(events) => events,
         Err(_) => return 125,
     };
     // The cgroup first, so that what the shell allocates is charged there.
-    let mut jail = jail::enter_started(&jail_config(mem_size));
+    let mut jail = jail.then(|| jail::enter_started(&jail_config(mem_size)));
     let shell = Shell::create_for(platform, mem_size, linux)
         .map_err(|e| e.to_string())
         .and_then(|mut shell| {
             shell.warm().map_err(|e| e.to_string())?;
             // The VM is built and everything it needs at execute comes as open
             // descriptors over `control`: lock down now, off the request path.
-            let report = jail.lock_down().map_err(|e| e.to_string())?;
+            let report = jail
+                .as_mut()
+                .map(jail::Jail::lock_down)
+                .transpose()
+                .map_err(|e| e.to_string())?;
             shell.isolate().map_err(|e| e.to_string())?;
             Ok((shell, report))
         });
@@ -88,7 +93,7 @@ pub fn run(platform: Platform, mem_size: u64, linux: bool, control: UnixStream) 
         &mut events,
         &ShellEvent::Ready {
             prepare_us: prepare_started.elapsed().as_secs_f64() * 1e6,
-            jail: Some(report),
+            jail: report,
         },
     );
 

@@ -40,6 +40,7 @@ pub fn daemon(args: &DaemonArgs) -> anyhow::Result<u8> {
         shell_exe: std::env::current_exe().context("finding the lightvm executable")?,
         platform: args.platform.resolve()?,
         seccomp: !args.no_seccomp,
+        jail: !args.no_jail,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -105,6 +106,7 @@ pub fn shell(args: &ShellArgs) -> u8 {
         args.platform,
         args.mem,
         args.linux,
+        !args.no_jail,
         control,
     ))
     .unwrap_or(exit_code::LIGHTVM_ERROR)
