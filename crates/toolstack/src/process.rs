@@ -109,8 +109,10 @@ impl Spawner {
                             // Each shell is the first process of a PID namespace
                             // of its own (where the host allows; the shell says
                             // in its jail report when it is not).
-                            if let Some(namespaces) = pid_namespaces.as_ref().filter(|_| job.jail) {
-                                namespaces.next_child_in_a_new_one();
+                            if let Some(namespaces) = &pid_namespaces {
+                                namespaces.next_child(job.jail);
+                            }
+                            if job.jail {
                                 // Such a shell cannot tell which groups are
                                 // stale: the groups of shells that ended
                                 // without a VM (a shrunk pool) are removed here.
@@ -187,23 +189,32 @@ impl PidNamespaces {
     fn open() -> Option<Self> {
         let own = File::open("/proc/thread-self/ns/pid").ok()?;
         let namespaces = Self { own: own.into() };
-        namespaces.try_new_one().then_some(namespaces)
+        let works = namespaces.back_to_own() && namespaces.new_one();
+        // Children are born in the daemon's namespace until a shell asks.
+        namespaces.back_to_own();
+        works.then_some(namespaces)
     }
 
-    fn try_new_one(&self) -> bool {
-        // SAFETY: setns with a namespace descriptor this struct owns; it and
-        // unshare only change which PID namespace this thread's next children
-        // are born in.
-        unsafe {
-            libc::setns(self.own.as_raw_fd(), libc::CLONE_NEWPID) == 0
-                && libc::unshare(libc::CLONE_NEWPID) == 0
-        }
+    fn back_to_own(&self) -> bool {
+        // SAFETY: setns with a namespace descriptor this struct owns: it only
+        // changes which PID namespace this thread's next children are born in.
+        unsafe { libc::setns(self.own.as_raw_fd(), libc::CLONE_NEWPID) == 0 }
     }
 
-    fn next_child_in_a_new_one(&self) {
+    fn new_one(&self) -> bool {
+        // SAFETY: as above, for a new namespace.
+        unsafe { libc::unshare(libc::CLONE_NEWPID) == 0 }
+    }
+
+    /// Makes the next child the first of a PID namespace of its own (`jailed`)
+    /// or one of the daemon's. Each namespace takes one child: once its first
+    /// process ends, no other can be born in it.
+    fn next_child(&self, jailed: bool) {
         // A failure leaves the next shell in the daemon's namespace, which its
         // jail report then says.
-        let _ = self.try_new_one();
+        if self.back_to_own() && jailed {
+            self.new_one();
+        }
     }
 }
 
