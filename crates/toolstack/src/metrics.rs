@@ -150,10 +150,13 @@ pub struct VmJail {
     pub pids_max: Option<u64>,
 }
 
+/// A gauge family of [`render_jails`]: name, help, and the value of one VM.
+type Family = (&'static str, &'static str, fn(&VmJail) -> Option<f64>);
+
 /// The per-VM jail gauges: whether each running VM is jailed, and the limits
 /// of its cgroup (a limit the VM does not have is left out).
 pub fn render_jails(out: &mut String, vms: &[VmJail]) {
-    let families: [(&str, &str, fn(&VmJail) -> Option<f64>); 6] = [
+    let families: [Family; 6] = [
         ("lightvm_vm_jailed", "1 when the VM's process runs in its jail (namespaces, empty root, uid, rlimits, cgroup).", |vm| Some(if vm.jailed { 1.0 } else { 0.0 })),
         ("lightvm_vm_jail_skipped", "Parts of the jail this host did not allow (GET /vms/{id} says which and why).", |vm| Some(vm.skipped as f64)),
         ("lightvm_vm_uid", "The uid the VM's process runs as.", |vm| vm.uid.map(f64::from)),
