@@ -57,12 +57,13 @@ pub fn jail_config(mem_size: u64) -> JailConfig {
 /// verdicts.
 pub fn run(platform: Platform, mem_size: u64, linux: bool, jail: bool, control: UnixStream) -> i32 {
     let prepare_started = Instant::now();
+    // The cgroup first, so that what the shell allocates is charged there.
+    let mut jail =
+        jail.then(|| jail::enter_started(&jail_config(mem_size), &[control.as_raw_fd()]));
     let mut events = match control.try_clone() {
         Ok(events) => events,
         Err(_) => return 125,
     };
-    // The cgroup first, so that what the shell allocates is charged there.
-    let mut jail = jail.then(|| jail::enter_started(&jail_config(mem_size)));
     let shell = Shell::create_for(platform, mem_size, linux)
         .map_err(|e| e.to_string())
         .and_then(|mut shell| {

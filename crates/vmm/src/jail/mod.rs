@@ -177,9 +177,14 @@ pub fn spawn(config: &JailConfig, keep: &[RawFd]) -> Result<Spawned, JailError> 
 /// (itself: no grace period to wait for on v1), so that the guest memory the
 /// prepare phase maps is charged there. [`Jail::lock_down`] then does the rest,
 /// once the VM is built. The caller removes the group after the process ended
-/// ([`Cgroup::reopen`]).
-pub fn enter_started(config: &JailConfig) -> Jail {
+/// ([`Cgroup::reopen`]). It keeps stdin, stdout, stderr and `keep` of its
+/// descriptors and closes the others: what its starter happened to leave open
+/// is not the VM's.
+pub fn enter_started(config: &JailConfig, keep: &[RawFd]) -> Jail {
     let mut skipped = Vec::new();
+    if let Err(e) = sys::close_all_but(keep) {
+        skipped.push(format!("closing the descriptors it does not need: {e}"));
+    }
     // SAFETY: getpid has no preconditions.
     let in_own_pid_namespace = unsafe { libc::getpid() } == 1;
     let mut namespaces = Vec::new();
