@@ -311,4 +311,39 @@ fn bad_limits_get_a_400_and_leave_the_pool_alone() {
     let pool: lightvm_toolstack::api::PoolStatus =
         daemon.ok(Method::GET, "/pool", None, StatusCode::OK);
     assert_eq!(pool.ready, 1, "no shell was used");
+
+    // The CLI takes the same limits, and its errors are the daemon's.
+    let hello = image("hello");
+    let hello = hello.to_str().unwrap();
+    let output = daemon.cli(&["create", "--pids-limit", "0", hello]);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(err.contains("pids_limit"), "{err}");
+    let output = daemon.cli(&[
+        "create",
+        "--memory-limit",
+        "40M",
+        "--cpu-limit",
+        "0.5",
+        "--json",
+        hello,
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let vm: VmView = serde_json::from_slice(&output.stdout).expect("the VM as JSON");
+    if is_root() {
+        let Some(CgroupReport::Applied {
+            memory_max,
+            cpu_max,
+            ..
+        }) = vm.jail.map(|jail| jail.cgroup)
+        else {
+            panic!("no cgroup");
+        };
+        assert_eq!(memory_max, Some(40 << 20));
+        assert_eq!(cpu_max.as_deref(), Some("50000 100000"));
+    }
 }
