@@ -5,7 +5,9 @@ one) creates that ask for their own limits (the daemon then writes them into
 the shell's cgroup on the request path). Creates go round-robin between the
 three, each served from a pool that is refilled before the next; the medians
 of what each create reports are printed: `shell` = the shell's boot request →
-the guest's main (execute), `api` = the daemon's request → main.
+the guest's main (execute), `api` = the daemon's request → main. Then what
+the jail costs *prepare*: each daemon's pool is emptied and refilled with 10
+shells (2 prepared at a time), 5 times, interleaved; the median time per shell.
 
 Usage: scripts/jail-cost.py LIGHTVM IMAGE PLATFORM [ROUNDS]
 (root, for the jail's cgroups and uid; IMAGE a unikernel that exits, e.g. hello).
@@ -99,6 +101,19 @@ def main():
                 q = statistics.quantiles(r[key], n=4)
                 line.append(f"{key} {statistics.median(r[key]):.0f} ({q[0]:.0f}-{q[2]:.0f})")
             print("  " + ", ".join(line))
+        refills = {name: [] for name in daemons}
+        for _ in range(5):
+            for name, (sock, _) in daemons.items():
+                call(sock, "PUT", "/pool", {"size": 0})
+                wait_ready(sock, 0)
+                while call(sock, "GET", "/pool")[1]["preparing"] > 0:
+                    time.sleep(0.01)
+                started = time.time()
+                call(sock, "PUT", "/pool", {"size": 10})
+                wait_ready(sock, 10)
+                refills[name].append((time.time() - started) / 10 * 1e6)
+        print("  prepare (pool refill of 10, per shell, median of 5): " + ", ".join(
+            f"{name} {statistics.median(r):.0f} µs" for name, r in refills.items()))
     finally:
         for _, process in daemons.values():
             process.terminate()
