@@ -345,6 +345,12 @@ impl Daemon {
         self.personality.as_ref().err().map(String::as_str)
     }
 
+    /// Stops the pool's shells and removes their groups: the daemon is stopping
+    /// (its VMs run on).
+    pub async fn shut_down_pool(&self) {
+        self.pool.shut_down().await;
+    }
+
     /// Keeps the pool at its target, forever; spawn once.
     pub async fn refill_pool(self: Arc<Self>) {
         self.pool.clone().refill().await;

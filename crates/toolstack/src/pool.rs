@@ -319,6 +319,34 @@ impl Pool {
         }
     }
 
+    /// For a daemon that stops: both lanes' targets to 0, their ready shells
+    /// killed and reaped, and then their cgroups removed (on the spawner thread,
+    /// outside the daemon's filter; a shell still preparing ends with its
+    /// preparation, and its group is swept before the next daemon's first shell).
+    pub async fn shut_down(&self) {
+        let mut shells = Vec::new();
+        for lane in &self.lanes {
+            let mut state = lock(&lane.state);
+            state.target = 0;
+            shells.extend(state.ready.drain(..));
+        }
+        let mut groups = Vec::new();
+        for shell in shells {
+            groups.extend(
+                shell
+                    .jail
+                    .as_ref()
+                    .and_then(|jail| lightvm_vmm::jail::Cgroup::reopen(&jail.cgroup)),
+            );
+            let _ = tokio::task::spawn_blocking(move || shell.process.stop()).await;
+        }
+        // Cgroup::remove waits a little for a reaped process to leave its group.
+        let _ = self
+            .spawner
+            .run(move || groups.iter().for_each(lightvm_vmm::jail::Cgroup::remove))
+            .await;
+    }
+
     /// Changes a lane's target (`linux`: the Linux-program lane's); surplus
     /// ready shells are stopped and reaped.
     pub fn resize(&self, linux: bool, size: usize) {

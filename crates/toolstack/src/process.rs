@@ -342,6 +342,14 @@ impl ChildShell {
         }
     }
 
+    /// Kills the process and waits until it is reaped: blocking, for a thread
+    /// that may block.
+    pub fn stop(mut self) {
+        if let Some(pidfd) = self.pidfd.take() {
+            kill_and_reap(&pidfd);
+        }
+    }
+
     /// Hands the process over to be watched through its pidfd, registered with
     /// the runtime (call inside it): no longer stopped when this is dropped. If it
     /// cannot be registered, the process is stopped and reaped, and the error is
