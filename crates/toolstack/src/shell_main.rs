@@ -29,7 +29,7 @@ const CONSOLE_LOG_MAX: u64 = 64 << 20;
 /// The jail of a shell for guests of `mem_size` bytes: `lightvm run`'s defaults
 /// for a monitor of one thread (the daemon changes the cgroup's limits at execute
 /// when a request asks for others), and a console log capped at
-/// [`CONSOLE_LOG_MAX`] whatever the guest prints.
+/// `CONSOLE_LOG_MAX` (64 MiB) whatever the guest prints.
 ///
 /// Its CPU limit is all the host's CPUs — no limit in effect — so that the
 /// group is made in the CPU controller's hierarchy too, where a request's
