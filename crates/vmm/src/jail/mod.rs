@@ -193,18 +193,6 @@ pub fn enter_started(config: &JailConfig, keep: &[RawFd]) -> Jail {
     } else {
         skipped.push("pid namespace: the process that started this one made none".to_owned());
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        // A user without privileges gets the namespaces [`Jail::lock_down`]
-        // makes inside a user namespace of its own, as `lightvm run` does
-        // (one thread: the kernel allows it only then).
-        match sys::unshare(libc::CLONE_NEWUSER) {
-            Ok(()) => namespaces.push("user"),
-            Err(e) => skipped.push(format!(
-                "namespaces: none (this user cannot make a user namespace here): {e}"
-            )),
-        }
-    }
     // /proc is the host's: its `self` names this process by its pid there.
     let host_pid = std::fs::read_link("/proc/self")
         .ok()
@@ -224,8 +212,21 @@ pub fn enter_started(config: &JailConfig, keep: &[RawFd]) -> Jail {
             }
         }
     });
+    // The host's ids: a user namespace shows others.
     // SAFETY: geteuid and getegid have no preconditions.
     let started_as = unsafe { (libc::geteuid(), libc::getegid()) };
+    // After the cgroup, which a user may have only in a group delegated to it.
+    if started_as.0 != 0 {
+        // A user without privileges gets the namespaces [`Jail::lock_down`]
+        // makes inside a user namespace of its own, as `lightvm run` does
+        // (one thread: the kernel allows it only then).
+        match sys::unshare(libc::CLONE_NEWUSER) {
+            Ok(()) => namespaces.push("user"),
+            Err(e) => skipped.push(format!(
+                "namespaces: none (this user cannot make a user namespace here): {e}"
+            )),
+        }
+    }
     Jail {
         config: config.clone(),
         started_as,
