@@ -139,6 +139,12 @@ pub struct DaemonArgs {
     /// the filter kills the daemon on any call off its list; its VMs run on).
     #[arg(long)]
     pub no_seccomp: bool,
+    /// Run the VMs' shells without their jail (namespaces, empty root,
+    /// unprivileged uid, rlimits, cgroup), as `lightvm run --no-jail` does: for
+    /// debugging, and to measure what the jail costs. Their seccomp filters
+    /// stay; a create's limits are then refused.
+    #[arg(long)]
+    pub no_jail: bool,
 }
 
 /// `lightvm create`.
@@ -181,6 +187,17 @@ pub struct CreateArgs {
     /// "ip=10.0.0.2/24 gw=10.0.0.1").
     #[arg(long, value_name = "tap=NAME[,mac=MAC]")]
     pub net: Option<String>,
+    /// The memory the VM's process may use (its cgroup's memory.max), e.g. 64M;
+    /// default: the guest's memory plus the monitor's overhead, as for `lightvm run`.
+    #[arg(long, value_name = "SIZE")]
+    pub memory_limit: Option<String>,
+    /// The CPU time the VM's process may use, in CPUs (its cgroup's cpu.max),
+    /// e.g. 0.5 or 2; default: no limit.
+    #[arg(long, value_name = "CPUS")]
+    pub cpu_limit: Option<String>,
+    /// The tasks the VM's process may have (its cgroup's pids.max).
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<u64>,
     /// Print the VM as JSON instead of its id.
     #[arg(long)]
     pub json: bool,
@@ -250,6 +267,9 @@ pub struct ShellArgs {
     /// Prepare the VM for Linux programs (the Linux personality).
     #[arg(long)]
     pub linux: bool,
+    /// Prepare it without the jail (the daemon's --no-jail).
+    #[arg(long)]
+    pub no_jail: bool,
 }
 
 /// `lightvm platforms`.

@@ -6,6 +6,8 @@
 mod common;
 #[path = "daemon/hardening.rs"]
 mod hardening;
+#[path = "daemon/jail.rs"]
+mod jail;
 #[path = "daemon/linux.rs"]
 mod linux;
 
@@ -16,6 +18,11 @@ use std::time::{Duration, Instant};
 
 use common::{can_use_netns, image, Netns, GUEST_CMDLINE, GUEST_IP, LIGHTVM, TAP};
 use hyper::{Method, StatusCode};
+use jail::{
+    a_guest_over_its_memory_limit_ends_out_of_memory_and_the_daemon_goes_on,
+    a_pooled_vm_runs_in_its_jail_with_the_limits_it_asked_for,
+    the_linux_program_pool_runs_in_the_jail,
+};
 use lightvm_toolstack::api::{PoolStatus, VmState, VmView};
 use lightvm_toolstack::client::Answer;
 use lightvm_toolstack::Client;
@@ -1053,4 +1060,7 @@ lightvm_testkit::platform_tests!(
     the_cli_creates_a_linux_program_as_lightvm_run_does,
     a_killed_daemon_adopts_its_running_linux_programs,
     a_networked_linux_program_answers_over_its_tap,
+    a_pooled_vm_runs_in_its_jail_with_the_limits_it_asked_for,
+    a_guest_over_its_memory_limit_ends_out_of_memory_and_the_daemon_goes_on,
+    the_linux_program_pool_runs_in_the_jail,
 );

@@ -33,6 +33,29 @@ pub struct CreateRequest {
     /// attaches to it at boot and never creates one, because a tap made on the fly
     /// would have no address or route and would vanish with the VM.
     pub net: Option<String>,
+    /// The VM's limits, beyond the defaults `lightvm run` gives: its cgroup's
+    /// memory.max (a size, e.g. "64M"), cpu.max (in CPUs, e.g. "0.5") and
+    /// pids.max. Checked at the edge: a bad one is a 400.
+    pub limits: LimitsRequest,
+}
+
+/// The limits a create asks for; `None` keeps the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitsRequest {
+    /// `memory_limit`: a size, as `mem` takes it.
+    pub memory: Option<String>,
+    /// `cpu_limit`: CPUs, a JSON number or string.
+    pub cpu: Option<String>,
+    /// `pids_limit`: tasks.
+    pub pids: Option<u64>,
+}
+
+/// `cpu_limit` as sent: `0.5` or `"0.5"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum CpuLimitWire {
+    Number(serde_json::Number),
+    Text(String),
 }
 
 impl CreateRequest {
@@ -44,6 +67,7 @@ impl CreateRequest {
             cmdline: String::new(),
             timeout_ms: None,
             net: None,
+            limits: LimitsRequest::default(),
         }
     }
 }
@@ -157,6 +181,12 @@ struct CreateRequestWire {
     timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     net: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    memory_limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cpu_limit: Option<CpuLimitWire>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pids_limit: Option<u64>,
 }
 
 impl TryFrom<CreateRequestWire> for CreateRequest {
@@ -197,6 +227,14 @@ impl TryFrom<CreateRequestWire> for CreateRequest {
             cmdline: wire.cmdline,
             timeout_ms: wire.timeout_ms,
             net: wire.net,
+            limits: LimitsRequest {
+                memory: wire.memory_limit,
+                cpu: wire.cpu_limit.map(|cpu| match cpu {
+                    CpuLimitWire::Number(n) => n.to_string(),
+                    CpuLimitWire::Text(text) => text,
+                }),
+                pids: wire.pids_limit,
+            },
         })
     }
 }
@@ -208,6 +246,9 @@ impl From<CreateRequest> for CreateRequestWire {
             cmdline: request.cmdline,
             timeout_ms: request.timeout_ms,
             net: request.net,
+            memory_limit: request.limits.memory,
+            cpu_limit: request.limits.cpu.map(CpuLimitWire::Text),
+            pids_limit: request.limits.pids,
             ..Self::default()
         };
         match request.guest {
@@ -328,6 +369,11 @@ pub struct VmView {
     pub exit: Option<ExitRecord>,
     /// Creation timings, when this daemon created it.
     pub timings: Option<CreateTimings>,
+    /// The jail its process runs in: namespaces, root, uid, rlimits, its
+    /// cgroup and limits, and what the host did not allow (and why). Absent for
+    /// VMs of daemons from before the jail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail: Option<lightvm_vmm::jail::JailReport>,
 }
 
 /// Where the time of one creation went.
@@ -377,6 +423,7 @@ impl VmView {
             uptime_s: end.saturating_sub(record.created_unix_ms) as f64 / 1000.0,
             exit: exit.cloned(),
             timings,
+            jail: record.jail.clone(),
         }
     }
 }

@@ -23,17 +23,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use lightvm_vmm::jail::{Cgroup, CgroupReport, JailReport, Limits};
 use lightvm_vmm::{NetConfig, VmConfig};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
 use crate::access::Peer;
-use crate::api::{ApiError, CreateRequest, CreateTimings, Guest, PoolResize, PoolStatus, VmView};
+use crate::api::{
+    ApiError, CreateRequest, CreateTimings, Guest, PoolResize, PoolStatus, VmState, VmView,
+};
 use crate::blocking;
 use crate::console::{Console, Consoles};
 use crate::images::ImageCache;
 use crate::linux::{Packer, Personality};
-use crate::metrics::{Gauges, Metrics};
+use crate::metrics::{self, Gauges, Metrics, VmJail};
 use crate::pool::{self, Pool, ShellKind, ShellSpec};
 use crate::process::{self, ChildShell, NotAShell, Reaped};
 use crate::protocol::{self, BootFiles, BootRequest, LinuxBoot, ShellEvent};
@@ -73,6 +76,8 @@ pub struct DaemonConfig {
     /// Whether the daemon's threads run under its seccomp filter
     /// ([`crate::seccomp`]).
     pub seccomp: bool,
+    /// Whether the VMs' shells run in their jail (`--no-jail`: not).
+    pub jail: bool,
 }
 
 /// Where the daemon's Linux personality image comes from.
@@ -240,6 +245,7 @@ impl Daemon {
             exe: config.shell_exe.clone(),
             platform: config.platform,
             log: state.root().join("shells.log"),
+            jail: config.jail,
         };
         let pool = Pool::new(
             spec,
@@ -339,6 +345,12 @@ impl Daemon {
         self.personality.as_ref().err().map(String::as_str)
     }
 
+    /// Stops the pool's shells and removes their groups: the daemon is stopping
+    /// (its VMs run on).
+    pub async fn shut_down_pool(&self) {
+        self.pool.shut_down().await;
+    }
+
     /// Keeps the pool at its target, forever; spawn once.
     pub async fn refill_pool(self: Arc<Self>) {
         self.pool.clone().refill().await;
@@ -407,6 +419,7 @@ impl Daemon {
             kind,
             net,
             boot_cmdline,
+            limits,
         } = request::check_request(&request, default_mem, self.config.max_mem)?;
         let slot = self.registry.reserve().ok_or_else(|| {
             ApiError::limit(format!(
@@ -471,7 +484,12 @@ impl Daemon {
         let pool::ReadyShell {
             process: shell,
             mut control,
+            jail,
         } = shell;
+        // The shell's group has its kind's default limits; a request that asks
+        // for others has them set now (a dropped shell's group goes with it:
+        // the next shell's jail sweeps the groups of ended processes).
+        let jail = self.set_limits(jail, limits).await?;
 
         let id = self.new_id();
         let net = net.map(|net| net.for_vm(&id));
@@ -487,6 +505,7 @@ impl Daemon {
             pid_start_time: 0,
             created_unix_ms: state::now_unix_ms(),
             owner_uid: peer.uid,
+            jail,
         };
         // The directory is owned by a VmDir from the moment it exists: if this
         // future is dropped while the blocking thread makes it, the result, dropped
@@ -567,6 +586,93 @@ impl Daemon {
         }
     }
 
+    /// Sets the limits a create asked for in its shell's cgroup and returns
+    /// the jail report with them. A limit the host has no group for is skipped,
+    /// and the report says so; one the kernel refuses (a memory limit below what
+    /// the shell already uses) fails the create.
+    async fn set_limits(
+        &self,
+        jail: Option<JailReport>,
+        limits: Limits,
+    ) -> Result<Option<JailReport>, ApiError> {
+        let Some(mut jail) = jail else {
+            if limits == Limits::default() {
+                return Ok(None);
+            }
+            return Err(ApiError::unprocessable(
+                "this daemon runs its VMs without their jail (--no-jail): it sets no limits",
+            ));
+        };
+        if limits == Limits::default() {
+            return Ok(Some(jail));
+        }
+        let Some(mut group) = Cgroup::reopen(&jail.cgroup) else {
+            jail.skipped
+                .push("the limits asked for: the VM has no cgroup to set them in".to_owned());
+            return Ok(Some(jail));
+        };
+        // Writes to files the daemon's filter allows (openat, write): on a
+        // blocking thread of its own, not queued behind a shell's start on the
+        // spawner thread.
+        let set = blocking(move || group.set_limits(&limits).map(|()| group.report())).await?;
+        match set {
+            Ok(report) => {
+                if let (
+                    CgroupReport::Applied {
+                        memory_max,
+                        cpu_max,
+                        pids_max,
+                        ..
+                    },
+                    CgroupReport::Applied {
+                        memory_max: set_memory,
+                        cpu_max: set_cpu,
+                        pids_max: set_pids,
+                        ..
+                    },
+                ) = (&mut jail.cgroup, report)
+                {
+                    let unset = [
+                        (
+                            "memory_limit",
+                            limits.memory_max.is_some() && set_memory.is_none(),
+                        ),
+                        ("cpu_limit", limits.cpu_max.is_some() && set_cpu.is_none()),
+                        (
+                            "pids_limit",
+                            limits.pids_max.is_some() && set_pids.is_none(),
+                        ),
+                    ];
+                    for (field, _) in unset.iter().filter(|(_, unset)| *unset) {
+                        jail.skipped.push(format!(
+                            "{field}: no hierarchy here has the VM's group with that controller"
+                        ));
+                    }
+                    (*memory_max, *cpu_max, *pids_max) = (set_memory, set_cpu, set_pids);
+                }
+                Ok(Some(jail))
+            }
+            Err(error) => Err(ApiError::unprocessable(format!(
+                "the VM's limits cannot be set: {error}"
+            ))),
+        }
+    }
+
+    /// After a VM's process has ended: whether its cgroup's OOM killer ended it
+    /// (and the limit), then the group removed.
+    async fn release_cgroup(&self, jail: Option<&JailReport>) -> Option<Option<u64>> {
+        let group = Cgroup::reopen(&jail?.cgroup)?;
+        self.pool
+            .outside_filter(move || {
+                let oom = group.oom_killed().then(|| group.memory_max());
+                group.remove();
+                oom
+            })
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Enters a booted VM in the registry (its slot moves into the entry) and
     /// watches its process; the control socket is dropped, so a running VM costs
     /// one descriptor.
@@ -612,6 +718,9 @@ impl Daemon {
         } = vm;
         let dir = dir.keep();
         drop(shell);
+        // The shell is killed and reaped on a blocking thread: its group empties
+        // a moment later (Cgroup::remove waits a little for that).
+        self.release_cgroup(record.jail.as_ref()).await;
         let guess = ExitRecord::new(Outcome::Failed, &error.message);
         let exit = blocking(move || state::record_exit_once(&dir, &guess).unwrap_or(guess))
             .await
@@ -631,12 +740,24 @@ impl Daemon {
                     .await
                     .unwrap_or(Reaped::NotOurs)
             };
-            let stop_requested = daemon
+            let (stop_requested, jail) = daemon
                 .registry
-                .with(&id, |entry| entry.stop_requested)
-                .unwrap_or(false);
+                .with(&id, |entry| {
+                    (entry.stop_requested, entry.record.jail.clone())
+                })
+                .unwrap_or((false, None));
+            let out_of_memory = daemon.release_cgroup(jail.as_ref()).await;
             let guess = match reaped {
                 _ if stop_requested => ExitRecord::new(Outcome::Stopped, "stopped through the API"),
+                Reaped::Signal(libc::SIGKILL) if out_of_memory.is_some() => ExitRecord::new(
+                    Outcome::OutOfMemory,
+                    match out_of_memory.flatten() {
+                        Some(limit) => format!(
+                            "the VM used more memory than its cgroup allows ({limit} bytes) and was killed; ask for a larger memory_limit"
+                        ),
+                        None => "the VM's cgroup ran out of memory and killed it".to_owned(),
+                    },
+                ),
                 Reaped::Signal(signal) => ExitRecord::new(
                     Outcome::Killed,
                     format!("the VM's process was killed by signal {signal}"),
@@ -772,14 +893,22 @@ impl Daemon {
     pub fn metrics(&self) -> String {
         let (running, exited) = self.registry.counts();
         let pool = self.pool_status();
-        self.metrics.render(Gauges {
+        let mut out = self.metrics.render(Gauges {
             running,
             exited,
             pool_ready: pool.ready,
             pool_target: pool.target,
             linux_pool_ready: pool.linux.ready,
             linux_pool_target: pool.linux.target,
-        })
+        });
+        let jails: Vec<VmJail> = self
+            .list()
+            .into_iter()
+            .filter(|vm| vm.state == VmState::Running)
+            .map(|vm| vm_jail(vm.id, vm.jail.as_ref()))
+            .collect();
+        metrics::render_jails(&mut out, &jails);
+        out
     }
 
     /// A create's failure to write state: a full disk is said as such (507), and
@@ -802,6 +931,42 @@ impl Daemon {
 
 /// Whether `peer` may act on (stop, remove, read the console of) a VM: root may,
 /// and so may the client that created it.
+/// The gauges of one VM's jail.
+fn vm_jail(id: String, jail: Option<&JailReport>) -> VmJail {
+    let Some(jail) = jail else {
+        return VmJail {
+            id,
+            ..VmJail::default()
+        };
+    };
+    let (memory_max, cpu_max, pids_max) = match &jail.cgroup {
+        CgroupReport::Applied {
+            memory_max,
+            cpu_max,
+            pids_max,
+            ..
+        } => (
+            *memory_max,
+            cpu_max.as_deref().and_then(|text| {
+                let (quota, period) = text.split_once(' ')?;
+                let (quota, period) = (quota.parse::<f64>().ok()?, period.parse::<f64>().ok()?);
+                (period > 0.0).then(|| quota / period)
+            }),
+            *pids_max,
+        ),
+        CgroupReport::Skipped { .. } => (None, None, None),
+    };
+    VmJail {
+        id,
+        jailed: true,
+        uid: Some(jail.uid),
+        skipped: jail.skipped.len(),
+        memory_max,
+        cpu_max,
+        pids_max,
+    }
+}
+
 fn authorise(entry: &VmEntry, peer: &Peer) -> Result<(), ApiError> {
     if peer.is_root() || peer.uid == entry.record.owner_uid {
         return Ok(());

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lightvm_vmm::jail::JailReport;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::Notify;
@@ -52,6 +53,9 @@ pub struct ReadyShell {
     pub process: ChildShell,
     /// The control socket.
     pub control: BufReader<UnixStream>,
+    /// The jail it locked itself into (its cgroup, with the default limits for
+    /// its kind), as it reported it.
+    pub jail: Option<JailReport>,
 }
 
 #[derive(Default)]
@@ -107,6 +111,8 @@ pub struct ShellSpec {
     pub platform: lightvm_vmm::Platform,
     /// Where shells' stderr goes.
     pub log: PathBuf,
+    /// Whether shells run in their jail.
+    pub jail: bool,
 }
 
 /// The pool.
@@ -253,6 +259,16 @@ impl Pool {
         self.changed.notify_one();
     }
 
+    /// Runs `job` on the spawner thread, outside the daemon's seccomp filter:
+    /// for the cgroup work of the shells' jails (mkdir, rmdir and writes the
+    /// daemon's own threads may not make).
+    pub async fn outside_filter<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> std::io::Result<T> {
+        self.spawner.run(job).await
+    }
+
     /// Starts a shell of `kind` and waits until it is prepared. A shell that
     /// fails is killed and reaped.
     pub async fn prepare(&self, kind: ShellKind) -> Result<ReadyShell, String> {
@@ -261,7 +277,7 @@ impl Pool {
         // dropped while the spawner starts it, the spawner stops and reaps it.
         let (process, control) = self
             .spawner
-            .spawn(&spec.exe, spec.platform, kind, &spec.log)
+            .spawn(&spec.exe, spec.platform, kind, &spec.log, spec.jail)
             .await
             .map_err(|e| format!("starting a shell process: {e}"))?;
         control.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -269,7 +285,11 @@ impl Pool {
         let mut control = BufReader::new(control);
         let ev = read_event(&mut control).await;
         match ev? {
-            ShellEvent::Ready { .. } => Ok(ReadyShell { process, control }),
+            ShellEvent::Ready { jail, .. } => Ok(ReadyShell {
+                process,
+                control,
+                jail,
+            }),
             ShellEvent::Failed { error } => Err(error),
             other => Err(format!("unexpected message from a new shell: {other:?}")),
         }
@@ -297,6 +317,34 @@ impl Pool {
                 unavailable: linux_unavailable,
             },
         }
+    }
+
+    /// For a daemon that stops: both lanes' targets to 0, their ready shells
+    /// killed and reaped, and then their cgroups removed (on the spawner thread,
+    /// outside the daemon's filter; a shell still preparing ends with its
+    /// preparation, and its group is swept before the next daemon's first shell).
+    pub async fn shut_down(&self) {
+        let mut shells = Vec::new();
+        for lane in &self.lanes {
+            let mut state = lock(&lane.state);
+            state.target = 0;
+            shells.extend(state.ready.drain(..));
+        }
+        let mut groups = Vec::new();
+        for shell in shells {
+            groups.extend(
+                shell
+                    .jail
+                    .as_ref()
+                    .and_then(|jail| lightvm_vmm::jail::Cgroup::reopen(&jail.cgroup)),
+            );
+            let _ = tokio::task::spawn_blocking(move || shell.process.stop()).await;
+        }
+        // Cgroup::remove waits a little for a reaped process to leave its group.
+        let _ = self
+            .spawner
+            .run(move || groups.iter().for_each(lightvm_vmm::jail::Cgroup::remove))
+            .await;
     }
 
     /// Changes a lane's target (`linux`: the Linux-program lane's); surplus

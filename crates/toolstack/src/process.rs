@@ -21,8 +21,8 @@ pub struct SpawnedShell {
     pub control: UnixStream,
 }
 
-/// Starts `exe shell --platform <platform> --mem <mem_size> [--linux]` (`--linux`:
-/// a shell for Linux programs) with the control socket as its stdin, in its
+/// Starts `exe shell --platform <platform> --mem <mem_size> [--linux] [--no-jail]`
+/// (`--linux`: a shell for Linux programs; `--no-jail`: one without its jail) with the control socket as its stdin, in its
 /// own process group (a terminal's Ctrl-C to the daemon does not reach the VMs) and
 /// with its stderr appended to `log`.
 pub fn spawn_shell(
@@ -30,6 +30,7 @@ pub fn spawn_shell(
     platform: lightvm_vmm::Platform,
     kind: ShellKind,
     log: &Path,
+    jail: bool,
 ) -> std::io::Result<SpawnedShell> {
     let (control, child_end) = UnixStream::pair()?;
     let stderr = File::options().create(true).append(true).open(log)?;
@@ -42,6 +43,9 @@ pub fn spawn_shell(
         .arg(kind.mem_size.to_string());
     if kind.linux {
         command.arg("--linux");
+    }
+    if !jail {
+        command.arg("--no-jail");
     }
     let child = command
         .stdin(Stdio::from(OwnedFd::from(child_end)))
@@ -70,7 +74,7 @@ pub fn spawn_shell(
 /// requester has gone is stopped and reaped here.
 #[derive(Debug)]
 pub struct Spawner {
-    requests: std::sync::mpsc::Sender<SpawnJob>,
+    requests: std::sync::mpsc::Sender<Job>,
 }
 
 /// One shell to start.
@@ -79,21 +83,53 @@ struct SpawnJob {
     platform: lightvm_vmm::Platform,
     kind: ShellKind,
     log: PathBuf,
+    jail: bool,
     answer: tokio::sync::oneshot::Sender<std::io::Result<(ChildShell, UnixStream)>>,
+}
+
+/// What the spawner thread is asked to do.
+enum Job {
+    /// Start a shell.
+    Spawn(SpawnJob),
+    /// Run this (the daemon's own code: cgroup work for the shells' jails).
+    Run(Box<dyn FnOnce() + Send>),
 }
 
 impl Spawner {
     /// Starts the spawner thread; it ends when the spawner is dropped.
     pub fn start() -> std::io::Result<Self> {
-        let (requests, jobs) = std::sync::mpsc::channel::<SpawnJob>();
+        let (requests, jobs) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("lightvm-spawner".to_owned())
             .spawn(move || {
+                let pid_namespaces = PidNamespaces::open();
                 for job in jobs {
-                    let spawned = spawn_shell(&job.exe, job.platform, job.kind, &job.log)
-                        .map(|shell| (ChildShell::new(shell.pid, shell.pidfd), shell.control));
-                    // Not taken: dropped here, which stops and reaps the shell.
-                    let _ = job.answer.send(spawned);
+                    match job {
+                        Job::Spawn(job) => {
+                            // Each shell is the first process of a PID namespace
+                            // of its own (where the host allows; the shell says
+                            // in its jail report when it is not).
+                            if let Some(namespaces) = &pid_namespaces {
+                                namespaces.next_child(job.jail);
+                            }
+                            if job.jail {
+                                // Such a shell cannot tell which groups are
+                                // stale: the groups of shells that ended
+                                // without a VM (a shrunk pool) are removed here.
+                                lightvm_vmm::jail::sweep_stale(
+                                    &crate::shell_main::jail_config(job.kind.mem_size).limits,
+                                );
+                            }
+                            let spawned =
+                                spawn_shell(&job.exe, job.platform, job.kind, &job.log, job.jail)
+                                    .map(|shell| {
+                                        (ChildShell::new(shell.pid, shell.pidfd), shell.control)
+                                    });
+                            // Not taken: dropped here, which stops and reaps the shell.
+                            let _ = job.answer.send(spawned);
+                        }
+                        Job::Run(run) => run(),
+                    }
                 }
             })?;
         Ok(Self { requests })
@@ -106,6 +142,7 @@ impl Spawner {
         platform: lightvm_vmm::Platform,
         kind: ShellKind,
         log: &Path,
+        jail: bool,
     ) -> std::io::Result<(ChildShell, UnixStream)> {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job = SpawnJob {
@@ -113,11 +150,71 @@ impl Spawner {
             platform,
             kind,
             log: log.to_owned(),
+            jail,
             answer,
         };
-        let gone = || std::io::Error::other("the shell spawner thread has stopped");
-        self.requests.send(job).map_err(|_| gone())?;
+        self.requests.send(Job::Spawn(job)).map_err(|_| gone())?;
         answered.await.map_err(|_| gone())?
+    }
+
+    /// Runs `job` on the spawner thread (outside the daemon's seccomp filter)
+    /// and returns what it returned.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> std::io::Result<T> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let run = Box::new(move || {
+            let _ = answer.send(job());
+        });
+        self.requests.send(Job::Run(run)).map_err(|_| gone())?;
+        answered.await.map_err(|_| gone())
+    }
+}
+
+fn gone() -> std::io::Error {
+    std::io::Error::other("the shell spawner thread has stopped")
+}
+
+/// The spawner thread's way to start each shell in a new PID namespace.
+/// `unshare(CLONE_NEWPID)` names the namespace of the thread's next children
+/// and may be made only while that is still the thread's own; so before each
+/// shell the thread goes back to its own (`setns`) and makes a new one.
+struct PidNamespaces {
+    own: OwnedFd,
+}
+
+impl PidNamespaces {
+    /// `None` where this thread cannot make PID namespaces (not root).
+    fn open() -> Option<Self> {
+        let own = File::open("/proc/thread-self/ns/pid").ok()?;
+        let namespaces = Self { own: own.into() };
+        let works = namespaces.back_to_own() && namespaces.new_one();
+        // Children are born in the daemon's namespace until a shell asks.
+        namespaces.back_to_own();
+        works.then_some(namespaces)
+    }
+
+    fn back_to_own(&self) -> bool {
+        // SAFETY: setns with a namespace descriptor this struct owns: it only
+        // changes which PID namespace this thread's next children are born in.
+        unsafe { libc::setns(self.own.as_raw_fd(), libc::CLONE_NEWPID) == 0 }
+    }
+
+    fn new_one(&self) -> bool {
+        // SAFETY: as above, for a new namespace.
+        unsafe { libc::unshare(libc::CLONE_NEWPID) == 0 }
+    }
+
+    /// Makes the next child the first of a PID namespace of its own (`jailed`)
+    /// or one of the daemon's. Each namespace takes one child: once its first
+    /// process ends, no other can be born in it.
+    fn next_child(&self, jailed: bool) {
+        // A failure leaves the next shell in the daemon's namespace, which its
+        // jail report then says.
+        if self.back_to_own() && jailed {
+            self.new_one();
+        }
     }
 }
 
@@ -242,6 +339,14 @@ impl ChildShell {
         match &self.pidfd {
             Some(pidfd) => pidfd_signal(pidfd, signal),
             None => Ok(()),
+        }
+    }
+
+    /// Kills the process and waits until it is reaped: blocking, for a thread
+    /// that may block.
+    pub fn stop(mut self) {
+        if let Some(pidfd) = self.pidfd.take() {
+            kill_and_reap(&pidfd);
         }
     }
 
@@ -372,9 +477,13 @@ fn is_shell_cmdline(cmdline: &[u8], kind: ShellKind) -> bool {
         .split(|&b| b == 0)
         .collect();
     let mem = kind.mem_size.to_string();
+    let args = match args.split_last() {
+        Some((last, rest)) if *last == b"--no-jail" => rest,
+        _ => args.as_slice(),
+    };
     let (args, linux) = match args.split_last() {
         Some((last, rest)) if *last == b"--linux" => (rest, true),
-        _ => (args.as_slice(), false),
+        _ => (args, false),
     };
     match args {
         [_, shell, platform_flag, platform, mem_flag, size] => {
@@ -422,6 +531,10 @@ mod tests {
         ));
         assert!(is_shell_cmdline(
             b"/usr/bin/lightvm\x00shell\x00--platform\x00kvm\x00--mem\x002097152\x00--linux\x00",
+            linux
+        ));
+        assert!(is_shell_cmdline(
+            b"/usr/bin/lightvm\x00shell\x00--platform\x00kvm\x00--mem\x002097152\x00--linux\x00--no-jail\x00",
             linux
         ));
         for other in [

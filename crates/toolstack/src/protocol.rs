@@ -18,6 +18,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
+use lightvm_vmm::jail::JailReport;
 use lightvm_vmm::NetConfig;
 use sendfd::{RecvWithFd, SendWithFd};
 use serde::{Deserialize, Serialize};
@@ -173,6 +174,10 @@ pub enum ShellEvent {
     Ready {
         /// µs the prepare phase took (process start excluded).
         prepare_us: f64,
+        /// The jail the shell locked itself into while it prepared (shells of
+        /// daemons from before the jail send none).
+        #[serde(default)]
+        jail: Option<JailReport>,
     },
     /// The guest reached its `main`.
     Booted {

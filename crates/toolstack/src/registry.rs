@@ -233,6 +233,7 @@ mod tests {
             pid_start_time: 2,
             created_unix_ms: 3,
             owner_uid: 0,
+            jail: None,
         }
     }
 

@@ -10,7 +10,9 @@ use lightvm_vmm::devices::tap::Tap;
 use lightvm_vmm::{parse_mem_size, NetConfig, VmConfig};
 
 use crate::access::Peer;
-use crate::api::{ApiError, CreateRequest, Guest};
+use lightvm_vmm::jail::{CpuMax, Limits};
+
+use crate::api::{ApiError, CreateRequest, Guest, LimitsRequest};
 use crate::pool::ShellKind;
 
 /// What [`check_request`] derived from a create request.
@@ -24,6 +26,9 @@ pub struct CheckedRequest {
     /// The command line the guest boots with: the request's, plus the
     /// personality's `lx.trace` when a Linux program's calls are traced.
     pub boot_cmdline: String,
+    /// The limits the request asks for beyond its shell's defaults (those it
+    /// does not name are `None`: the shell's group keeps its own).
+    pub limits: Limits,
 }
 
 /// Guest memory of a create that names none: the size of the pool's shells for
@@ -117,10 +122,42 @@ pub fn check_request(
     let timeout = request.timeout_ms.map(Duration::from_millis);
     VmConfig::new(path, mem_size, boot_cmdline.as_str(), timeout)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let limits = check_limits(&request.limits)?;
     Ok(CheckedRequest {
         kind: ShellKind { mem_size, linux },
         net,
         boot_cmdline,
+        limits,
+    })
+}
+
+/// Checks a create's `memory_limit`, `cpu_limit` and `pids_limit`, as `lightvm
+/// run` checks its `--memory-limit`, `--cpu-limit` and `--pids-limit`.
+pub fn check_limits(request: &LimitsRequest) -> Result<Limits, ApiError> {
+    let bad = |field: &str, why: String| ApiError::bad_request(format!("{field}: {why}"));
+    let memory_max = match &request.memory {
+        Some(text) => {
+            let limit = parse_mem_size(text).map_err(|e| bad("memory_limit", e.to_string()))?;
+            if limit == 0 {
+                return Err(bad("memory_limit", "must be more than zero".to_owned()));
+            }
+            Some(limit)
+        }
+        None => None,
+    };
+    let cpu_max = request
+        .cpu
+        .as_deref()
+        .map(CpuMax::from_cpus)
+        .transpose()
+        .map_err(|e| bad("cpu_limit", e.to_string()))?;
+    if request.pids == Some(0) {
+        return Err(bad("pids_limit", "must be more than zero".to_owned()));
+    }
+    Ok(Limits {
+        memory_max,
+        cpu_max,
+        pids_max: request.pids,
     })
 }
 
@@ -207,6 +244,41 @@ mod tests {
 
     fn check(request: &CreateRequest) -> Result<CheckedRequest, ApiError> {
         check_request(request, DEFAULT_MEM, 64 << 20)
+    }
+
+    #[test]
+    fn limits_are_checked_at_the_edge() {
+        let limits = |memory: Option<&str>, cpu: Option<&str>, pids: Option<u64>| {
+            check(&CreateRequest {
+                limits: LimitsRequest {
+                    memory: memory.map(str::to_owned),
+                    cpu: cpu.map(str::to_owned),
+                    pids,
+                },
+                ..request(None)
+            })
+        };
+        let checked = limits(Some("16M"), Some("0.5"), Some(20)).unwrap();
+        assert_eq!(
+            checked.limits,
+            Limits {
+                memory_max: Some(16 << 20),
+                cpu_max: Some(CpuMax::from_cpus("0.5").unwrap()),
+                pids_max: Some(20),
+            }
+        );
+        assert_eq!(limits(None, None, None).unwrap().limits, Limits::default());
+        for (memory, cpu, pids, field) in [
+            (Some("0"), None, None, "memory_limit"),
+            (Some("much"), None, None, "memory_limit"),
+            (None, Some("0"), None, "cpu_limit"),
+            (None, Some("nan"), None, "cpu_limit"),
+            (None, None, Some(0), "pids_limit"),
+        ] {
+            let error = limits(memory, cpu, pids).unwrap_err();
+            assert_eq!(error.status, hyper::StatusCode::BAD_REQUEST, "{field}");
+            assert!(error.message.starts_with(field), "{}", error.message);
+        }
     }
 
     #[test]

@@ -86,13 +86,15 @@ pub async fn serve(daemon: Arc<Daemon>) -> Result<(), DaemonError> {
         crate::seccomp::install_for_daemon()?;
     }
     tokio::spawn(daemon.clone().refill_pool());
-    axum::serve(
+    let served = axum::serve(
         listener,
-        router(daemon).into_make_service_with_connect_info::<Client>(),
+        router(daemon.clone()).into_make_service_with_connect_info::<Client>(),
     )
     .with_graceful_shutdown(shutdown_signal())
     .await
-    .map_err(socket_error)
+    .map_err(socket_error);
+    daemon.shut_down_pool().await;
+    served
 }
 
 /// Binds the API socket with its group and mode. Who may connect is who may

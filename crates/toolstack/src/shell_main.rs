@@ -13,6 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use lightvm_vmm::devices::tap::Tap;
+use lightvm_vmm::jail::{self, CpuMax, JailConfig, Limits};
 use lightvm_vmm::unikernel::boot::Module;
 use lightvm_vmm::unikernel::devices::Devices;
 use lightvm_vmm::unikernel::GuestParts;
@@ -25,22 +26,59 @@ use crate::state::{ExitRecord, Outcome};
 /// bounds how far, for guests that print for days.
 const CONSOLE_LOG_MAX: u64 = 64 << 20;
 
+/// The jail of a shell for guests of `mem_size` bytes: `lightvm run`'s defaults
+/// for a monitor of one thread (the daemon changes the cgroup's limits at execute
+/// when a request asks for others), and a console log capped at
+/// `CONSOLE_LOG_MAX` (64 MiB) whatever the guest prints.
+///
+/// Its CPU limit is all the host's CPUs — no limit in effect — so that the
+/// group is made in the CPU controller's hierarchy too, where a request's
+/// `cpu_limit` is then one write (a process joins a hierarchy cheaply only
+/// while it is root and single-threaded, in prepare).
+pub fn jail_config(mem_size: u64) -> JailConfig {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    JailConfig {
+        limits: Limits {
+            cpu_max: Some(CpuMax {
+                quota_us: CpuMax::PERIOD_US.saturating_mul(cpus as u64),
+                period_us: CpuMax::PERIOD_US,
+            }),
+            ..Limits::for_guest(mem_size, 1)
+        },
+        fsize: Some(CONSOLE_LOG_MAX + (1 << 20)),
+        ..JailConfig::default()
+    }
+}
+
 /// Runs a shell on `control` (the daemon's socket), prepared for guests of
-/// `mem_size` bytes that run Linux programs or not (`linux`); returns the process
+/// `mem_size` bytes that run Linux programs or not (`linux`), in its jail or not
+/// (`jail`, the daemon's `--no-jail`); returns the process
 /// exit code: the guest's status, or the codes `lightvm run` uses for the VMM's
 /// verdicts.
-pub fn run(platform: Platform, mem_size: u64, linux: bool, control: UnixStream) -> i32 {
+pub fn run(platform: Platform, mem_size: u64, linux: bool, jail: bool, control: UnixStream) -> i32 {
     let prepare_started = Instant::now();
+    // The cgroup first, so that what the shell allocates is charged there.
+    let mut jail =
+        jail.then(|| jail::enter_started(&jail_config(mem_size), &[control.as_raw_fd()]));
     let mut events = match control.try_clone() {
         Ok(events) => events,
         Err(_) => return 125,
     };
-    let shell = Shell::create_for(platform, mem_size, linux).and_then(|mut shell| {
-        shell.warm()?;
-        shell.isolate()?;
-        Ok(shell)
-    });
-    let shell = match shell {
+    let shell = Shell::create_for(platform, mem_size, linux)
+        .map_err(|e| e.to_string())
+        .and_then(|mut shell| {
+            shell.warm().map_err(|e| e.to_string())?;
+            // The VM is built and everything it needs at execute comes as open
+            // descriptors over `control`: lock down now, off the request path.
+            let report = jail
+                .as_mut()
+                .map(jail::Jail::lock_down)
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            shell.isolate().map_err(|e| e.to_string())?;
+            Ok((shell, report))
+        });
+    let (shell, report) = match shell {
         Ok(shell) => shell,
         Err(error) => {
             send(
@@ -56,6 +94,7 @@ pub fn run(platform: Platform, mem_size: u64, linux: bool, control: UnixStream) 
         &mut events,
         &ShellEvent::Ready {
             prepare_us: prepare_started.elapsed().as_secs_f64() * 1e6,
+            jail: report,
         },
     );
 

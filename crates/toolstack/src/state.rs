@@ -56,6 +56,10 @@ pub struct VmRecord {
     /// clients were told apart lack it; those VMs are root's.
     #[serde(default)]
     pub owner_uid: u32,
+    /// The jail its shell runs in, with the limits the daemon set at create;
+    /// its cgroup is removed once the VM has ended (also by a restarted daemon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail: Option<lightvm_vmm::jail::JailReport>,
 }
 
 /// The Linux program a VM runs, as its record keeps it and the API shows it. Its
@@ -94,6 +98,9 @@ pub enum Outcome {
     Stopped,
     /// Its process was killed by something else.
     Killed,
+    /// Its cgroup's OOM killer killed it: it used more memory than its
+    /// `memory_limit`.
+    OutOfMemory,
     /// Its process was gone when a restarted daemon looked for it.
     Lost,
     /// The guest could not be started.
@@ -411,6 +418,7 @@ mod tests {
             pid_start_time: 2,
             created_unix_ms: 3,
             owner_uid: 0,
+            jail: None,
         }
     }
 

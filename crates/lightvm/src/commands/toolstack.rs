@@ -40,6 +40,7 @@ pub fn daemon(args: &DaemonArgs) -> anyhow::Result<u8> {
         shell_exe: std::env::current_exe().context("finding the lightvm executable")?,
         platform: args.platform.resolve()?,
         seccomp: !args.no_seccomp,
+        jail: !args.no_jail,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -105,6 +106,7 @@ pub fn shell(args: &ShellArgs) -> u8 {
         args.platform,
         args.mem,
         args.linux,
+        !args.no_jail,
         control,
     ))
     .unwrap_or(exit_code::LIGHTVM_ERROR)
@@ -161,6 +163,15 @@ pub fn create(args: &CreateArgs) -> anyhow::Result<u8> {
     }
     if let Some(net) = &args.net {
         body["net"] = json!(net);
+    }
+    if let Some(limit) = &args.memory_limit {
+        body["memory_limit"] = json!(limit);
+    }
+    if let Some(limit) = &args.cpu_limit {
+        body["cpu_limit"] = json!(limit);
+    }
+    if let Some(limit) = args.pids_limit {
+        body["pids_limit"] = json!(limit);
     }
     if let Some(timeout) = args.timeout {
         body["timeout_ms"] = json!(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));

@@ -23,7 +23,7 @@ use super::{stdout, zombie_children, TestDaemon};
 
 /// A root holding the static `hello` (glibc) at `/hello`, a link to it and a
 /// directory, so packing lists, copies and stores a link.
-fn hello_root(name: &str) -> Rootfs {
+pub(super) fn hello_root(name: &str) -> Rootfs {
     let root = Rootfs::new(name);
     root.add(&compile(Path::new("hello.c"), Libc::Glibc, &[]), "/hello");
     std::fs::create_dir_all(root.dir.join("etc")).unwrap();
@@ -33,7 +33,7 @@ fn hello_root(name: &str) -> Rootfs {
 }
 
 /// Waits until the Linux-program pool has `ready` shells and prepares none.
-fn wait_linux_pool_ready(daemon: &TestDaemon, ready: usize) {
+pub(super) fn wait_linux_pool_ready(daemon: &TestDaemon, ready: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let pool: PoolStatus = daemon.ok(Method::GET, "/pool", None, StatusCode::OK);

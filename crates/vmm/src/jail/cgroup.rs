@@ -18,7 +18,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::config::{CgroupReport, Limits};
+use super::config::{CgroupReport, CpuMax, Limits};
 
 /// The controllers a VM's limits use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,7 +309,13 @@ impl Cgroup {
     }
 
     fn make(&mut self, place: &Place, name: &str) -> Result<(), String> {
-        sweep(&place.parent);
+        // A process in a PID namespace of its own sees no other pid: every
+        // group would look stale to it, even one just made for a shell that
+        // has not joined it yet. Its starter sweeps instead (`sweep_stale`).
+        // SAFETY: getpid has no preconditions.
+        if unsafe { libc::getpid() } != 1 {
+            sweep(&place.parent);
+        }
         if !place.delegate.is_empty() {
             let enable: Vec<String> = place
                 .delegate
@@ -367,6 +373,101 @@ impl Cgroup {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The group a [`CgroupReport`] names, to change its limits or remove it from
+    /// another process than the one that made it (the daemon, for its shells'
+    /// groups); `None` if the report names none. A directory with
+    /// `cgroup.controllers` is a v2 group.
+    pub fn reopen(report: &CgroupReport) -> Option<Self> {
+        let CgroupReport::Applied {
+            paths,
+            memory_max,
+            cpu_max,
+            pids_max,
+            ..
+        } = report
+        else {
+            return None;
+        };
+        let cpu_max = cpu_max.as_deref().and_then(|text| {
+            let (quota, period) = text.split_once(' ')?;
+            Some(CpuMax {
+                quota_us: quota.parse().ok()?,
+                period_us: period.parse().ok()?,
+            })
+        });
+        let groups = paths
+            .iter()
+            .map(PathBuf::from)
+            .map(|dir| {
+                let version = if dir.join("cgroup.controllers").exists() {
+                    2
+                } else {
+                    1
+                };
+                (version, dir)
+            })
+            .collect();
+        Some(Self {
+            groups,
+            limits: Limits {
+                memory_max: *memory_max,
+                cpu_max,
+                pids_max: *pids_max,
+            },
+            missing: Vec::new(),
+        })
+    }
+
+    /// Sets the limits `limits` has (those it leaves `None` stay as they are) in
+    /// every part of the group that has their controller. Memory goes first: a
+    /// limit below what the group already uses fails (`EBUSY` once the kernel
+    /// cannot reclaim enough), and then nothing else was changed.
+    pub fn set_limits(&mut self, limits: &Limits) -> Result<(), String> {
+        // What some part of the group took: only that is reported as applied.
+        let (mut memory_set, mut cpu_set, mut pids_set) = (false, false, false);
+        for (version, dir) in &self.groups {
+            let write = |file: &str, value: String| -> Result<bool, String> {
+                let path = dir.join(file);
+                if !path.exists() {
+                    return Ok(false);
+                }
+                fs::write(&path, &value)
+                    .map(|()| true)
+                    .map_err(|e| format!("cannot set {file} to {value} in {}: {e}", dir.display()))
+            };
+            let v2 = *version == 2;
+            if let Some(memory) = limits.memory_max {
+                let file = if v2 {
+                    "memory.max"
+                } else {
+                    "memory.limit_in_bytes"
+                };
+                memory_set |= write(file, memory.to_string())?;
+            }
+            if let Some(cpu) = limits.cpu_max {
+                cpu_set |= if v2 {
+                    write("cpu.max", cpu.to_cgroup())?
+                } else {
+                    write("cpu.cfs_period_us", cpu.period_us.to_string())?
+                        && write("cpu.cfs_quota_us", cpu.quota_us.to_string())?
+                };
+            }
+            if let Some(pids) = limits.pids_max {
+                pids_set |= write("pids.max", pids.to_string())?;
+            }
+        }
+        if memory_set {
+            self.limits.memory_max = limits.memory_max;
+        }
+        if cpu_set {
+            self.limits.cpu_max = limits.cpu_max;
+        }
+        if pids_set {
+            self.limits.pids_max = limits.pids_max;
         }
         Ok(())
     }
@@ -473,6 +574,25 @@ fn memory(limits: &Limits) -> String {
     limits
         .memory_max
         .map_or("max".to_owned(), |m| m.to_string())
+}
+
+/// Removes the empty groups of ended VM processes from the places the groups
+/// for `limits` are made in below this process's own groups: for a process that
+/// starts VM processes into PID namespaces of their own (the daemon, before each
+/// shell), which cannot sweep for themselves.
+pub fn sweep_stale(limits: &Limits) {
+    let wanted = Controller::wanted(limits);
+    let (Ok(mountinfo), Ok(own)) = (
+        fs::read_to_string("/proc/self/mountinfo"),
+        fs::read_to_string("/proc/self/cgroup"),
+    ) else {
+        return;
+    };
+    if let Ok(places) = locate(&mountinfo, &own, &wanted) {
+        for place in places {
+            sweep(&place.parent);
+        }
+    }
 }
 
 /// Removes the empty groups that supervisors killed before they could clean up
@@ -594,6 +714,56 @@ mod tests {
             root.display()
         );
         (root, mountinfo)
+    }
+
+    #[test]
+    fn a_reported_group_is_reopened_and_takes_new_limits_where_it_has_their_files() {
+        let root = std::env::temp_dir().join(format!("lightvm-reopen-{}", std::process::id()));
+        let (v2, v1_memory) = (root.join("v2/lightvm-7"), root.join("memory/lightvm-7"));
+        fs::create_dir_all(&v2).unwrap();
+        fs::create_dir_all(&v1_memory).unwrap();
+        for (dir, file) in [
+            (&v2, "cgroup.controllers"),
+            (&v2, "cpu.max"),
+            (&v2, "pids.max"),
+            (&v1_memory, "memory.limit_in_bytes"),
+        ] {
+            fs::write(dir.join(file), "").unwrap();
+        }
+        let report = CgroupReport::Applied {
+            version: 1,
+            paths: vec![v2.display().to_string(), v1_memory.display().to_string()],
+            memory_max: Some(10 << 20),
+            cpu_max: Some("200000 100000".into()),
+            pids_max: Some(9),
+        };
+        let mut group = Cgroup::reopen(&report).unwrap();
+        assert_eq!(group.report(), report, "reopened as reported");
+        let asked = Limits {
+            memory_max: Some(16 << 20),
+            cpu_max: Some(CpuMax::from_cpus("0.5").unwrap()),
+            pids_max: None,
+        };
+        group.set_limits(&asked).unwrap();
+        let read = |path: PathBuf| fs::read_to_string(path).unwrap();
+        assert_eq!(read(v1_memory.join("memory.limit_in_bytes")), "16777216");
+        assert_eq!(read(v2.join("cpu.max")), "50000 100000");
+        assert_eq!(read(v2.join("pids.max")), "", "not asked: untouched");
+        let CgroupReport::Applied {
+            memory_max,
+            cpu_max,
+            pids_max,
+            ..
+        } = group.report()
+        else {
+            panic!("applied");
+        };
+        assert_eq!(
+            (memory_max, cpu_max.as_deref(), pids_max),
+            (Some(16 << 20), Some("50000 100000"), Some(9))
+        );
+        assert!(Cgroup::reopen(&CgroupReport::default()).is_none());
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

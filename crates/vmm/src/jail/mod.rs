@@ -42,7 +42,7 @@ use std::io::Write;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-pub use cgroup::Cgroup;
+pub use cgroup::{sweep_stale, Cgroup};
 pub use config::{
     CgroupReport, CpuMax, CpuSyntax, JailConfig, JailReport, Limits, RlimitReport, DEFAULT_ID,
     MONITOR_OVERHEAD, OVERHEAD_PER_GUEST_MIB, PIDS_SLACK,
@@ -165,6 +165,75 @@ pub fn spawn(config: &JailConfig, keep: &[RawFd]) -> Result<Spawned, JailError> 
             supervisor.place();
             Ok(Spawned::Supervisor(supervisor))
         }
+    }
+}
+
+/// The jail of a VM process that another process started into its own PID
+/// namespace and watches itself (the daemon's pooled shells: the daemon is the
+/// supervisor, through a pidfd, and a VM must outlive a daemon restart, so there
+/// is no dying with the parent). Call it first thing, while the process has one
+/// thread and before it allocates its VM: it makes the VM's cgroup
+/// `lightvm-<host pid>` with `config`'s limits and moves this process into it
+/// (itself: no grace period to wait for on v1), so that the guest memory the
+/// prepare phase maps is charged there. [`Jail::lock_down`] then does the rest,
+/// once the VM is built. The caller removes the group after the process ended
+/// ([`Cgroup::reopen`]). It keeps stdin, stdout, stderr and `keep` of its
+/// descriptors and closes the others: what its starter happened to leave open
+/// is not the VM's.
+pub fn enter_started(config: &JailConfig, keep: &[RawFd]) -> Jail {
+    let mut skipped = Vec::new();
+    if let Err(e) = sys::close_all_but(keep) {
+        skipped.push(format!("closing the descriptors it does not need: {e}"));
+    }
+    // SAFETY: getpid has no preconditions.
+    let in_own_pid_namespace = unsafe { libc::getpid() } == 1;
+    let mut namespaces = Vec::new();
+    if in_own_pid_namespace {
+        namespaces.push("pid");
+    } else {
+        skipped.push("pid namespace: the process that started this one made none".to_owned());
+    }
+    // /proc is the host's: its `self` names this process by its pid there.
+    let host_pid = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|link| link.to_str().and_then(|s| s.parse::<u32>().ok()))
+        .unwrap_or_else(std::process::id);
+    let cgroup = Cgroup::create(&config.limits, &format!("lightvm-{host_pid}")).and_then(|group| {
+        if let Some(missing) = group.missing() {
+            skipped.push(missing);
+        }
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        match group.join_v1().and_then(|()| group.attach_v2(me)) {
+            Ok(()) => Ok(group),
+            Err(e) => {
+                group.remove();
+                Err(format!("cannot join its cgroup: {e}"))
+            }
+        }
+    });
+    // The host's ids: a user namespace shows others.
+    // SAFETY: geteuid and getegid have no preconditions.
+    let started_as = unsafe { (libc::geteuid(), libc::getegid()) };
+    // After the cgroup, which a user may have only in a group delegated to it.
+    if started_as.0 != 0 {
+        // A user without privileges gets the namespaces [`Jail::lock_down`]
+        // makes inside a user namespace of its own, as `lightvm run` does
+        // (one thread: the kernel allows it only then).
+        match sys::unshare(libc::CLONE_NEWUSER) {
+            Ok(()) => namespaces.push("user"),
+            Err(e) => skipped.push(format!(
+                "namespaces: none (this user cannot make a user namespace here): {e}"
+            )),
+        }
+    }
+    Jail {
+        config: config.clone(),
+        started_as,
+        alive: None,
+        namespaces,
+        cgroup,
+        skipped,
     }
 }
 
