@@ -32,12 +32,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The environment a program gets when its launcher names none.
-pub const DEFAULT_ENV: &[&str] = &[
-    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "HOME=/root",
-    "TERM=dumb",
-];
+/// The launch file's one definition, shared with the personality that reads it.
+pub use personality_core::launch::{Launch, DEFAULT_ENV};
 
 /// Deepest directory nesting packed: far deeper than any root filesystem, and a
 /// bound on the descriptors (one per level) and stack a walk holds.
@@ -48,55 +44,6 @@ pub const MAX_NAME: usize = 4096;
 /// Symbolic links followed when the program's path is looked up (Linux's own
 /// bound, `MAXSYMLINKS`).
 const MAX_LINK_HOPS: usize = 40;
-
-/// What the personality runs, written into the archive as `/.lightvm/launch`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Launch {
-    /// The program's path inside the root filesystem.
-    pub exe: String,
-    /// Its working directory.
-    pub cwd: String,
-    /// Its arguments, `argv[0]` first.
-    pub argv: Vec<String>,
-    /// Its environment, `KEY=VALUE` each.
-    pub env: Vec<String>,
-}
-
-impl Launch {
-    /// `exe` run with `args` in `cwd`: its `argv[0]` is its file name, as a shell
-    /// would give it, and its environment `env`, or [`DEFAULT_ENV`] when `None`.
-    pub fn new(exe: &str, args: &[String], env: Option<Vec<String>>, cwd: &str) -> Self {
-        let name = exe.rsplit('/').find(|part| !part.is_empty()).unwrap_or(exe);
-        let mut argv = vec![name.to_owned()];
-        argv.extend(args.iter().cloned());
-        Self {
-            exe: exe.to_owned(),
-            cwd: cwd.to_owned(),
-            argv,
-            env: env.unwrap_or_else(|| DEFAULT_ENV.iter().map(|v| (*v).to_owned()).collect()),
-        }
-    }
-
-    /// The launch file's bytes (the personality's `launch` module reads them).
-    pub fn encode(&self) -> Result<Vec<u8>, RootfsError> {
-        let mut fields: Vec<&str> = vec!["lightvm-launch-1", &self.exe, &self.cwd];
-        let argc = self.argv.len().to_string();
-        let envc = self.env.len().to_string();
-        fields.push(&argc);
-        fields.extend(self.argv.iter().map(String::as_str));
-        fields.push(&envc);
-        fields.extend(self.env.iter().map(String::as_str));
-        if let Some(bad) = fields.iter().find(|field| field.contains('\0')) {
-            return Err(RootfsError::Nul((*bad).to_owned()));
-        }
-        let mut bytes = Vec::new();
-        for field in fields {
-            bytes.extend_from_slice(field.as_bytes());
-            bytes.push(0);
-        }
-        Ok(bytes)
-    }
-}
 
 /// What one packing may cost, and how to stop it.
 #[derive(Debug, Clone, Copy)]
@@ -211,7 +158,7 @@ pub fn pack_into(
     out: &File,
     limits: PackLimits<'_>,
 ) -> Result<u64, RootfsError> {
-    let launch_bytes = launch.encode()?;
+    let launch_bytes = launch.encode().map_err(RootfsError::Nul)?;
     let root_fd = open_root(root)?;
     let root_stat = fstat(&root_fd).map_err(read_error(root))?;
     find_program(&root_fd, root_stat.st_dev, root, &launch.exe)?;
@@ -808,31 +755,6 @@ mod tests {
         let size = size?;
         assert_eq!(bytes.len() as u64, size);
         Ok(bytes)
-    }
-
-    #[test]
-    fn launch_files_encode_each_field_once() {
-        let launch = Launch {
-            exe: "/bin/sh".into(),
-            cwd: "/".into(),
-            argv: vec!["sh".into(), "-c".into(), "echo hi".into()],
-            env: vec!["PATH=/bin".into()],
-        };
-        let bytes = launch.encode().unwrap();
-        let text = String::from_utf8(bytes).unwrap();
-        assert_eq!(
-            text,
-            "lightvm-launch-1\0/bin/sh\0/\x003\0sh\0-c\0echo hi\x001\0PATH=/bin\0"
-        );
-        let nul = Launch {
-            argv: vec!["a\0b".into()],
-            ..launch
-        };
-        assert!(matches!(nul.encode(), Err(RootfsError::Nul(_))));
-        let made = Launch::new("/usr/sbin/nginx", &["-v".into()], None, "/srv");
-        assert_eq!(made.argv, ["nginx", "-v"]);
-        assert_eq!(made.env.len(), DEFAULT_ENV.len());
-        assert_eq!(made.cwd, "/srv");
     }
 
     #[test]

@@ -65,28 +65,17 @@ fn check_tree(vfs: &Vfs) {
     }
 }
 
-/// `lx_launch`: a launch file; what parses writes back to the same launch.
+/// `lx_launch`: a launch file; what parses is written back by the packer's own
+/// encoder (`Launch::encode`, which `lightvm run --rootfs` uses) to the same launch.
 pub fn launch(data: &[u8]) {
     let Ok(spec) = launch::parse(data) else {
         return;
     };
     assert!(!spec.exe.is_empty() && !spec.argv.is_empty());
-    let mut text = format!(
-        "lightvm-launch-1\0{}\0{}\0{}\0",
-        spec.exe,
-        spec.cwd,
-        spec.argv.len()
-    );
-    for arg in &spec.argv {
-        text.push_str(arg);
-        text.push('\0');
-    }
-    text.push_str(&format!("{}\0", spec.env.len()));
-    for var in &spec.env {
-        text.push_str(var);
-        text.push('\0');
-    }
-    assert_eq!(launch::parse(text.as_bytes()), Ok(spec));
+    let written = spec
+        .encode()
+        .expect("fields split at NULs hold none, so they can be written back");
+    assert_eq!(launch::parse(&written), Ok(spec));
 }
 
 /// Where the personality puts a position-independent program when memory is
