@@ -55,18 +55,31 @@ impl Connected<IncomingStream<'_, UnixListener>> for Client {
     }
 }
 
-/// The router: every handler, plus JSON 404s for everything else. Serve it with
-/// connection info ([`Client`]), as [`serve`] does.
+/// The router: every handler, plus JSON errors for everything else. Serve it
+/// with connection info ([`Client`]), as [`serve`] does.
 pub fn router(daemon: Arc<Daemon>) -> Router {
-    Router::new()
-        .route("/vms", get(list_vms).post(create_vm))
-        .route("/vms/{id}", get(inspect_vm).delete(remove_vm))
-        .route("/vms/{id}/stop", post(stop_vm))
-        .route("/vms/{id}/console", get(console))
-        .route("/pool", get(pool_status).put(resize_pool))
-        .route("/metrics", get(metrics))
+    with_json_fallbacks(
+        Router::new()
+            .route("/vms", get(list_vms).post(create_vm))
+            .route("/vms/{id}", get(inspect_vm).delete(remove_vm))
+            .route("/vms/{id}/stop", post(stop_vm))
+            .route("/vms/{id}/console", get(console))
+            .route("/pool", get(pool_status).put(resize_pool))
+            .route("/metrics", get(metrics)),
+    )
+    .with_state(daemon)
+}
+
+/// A JSON 404 for a path the API does not serve, and a JSON 405 for a method a
+/// path does not take. axum's own 405 has an empty body, so a client (and the
+/// CLI, which shows `error`) would get no message; axum still adds the `Allow`
+/// header, naming the path's methods, to what the fallback answers.
+fn with_json_fallbacks<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .with_state(daemon)
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::method_not_allowed(format!("this endpoint does not take {method}"))
+        })
 }
 
 /// Serves the API until SIGINT or SIGTERM. Running VMs are left running: the next
@@ -237,6 +250,48 @@ async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_unsupported_method_is_a_json_405_naming_the_allowed_ones() {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let router = with_json_fallbacks(Router::new().route(
+            "/pool",
+            get(|| async { "pool" }).put(|| async { "resized" }),
+        ));
+        let request = axum::http::Request::builder()
+            .method("DELETE")
+            .uri("/pool")
+            .body(Body::empty())
+            .expect("a request");
+        let response = router.clone().oneshot(request).await.expect("an answer");
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let allow = response.headers().get(header::ALLOW).cloned();
+        assert_eq!(
+            allow.as_ref().and_then(|a| a.to_str().ok()),
+            Some("GET,HEAD,PUT")
+        );
+        let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+        assert_eq!(
+            content_type.as_ref().and_then(|c| c.to_str().ok()),
+            Some("application/json")
+        );
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        let error: serde_json::Value = serde_json::from_slice(&body).expect("a JSON error");
+        assert_eq!(error["error"], "this endpoint does not take DELETE");
+
+        let request = axum::http::Request::builder()
+            .uri("/nowhere")
+            .body(Body::empty())
+            .expect("a request");
+        let response = router.oneshot(request).await.expect("an answer");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
 
     #[test]
     fn the_openapi_document_describes_exactly_the_served_routes() {
