@@ -635,6 +635,24 @@ fn bad_requests_get_json_errors_and_the_daemon_survives(platform: Platform) {
         StatusCode::NOT_FOUND,
         "no such endpoint",
     );
+    // A method the path does not take: a JSON 405, not axum's empty one.
+    expect_error(
+        Method::PATCH,
+        "/pool",
+        None,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "does not take PATCH",
+    );
+    // A guest that ends before its main (the personality, booted bare as a
+    // unikernel in 2 MiB, exits at once): a 422 saying how it ended, not a 500
+    // about its shell (found by api-conformance).
+    expect_error(
+        Method::POST,
+        "/vms",
+        Some(json!({ "image": common::programs::personality() })),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the guest ended before reaching its main: guest exited with status",
+    );
     expect_error(
         Method::PUT,
         "/pool",
