@@ -30,6 +30,16 @@ pub struct Hints {
     pub odds: f64,
     /// How often an optional property is present, from 0 to 1.
     pub optional: f64,
+    /// Values that get a request refused (a directory for a file, a relative
+    /// path), by name: drawn like `values` while exploring, never while
+    /// [`Hints::plausible`].
+    pub traps: BTreeMap<String, Vec<Value>>,
+    /// Optional properties the daemon takes only beside another (a Linux
+    /// program's `args` beside `rootfs`), which the schema does not say: while
+    /// plausible, one is left out unless the other is required.
+    pub only_with: BTreeMap<String, String>,
+    /// Whether the request is to get far: hints only, no traps.
+    pub plausible: bool,
 }
 
 impl Default for Hints {
@@ -38,6 +48,9 @@ impl Default for Hints {
             values: BTreeMap::new(),
             odds: 0.5,
             optional: 0.5,
+            traps: BTreeMap::new(),
+            only_with: BTreeMap::new(),
+            plausible: false,
         }
     }
 }
@@ -167,10 +180,14 @@ fn type_of(schema: &Value) -> Option<&str> {
 /// A value `schema` admits. `name` is the property or parameter it is for, to
 /// draw from `hints`.
 pub fn valid(rng: &mut StdRng, schema: &Value, name: Option<&str>, hints: &Hints) -> Value {
-    if let Some(hinted) = name.and_then(|n| hints.values.get(n)) {
+    if let Some(name) = name {
+        let mut hinted: Vec<&Value> = hints.values.get(name).into_iter().flatten().collect();
+        if !hints.plausible {
+            hinted.extend(hints.traps.get(name).into_iter().flatten());
+        }
         if !hinted.is_empty() && rng.random_bool(hints.odds.clamp(0.0, 1.0)) {
             if let Some(value) = hinted.choose(rng) {
-                return value.clone();
+                return (*value).clone();
             }
         }
     }
@@ -193,7 +210,7 @@ pub fn valid(rng: &mut StdRng, schema: &Value, name: Option<&str>, hints: &Hints
         Some("array") => {
             let len = rng.random_range(0..4);
             let items = schema.get("items").cloned().unwrap_or(Value::Bool(true));
-            Value::Array((0..len).map(|_| valid(rng, &items, name, hints)).collect())
+            Value::Array((0..len).map(|_| valid(rng, &items, None, hints)).collect())
         }
         Some("string") => {
             let min = schema.get("minLength").and_then(Value::as_u64).unwrap_or(0);
@@ -260,7 +277,14 @@ fn object(rng: &mut StdRng, schema: &Value, hints: &Hints) -> Value {
         if excluded.contains(name) {
             continue;
         }
-        if required.contains(name) || rng.random_bool(hints.optional.clamp(0.0, 1.0)) {
+        let companion_missing = hints.plausible
+            && hints
+                .only_with
+                .get(name)
+                .is_some_and(|companion| !required.contains(companion));
+        if required.contains(name)
+            || (!companion_missing && rng.random_bool(hints.optional.clamp(0.0, 1.0)))
+        {
             out.insert(name.clone(), valid(rng, property, Some(name), hints));
         }
     }

@@ -139,65 +139,53 @@ pub fn against_new_daemon(
         })?;
     let mut daemon = daemon::Daemon::start(lightvm, dir, &args)?;
     let text = |s: &str| json!(s);
+    let path = |p: &std::path::Path| json!(p.display().to_string());
     let mut hints = Hints::default();
-    let dir_text = dir.display().to_string();
-    hints.values.insert(
-        "image".into(),
+    let mut good = |name: &str, values: Vec<Value>| hints.values.insert(name.into(), values);
+    good("image", vec![path(&hello)]);
+    good("rootfs", vec![path(&rootfs)]);
+    good("program", vec![text("/hello.elf")]);
+    good("mem", ["2M", "4M", "128M"].map(text).to_vec());
+    good("timeout_ms", vec![json!(1), json!(50), json!(2000)]);
+    good(
+        "cmdline",
+        vec![text(""), text("ip=10.0.0.2/24 gw=10.0.0.1")],
+    );
+    good("args", vec![json!([]), json!(["-v", "x y"])]);
+    good("env", vec![json!([]), json!(["GREETING=hello"])]);
+    good("cwd", vec![text("/")]);
+    good("size", (0..4).map(|n| json!(n)).collect());
+    good("linux_size", vec![json!(0), json!(1)]);
+    good("tail", (0..3).map(|n| json!(n)).collect());
+    let mut trap = |name: &str, values: Vec<Value>| hints.traps.insert(name.into(), values);
+    trap(
+        "image",
         vec![
-            text(&hello.display().to_string()),
-            text(&hello.display().to_string()),
-            text(&hello.display().to_string()),
-            text(&hello.display().to_string()),
-            text(&dir_text),
+            path(dir),
             text("/dev/null"),
             text("/dev/zero"),
-            text(&personality.display().to_string()),
+            path(&personality),
             text("relative/hello.elf"),
         ],
     );
-    hints.values.insert(
-        "rootfs".into(),
-        vec![
-            text(&rootfs.display().to_string()),
-            text(&rootfs.display().to_string()),
-            text(&dir_text),
-            text("/nonexistent"),
-        ],
+    trap("rootfs", vec![path(dir), text("/nonexistent")]);
+    trap("program", vec![text("relative"), text("/nonexistent")]);
+    trap(
+        "mem",
+        ["1M", "0", "64K", "2G", "16E", "abc", "2m", " 2M"]
+            .map(text)
+            .to_vec(),
     );
-    hints
-        .values
-        .insert("program".into(), vec![text("/hello.elf"), text("relative")]);
-    hints.values.insert(
-        "mem".into(),
-        [
-            "2M", "4M", "1M", "0", "64K", "128M", "2G", "16E", "abc", "2m", " 2M",
-        ]
-        .map(text)
-        .to_vec(),
-    );
-    hints
-        .values
-        .insert("timeout_ms".into(), vec![json!(1), json!(50), json!(2000)]);
-    hints.values.insert(
-        "net".into(),
+    trap(
+        "net",
         vec![
             text("tap=lvmfuzz0"),
             text("tap=lvmfuzz0,mac=06:00:00:00:00:01"),
         ],
     );
-    hints.values.insert(
-        "cmdline".into(),
-        vec![text(""), text("ip=10.0.0.2/24 gw=10.0.0.1")],
-    );
-    hints
-        .values
-        .insert("size".into(), (0..4).map(|n| json!(n)).collect());
-    hints
-        .values
-        .insert("linux_size".into(), vec![json!(0), json!(1)]);
-    hints
-        .values
-        .insert("tail".into(), (0..3).map(|n| json!(n)).collect());
+    for linux_only in ["args", "env", "cwd", "trace_syscalls"] {
+        hints.only_with.insert(linux_only.into(), "rootfs".into());
+    }
     let config = Config {
         spec: daemon::repo().join("docs/openapi.json"),
         socket: daemon.socket(),
@@ -449,7 +437,8 @@ pub fn run(config: &Config) -> Result<Report, ConformanceError> {
         let plausible = rng.random_range(0..3) == 0;
         if plausible {
             hints.odds = 0.95;
-            hints.optional = 0.1;
+            hints.optional = 0.2;
+            hints.plausible = true;
         }
         let case = draw(&mut rng, &spec, &hints, &validators, plausible);
         let answer = send(&case.request);
