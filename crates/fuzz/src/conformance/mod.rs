@@ -352,7 +352,12 @@ impl Validators {
         let mut bodies = BTreeMap::new();
         let mut responses = BTreeMap::new();
         for op in &spec.operations {
-            if let Some((_, schema, _)) = &op.body {
+            let drawn = op
+                .parameters
+                .iter()
+                .map(|p| &p.schema)
+                .chain(op.body.as_ref().map(|(_, schema, _)| schema));
+            for schema in drawn {
                 let keywords = generate::unsupported(schema);
                 if !keywords.is_empty() {
                     return Err(ConformanceError::Unsupported {
@@ -360,6 +365,8 @@ impl Validators {
                         keywords,
                     });
                 }
+            }
+            if let Some((_, schema, _)) = &op.body {
                 bodies.insert(op.name(), compile(op, "the request body", schema)?);
             }
             for (status, response) in &op.responses {
