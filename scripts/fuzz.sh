@@ -8,6 +8,9 @@
 #   scripts/fuzz.sh run TARGET [RUNS]      one target for RUNS executions (1000000)
 #   scripts/fuzz.sh all [RUNS]             every target in turn
 #   scripts/fuzz.sh replay TARGET FILE...  run inputs (a crash) through a target
+#   scripts/fuzz.sh api [CASES] [SEED]     the daemon's API against docs/openapi.json
+#                                          (api-conformance: schemathesis's checks),
+#                                          CASES requests (10000) to a daemon it starts
 #
 # Each run starts from the target's seeds plus its corpus in target/fuzz/corpus/,
 # which grows across runs; crashes land in target/fuzz/crashes/TARGET/. Runs are
@@ -72,6 +75,16 @@ all)
 replay)
     [[ $# -ge 3 ]] || { echo "usage: $0 replay TARGET FILE..." >&2; exit 2; }
     driver replay "${@:2}"
+    ;;
+api)
+    # A real daemon (release build) on a socket and state directory of its own;
+    # the seed is printed, and `--seed S --cases N --stop-at-first` replays.
+    nice -n 19 cargo build --quiet --release -p lightvm -p lightvm-fuzz \
+        --bin lightvm --bin api-conformance
+    bin=target/$triple/release
+    seed=()
+    [[ -n "${3:-}" ]] && seed=(--seed "$3")
+    nice -n 19 "$bin/api-conformance" --lightvm "$bin/lightvm" --cases "${2:-10000}" "${seed[@]}"
     ;;
 *)
     sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'

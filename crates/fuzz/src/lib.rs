@@ -13,10 +13,15 @@
 //!   few thousand mutations of them, so CI notices a target that no longer runs
 //!   or a regression that any input shows at once.
 //!
+//! The daemon's API is also fuzzed as a whole, over HTTP against a running
+//! daemon, by [`conformance`] (the `api-conformance` binary): schemathesis's
+//! checks against `docs/openapi.json`, in Rust.
+//!
 //! A target fails by panicking: the code under test must never panic, overflow or
 //! break its own invariants on any input (the targets assert those invariants),
 //! and a monitor must never write to memory the guest does not own.
 
+pub mod conformance;
 pub mod driver;
 pub mod input;
 pub mod seeds;

@@ -642,6 +642,24 @@ fn bad_requests_get_json_errors_and_the_daemon_survives(platform: Platform) {
         StatusCode::NOT_FOUND,
         "no such endpoint",
     );
+    // A method the path does not take: a JSON 405, not axum's empty one.
+    expect_error(
+        Method::PATCH,
+        "/pool",
+        None,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "does not take PATCH",
+    );
+    // A guest that ends before its main (the personality, booted bare as a
+    // unikernel in 2 MiB, exits at once): a 422 saying how it ended, not a 500
+    // about its shell (found by api-conformance).
+    expect_error(
+        Method::POST,
+        "/vms",
+        Some(json!({ "image": common::programs::personality() })),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the guest ended before reaching its main: guest exited with status",
+    );
     expect_error(
         Method::PUT,
         "/pool",
@@ -670,6 +688,26 @@ fn bad_requests_get_json_errors_and_the_daemon_survives(platform: Platform) {
     });
     assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
     assert!(raw.contains("\"error\""), "{raw}");
+
+    // 3 MiB the daemon will not take, with a content type it refuses unread: it
+    // reads the body anyway and answers, rather than closing on a client still
+    // sending (which then saw a reset connection; found by api-conformance).
+    let raw = runtime.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::UnixStream::connect(daemon.socket()).await.unwrap();
+        let body = vec![b'x'; 3 << 20];
+        let head = format!(
+            "PUT /pool HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&body).await.expect("the daemon reads the whole body");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    });
+    assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
+    assert!(raw.contains("over 2 MiB"), "{raw}");
 
     // The VM limit: two run, the third is refused.
     let first = daemon.create("idle");

@@ -525,6 +525,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
+    /// 405: the endpoint does not take this method.
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, message)
+    }
+
     /// 422: the image cannot be booted.
     pub fn unprocessable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
@@ -573,16 +578,52 @@ impl IntoResponse for ApiError {
         (
             self.status,
             Json(ErrorBody {
-                error: self.message,
+                error: one_line(&self.message),
             }),
         )
             .into_response()
     }
 }
 
+/// `message` with its control characters escaped (`\n` as `\\n`…): messages
+/// quote what a client sent (a path, a field), and an error is one line, for
+/// the CLI and for logs, whatever the client put in it (api-conformance found a
+/// path with CR LF in it echoed as two lines).
+fn one_line(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for c in message.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_is_one_line_whatever_the_client_put_in_it() {
+        let error =
+            ApiError::bad_request("image \r\n\r\nHTTP/1.1 200 OK\0\t: not an absolute path");
+        let body = error.into_response().into_body();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let bytes = runtime
+            .block_on(http_body_util::BodyExt::collect(body))
+            .expect("a body")
+            .to_bytes();
+        let error: ErrorBody = serde_json::from_slice(&bytes).expect("a JSON error");
+        assert_eq!(
+            error.error,
+            r"image \r\n\r\nHTTP/1.1 200 OK\0\t: not an absolute path"
+        );
+        assert_eq!(one_line("ü and 𝄞 stay"), "ü and 𝄞 stay");
+    }
 
     fn parse(json: &str) -> Result<CreateRequest, String> {
         serde_json::from_str(json).map_err(|e| e.to_string())

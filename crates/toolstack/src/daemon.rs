@@ -393,8 +393,8 @@ impl Daemon {
             Ok(vm) => Ok(self.enter(vm)),
             Err(Failure::Refused(error)) => Err(error),
             Err(Failure::Boot(vm, error)) => {
-                self.enter_failed(*vm, &error).await;
-                Err(error)
+                let exit = self.enter_failed(*vm, &error).await;
+                Err(ended_before_main(error, &exit))
             }
         };
         // The client left between the check above and now: the VM was entered,
@@ -711,8 +711,9 @@ impl Daemon {
     }
 
     /// Enters a VM whose guest did not start as ended, with why; its shell is
-    /// stopped and reaped.
-    async fn enter_failed(&self, vm: NewVm, error: &ApiError) {
+    /// stopped and reaped. Returns how it ended: what the shell recorded, if it
+    /// recorded anything, else `error`.
+    async fn enter_failed(&self, vm: NewVm, error: &ApiError) -> ExitRecord {
         let NewVm {
             record, shell, dir, ..
         } = vm;
@@ -725,7 +726,9 @@ impl Daemon {
         let exit = blocking(move || state::record_exit_once(&dir, &guess).unwrap_or(guess))
             .await
             .unwrap_or_else(|_| ExitRecord::new(Outcome::Failed, &error.message));
-        self.registry.insert(VmEntry::ended(record, exit, None));
+        self.registry
+            .insert(VmEntry::ended(record, exit.clone(), None));
+        exit
     }
 
     /// Waits for a VM's process to end, reaps it and records how it ended.
@@ -1022,6 +1025,23 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The answer to a create whose shell ended before the guest's boot-done. The
+/// shell closing its socket reads as a failed shell (a 500), but when the shell
+/// recorded how the guest ended — it exited, crashed, broke the ABI — the guest
+/// itself ended before its main: a guest that cannot be booted (422), named by
+/// that record, as the VM's listing names it.
+fn ended_before_main(error: ApiError, exit: &ExitRecord) -> ApiError {
+    let shell_recorded = exit.outcome != Outcome::Failed || exit.detail != error.message;
+    if error.status == axum::http::StatusCode::INTERNAL_SERVER_ERROR && shell_recorded {
+        ApiError::unprocessable(format!(
+            "the guest ended before reaching its main: {}",
+            exit.detail
+        ))
+    } else {
+        error
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1033,5 +1053,23 @@ mod tests {
             .collect();
         assert_eq!(ids.len(), 10_000);
         assert!(ids.iter().all(|id| state::is_vm_id(id)));
+    }
+
+    #[test]
+    fn a_guest_that_ended_before_its_main_is_a_422_naming_how() {
+        let shell_gone = || ApiError::internal("the VM's shell failed: the shell process ended");
+        let exited = ExitRecord::new(Outcome::Exited, "guest exited with status 123: no XSAVE");
+        let answer = ended_before_main(shell_gone(), &exited);
+        assert_eq!(answer.status, axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            answer.message,
+            "the guest ended before reaching its main: guest exited with status 123: no XSAVE"
+        );
+        // Nothing recorded by the shell (the daemon's own guess): still the 500.
+        let guess = ExitRecord::new(Outcome::Failed, &shell_gone().message);
+        assert_eq!(ended_before_main(shell_gone(), &guess).status, 500);
+        // A refusal already named by the shell keeps its status.
+        let refused = ApiError::unprocessable("the image does not fit");
+        assert_eq!(ended_before_main(refused, &exited).status, 422);
     }
 }
