@@ -11,9 +11,13 @@ set -euo pipefail
 # - iproute2, curl, ping (the network tests' namespaces, taps and probes), wrk and
 #   apache2-utils (ab) for the HTTP figures;
 # - what `lightvm bench` uses: runc (the container platform), librsvg2-bin
-#   (rsvg-convert: the PNG of each plot) and a font for the plots' text.
+#   (rsvg-convert: the PNG of each plot) and a font for the plots' text;
+# - the Linux programs the personality's tests run unmodified: musl-tools (static
+#   musl programs), busybox-static, nginx-light, redis-server and iperf3 (their
+#   binaries only: the services they would start are kept from starting).
 PACKAGES=(
-    build-essential libc6-dev util-linux pkg-config
+    build-essential libc6-dev util-linux pkg-config musl-tools
+    busybox-static nginx-light redis-server redis-tools iperf3
     linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio xz-utils
     iproute2 curl iputils-ping wrk apache2-utils
     runc librsvg2-bin fonts-dejavu-core
@@ -29,7 +33,19 @@ if ((${#missing[@]})); then
     SUDO=""
     [[ $(id -u) -eq 0 ]] || SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    # The tests need the servers' binaries, not a running nginx or redis on the
+    # host: where no policy says otherwise, keep the packages from starting them.
+    policy=/usr/sbin/policy-rc.d
+    made_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+        $SUDO chmod 755 "$policy"
+        made_policy=1
+    fi
+    status=0
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null || status=$?
+    ((made_policy)) && $SUDO rm -f "$policy"
+    ((status == 0)) || exit "$status"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -14,6 +14,10 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo clippy --manifest-path guests/Cargo.toml --workspace --quiet \
     --target x86_64-unknown-linux-gnu -- -D warnings
 echo "== tests"
+# The workspace's tests include the fuzz targets' smoke pass (crates/fuzz/tests/
+# smoke.rs: each target's seeds and 2,000 mutations) and api-conformance's against
+# a daemon (crates/lightvm/tests/api_conformance.rs: 400 cases); the campaigns are
+# scripts/fuzz.sh, run by hand (README, "Fuzzing").
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"

@@ -62,14 +62,23 @@ pub mod devices;
 ///
 /// Version 2: hypercalls go through [`BootInfo::hypercall_gate`], the boot info
 /// moved above 64 KiB (so that an unprivileged process can map it), and
-/// [`BootInfo::platform`] replaced `flags`.
-pub const ABI_VERSION: u32 = 2;
+/// [`BootInfo::platform`] replaced `flags`. Version 3: a module (the root
+/// filesystem of a Linux program) in guest memory ([`BootInfo::module_addr`]), and
+/// [`Hypercall::SyscallEntry`], which makes a guest's `syscall` a call of its own
+/// code rather than the end of it, with a return slot and, for rewritten sites, a
+/// sled at address 0 ([`BootInfo::flags`], [`layout::SYSCALL_SLED_ADDR`]).
+pub const ABI_VERSION: u32 = 3;
 
 /// First I/O port of the hypercall range, used by the kvm platform's gate. Chosen
 /// above the legacy PC ports the Linux microVM devices use (serial at 0x3f8 is far
 /// away, 0x500 is free on a PC), so one exit handler can tell hypercalls from device
 /// I/O by port alone.
 pub const HYPERCALL_PORT_BASE: u16 = 0x500;
+
+/// The port the kvm platform's `syscall` stub writes (`out imm8, eax`: no register
+/// but `eax`, the call's number, is involved). Below 0x100 so the stub can name it
+/// in the instruction itself.
+pub const KVM_SYSCALL_PORT: u16 = 0xec;
 
 /// Number of ports reserved for hypercalls, from [`HYPERCALL_PORT_BASE`]. Only these
 /// ports are opened to the guest (through the TSS I/O-permission bitmap); any other
@@ -99,11 +108,19 @@ pub enum Hypercall {
     /// block requests, fill the receive ring with what has arrived. One exit per
     /// batch. Argument: [`devices::NotifyArgs`].
     Notify = 7,
+    /// From now on, a `syscall` the guest executes is delivered to the guest
+    /// itself: the monitor resumes it at [`SyscallEntryArgs::entry`] with every
+    /// register as the instruction left it — `rcx` the address after it, `r11` the
+    /// flags, `rax` the number, the arguments in `rdi`, `rsi`, `rdx`, `r10`, `r8`
+    /// and `r9` — and the stack untouched, as a kernel's entry point would find
+    /// them. For a guest that runs a Linux program (the Linux personality). An
+    /// entry of 0 turns it off: a `syscall` then ends the guest again.
+    SyscallEntry = 8,
 }
 
 impl Hypercall {
     /// Every hypercall, for code that needs to iterate or map ports back to calls.
-    pub const ALL: [Hypercall; 7] = [
+    pub const ALL: [Hypercall; 8] = [
         Hypercall::ConsoleWrite,
         Hypercall::Exit,
         Hypercall::BootDone,
@@ -111,6 +128,7 @@ impl Hypercall {
         Hypercall::NetSetup,
         Hypercall::BlockSetup,
         Hypercall::Notify,
+        Hypercall::SyscallEntry,
     ];
 
     /// The I/O port a guest writes to make this call.
@@ -140,6 +158,7 @@ impl Hypercall {
             Hypercall::NetSetup => "net_setup",
             Hypercall::BlockSetup => "block_setup",
             Hypercall::Notify => "notify",
+            Hypercall::SyscallEntry => "syscall_entry",
         }
     }
 }
@@ -167,6 +186,28 @@ pub struct ExitArgs {
     pub msg: u64,
     /// Length of the message, at most [`limits::EXIT_MESSAGE_MAX`].
     pub msg_len: u64,
+}
+
+/// Argument of [`Hypercall::SyscallEntry`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct SyscallEntryArgs {
+    /// Guest address where a `syscall` resumes the guest; 0 to stop delivering.
+    pub entry: u64,
+    /// Guest address of 8 bytes of guest-owned, writable memory below 2 GiB,
+    /// 8-aligned: where the call's return address (the `rcx` the `syscall` set)
+    /// is left for `entry`, whose `rcx` holds nothing of the program's. (On kvm
+    /// the call never leaves the VM: a CPL 0 stub stores `rcx` there and returns
+    /// to `entry` at CPL 3, using `rcx` on the way.)
+    pub return_slot: u64,
+    /// Where a `syscall` site the guest rewrote into `call *%rax` goes, with `rcx`
+    /// its return address (zpoline's idea): the monitor fills the page at
+    /// [`layout::SYSCALL_SLED_ADDR`], where that `call` lands at the call's
+    /// number, with `nop`s up to a `pop %rcx` and a jump here. 0, or a VM without
+    /// [`BOOT_FLAG_SYSCALL_SLED`]: no sled. The `call` leaves its return address
+    /// at -8(%rsp) of the program, inside the red zone — a hazard the guest
+    /// accepts by asking for the sled.
+    pub call_entry: u64,
 }
 
 /// Argument of [`Hypercall::Poll`].
@@ -217,7 +258,22 @@ pub struct BootInfo {
     /// lies in guest memory below the boot info; on process it is the monitor's own
     /// code, outside guest memory.
     pub hypercall_gate: u64,
+    /// Guest address of the module the monitor loaded with the image (the root
+    /// filesystem archive of a Linux program), page-aligned, read-only; 0 if none.
+    /// It lies at the end of guest memory: `heap_end` stops below it.
+    pub module_addr: u64,
+    /// Bytes of the module.
+    pub module_len: u64,
+    /// [`BOOT_FLAG_SYSCALL_SLED`] where it applies.
+    pub flags: u64,
 }
+
+/// [`BootInfo::flags`]: the page at [`layout::SYSCALL_SLED_ADDR`] is mapped for
+/// the guest (read and execute), and the monitor fills it when the guest registers
+/// a [`SyscallEntryArgs::call_entry`]: a VM for Linux programs on kvm, or on the
+/// process platform when the monitor could map address 0 (root, or
+/// `vm.mmap_min_addr` = 0).
+pub const BOOT_FLAG_SYSCALL_SLED: u64 = 1;
 
 /// [`BootInfo::platform`]: a KVM virtual machine.
 pub const PLATFORM_KVM: u32 = 1;
@@ -225,7 +281,7 @@ pub const PLATFORM_KVM: u32 = 1;
 pub const PLATFORM_PROCESS: u32 = 2;
 
 /// Value of [`BootInfo::magic`]: "LIGHTVM" followed by the ABI version byte.
-pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"LIGHTVM\x02");
+pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"LIGHTVM\x03");
 
 /// Guest memory layout. Everything below [`layout::BOOT_INFO_ADDR`] belongs to the
 /// monitor (on kvm: the GDT, the gate stub and the page tables; on process: nothing
@@ -233,6 +289,7 @@ pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"LIGHTVM\x02");
 /// [`layout::GUEST_OWNED_START`] up.
 ///
 /// ```text
+/// 0x0000_0000  syscall sled             Linux VMs where mapped, user R+X
 /// 0x0000_1000  GDT and TSS              kvm only, supervisor
 /// 0x0000_2000  hypercall gate stub      kvm only, user R+X
 /// 0x0000_3000  page tables …            kvm only, never mapped
@@ -251,6 +308,28 @@ pub mod layout {
     pub const GDT_ADDR: u64 = 0x1000;
     /// The kvm platform's hypercall gate: a stub that makes the `out`.
     pub const KVM_GATE_ADDR: u64 = 0x2000;
+    /// The kvm platform's `syscall` entry (LSTAR), in the gate's page: a CPL 0
+    /// stub that reports the `syscall` to the monitor with `out` to
+    /// [`KVM_SYSCALL_PORT`](super::KVM_SYSCALL_PORT), changing no register, or,
+    /// once the guest registered an entry (`Hypercall::SyscallEntry`), one that
+    /// hands the call to that entry without leaving the VM.
+    pub const KVM_SYSCALL_STUB_ADDR: u64 = KVM_GATE_ADDR + 0x100;
+    /// Bytes reserved for the stub at [`KVM_SYSCALL_STUB_ADDR`].
+    pub const KVM_SYSCALL_STUB_BYTES: u64 = 64;
+    /// The syscall sled of a VM for Linux programs (see
+    /// [`BOOT_FLAG_SYSCALL_SLED`](super::BOOT_FLAG_SYSCALL_SLED)): one page at
+    /// address 0, so that `call *%rax` with the call's number in `rax` lands in it.
+    pub const SYSCALL_SLED_ADDR: u64 = 0;
+    /// Bytes of the sled page.
+    pub const SYSCALL_SLED_BYTES: u64 = PAGE_SIZE;
+    /// Where the sled's `nop`s for the system calls end (every Linux x86-64
+    /// number lies below), and its `pop %rcx; jmp *entry` (15 bytes) begins: a
+    /// call slides over at most this many `nop`s. A second run of `nop`s after it
+    /// leads numbers from `SYSCALL_SLED_REACH + 15` up to the page's last 16
+    /// bytes to a second copy at the page's end, so that they reach the entry
+    /// (which answers ENOSYS) too; the 15 numbers inside the first copy, and
+    /// those beyond the page, have no meaning at a rewritten site.
+    pub const SYSCALL_SLED_REACH: u64 = 512;
     /// First page-table page (kvm); tables grow upward from here and are never
     /// mapped.
     pub const PAGE_TABLES_ADDR: u64 = 0x3000;
@@ -313,6 +392,8 @@ const _: () = {
     assert!(CMDLINE_ADDR + limits::CMDLINE_MAX == BOOT_INFO_ADDR + PAGE_SIZE);
     assert!(GDT_ADDR + PAGE_SIZE <= KVM_GATE_ADDR);
     assert!(KVM_GATE_ADDR + PAGE_SIZE <= PAGE_TABLES_ADDR);
+    assert!(KVM_SYSCALL_STUB_ADDR + KVM_SYSCALL_STUB_BYTES <= KVM_GATE_ADDR + PAGE_SIZE);
+    assert!(KVM_SYSCALL_PORT < 0x100);
     assert!(PAGE_TABLES_ADDR < PAGE_TABLES_END);
     assert!(PAGE_TABLES_END <= BOOT_INFO_ADDR);
     // Mappable by an unprivileged process under Debian's vm.mmap_min_addr.

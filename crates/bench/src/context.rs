@@ -2,12 +2,14 @@
 //! to run a workload on each of them, to its end or as a running instance.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use crate::daemon::{DaemonSpec, PoolDaemon, PoolVm};
 use crate::error::BenchError;
-use crate::launch::{self, RunOutcome};
+use crate::launch::{self, Ready, RunOutcome};
 use crate::netns::Attachment;
 use crate::platform::{Platform, Start, Unikernel, Workload};
 use crate::runc::{self, Runc};
@@ -97,10 +99,97 @@ impl<'a> Context<'a> {
 
     /// The guest image of `workload`, or why there is none.
     pub(crate) fn guest(&self, workload: Workload) -> Result<&Path, String> {
+        workload.guest().map_err(str::to_owned)?;
         match self.config.guests.get(&workload) {
             Some(Ok(path)) => Ok(path),
             Some(Err(reason)) => Err(reason.clone()),
             None => Err(format!("no {} unikernel image was given", workload.name())),
+        }
+    }
+
+    /// The Linux personality's image, or why there is none.
+    pub(crate) fn personality(&self) -> Result<&Path, String> {
+        match &self.config.personality {
+            Some(Ok(path)) => Ok(path),
+            Some(Err(reason)) => Err(reason.clone()),
+            None => Err("no Linux personality image was given".to_owned()),
+        }
+    }
+
+    /// The root filesystem `workload`'s program runs from as a Linux program
+    /// (and a Debian program in a container, and as a process, whose prefix it
+    /// is), made on first use, then reused: for a C baseline, a root holding
+    /// only its static binary, as `/NAME`; for a Debian program, the program
+    /// with its libraries and configuration ([`crate::apps`]).
+    fn root(&self, workload: Workload) -> Result<PathBuf, BenchError> {
+        let root = self.work.join(format!("rootfs-{}", workload.name()));
+        let program = root.join(self.program_in_root(workload).trim_start_matches('/'));
+        if !program.exists() {
+            match workload.app() {
+                Some(app) => app.make_root(&root)?,
+                None => {
+                    std::fs::create_dir_all(&root).map_err(BenchError::io(&root))?;
+                    std::fs::copy(self.baseline(workload)?, &program)
+                        .map_err(BenchError::io(&program))?;
+                }
+            }
+        }
+        Ok(root)
+    }
+
+    /// The path of `workload`'s program in its root.
+    fn program_in_root(&self, workload: Workload) -> String {
+        workload.app().map_or_else(
+            || format!("/{}", workload.name()),
+            |app| app.program.to_owned(),
+        )
+    }
+
+    /// The arguments of `workload`'s program when its root is seen at `prefix`
+    /// (none for the C baselines).
+    fn args(workload: Workload, prefix: &Path) -> Vec<OsString> {
+        workload.app().map_or_else(Vec::new, |app| app.args(prefix))
+    }
+
+    /// How to tell that `workload`'s server has started: its first output
+    /// (the C baselines and the unikernels print a line first thing), or, for a
+    /// Debian program, a connection to its port accepted from the clients.
+    fn ready<'n>(
+        workload: Workload,
+        net: Option<&Attachment<'n>>,
+    ) -> Result<Ready<'n>, BenchError> {
+        if workload.app().is_none() {
+            return Ok(Ready::FirstOutput);
+        }
+        match (net, workload.port()) {
+            (Some(net), Some(port)) => Ok(Ready::Accepting {
+                clients: net.clients,
+                address: SocketAddr::from((net.address, port)),
+            }),
+            _ => Err(BenchError::platform(
+                "bench",
+                format!(
+                    "{} runs only as a server on the test network",
+                    workload.name()
+                ),
+            )),
+        }
+    }
+
+    /// Spawns `command` (its stderr already going to `log`) and waits until it
+    /// is `ready`; returns the child and the µs from spawn to then.
+    fn spawn_ready(
+        command: Command,
+        platform: Platform,
+        ready: Ready<'_>,
+        log: &Path,
+    ) -> Result<(Child, f64), BenchError> {
+        match ready {
+            Ready::FirstOutput => launch::spawn_to_marker(command, platform.name())
+                .map(|(child, to_main_us, _)| (child, to_main_us)),
+            Ready::Accepting { clients, address } => {
+                launch::spawn_to_accepting(command, platform.name(), log, clients, address)
+            }
         }
     }
 
@@ -132,10 +221,14 @@ impl<'a> Context<'a> {
                 .unavailable
                 .get(&platform)
                 .cloned()
-                .or_else(|| {
-                    platform
-                        .unikernel()
-                        .and_then(|_| self.guest(workload).err())
+                .or_else(|| match platform {
+                    Platform::Unikernel(_) => self.guest(workload).err(),
+                    Platform::LinuxProgram(_) => workload
+                        .linux_program_mem()
+                        .err()
+                        .map(str::to_owned)
+                        .or_else(|| self.personality().err()),
+                    _ => None,
                 })
                 .or_else(|| extra(platform));
             match reason {
@@ -195,19 +288,49 @@ impl<'a> Context<'a> {
         self.daemons.retain(|key, _| !key.networked);
     }
 
-    /// `lightvm run --platform P` of `workload`'s unikernel, on the test network if
-    /// `net` is given; its stderr goes to `log`.
+    /// `lightvm run --platform P` of a cold row's guest — `workload`'s unikernel,
+    /// or for a Linux-program row its baseline from a root of its own on the
+    /// Linux personality — on the test network if `net` is given; its stderr
+    /// goes to `log`.
     fn lightvm_run(
         &self,
-        on: lightvm_vmm::Platform,
+        platform: Platform,
         workload: Workload,
         log: &Path,
         net: Option<&Attachment<'_>>,
     ) -> Result<Command, BenchError> {
-        let row = Unikernel::new(on, Start::Cold).name();
-        let image = self
-            .guest(workload)
-            .map_err(|reason| BenchError::platform(row, reason))?;
+        let row = platform.name();
+        let failed = |reason: String| BenchError::platform(row, reason);
+        let (on, mem, target): (_, _, Vec<std::ffi::OsString>) = match platform {
+            Platform::Unikernel(Unikernel {
+                on,
+                start: Start::Cold,
+            }) => {
+                let image = self.guest(workload).map_err(failed)?;
+                (on, workload.guest_mem(), vec![image.into()])
+            }
+            Platform::LinuxProgram(on) => {
+                let mem = workload
+                    .linux_program_mem()
+                    .map_err(|reason| failed(reason.to_owned()))?;
+                let personality = self.personality().map_err(failed)?;
+                let root = self.root(workload)?;
+                let mut target = vec![
+                    "--personality".into(),
+                    personality.into(),
+                    "--rootfs".into(),
+                    root.into(),
+                    self.program_in_root(workload).into(),
+                ];
+                let args = Self::args(workload, Path::new("/"));
+                if !args.is_empty() {
+                    target.push("--".into());
+                    target.extend(args);
+                }
+                (on, mem, target)
+            }
+            other => return Err(failed(format!("{other} is not started by `lightvm run`"))),
+        };
         let exe = &self.config.lightvm_exe;
         let mut command = net.map_or_else(|| Command::new(exe), |net| net.netns.command(exe));
         command
@@ -215,7 +338,7 @@ impl<'a> Context<'a> {
             .arg("--platform")
             .arg(on.name())
             .arg("--mem")
-            .arg(workload.guest_mem());
+            .arg(mem);
         if let Some(guest) = net.and_then(|net| net.guest.as_ref()) {
             command
                 .arg("--net")
@@ -223,7 +346,7 @@ impl<'a> Context<'a> {
                 .arg("--cmdline")
                 .arg(&guest.cmdline);
         }
-        command.arg(image).stderr(launch::stderr_to(log));
+        command.args(target).stderr(launch::stderr_to(log));
         Ok(command)
     }
 
@@ -263,11 +386,11 @@ impl<'a> Context<'a> {
                 runc.run(workload.name()).map(from)
             }
             Platform::Unikernel(Unikernel {
-                on,
-                start: Start::Cold,
-            }) => {
+                start: Start::Cold, ..
+            })
+            | Platform::LinuxProgram(_) => {
                 let report = self.work.join(format!("{platform}.json"));
-                let mut command = self.lightvm_run(on, workload, &log, None)?;
+                let mut command = self.lightvm_run(platform, workload, &log, None)?;
                 command.arg("--report").arg(&report);
                 let run = launch::run_to_exit(command, platform.name(), Some(&log)).map(from)?;
                 let vm_to_main_us = std::fs::read(&report)
@@ -328,13 +451,19 @@ impl<'a> Context<'a> {
         net: Option<&Attachment<'_>>,
     ) -> Result<Instance, BenchError> {
         let log = self.log(platform);
+        let ready = Self::ready(workload, net)?;
         match platform {
             Platform::Process => {
                 let baseline = self.baseline(workload)?;
                 let mut command =
                     net.map_or_else(|| Command::new(baseline), |net| net.netns.command(baseline));
+                if workload.app().is_some() {
+                    // The host's own program, reading the configuration of
+                    // its root: the root is its prefix.
+                    command.args(Self::args(workload, &self.root(workload)?));
+                }
                 command.stderr(launch::stderr_to(&log));
-                let (child, to_main_us, _) = launch::spawn_to_marker(command, platform.name())?;
+                let (child, to_main_us) = Self::spawn_ready(command, platform, ready, &log)?;
                 Ok(Instance {
                     to_main_us,
                     pids: vec![child.id()],
@@ -350,15 +479,25 @@ impl<'a> Context<'a> {
                     Some(net) => {
                         let bundle =
                             runc.bundle(&format!("{}-{}", workload.name(), net.netns.name()));
-                        runc::write_bundle(
-                            &bundle,
-                            self.baseline(workload)?,
-                            Some(&net.netns.path()),
-                        )?;
+                        let root = match workload.app() {
+                            None => None,
+                            Some(_) => Some(self.root(workload)?),
+                        };
+                        let content = match &root {
+                            None => runc::BundleRoot::Binary(self.baseline(workload)?),
+                            Some(root) => runc::BundleRoot::Tree {
+                                root,
+                                args: std::iter::once(self.program_in_root(workload).into())
+                                    .chain(Self::args(workload, Path::new("/")))
+                                    .map(|arg| arg.to_string_lossy().into_owned())
+                                    .collect(),
+                            },
+                        };
+                        runc::write_bundle(&bundle, &content, Some(&net.netns.path()))?;
                         bundle
                     }
                 };
-                let (id, pid, to_main_us) = runc.start(&bundle)?;
+                let (id, pid, to_main_us) = runc.start(&bundle, ready)?;
                 Ok(Instance {
                     to_main_us,
                     pids: vec![pid],
@@ -366,11 +505,11 @@ impl<'a> Context<'a> {
                 })
             }
             Platform::Unikernel(Unikernel {
-                on,
-                start: Start::Cold,
-            }) => {
-                let command = self.lightvm_run(on, workload, &log, net)?;
-                let (child, to_main_us, _) = launch::spawn_to_marker(command, platform.name())?;
+                start: Start::Cold, ..
+            })
+            | Platform::LinuxProgram(_) => {
+                let command = self.lightvm_run(platform, workload, &log, net)?;
+                let (child, to_main_us) = Self::spawn_ready(command, platform, ready, &log)?;
                 Ok(Instance {
                     to_main_us,
                     pids: vec![child.id()],

@@ -100,6 +100,9 @@ impl PoolDaemon {
             .arg(spec.pool_mem)
             .arg("--max-vms")
             .arg(spec.max_vms.to_string())
+            // The rows measure unikernels: no shells kept for Linux programs.
+            .arg("--linux-pool")
+            .arg("0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(crate::launch::stderr_to(&log))

@@ -1,18 +1,37 @@
 //! Starting instances and timing them to their marker: the first byte the workload
 //! writes to its stdout, which it does first thing in `main` (a process, a
 //! container and `lightvm run` alike), so "time to main" is measured the same way
-//! on every platform that has a stdout.
+//! on every platform that has a stdout. A server that writes nothing when it is
+//! ready (a Debian program) is ready once a client's connection is accepted.
 
 use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::BenchError;
+use crate::netns::Netns;
 
 /// How long a workload may take to reach its marker before the run gives up.
 pub(crate) const MARKER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server may take to accept its first connection: a dynamically
+/// linked program on the Linux personality loads its libraries first, each
+/// first touch of a page a fault that a nested KVM handles slowly.
+pub(crate) const ACCEPT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How the bench knows that an instance has started.
+#[derive(Clone, Copy)]
+pub(crate) enum Ready<'a> {
+    /// Its first byte on stdout.
+    FirstOutput,
+    /// A connection from the clients' namespace to `address` is accepted.
+    Accepting {
+        clients: &'a Netns,
+        address: SocketAddr,
+    },
+}
 
 /// A finished run of a workload.
 #[derive(Debug, Clone)]
@@ -78,6 +97,73 @@ pub(crate) fn spawn_to_marker(
             Err(BenchError::platform(
                 platform,
                 format!("waiting for the workload's first output: {error}{status}"),
+            ))
+        }
+    }
+}
+
+/// Waits until a connection from `clients` to `address` is accepted (then
+/// closes it), asking `alive` between tries whether the server still runs.
+pub(crate) fn wait_accepting(
+    clients: &Netns,
+    address: SocketAddr,
+    alive: &mut dyn FnMut() -> Result<(), String>,
+) -> Result<(), String> {
+    let deadline = Instant::now() + ACCEPT_TIMEOUT;
+    loop {
+        let connected = clients
+            .run_in(|| TcpStream::connect_timeout(&address, Duration::from_millis(500)))
+            .map_err(|e| e.to_string())?;
+        if connected.is_ok() {
+            return Ok(());
+        }
+        alive()?;
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "nothing accepted a connection to {address} within {} s",
+                ACCEPT_TIMEOUT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Spawns `command` with its stdout and stderr to `log` and waits until a
+/// connection to `address` from `clients` is accepted; returns the child and
+/// the µs from spawn to then.
+pub(crate) fn spawn_to_accepting(
+    mut command: Command,
+    platform: &'static str,
+    log: &Path,
+    clients: &Netns,
+    address: SocketAddr,
+) -> Result<(Child, f64), BenchError> {
+    let output = std::fs::File::create(log).map_err(BenchError::io(log))?;
+    let output_too = output.try_clone().map_err(BenchError::io(log))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(output)
+        .stderr(output_too);
+    let start = Instant::now();
+    let mut child = command
+        .spawn()
+        .map_err(|e| BenchError::platform(platform, format!("spawn: {e}")))?;
+    let accepted = wait_accepting(clients, address, &mut || match child.try_wait() {
+        Ok(None) => Ok(()),
+        Ok(Some(status)) => Err(format!("it exited with {status} before listening")),
+        Err(e) => Err(format!("wait: {e}")),
+    });
+    let to_ready_us = micros_since(start);
+    match accepted {
+        Ok(()) => Ok((child, to_ready_us)),
+        Err(error) => {
+            kill(child);
+            let output = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = output.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            Err(BenchError::platform(
+                platform,
+                format!("{error}; its last output: {}", tail.join(" | ")),
             ))
         }
     }

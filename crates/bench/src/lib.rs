@@ -10,6 +10,7 @@
 //! and `report.html`. Platforms or suites whose parts are missing are skipped with
 //! the reason, never estimated.
 
+mod apps;
 mod context;
 mod daemon;
 pub mod error;
@@ -31,7 +32,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub use error::BenchError;
 pub use platform::{Platform, Start, Unikernel, Workload};
-pub use results::{Metric, Results, Series, SuiteResult};
+pub use results::{Metric, Reference, Results, Series, SuiteResult};
 pub use stats::Summary;
 pub use suites::Suite;
 
@@ -48,7 +49,7 @@ pub trait Progress {
     fn note(&self, text: &str);
 }
 
-/// How much the net and http suites measure.
+/// How much the net, http and apps suites measure.
 #[derive(Debug, Clone)]
 pub struct NetParams {
     /// Round trips per platform and protocol (UDP, TCP).
@@ -66,6 +67,19 @@ pub struct NetParams {
     pub http_connections: Vec<usize>,
     /// Extra wrk runs at each platform's best step.
     pub http_repeats: usize,
+    /// Measured rounds of each Debian program (apps), after one warm-up round;
+    /// each round measures every platform once.
+    pub app_rounds: usize,
+    /// Seconds of each wrk run against nginx.
+    pub nginx_seconds: u32,
+    /// Connections wrk keeps open against nginx (one wrk thread).
+    pub nginx_connections: usize,
+    /// Requests of each redis-benchmark test (SET, GET).
+    pub redis_requests: usize,
+    /// redis-benchmark's parallel clients.
+    pub redis_clients: usize,
+    /// Seconds of each iperf3 test (one each way per round).
+    pub iperf3_seconds: u32,
 }
 
 impl NetParams {
@@ -79,6 +93,12 @@ impl NetParams {
             http_seconds: 1,
             http_connections: vec![1, 8, 64],
             http_repeats: 0,
+            app_rounds: 2,
+            nginx_seconds: 1,
+            nginx_connections: 32,
+            redis_requests: 2000,
+            redis_clients: 50,
+            iperf3_seconds: 1,
         }
     }
 
@@ -92,6 +112,12 @@ impl NetParams {
             http_seconds: 5,
             http_connections: vec![1, 2, 4, 8, 16, 32, 64, 128, 256],
             http_repeats: 2,
+            app_rounds: 5,
+            nginx_seconds: 4,
+            nginx_connections: 32,
+            redis_requests: 20_000,
+            redis_clients: 50,
+            iperf3_seconds: 2,
         }
     }
 }
@@ -103,6 +129,9 @@ pub struct BenchConfig {
     pub lightvm_exe: PathBuf,
     /// The unikernel of each workload, or why it could not be built.
     pub guests: BTreeMap<Workload, Result<PathBuf, String>>,
+    /// The Linux personality's image for the `linux-program-*` rows, or why it
+    /// could not be built; `None` when no suite of the run runs Linux programs.
+    pub personality: Option<Result<PathBuf, String>>,
     /// Where results, plots and the report go; scratch files go to `OUT/work`.
     pub out_dir: PathBuf,
     /// Whether `--quick` was given.
@@ -119,6 +148,9 @@ pub struct BenchConfig {
     pub cpu_runs: usize,
     /// Runs of the STREAM kernel.
     pub stream_runs: usize,
+    /// Measured runs of the syscall workload per platform (each one a median of
+    /// batches inside the program).
+    pub syscall_runs: usize,
     /// The daemon's pool size for `unikernel-pool`.
     pub pool: usize,
     /// Only these platforms (all when `None`).
@@ -152,7 +184,17 @@ pub fn run(
         .collect();
     let mut baselines = BTreeMap::new();
     for &workload in &workloads {
-        baselines.insert(workload, build_baseline(&work, workload)?);
+        match workload.baseline() {
+            platform::Baseline::Source { code, defines } => {
+                baselines.insert(workload, build_baseline(&work, workload, code, defines)?);
+            }
+            // A Debian program the host lacks: the suite that runs it says so.
+            platform::Baseline::Debian(app) => {
+                if app.installed() {
+                    baselines.insert(workload, PathBuf::from(app.program));
+                }
+            }
+        }
     }
     let mut unavailable = BTreeMap::new();
     let mut versions = config.versions.clone();
@@ -162,8 +204,16 @@ pub fn run(
     let runc = match runc::probe() {
         Ok(exe) => {
             let runc = runc::Runc::new(exe, &work)?;
+            // The Debian programs' bundles are written when they start: they
+            // run on the test network only.
             for (workload, binary) in &baselines {
-                runc::write_bundle(&runc.bundle(workload.name()), binary, None)?;
+                if workload.app().is_none() {
+                    runc::write_bundle(
+                        &runc.bundle(workload.name()),
+                        &runc::BundleRoot::Binary(binary),
+                        None,
+                    )?;
+                }
             }
             if let Some(v) = runc.version() {
                 versions.insert("runc".to_owned(), v);
@@ -175,15 +225,16 @@ pub fn run(
             None
         }
     };
-    // Each unikernel row runs where its lightvm platform does; where it cannot,
-    // lightvm_vmm says why in words about this host (no /dev/kvm, a permission…).
+    // Each unikernel and Linux-program row runs where its lightvm platform does;
+    // where it cannot, lightvm_vmm says why in words about this host (no
+    // /dev/kvm, a permission…).
     for on in lightvm_vmm::Platform::ALL {
         if let Err(why) = on.check() {
-            for start in Start::ALL {
-                unavailable.insert(
-                    Platform::Unikernel(Unikernel::new(on, start)),
-                    why.reason.clone(),
-                );
+            for platform in Platform::ALL
+                .into_iter()
+                .filter(|p| p.lightvm() == Some(on))
+            {
+                unavailable.insert(platform, why.reason.clone());
             }
         }
     }
@@ -191,10 +242,22 @@ pub fn run(
     for platform in Platform::LINUX_PEERS {
         unavailable.insert(platform, platform::linux_peer_reason(platform, &linux_host));
     }
+    let apps = workloads.iter().any(|w| w.app().is_some());
     for (tool, args) in [
         ("wrk", &["--version"][..]),
         ("qemu-system-x86_64", &["--version"][..]),
-    ] {
+    ]
+    .into_iter()
+    .chain(
+        [
+            ("nginx", &["-v"][..]),
+            ("redis-server", &["--version"][..]),
+            ("redis-benchmark", &["--version"][..]),
+            ("iperf3", &["--version"][..]),
+        ]
+        .into_iter()
+        .filter(|_| apps),
+    ) {
         if let Some(v) = first_line(tool, args) {
             versions.insert(tool.to_owned(), v);
         }
@@ -259,15 +322,21 @@ pub fn run(
     Ok(results)
 }
 
-/// Compiles a workload's C baseline as a static binary under `work`.
-fn build_baseline(work: &Path, workload: Workload) -> Result<PathBuf, BenchError> {
+/// Compiles a workload's C baseline (`code`, with `defines`) as a static binary
+/// under `work`.
+fn build_baseline(
+    work: &Path,
+    workload: Workload,
+    code: &str,
+    defines: &[&str],
+) -> Result<PathBuf, BenchError> {
     let name = workload.name();
     let source = work.join(format!("{name}.c"));
     let binary = work.join(format!("{name}-static"));
-    std::fs::write(&source, workload.baseline_source()).map_err(BenchError::io(&source))?;
+    std::fs::write(&source, code).map_err(BenchError::io(&source))?;
     let output = Command::new("cc")
         .args(["-static", "-O2"])
-        .args(workload.baseline_defines())
+        .args(defines)
         .arg("-o")
         .arg(&binary)
         .arg(&source)

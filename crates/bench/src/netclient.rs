@@ -1,9 +1,12 @@
-//! The clients of the net and http suites: round trips and bulk transfers timed
-//! here, one sample each, and wrk's report read back. They run on a thread inside
-//! the test network ([`crate::netns::Netns::run_in`]).
+//! The clients of the net, http and apps suites: round trips and bulk transfers
+//! timed here, one sample each, and the reports of wrk, redis-benchmark and
+//! iperf3 read back. They run on a thread inside the test network
+//! ([`crate::netns::Netns::run_in`]); the tools they start inherit its network
+//! namespace.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Round trips sent before the timed ones on each new socket: ARP, the server's
@@ -163,6 +166,34 @@ pub(crate) struct WrkReport {
     pub errors: u64,
 }
 
+/// One wrk run (one thread, `connections` open, `seconds` long) against
+/// `http://ADDRESS/`, from the calling thread's network namespace.
+pub(crate) fn wrk(
+    address: SocketAddr,
+    connections: usize,
+    seconds: u32,
+) -> Result<WrkReport, String> {
+    let output = Command::new("wrk")
+        .args(["-t1", "--latency", "--timeout", "5s"])
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"))
+        .arg(format!("http://{address}/"))
+        .output()
+        .map_err(|e| format!("running wrk: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    match parse_wrk(&stdout) {
+        // A server that accepts connections but never answers leaves wrk with
+        // nothing measured (and latencies of 0): a failure, not a fast step.
+        Some(report) if output.status.success() && report.requests_per_s > 0.0 => Ok(report),
+        _ => Err(format!(
+            "wrk -c{connections} failed ({}): {} {}",
+            output.status,
+            stdout.trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+    }
+}
+
 /// Reads `wrk --latency`'s report.
 pub(crate) fn parse_wrk(report: &str) -> Option<WrkReport> {
     let mut requests_per_s = None;
@@ -191,6 +222,122 @@ pub(crate) fn parse_wrk(report: &str) -> Option<WrkReport> {
         p99_us: p99_us?,
         errors,
     })
+}
+
+/// What one redis-benchmark test (`SET`, `GET` …) measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RedisReport {
+    /// Requests completed per second.
+    pub requests_per_s: f64,
+    /// Median latency (µs).
+    pub p50_us: f64,
+}
+
+/// `redis-benchmark -t set,get -n REQUESTS -c CLIENTS --csv` against
+/// `address`, from the calling thread's network namespace: each test's report
+/// by its name (`SET`, `GET`).
+pub(crate) fn redis_benchmark(
+    address: SocketAddr,
+    requests: usize,
+    clients: usize,
+) -> Result<Vec<(String, RedisReport)>, String> {
+    let output = Command::new("redis-benchmark")
+        .arg("-h")
+        .arg(address.ip().to_string())
+        .arg("-p")
+        .arg(address.port().to_string())
+        .args(["-t", "set,get", "--csv"])
+        .arg("-n")
+        .arg(requests.to_string())
+        .arg("-c")
+        .arg(clients.to_string())
+        .output()
+        .map_err(|e| format!("running redis-benchmark: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let reports = parse_redis_csv(&stdout);
+    if !output.status.success() || reports.is_empty() {
+        return Err(format!(
+            "redis-benchmark failed ({}): {} {}",
+            output.status,
+            stdout.trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(reports)
+}
+
+/// Reads `redis-benchmark --csv`: a header naming the columns, then a line per
+/// test (`"SET","21739.13","2.143",…`).
+pub(crate) fn parse_redis_csv(csv: &str) -> Vec<(String, RedisReport)> {
+    let fields = |line: &str| -> Vec<String> {
+        line.split(',')
+            .map(|field| field.trim().trim_matches('"').to_owned())
+            .collect()
+    };
+    let mut lines = csv.lines().filter(|line| line.starts_with('"'));
+    let Some(header) = lines.next().map(fields) else {
+        return Vec::new();
+    };
+    let column = |name: &str| header.iter().position(|h| h == name);
+    let (Some(test), Some(rps), Some(p50)) =
+        (column("test"), column("rps"), column("p50_latency_ms"))
+    else {
+        return Vec::new();
+    };
+    lines
+        .filter_map(|line| {
+            let values = fields(line);
+            let number = |index: usize| values.get(index)?.parse::<f64>().ok();
+            Some((
+                values.get(test)?.clone(),
+                RedisReport {
+                    requests_per_s: number(rps)?,
+                    p50_us: number(p50)? * 1e3,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// One iperf3 test of `seconds` against the server at `address`, from the
+/// calling thread's network namespace: the receiver's rate (MB/s), the client
+/// sending or, with `reverse`, the server.
+pub(crate) fn iperf3(address: SocketAddr, seconds: u32, reverse: bool) -> Result<f64, String> {
+    let mut command = Command::new("iperf3");
+    command
+        .arg("-c")
+        .arg(address.ip().to_string())
+        .arg("-p")
+        .arg(address.port().to_string())
+        .arg("-t")
+        .arg(seconds.to_string())
+        .arg("-J");
+    if reverse {
+        command.arg("-R");
+    }
+    let output = command
+        .output()
+        .map_err(|e| format!("running iperf3: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    match parse_iperf3(&stdout) {
+        Ok(rate) if output.status.success() => Ok(rate),
+        Ok(_) => Err(format!("iperf3 failed ({})", output.status)),
+        Err(error) => Err(format!("iperf3 failed ({}): {error}", output.status)),
+    }
+}
+
+/// The receiver's rate (MB/s) in `iperf3 -J`'s report, or its error.
+pub(crate) fn parse_iperf3(json: &str) -> Result<f64, String> {
+    let report: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("its report is not JSON: {e}"))?;
+    if let Some(error) = report["error"].as_str() {
+        return Err(error.to_owned());
+    }
+    report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .filter(|bits| *bits > 0.0)
+        .map(|bits| bits / 8.0 / 1e6)
+        .ok_or_else(|| "its report has no received rate".to_owned())
 }
 
 /// wrk's durations: `42.00us`, `1.23ms`, `2.00s`, `1.50m`.
@@ -247,6 +394,33 @@ Transfer/sec:      8.35MB
         );
         assert_eq!(duration_us("12.5xs"), None);
         assert_eq!(duration_us("2.00s"), Some(2e6));
+    }
+
+    #[test]
+    fn redis_benchmark_csv_is_read_by_its_header() {
+        let csv = "\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\"p95_latency_ms\",\"p99_latency_ms\",\"max_latency_ms\"
+\"SET\",\"21739.13\",\"2.143\",\"0.144\",\"0.783\",\"7.663\",\"12.663\",\"36.223\"
+\"GET\",\"42462.85\",\"1.051\",\"0.144\",\"0.775\",\"3.455\",\"5.703\",\"7.439\"
+";
+        let reports = parse_redis_csv(csv);
+        assert_eq!(reports.len(), 2);
+        assert_eq!(reports[0].0, "SET");
+        assert_eq!(reports[0].1.requests_per_s, 21739.13);
+        assert!((reports[1].1.p50_us - 775.0).abs() < 1e-6);
+        assert!(parse_redis_csv("Could not connect to Redis at 10.0.0.2:6379").is_empty());
+    }
+
+    #[test]
+    fn iperf3_reports_give_the_receivers_rate_or_the_error() {
+        let report = r#"{"start": {}, "end": {"sum_sent": {"bits_per_second": 9e9},
+            "sum_received": {"bits_per_second": 8e9}}}"#;
+        assert_eq!(parse_iperf3(report), Ok(1000.0));
+        assert_eq!(
+            parse_iperf3(r#"{"start": {}, "end": {}, "error": "unable to connect to server"}"#),
+            Err("unable to connect to server".to_owned())
+        );
+        assert!(parse_iperf3("iperf3: error").is_err());
+        assert!(parse_iperf3(r#"{"end": {"sum_received": {"bits_per_second": 0}}}"#).is_err());
     }
 
     #[test]

@@ -10,12 +10,15 @@
 //!   lvmtap1 10.0.11.1/24 ── tap ──── unikernel-kvm-pool 10.0.11.2 (a daemon in this namespace)
 //!   lvmtap2 10.0.12.1/24 ── tap ──── unikernel-process-cold 10.0.12.2
 //!   lvmtap3 10.0.13.1/24 ── tap ──── unikernel-process-pool 10.0.13.2
+//!   lvmtap4 10.0.14.1/24 ── tap ──── linux-program-kvm 10.0.14.2 (lightvm run --rootfs --net)
+//!   lvmtap5 10.0.15.1/24 ── tap ──── linux-program-process 10.0.15.2
 //! ```
 //!
 //! Every server is one virtual link away from the clients, each on its own subnet,
 //! so all of them can run at once and the clients can interleave their rounds.
-//! Each unikernel row has its tap and subnet, numbered by its place in
-//! [`Unikernel::ALL`].
+//! Each guest row — every row that runs on one of lightvm's platforms, a
+//! unikernel or a Linux program — has its tap and subnet, numbered by its place
+//! among them in [`Platform::ALL`]; they all join the network the same way.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -25,18 +28,32 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::error::BenchError;
-use crate::platform::{Platform, Unikernel};
+use crate::platform::Platform;
 
 /// Where `ip netns` keeps its namespaces.
 const NETNS_DIR: &str = "/run/netns";
 /// The prefix of this suite's namespaces; the rest names the run's pid.
 const PREFIX: &str = "lvmbench-";
-/// The first subnet of the unikernel rows (10.0.N.0/24, one each from here).
-const UNIKERNEL_SUBNETS: u8 = 10;
+/// The first subnet of the guest rows (10.0.N.0/24, one each from here).
+const GUEST_SUBNETS: u8 = 10;
 
-/// The tap of a unikernel row, in the clients' namespace.
-fn tap_name(unikernel: Unikernel) -> String {
-    format!("lvmtap{}", unikernel.index())
+/// The rows whose servers are guests behind a tap: every row on one of
+/// lightvm's platforms (unikernels, cold and pooled, and Linux programs), in
+/// table order.
+fn guest_rows() -> impl Iterator<Item = Platform> {
+    Platform::ALL
+        .into_iter()
+        .filter(|platform| platform.lightvm().is_some())
+}
+
+/// The place of a guest row among [`guest_rows`]: its tap and subnet.
+fn guest_index(platform: Platform) -> Option<usize> {
+    guest_rows().position(|row| row == platform)
+}
+
+/// The tap of the guest row at `index`, in the clients' namespace.
+fn tap_name(index: usize) -> String {
+    format!("lvmtap{index}")
 }
 
 /// A network namespace made by `ip netns add`, deleted on drop.
@@ -135,14 +152,20 @@ fn ip(args: &[&str]) -> Result<(), BenchError> {
 
 /// How an instance joins the test network.
 pub(crate) struct Attachment<'a> {
-    /// The namespace its process runs in (process, the unikernel's VMM) or that it
+    /// The namespace its process runs in (process, the guest's VMM) or that it
     /// joins (a container).
     pub netns: &'a Netns,
-    /// A unikernel's network: `None` for the host platforms.
+    /// A guest's network (unikernel or Linux program): `None` for the host
+    /// platforms.
     pub guest: Option<GuestNet>,
+    /// Where the clients run: a server that says nothing when it is ready is
+    /// ready once a connection from here to its port is accepted.
+    pub clients: &'a Netns,
+    /// The server's address.
+    pub address: Ipv4Addr,
 }
 
-/// A unikernel's tap and the command line that gives it its address.
+/// A guest's tap and the command line that gives it its address.
 pub(crate) struct GuestNet {
     /// The tap, in the clients' namespace (`--net tap=NAME`).
     pub tap: String,
@@ -160,11 +183,11 @@ pub(crate) struct Testbed {
 
 impl Testbed {
     /// The platforms with a server on the network: the host ones and every
-    /// unikernel row.
+    /// guest row (unikernels and Linux programs).
     pub(crate) fn platforms() -> Vec<Platform> {
         [Platform::Process, Platform::Container]
             .into_iter()
-            .chain(Unikernel::ALL.map(Platform::Unikernel))
+            .chain(guest_rows())
             .collect()
     }
 
@@ -176,8 +199,8 @@ impl Testbed {
         let clients = Netns::create(base.clone())?;
         let process = Netns::create(format!("{base}-p"))?;
         let container = Netns::create(format!("{base}-c"))?;
-        for unikernel in Unikernel::ALL {
-            tap(&clients, &tap_name(unikernel), subnet(unikernel.into()))?;
+        for (index, row) in guest_rows().enumerate() {
+            tap(&clients, &tap_name(index), subnet(row))?;
         }
         veth(&clients, "vproc", &process, subnet(Platform::Process))?;
         veth(&clients, "vctr", &container, subnet(Platform::Container))?;
@@ -198,19 +221,23 @@ impl Testbed {
     /// How `platform`'s server joins the network; `None` for platforms it has no
     /// place for.
     pub(crate) fn attachment(&self, platform: Platform) -> Option<Attachment<'_>> {
+        let address = Self::address(platform)?;
         let (netns, guest) = match platform {
             Platform::Process => (&self.process, None),
             Platform::Container => (&self.container, None),
-            Platform::Unikernel(unikernel) => {
-                let address = Self::address(platform)?;
+            guest => {
                 let [a, b, c, _] = address.octets();
                 let cmdline = format!("ip={address}/24 gw={a}.{b}.{c}.1");
-                let tap = tap_name(unikernel);
+                let tap = tap_name(guest_index(guest)?);
                 (&self.clients, Some(GuestNet { tap, cmdline }))
             }
-            _ => return None,
         };
-        Some(Attachment { netns, guest })
+        Some(Attachment {
+            netns,
+            guest,
+            clients: &self.clients,
+            address,
+        })
     }
 }
 
@@ -219,10 +246,9 @@ fn subnet(platform: Platform) -> u8 {
     match platform {
         Platform::Process => 1,
         Platform::Container => 2,
-        Platform::Unikernel(unikernel) => {
-            UNIKERNEL_SUBNETS.saturating_add(u8::try_from(unikernel.index()).unwrap_or(u8::MAX))
-        }
-        _ => 0,
+        guest => guest_index(guest).map_or(0, |index| {
+            GUEST_SUBNETS.saturating_add(u8::try_from(index).unwrap_or(u8::MAX))
+        }),
     }
 }
 
@@ -284,7 +310,10 @@ mod tests {
             .into_iter()
             .filter_map(Testbed::address)
             .collect();
-        assert_eq!(addresses.len(), 2 + Unikernel::ALL.len());
+        assert_eq!(
+            addresses.len(),
+            2 + crate::platform::Unikernel::ALL.len() + Platform::LINUX_PROGRAMS.len()
+        );
         for (i, a) in addresses.iter().enumerate() {
             for b in &addresses[i + 1..] {
                 assert_ne!(a.octets()[2], b.octets()[2], "{a} and {b}");
@@ -294,10 +323,22 @@ mod tests {
     }
 
     #[test]
-    fn every_unikernel_row_has_its_own_tap() {
-        let taps: std::collections::BTreeSet<String> =
-            Unikernel::ALL.into_iter().map(tap_name).collect();
-        assert_eq!(taps.len(), Unikernel::ALL.len());
+    fn every_guest_row_has_its_own_tap() {
+        let rows: Vec<Platform> = guest_rows().collect();
+        let taps: std::collections::BTreeSet<String> = rows
+            .iter()
+            .map(|row| tap_name(guest_index(*row).unwrap()))
+            .collect();
+        assert_eq!(taps.len(), rows.len());
         assert!(taps.iter().all(|tap| tap.len() < 16), "IFNAMSIZ: {taps:?}");
+        for (index, unikernel) in crate::platform::Unikernel::ALL.into_iter().enumerate() {
+            // The unikernel rows keep the taps and subnets they always had.
+            assert_eq!(guest_index(unikernel.into()), Some(index), "{unikernel:?}");
+        }
+        for program in Platform::LINUX_PROGRAMS {
+            assert!(rows.contains(&program), "{program}");
+        }
+        assert_eq!(guest_index(Platform::Process), None);
+        assert_eq!(guest_index(Platform::QemuMicrovm), None);
     }
 }

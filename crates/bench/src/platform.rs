@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::apps::{self, App};
+
 /// Where a workload runs. Every suite runs the same work on each platform that is
 /// available and says why it skipped the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -17,6 +19,11 @@ pub enum Platform {
     /// The equivalent lightvm unikernel, on one of lightvm's platforms, started
     /// cold or from a pool.
     Unikernel(Unikernel),
+    /// The process row's own program (its static binary, or a Debian
+    /// program with its libraries), unmodified, run as a unikernel on lightvm's
+    /// Linux personality (`lightvm run --rootfs`), on one of lightvm's
+    /// platforms, started cold.
+    LinuxProgram(lightvm_vmm::Platform),
     /// A Linux guest in a microVM (lightvm's Linux boot path).
     LinuxMicrovm,
     /// QEMU's `-M microvm` machine, a peer VMM.
@@ -79,21 +86,8 @@ impl Unikernel {
         }
     }
 
-    /// Its position in [`Unikernel::ALL`] (which tap and subnet it gets).
-    pub(crate) fn index(self) -> usize {
-        Unikernel::ALL
-            .iter()
-            .position(|u| *u == self)
-            .unwrap_or_default()
-    }
-
     fn description(self) -> String {
-        let vm = match self.on {
-            lightvm_vmm::Platform::Kvm => "a KVM VM",
-            lightvm_vmm::Platform::Process => {
-                "a seccomp-sandboxed host process (lightvm's platform for hosts without KVM)"
-            }
-        };
+        let vm = vm_of(self.on);
         match self.start {
             Start::Cold => format!(
                 "`lightvm run --platform {} IMAGE`: a new lightvm process boots the equivalent unikernel in {vm} it creates",
@@ -107,19 +101,38 @@ impl Unikernel {
     }
 }
 
+/// What a guest of lightvm platform `on` runs in, for descriptions.
+fn vm_of(on: lightvm_vmm::Platform) -> &'static str {
+    match on {
+        lightvm_vmm::Platform::Kvm => "a KVM VM",
+        lightvm_vmm::Platform::Process => {
+            "a seccomp-sandboxed host process (lightvm's platform for hosts without KVM)"
+        }
+    }
+}
+
 impl Platform {
     /// Every platform, in the order tables and plots show them (baseline first).
-    pub const ALL: [Platform; 10] = [
+    pub const ALL: [Platform; 12] = [
         Platform::Process,
         Platform::Container,
         Platform::Unikernel(Unikernel::ALL[0]),
         Platform::Unikernel(Unikernel::ALL[1]),
         Platform::Unikernel(Unikernel::ALL[2]),
         Platform::Unikernel(Unikernel::ALL[3]),
+        Platform::LINUX_PROGRAMS[0],
+        Platform::LINUX_PROGRAMS[1],
         Platform::LinuxMicrovm,
         Platform::QemuMicrovm,
         Platform::Firecracker,
         Platform::CloudHypervisor,
+    ];
+
+    /// The Linux-program rows, one per lightvm platform: `linux-program-kvm`,
+    /// `linux-program-process`.
+    pub const LINUX_PROGRAMS: [Platform; 2] = [
+        Platform::LinuxProgram(lightvm_vmm::Platform::Kvm),
+        Platform::LinuxProgram(lightvm_vmm::Platform::Process),
     ];
 
     /// The Linux-guest platforms, skipped for what this host and this bench lack.
@@ -136,6 +149,8 @@ impl Platform {
             Platform::Process => "process",
             Platform::Container => "container",
             Platform::Unikernel(unikernel) => unikernel.name(),
+            Platform::LinuxProgram(lightvm_vmm::Platform::Kvm) => "linux-program-kvm",
+            Platform::LinuxProgram(lightvm_vmm::Platform::Process) => "linux-program-process",
             Platform::LinuxMicrovm => "linux-microvm",
             Platform::QemuMicrovm => "qemu-microvm",
             Platform::Firecracker => "firecracker",
@@ -153,6 +168,10 @@ impl Platform {
                 "the same static binary in runc (OCI bundle written by the suite: stock `runc spec` namespaces, read-only rootfs holding only the binary)".to_owned()
             }
             Platform::Unikernel(unikernel) => unikernel.description(),
+            Platform::LinuxProgram(on) => format!(
+                "`lightvm run --platform {on} --rootfs ROOT /PROGRAM`: the process row's program — its static binary, or in the apps suite the Debian program with its libraries — unmodified, as a unikernel on lightvm's Linux personality (its system calls answered inside the guest), in {} a new lightvm process creates",
+                vm_of(on)
+            ),
             Platform::LinuxMicrovm => "a Linux kernel + initramfs in a lightvm microVM".to_owned(),
             Platform::QemuMicrovm => "QEMU -M microvm booting Linux".to_owned(),
             Platform::Firecracker => "Firecracker booting Linux".to_owned(),
@@ -164,6 +183,15 @@ impl Platform {
     pub fn unikernel(self) -> Option<Unikernel> {
         match self {
             Platform::Unikernel(unikernel) => Some(unikernel),
+            _ => None,
+        }
+    }
+
+    /// The lightvm platform this row runs on, for the unikernel and Linux-program rows.
+    pub fn lightvm(self) -> Option<lightvm_vmm::Platform> {
+        match self {
+            Platform::Unikernel(unikernel) => Some(unikernel.on),
+            Platform::LinuxProgram(on) => Some(on),
             _ => None,
         }
     }
@@ -209,7 +237,9 @@ impl<'de> Deserialize<'de> for Platform {
     }
 }
 
-/// The work a platform runs: the same on each, as a host binary and as a unikernel.
+/// The work a platform runs: the same on each — a host binary (also what a
+/// container and a Linux-program row run, unmodified) and, where one exists, the
+/// equivalent unikernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Workload {
     /// Print one line, exit 0 (boot, size).
@@ -228,11 +258,38 @@ pub enum Workload {
     Sink,
     /// HTTP/1.1 server of a small fixed body on port 80 (http).
     Httpd,
+    /// Times system calls and prints ns per call (syscall); a program only, with
+    /// no unikernel: a unikernel makes hypercalls, not system calls.
+    Syscall,
+    /// Debian's nginx serving a small static page on port 80 (apps).
+    Nginx,
+    /// Debian's redis-server on port 6379 (apps).
+    Redis,
+    /// Debian's iperf3 server on port 5201 (apps).
+    Iperf3,
 }
 
+/// Where a workload's program comes from: the process row runs it, and the
+/// container and Linux-program rows run the same file, unmodified.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Baseline {
+    /// A C source of `crates/bench/baselines`, compiled static with these flags
+    /// (`-DSERVER=…` picks one server out of a shared source).
+    Source {
+        code: &'static str,
+        defines: &'static [&'static str],
+    },
+    /// A Debian program as its package installs it on the host.
+    Debian(&'static App),
+}
+
+/// Why the Debian programs have no unikernel rows.
+const NO_UNIKERNEL_OF_APPS: &str = "a Debian program, unmodified: lightvm's unikernels are libos applications, so it runs as a Linux program on the personality (the linux-program rows)";
+
 impl Workload {
-    /// Every workload with a host baseline and a guest.
-    pub const ALL: [Workload; 8] = [
+    /// Every workload: each has a host baseline; all but `Syscall` and the
+    /// Debian programs a unikernel.
+    pub const ALL: [Workload; 12] = [
         Workload::Hello,
         Workload::Idle,
         Workload::Cpu,
@@ -241,6 +298,10 @@ impl Workload {
         Workload::TcpEcho,
         Workload::Sink,
         Workload::Httpd,
+        Workload::Syscall,
+        Workload::Nginx,
+        Workload::Redis,
+        Workload::Iperf3,
     ];
 
     /// Its name: `guests/NAME`, and the baseline's binary and bundle.
@@ -254,40 +315,113 @@ impl Workload {
             Workload::TcpEcho => "tcp-echo",
             Workload::Sink => "sink",
             Workload::Httpd => "httpd",
+            Workload::Syscall => "syscall",
+            Workload::Nginx => "nginx",
+            Workload::Redis => "redis",
+            Workload::Iperf3 => "iperf3",
+        }
+    }
+
+    /// Its unikernel's directory name under `guests/`, or why it has none.
+    pub fn guest(self) -> Result<&'static str, &'static str> {
+        match self {
+            Workload::Syscall => Err(
+                "a unikernel makes hypercalls, not system calls: the syscall workload runs as a process, in a container and as a Linux program",
+            ),
+            Workload::Nginx | Workload::Redis | Workload::Iperf3 => Err(NO_UNIKERNEL_OF_APPS),
+            other => Ok(other.name()),
+        }
+    }
+
+    /// Guest memory of its `linux-program-*` rows (the Linux personality keeps a
+    /// quarter of it, at least 16 MiB, as its own heap), or why this workload
+    /// has no such rows yet.
+    pub fn linux_program_mem(self) -> Result<&'static str, &'static str> {
+        match self {
+            Workload::Hello | Workload::Syscall => Ok("64M"),
+            // The personality's default for `lightvm run --rootfs`: a 128 MiB
+            // heap holds the socket buffers (64 KiB each way) of hundreds of
+            // connections; only what is touched costs host memory.
+            Workload::UdpEcho
+            | Workload::TcpEcho
+            | Workload::Sink
+            | Workload::Httpd
+            | Workload::Nginx
+            | Workload::Redis
+            | Workload::Iperf3 => Ok("512M"),
+            Workload::Idle | Workload::Cpu | Workload::Stream => Err(
+                "not measured as a Linux program yet: the linux-program rows run in the size, boot, syscall, net and http suites",
+            ),
         }
     }
 
     /// Guest memory its unikernel needs: STREAM's arrays take 96 MiB; the network
-    /// servers' socket buffers and smoltcp state a few MiB.
+    /// servers' socket buffers and smoltcp state a few MiB. (Workloads without
+    /// a unikernel: the smallest.)
     pub fn guest_mem(self) -> &'static str {
         match self {
             Workload::Stream => "128M",
             Workload::UdpEcho | Workload::TcpEcho | Workload::Sink | Workload::Httpd => "64M",
-            Workload::Hello | Workload::Idle | Workload::Cpu => "2M",
+            Workload::Hello
+            | Workload::Idle
+            | Workload::Cpu
+            | Workload::Syscall
+            | Workload::Nginx
+            | Workload::Redis
+            | Workload::Iperf3 => "2M",
         }
     }
 
-    /// The C source of its process baseline (`crates/bench/baselines/`).
-    pub(crate) fn baseline_source(self) -> &'static str {
+    /// The port its server listens on, for the network workloads (the same in
+    /// its guest, its C baseline and the Debian program's configuration).
+    pub fn port(self) -> Option<u16> {
         match self {
-            Workload::Hello => include_str!("../baselines/hello.c"),
-            Workload::Idle => include_str!("../baselines/idle.c"),
-            Workload::Cpu => include_str!("../baselines/cpu.c"),
-            Workload::Stream => include_str!("../baselines/stream.c"),
-            Workload::UdpEcho => include_str!("../baselines/udp-echo.c"),
-            Workload::TcpEcho | Workload::Sink | Workload::Httpd => {
-                include_str!("../baselines/tcp-server.c")
-            }
+            Workload::UdpEcho | Workload::TcpEcho => Some(7),
+            Workload::Sink => Some(9),
+            Workload::Httpd | Workload::Nginx => Some(80),
+            Workload::Redis => Some(6379),
+            Workload::Iperf3 => Some(5201),
+            Workload::Hello
+            | Workload::Idle
+            | Workload::Cpu
+            | Workload::Stream
+            | Workload::Syscall => None,
         }
     }
 
-    /// Compiler flags that pick this workload out of a shared source.
-    pub(crate) fn baseline_defines(self) -> &'static [&'static str] {
+    /// The Debian program it runs, if it is one.
+    pub(crate) fn app(self) -> Option<&'static App> {
+        match self.baseline() {
+            Baseline::Debian(app) => Some(app),
+            Baseline::Source { .. } => None,
+        }
+    }
+
+    /// Where its program comes from.
+    pub(crate) fn baseline(self) -> Baseline {
+        let source = |code, defines| Baseline::Source { code, defines };
         match self {
-            Workload::TcpEcho => &["-DSERVER=SERVER_ECHO"],
-            Workload::Sink => &["-DSERVER=SERVER_SINK"],
-            Workload::Httpd => &["-DSERVER=SERVER_HTTP"],
-            _ => &[],
+            Workload::Hello => source(include_str!("../baselines/hello.c"), &[]),
+            Workload::Idle => source(include_str!("../baselines/idle.c"), &[]),
+            Workload::Cpu => source(include_str!("../baselines/cpu.c"), &[]),
+            Workload::Stream => source(include_str!("../baselines/stream.c"), &[]),
+            Workload::UdpEcho => source(include_str!("../baselines/udp-echo.c"), &[]),
+            Workload::TcpEcho => source(
+                include_str!("../baselines/tcp-server.c"),
+                &["-DSERVER=SERVER_ECHO"],
+            ),
+            Workload::Sink => source(
+                include_str!("../baselines/tcp-server.c"),
+                &["-DSERVER=SERVER_SINK"],
+            ),
+            Workload::Httpd => source(
+                include_str!("../baselines/tcp-server.c"),
+                &["-DSERVER=SERVER_HTTP"],
+            ),
+            Workload::Syscall => source(include_str!("../baselines/syscall.c"), &[]),
+            Workload::Nginx => Baseline::Debian(&apps::NGINX),
+            Workload::Redis => Baseline::Debian(&apps::REDIS),
+            Workload::Iperf3 => Baseline::Debian(&apps::IPERF3),
         }
     }
 }
@@ -300,7 +434,7 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
         .find(|candidate| is_executable(candidate))
 }
 
-fn is_executable(path: &Path) -> bool {
+pub(crate) fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
@@ -454,8 +588,69 @@ mod tests {
                 "unikernel-process-pool"
             ]
         );
-        for (index, unikernel) in Unikernel::ALL.into_iter().enumerate() {
-            assert_eq!(unikernel.index(), index);
+    }
+
+    #[test]
+    fn every_lightvm_platform_has_a_linux_program_row() {
+        for on in lightvm_vmm::Platform::ALL {
+            let row = Platform::LinuxProgram(on);
+            assert!(Platform::ALL.contains(&row), "{row}");
+            assert!(Platform::LINUX_PROGRAMS.contains(&row), "{row}");
+            assert_eq!(row.name(), format!("linux-program-{on}"));
+            assert_eq!(row.lightvm(), Some(on));
+            assert!(row
+                .description()
+                .contains(&format!("--platform {on} --rootfs")));
+        }
+        assert_eq!(Platform::Process.lightvm(), None);
+    }
+
+    #[test]
+    fn the_schema_names_every_platform_and_suite() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../../docs/bench-results.schema.json")).unwrap();
+        let names = |value: &serde_json::Value| -> Vec<String> {
+            value
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect()
+        };
+        let platforms: Vec<String> = Platform::ALL.iter().map(|p| p.name().to_owned()).collect();
+        assert_eq!(names(&schema["$defs"]["platform"]["enum"]), platforms);
+        let mut suites: Vec<String> = crate::Suite::ALL
+            .iter()
+            .map(|s| s.name().to_owned())
+            .collect();
+        let mut in_schema =
+            names(&schema["properties"]["suites"]["items"]["properties"]["suite"]["enum"]);
+        suites.sort();
+        in_schema.sort();
+        assert_eq!(in_schema, suites);
+        assert_eq!(
+            schema["properties"]["schema_version"]["enum"],
+            serde_json::json!([crate::results::SCHEMA_VERSION])
+        );
+    }
+
+    #[test]
+    fn workloads_say_which_rows_they_have() {
+        assert!(Workload::Syscall.guest().is_err(), "no unikernel");
+        assert!(Workload::Hello.guest().is_ok());
+        for app in [Workload::Nginx, Workload::Redis, Workload::Iperf3] {
+            assert!(app.app().is_some(), "{app:?}");
+            assert!(app.guest().unwrap_err().contains("linux-program"));
+            assert!(app.port().is_some());
+        }
+        assert!(Workload::Httpd.app().is_none());
+        for workload in Workload::ALL {
+            let expected = !matches!(workload, Workload::Idle | Workload::Cpu | Workload::Stream);
+            assert_eq!(
+                workload.linux_program_mem().is_ok(),
+                expected,
+                "{workload:?}"
+            );
         }
     }
 

@@ -17,7 +17,7 @@ use crate::results::{Metric, PlotKind};
 const SIZE: (u32, u32) = (900, 520);
 
 /// A colour per platform, the same in every plot: cold unikernels in reds, pooled
-/// ones in greens, the darker of each pair on kvm.
+/// ones in greens, Linux programs in oranges, the darker of each pair on kvm.
 fn colour(platform: Platform) -> RGBColor {
     use lightvm_vmm::Platform::{Kvm, Process};
     match platform {
@@ -29,6 +29,8 @@ fn colour(platform: Platform) -> RGBColor {
             (Kvm, Start::Pool) => RGBColor(0x2c, 0xa0, 0x2c),
             (Process, Start::Pool) => RGBColor(0xbc, 0xbd, 0x22),
         },
+        Platform::LinuxProgram(Kvm) => RGBColor(0xa6, 0x36, 0x03),
+        Platform::LinuxProgram(Process) => RGBColor(0xfd, 0xae, 0x6b),
         Platform::LinuxMicrovm => RGBColor(0x94, 0x67, 0xbd),
         Platform::QemuMicrovm => RGBColor(0x8c, 0x56, 0x4b),
         Platform::Firecracker => RGBColor(0xff, 0x7f, 0x0e),
@@ -261,13 +263,25 @@ where
     Ok(())
 }
 
+/// Row families whose names break after the family (`linux-program-` / `kvm`).
+const FAMILIES: [&str; 2] = ["unikernel-", "linux-program-"];
+
 /// A platform's name under its bar: on one line where it fits in `room`
-/// characters, else broken after its first word (`unikernel-` / `kvm-pool`), so
-/// that the rows of one family line up.
+/// characters, else broken after its family (`unikernel-` / `kvm-pool`,
+/// `linux-program-` / `kvm`) or its first word, so that the rows of one family
+/// line up.
 fn label_lines(name: &str, room: usize) -> Vec<String> {
-    match name.split_once('-') {
-        Some((first, rest)) if name.len() > room => vec![format!("{first}-"), rest.to_owned()],
-        _ => vec![name.to_owned()],
+    if name.len() <= room {
+        return vec![name.to_owned()];
+    }
+    let family = FAMILIES
+        .iter()
+        .find(|family| name.len() > family.len() && name.starts_with(*family))
+        .map(|family| family.len())
+        .or_else(|| name.find('-').map(|dash| dash + 1));
+    match family {
+        Some(at) => vec![name[..at].to_owned(), name[at..].to_owned()],
+        None => vec![name.to_owned()],
     }
 }
 
@@ -443,6 +457,11 @@ mod tests {
             label_lines("unikernel-kvm-cold", 30),
             ["unikernel-kvm-cold"]
         );
+        assert_eq!(
+            label_lines("linux-program-process", 16),
+            ["linux-program-", "process"]
+        );
+        assert_eq!(label_lines("qemu-microvm", 8), ["qemu-", "microvm"]);
     }
 
     #[test]

@@ -151,17 +151,28 @@ fn sweep_table(out: &mut String, metric: &Metric) {
     let _ = writeln!(out, "</table>");
 }
 
-/// Every platform's samples summarised, with the ratio to process.
+/// Every platform's samples summarised, with the ratio to process (and to the
+/// metric's reference, when it has one).
 fn summary_table(out: &mut String, metric: &Metric) {
-    let _ = writeln!(
+    let _ = write!(
         out,
-        "<table><tr><th>platform</th><th>samples</th><th>min</th><th>median</th><th>p99</th><th>max</th><th>ratio to process (median)</th></tr>"
+        "<table><tr><th>platform</th><th>samples</th><th>min</th><th>median</th><th>p99</th><th>max</th><th>ratio to process (median)</th>"
     );
+    if let Some(reference) = &metric.reference {
+        let _ = write!(
+            out,
+            "<th>ratio to {} ({} {})</th>",
+            esc(&reference.label),
+            number(reference.value),
+            esc(&metric.unit)
+        );
+    }
+    let _ = writeln!(out, "</tr>");
     for series in &metric.series {
         let Some(s) = series.summary else { continue };
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td><b>{}</b></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td><b>{}</b></td><td>{}</td><td>{}</td><td>{}</td>",
             esc(series.platform.name()),
             s.count,
             number(s.min),
@@ -170,6 +181,10 @@ fn summary_table(out: &mut String, metric: &Metric) {
             number(s.max),
             ratio(series.ratio_to_process)
         );
+        if metric.reference.is_some() {
+            let _ = write!(out, "<td>{}</td>", ratio(series.ratio_to_reference));
+        }
+        let _ = writeln!(out, "</tr>");
     }
     let _ = writeln!(out, "</table>");
 }
@@ -299,6 +314,34 @@ mod tests {
         assert!(out.contains("<tr><td>1</td><td>10.0</td><td>5.0</td></tr>"));
         assert!(
             out.contains("<tr><td>8</td><td>20.0</td><td>–</td></tr>"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_reference_adds_a_column_of_ratios() {
+        let mut metric = Metric::new("syscall-generic", "S", "ns", PlotKind::LogBars, true);
+        metric.push(Platform::Process, vec![400.0], None);
+        metric.push(
+            Platform::LinuxProgram(lightvm_vmm::Platform::Kvm),
+            vec![20000.0],
+            None,
+        );
+        metric.reference = Some(crate::results::Reference {
+            label: "the process's getppid()".to_owned(),
+            value: 200.0,
+        });
+        metric.finish();
+        let mut out = String::new();
+        metric_section(&mut out, &metric);
+        assert!(
+            out.contains("<th>ratio to the process's getppid() (200 ns)</th>"),
+            "{out}"
+        );
+        assert!(out.contains("<td>1.00×</td><td>2.00×</td></tr>"), "{out}");
+        assert!(
+            out.contains("<td>linux-program-kvm</td>")
+                && out.contains("<td>50.00×</td><td>100.00×</td></tr>"),
             "{out}"
         );
     }

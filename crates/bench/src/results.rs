@@ -15,7 +15,11 @@ use crate::stats::Summary;
 /// The version of the results format; bumped when a field changes meaning.
 /// 2: the unikernel rows are named by lightvm platform (`unikernel-kvm-cold`,
 /// `unikernel-process-pool` …) instead of `unikernel-cold` and `unikernel-pool`.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: the `linux-program-*` rows and the `syscall` suite; a metric may name a
+/// second yardstick (`reference`) and its series carry their ratio to it.
+/// 4: the `apps` suite (Debian's nginx, redis-server and iperf3), and the
+/// `linux-program-*` rows in the `net` and `http` suites.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// A whole run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,8 +166,20 @@ pub struct Metric {
     /// Whether its median belongs in the headline table (not for curves whose
     /// median over x means nothing, such as memory as N grows).
     pub headline: bool,
+    /// A second yardstick besides the process median of this metric, if any.
+    pub reference: Option<Reference>,
     /// The plot files written, relative to the output directory.
     pub files: Vec<String>,
+}
+
+/// A value every median of a metric is also compared with: one measured in the
+/// same run, such as the host's `getppid()` for every system call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reference {
+    /// What it is, for tables (`the process's getppid()`).
+    pub label: String,
+    /// Its value, in the metric's unit.
+    pub value: f64,
 }
 
 /// One platform's samples of a metric.
@@ -179,6 +195,8 @@ pub struct Series {
     pub summary: Option<Summary>,
     /// This median divided by the `process` median of the same run.
     pub ratio_to_process: Option<f64>,
+    /// This median divided by the metric's [`Reference`], when it has one.
+    pub ratio_to_reference: Option<f64>,
 }
 
 impl Metric {
@@ -193,6 +211,7 @@ impl Metric {
             plot,
             series: Vec::new(),
             headline: true,
+            reference: None,
             files: Vec::new(),
         }
     }
@@ -216,6 +235,7 @@ impl Metric {
             samples,
             x,
             ratio_to_process: None,
+            ratio_to_reference: None,
         });
     }
 
@@ -224,19 +244,23 @@ impl Metric {
         self.series.iter().find(|s| s.platform == platform)
     }
 
-    /// Fills every series' ratio to the process baseline of this run and puts the
-    /// series in [`Platform::ALL`] order.
+    /// Fills every series' ratio to the process baseline of this run (and to
+    /// the metric's reference, if it has one) and puts the series in
+    /// [`Platform::ALL`] order.
     pub fn finish(&mut self) {
         self.series.sort_by_key(|s| s.platform);
         let baseline = self
             .series_of(Platform::Process)
             .and_then(|s| s.summary)
             .map(|s| s.median);
+        let reference = self.reference.as_ref().map(|r| r.value);
+        let ratio = |summary: Option<Summary>, base: Option<f64>| match (summary, base) {
+            (Some(summary), Some(base)) if base > 0.0 => Some(summary.median / base),
+            _ => None,
+        };
         for series in &mut self.series {
-            series.ratio_to_process = match (series.summary, baseline) {
-                (Some(summary), Some(base)) if base > 0.0 => Some(summary.median / base),
-                _ => None,
-            };
+            series.ratio_to_process = ratio(series.summary, baseline);
+            series.ratio_to_reference = ratio(series.summary, reference);
         }
     }
 }
@@ -288,6 +312,23 @@ mod tests {
         assert_eq!(metric.series[0].platform, Platform::Process);
         assert_eq!(metric.series[0].ratio_to_process, Some(1.0));
         assert_eq!(metric.series[1].ratio_to_process, Some(2.0));
+    }
+
+    #[test]
+    fn a_reference_gives_every_series_a_second_ratio() {
+        let mut metric = Metric::new("m", "M", "ns", PlotKind::LogBars, true);
+        metric.push(Platform::Process, vec![200.0], None);
+        metric.push(KVM_COLD, vec![50.0], None);
+        metric.finish();
+        assert_eq!(metric.series[1].ratio_to_reference, None, "no reference");
+        metric.reference = Some(Reference {
+            label: "the process's getppid()".to_owned(),
+            value: 100.0,
+        });
+        metric.finish();
+        assert_eq!(metric.series[0].ratio_to_reference, Some(2.0));
+        assert_eq!(metric.series[1].ratio_to_reference, Some(0.5));
+        assert_eq!(metric.series[1].ratio_to_process, Some(0.25));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The `container` platform: the process baseline's static binary run by runc, the
 //! reference OCI runtime, from a bundle this module writes (a rootfs holding only
 //! the binary, and the `config.json` of a stock `runc spec`: pid, network, ipc,
-//! uts and mount namespaces, a read-only root, the default mounts and masks).
+//! uts and mount namespaces, a read-only root, the default mounts and masks). A
+//! Debian program runs the same way from its root filesystem ([`crate::apps`]),
+//! with tmpfs on `/run` and `/tmp` for what it writes.
 //!
 //! runc keeps its state under a directory of this run (`--root`), so nothing is
 //! left in the host's `/run/runc`, and every container this run started is deleted
@@ -41,20 +43,36 @@ pub(crate) fn probe() -> Result<PathBuf, String> {
     Ok(exe)
 }
 
-/// The stock `runc spec` configuration, running `/app` without a terminal; in a
-/// new, empty network namespace, or in the existing one at `network`.
-fn config_json(network: Option<&Path>) -> serde_json::Value {
+/// What a bundle's container runs, and from which root filesystem.
+pub(crate) enum BundleRoot<'a> {
+    /// A rootfs of the bundle's own holding only this static binary, run as
+    /// `/app`.
+    Binary(&'a Path),
+    /// An existing root directory (a Debian program's), shared read-only, with
+    /// tmpfs on `/run` and `/tmp`; `args[0]` is the program's path inside it.
+    Tree { root: &'a Path, args: Vec<String> },
+}
+
+/// The stock `runc spec` configuration, running `args` from `root` without a
+/// terminal, with tmpfs on `scratch`; in a new, empty network namespace, or in
+/// the existing one at `network`.
+fn config_json(
+    root: &Path,
+    args: &[String],
+    scratch: &[&str],
+    network: Option<&Path>,
+) -> serde_json::Value {
     let network = match network {
         Some(path) => serde_json::json!({"type": "network", "path": path}),
         None => serde_json::json!({"type": "network"}),
     };
     let caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
-    serde_json::json!({
+    let mut config = serde_json::json!({
         "ociVersion": "1.0.2-dev",
         "process": {
             "terminal": false,
             "user": {"uid": 0, "gid": 0},
-            "args": ["/app"],
+            "args": args,
             "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
             "cwd": "/",
             "capabilities": {
@@ -63,7 +81,7 @@ fn config_json(network: Option<&Path>) -> serde_json::Value {
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": true
         },
-        "root": {"path": "rootfs", "readonly": true},
+        "root": {"path": root, "readonly": true},
         "hostname": "lightvm-bench",
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},
@@ -95,26 +113,46 @@ fn config_json(network: Option<&Path>) -> serde_json::Value {
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
             ]
         }
-    })
+    });
+    if let Some(mounts) = config["mounts"].as_array_mut() {
+        mounts.extend(scratch.iter().map(|dir| {
+            serde_json::json!({"destination": dir, "type": "tmpfs", "source": "tmpfs",
+                "options": ["nosuid", "nodev", "mode=1777", "size=65536k"]})
+        }));
+    }
+    config
 }
 
-/// Writes an OCI bundle for `binary` under `dir`: `rootfs/app` and `config.json`,
-/// joining the network namespace at `network` if one is given.
+/// Writes an OCI bundle under `dir` — `config.json`, and for a lone binary
+/// `rootfs/app` — joining the network namespace at `network` if one is given.
 pub(crate) fn write_bundle(
     dir: &Path,
-    binary: &Path,
+    content: &BundleRoot<'_>,
     network: Option<&Path>,
 ) -> Result<(), BenchError> {
-    let rootfs = dir.join("rootfs");
-    std::fs::create_dir_all(&rootfs).map_err(BenchError::io(&rootfs))?;
-    for mount_point in ["proc", "dev", "sys"] {
-        let path = rootfs.join(mount_point);
+    let (rootfs, args, scratch): (PathBuf, Vec<String>, &[&str]) = match content {
+        BundleRoot::Binary(binary) => {
+            let rootfs = dir.join("rootfs");
+            let app = rootfs.join("app");
+            std::fs::create_dir_all(&rootfs).map_err(BenchError::io(&rootfs))?;
+            std::fs::copy(binary, &app).map_err(BenchError::io(&app))?;
+            (rootfs, vec!["/app".to_owned()], &[])
+        }
+        BundleRoot::Tree { root, args } => {
+            std::fs::create_dir_all(dir).map_err(BenchError::io(dir))?;
+            (root.to_path_buf(), args.clone(), &["/run", "/tmp"])
+        }
+    };
+    for mount_point in ["proc", "dev", "sys"].iter().chain(scratch) {
+        let path = rootfs.join(mount_point.trim_start_matches('/'));
         std::fs::create_dir_all(&path).map_err(BenchError::io(&path))?;
     }
-    let app = rootfs.join("app");
-    std::fs::copy(binary, &app).map_err(BenchError::io(&app))?;
     let config = dir.join("config.json");
-    let text = serde_json::to_string_pretty(&config_json(network))?;
+    let root = match content {
+        BundleRoot::Binary(_) => PathBuf::from("rootfs"),
+        BundleRoot::Tree { .. } => rootfs,
+    };
+    let text = serde_json::to_string_pretty(&config_json(&root, &args, scratch, network))?;
     std::fs::write(&config, text).map_err(BenchError::io(&config))?;
     Ok(())
 }
@@ -178,9 +216,14 @@ impl Runc {
         launch::run_to_exit(command, PLATFORM, Some(&log))
     }
 
-    /// `runc run --detach` of the bundle in `bundle`, timed to its first output
-    /// byte; returns the container id, the pid of its init and the µs.
-    pub(crate) fn start(&self, bundle: &Path) -> Result<(String, u32, f64), BenchError> {
+    /// `runc run --detach` of the bundle in `bundle`, timed until it is ready:
+    /// its first output byte, or a connection accepted; returns the container
+    /// id, the pid of its init and the µs.
+    pub(crate) fn start(
+        &self,
+        bundle: &Path,
+        ready: launch::Ready<'_>,
+    ) -> Result<(String, u32, f64), BenchError> {
         let id = self.next_id();
         let log = self.work.join("runc-start.log");
         let mut command = self.command();
@@ -192,26 +235,61 @@ impl Runc {
             .arg(&id)
             .stderr(launch::stderr_to(&log));
         self.live.borrow_mut().push(id.clone());
-        let (mut runc, to_main_us, _) =
-            launch::spawn_to_marker(command, PLATFORM).map_err(|e| {
-                let detail = std::fs::read_to_string(&log).unwrap_or_default();
-                BenchError::platform(PLATFORM, format!("{e} {}", detail.trim()))
-            })?;
-        // A detached runc exits once the container runs; the container keeps the pipe.
-        let _ = runc.wait();
+        let with_log = |e: BenchError| {
+            let detail = std::fs::read_to_string(&log).unwrap_or_default();
+            BenchError::platform(PLATFORM, format!("{e} {}", detail.trim()))
+        };
+        let to_main_us = match ready {
+            launch::Ready::FirstOutput => {
+                let (mut runc, to_main_us, _) =
+                    launch::spawn_to_marker(command, PLATFORM).map_err(with_log)?;
+                // A detached runc exits once the container runs; the container
+                // keeps the pipe.
+                let _ = runc.wait();
+                to_main_us
+            }
+            launch::Ready::Accepting { clients, address } => {
+                // The container's output goes where runc's went.
+                command.stdout(launch::stderr_to(&self.work.join("runc-app.log")));
+                let started = std::time::Instant::now();
+                let status = command
+                    .status()
+                    .map_err(|e| BenchError::platform(PLATFORM, format!("runc run: {e}")))?;
+                if !status.success() {
+                    return Err(with_log(BenchError::platform(
+                        PLATFORM,
+                        format!("runc run --detach: {status}"),
+                    )));
+                }
+                launch::wait_accepting(clients, address, &mut || {
+                    self.state(&id)
+                        .map(|_| ())
+                        .ok_or_else(|| "its container ended".to_owned())
+                })
+                .map_err(|e| with_log(BenchError::platform(PLATFORM, e)))?;
+                launch::micros_since(started)
+            }
+        };
+        let pid = self
+            .state(&id)
+            .ok_or_else(|| BenchError::platform(PLATFORM, "runc state gave no pid"))?;
+        Ok((id, pid, to_main_us))
+    }
+
+    /// The pid of a running container's init, from `runc state`.
+    fn state(&self, id: &str) -> Option<u32> {
         let state = self
             .command()
             .arg("state")
-            .arg(&id)
+            .arg(id)
             .stderr(Stdio::null())
             .output()
-            .map_err(|e| BenchError::platform(PLATFORM, format!("runc state: {e}")))?;
-        let pid = serde_json::from_slice::<serde_json::Value>(&state.stdout)
-            .ok()
-            .and_then(|v| v.get("pid")?.as_u64())
-            .and_then(|pid| u32::try_from(pid).ok())
-            .ok_or_else(|| BenchError::platform(PLATFORM, "runc state gave no pid"))?;
-        Ok((id, pid, to_main_us))
+            .ok()?;
+        let value = serde_json::from_slice::<serde_json::Value>(&state.stdout).ok()?;
+        if value.get("status")?.as_str()? != "running" {
+            return None;
+        }
+        u32::try_from(value.get("pid")?.as_u64()?).ok()
     }
 
     /// Kills and deletes a container started with [`Runc::start`].
@@ -250,7 +328,7 @@ mod tests {
 
     #[test]
     fn the_bundle_runs_app_without_a_terminal_on_a_read_only_root() {
-        let config = config_json(None);
+        let config = config_json(Path::new("rootfs"), &["/app".to_owned()], &[], None);
         assert_eq!(config["process"]["args"][0], "/app");
         assert_eq!(config["process"]["terminal"], false);
         assert_eq!(config["root"]["readonly"], true);
@@ -261,10 +339,53 @@ mod tests {
 
     #[test]
     fn a_bundle_can_join_an_existing_network_namespace() {
-        let config = config_json(Some(Path::new("/run/netns/x")));
+        let config = config_json(
+            Path::new("rootfs"),
+            &["/app".to_owned()],
+            &[],
+            Some(Path::new("/run/netns/x")),
+        );
         assert_eq!(
             config["linux"]["namespaces"][1],
             serde_json::json!({"type": "network", "path": "/run/netns/x"})
         );
+    }
+
+    #[test]
+    fn a_debian_programs_bundle_shares_its_root_read_only_with_scratch_space() {
+        let dir = std::env::temp_dir().join(format!("lightvm-bench-bundle-{}", std::process::id()));
+        let root = dir.join("root");
+        let _ = std::fs::remove_dir_all(&dir);
+        let args = vec![
+            "/usr/sbin/nginx".to_owned(),
+            "-p".to_owned(),
+            "/".to_owned(),
+        ];
+        write_bundle(
+            &dir.join("bundle"),
+            &BundleRoot::Tree {
+                root: &root,
+                args: args.clone(),
+            },
+            None,
+        )
+        .unwrap();
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("bundle/config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["root"]["path"], root.to_str().unwrap());
+        assert_eq!(config["root"]["readonly"], true);
+        assert_eq!(config["process"]["args"], serde_json::json!(args));
+        let tmpfs: Vec<&str> = config["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["type"] == "tmpfs" && m["source"] == "tmpfs")
+            .filter_map(|m| m["destination"].as_str())
+            .collect();
+        assert_eq!(tmpfs, ["/dev", "/run", "/tmp"]);
+        assert!(root.join("run").is_dir() && root.join("proc").is_dir());
+        assert!(!dir.join("bundle/rootfs").exists(), "no copy of the root");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -42,6 +42,10 @@ pub struct UnikernelBuild {
     /// Where to copy the finished image, if anywhere but Cargo's target directory
     /// (a file path; missing parent directories are created).
     pub out: Option<PathBuf>,
+    /// Keep Cargo's progress lines off stderr (warnings and errors still show):
+    /// for builds lightvm makes on its own behalf, such as the personality's on
+    /// every `lightvm run --rootfs`, where "Finished" would be noise.
+    pub quiet: bool,
 }
 
 /// A bootable image that a build produced.
@@ -142,6 +146,7 @@ impl UnikernelBuild {
             app_dir: app_dir.into(),
             release: true,
             out: None,
+            quiet: false,
         }
     }
 
@@ -193,6 +198,7 @@ impl UnikernelBuild {
         command
             .arg("build")
             .args(self.release.then_some("--release"))
+            .args(self.quiet.then_some("--quiet"))
             .args(["--target", TARGET, "--manifest-path"])
             .arg(manifest)
             .arg("--message-format=json-render-diagnostics")

@@ -36,6 +36,9 @@ static NO_BOOT_INFO: BootInfo = BootInfo {
     tsc_hz: 0,
     wall_clock_ns: 0,
     hypercall_gate: 0,
+    module_addr: 0,
+    module_len: 0,
+    flags: 0,
 };
 
 /// The boot info the VMM passed, as checked by `_start`.
@@ -70,6 +73,19 @@ pub fn cmdline() -> &'static str {
     unsafe { core::str::from_utf8_unchecked(core::slice::from_raw_parts(ptr, len)) }
 }
 
+/// The module the monitor loaded with the image (a Linux program's root
+/// filesystem archive), read-only; empty if there is none.
+pub fn module() -> &'static [u8] {
+    let info = boot_info();
+    if info.module_addr == 0 || info.module_len == 0 {
+        return &[];
+    }
+    // SAFETY: `check` placed the module inside guest memory; the monitor maps it
+    // read-only and never changes it for the whole run. `module_len` fits usize:
+    // it is below the 3 GiB of the largest guest memory.
+    unsafe { core::slice::from_raw_parts(info.module_addr as *const u8, info.module_len as usize) }
+}
+
 /// The value of `key=value` on the command line (words split at spaces), if any;
 /// a bare `key` yields `Some("")`.
 pub fn cmdline_arg(key: &str) -> Option<&'static str> {
@@ -100,6 +116,13 @@ pub enum BootError {
     },
     /// The boot info names no hypercall gate.
     NoGate,
+    /// The module lies outside guest memory.
+    BadModule {
+        /// `module_addr` as given.
+        addr: u64,
+        /// `module_len` as given.
+        len: u64,
+    },
     /// The command line lies outside guest memory or is longer than the ABI allows.
     BadCmdline {
         /// `cmdline_addr` as given.
@@ -130,6 +153,10 @@ impl fmt::Display for BootError {
                 "heap {start:#x}..{end:#x} is reversed, outside guest memory or overlaps the image"
             ),
             BootError::NoGate => write!(f, "boot info names no hypercall gate"),
+            BootError::BadModule { addr, len } => write!(
+                f,
+                "module at {addr:#x} ({len} bytes) lies outside guest memory"
+            ),
             BootError::BadCmdline { addr, len } => write!(
                 f,
                 "command line at {addr:#x} ({len} bytes) is outside guest memory or too long"
@@ -155,6 +182,17 @@ pub fn check(info: &BootInfo, image_end: u64) -> Result<(), BootError> {
         return Err(BootError::BadHeap {
             start: info.heap_start,
             end: info.heap_end,
+        });
+    }
+    let module_ok = info.module_len == 0
+        || info
+            .module_addr
+            .checked_add(info.module_len)
+            .is_some_and(|end| info.module_addr >= info.heap_end && end <= mem_end);
+    if !module_ok {
+        return Err(BootError::BadModule {
+            addr: info.module_addr,
+            len: info.module_len,
         });
     }
     let cmdline_ok = info.cmdline_len == 0

@@ -82,7 +82,7 @@ static HEAP: GuestHeap = GuestHeap {
 ///
 /// `start..end` must be mapped, writable and used by nothing else for the rest of the
 /// run, and this must be called once, before the first allocation.
-pub(crate) unsafe fn init(start: u64, end: u64) {
+pub unsafe fn init(start: u64, end: u64) {
     // Guest addresses are below MEM_MAX (3 GiB): they fit usize.
     let size = end.saturating_sub(start) as usize;
     // Generous for the allocator's minimum (up to three words plus alignment).

@@ -121,6 +121,24 @@ pub fn exit(status: u32, msg: &str) -> ! {
     unsafe { core::arch::asm!("ud2", options(noreturn, nomem, nostack)) }
 }
 
+/// Has every `syscall` the guest executes from now on resume it at `entry`, with
+/// the registers as the instruction left them (`rax` the number, `r11` the
+/// flags) except `rcx`: the call's return address is left at `return_slot`
+/// (guest memory below 2 GiB, 8-aligned). For a guest that runs Linux programs.
+/// An `entry` of 0 turns it off. `call_entry`, where the VM has a syscall sled
+/// (`BootInfo::flags`), is where sites rewritten into `call *%rax` arrive, with
+/// `rcx` their return address.
+pub fn syscall_entry(entry: u64, return_slot: u64, call_entry: u64) {
+    let mut args = crate::abi::SyscallEntryArgs {
+        entry,
+        return_slot,
+        call_entry,
+    };
+    // SAFETY: `args` is a live SyscallEntryArgs on our stack; the monitor only
+    // reads it, and checks the entry lies in guest memory.
+    unsafe { raw(Hypercall::SyscallEntry, &mut args) };
+}
+
 /// Tells the VMM that the guest has booted and is about to run the application's
 /// `main`: the VMM stamps its boot time here. Called once by `_start`.
 pub fn boot_done() {

@@ -32,11 +32,11 @@ use alloc::vec::Vec;
 use core::fmt;
 
 pub use smoltcp;
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::{dhcpv4, icmp, tcp, udp};
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, IpCidr, IpListenEndpoint, Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::{EthernetAddress, IpCidr, IpEndpoint, IpListenEndpoint, Ipv4Address, Ipv4Cidr};
 
 use crate::abi::devices::{NetDesc, NetSetupArgs, NET_DESC_MORE};
 use crate::abi::Hypercall;
@@ -296,12 +296,16 @@ impl TcpListener {
     }
 }
 
+/// What [`Net::set_ingress_hook`] runs.
+pub type IngressHook = fn(&mut SocketSet<'static>);
+
 /// The TCP/IP stack: interface, device and sockets.
 pub struct Net {
     iface: Interface,
     device: NetDevice,
     sockets: SocketSet<'static>,
     address: Ipv4Cidr,
+    ingress_hook: Option<IngressHook>,
 }
 
 impl Net {
@@ -343,6 +347,7 @@ impl Net {
             device,
             sockets: SocketSet::new(Vec::new()),
             address,
+            ingress_hook: None,
         }
     }
 
@@ -380,7 +385,35 @@ impl Net {
     /// Runs the stack once without leaving the VM: reads the frames the VMM has
     /// delivered, runs the sockets' timers, queues what they have to send.
     pub fn poll(&mut self) {
-        self.iface.poll(now(), &mut self.device, &mut self.sockets);
+        let Some(hook) = self.ingress_hook else {
+            self.iface.poll(now(), &mut self.device, &mut self.sockets);
+            return;
+        };
+        let now = now();
+        self.iface.poll_maintenance(now);
+        loop {
+            match self
+                .iface
+                .poll_ingress_single(now, &mut self.device, &mut self.sockets)
+            {
+                PollIngressSingleResult::None => break,
+                PollIngressSingleResult::PacketProcessed => {}
+                PollIngressSingleResult::SocketStateChanged => hook(&mut self.sockets),
+            }
+        }
+        while self
+            .iface
+            .poll_egress(now, &mut self.device, &mut self.sockets)
+            != smoltcp::iface::PollResult::None
+        {}
+    }
+
+    /// Runs `hook` after each received frame that changed a socket's state,
+    /// before the next frame is read: a listener keeps a pool of LISTEN sockets
+    /// (smoltcp has no accept queue) and can refill it between the SYNs of a
+    /// burst, which would otherwise find none and be reset.
+    pub fn set_ingress_hook(&mut self, hook: Option<IngressHook>) {
+        self.ingress_hook = hook;
     }
 
     /// Runs the stack, then makes **one** VM exit (the `poll` hypercall) in which the
@@ -388,7 +421,16 @@ impl Net {
     /// until one arrives or smoltcp's next timer is due; then runs the stack on what
     /// arrived. The loop of a server is `loop { net.wait(); /* serve sockets */ }`.
     pub fn wait(&mut self) {
+        self.wait_at_most(None);
+    }
+
+    /// [`wait`](Self::wait), blocking no longer than `limit` (`None`: as long as
+    /// the stack has nothing to do): for a guest that also waits for a clock.
+    pub fn wait_at_most(&mut self, limit: Option<core::time::Duration>) {
         self.poll();
+        let limit_ns = limit.map_or(u64::MAX, |limit| {
+            u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX)
+        });
         let timeout_ns = if self.device.rx_pending() {
             0
         } else {
@@ -396,6 +438,7 @@ impl Net {
                 Some(delay) => delay.total_micros().saturating_mul(1000),
                 None => u64::MAX,
             }
+            .min(limit_ns)
         };
         if timeout_ns == 0 && !self.device.tx_pending() {
             // Nothing to send and the stack wants to run again at once.
@@ -490,6 +533,24 @@ impl Net {
         let replacement = self.new_listening_socket(listener);
         listener.listening.push(replacement);
         Some(handle)
+    }
+
+    /// Starts connecting TCP socket `handle` from `local` (a non-zero port; the
+    /// interface's address when `local` names none) to `remote`: it sends its
+    /// SYN at the next [`poll`](Self::poll).
+    pub fn tcp_connect(
+        &mut self,
+        handle: SocketHandle,
+        remote: IpEndpoint,
+        local: IpListenEndpoint,
+    ) -> Result<(), tcp::ConnectError> {
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+        socket.connect(self.iface.context(), remote, local)
+    }
+
+    /// The largest IP packet the device sends (its MTU).
+    pub fn mtu(&self) -> usize {
+        self.device.mtu
     }
 
     /// The TCP socket `handle`.

@@ -34,7 +34,7 @@ pub fn exit(code: i32) -> ! {
 
 /// Ends the VM with `status` and a formatted message, cut to fit a stack buffer: for
 /// the paths where allocating is not an option.
-pub(crate) fn exit_with_message(status: u32, msg: fmt::Arguments<'_>) -> ! {
+pub fn exit_with_message(status: u32, msg: fmt::Arguments<'_>) -> ! {
     let mut buf = [0u8; 256];
     let mut text = FixedBuf::new(&mut buf);
     // FixedBuf never fails; it cuts what does not fit.
@@ -87,7 +87,11 @@ impl<T: Termination, E: fmt::Debug> Termination for Result<T, E> {
 /// ```
 ///
 /// `main` may return anything that implements [`Termination`]: `()`, `i32`, or a
-/// `Result`. The macro defines the unmangled function `__libos_main`, which `libos`
+/// `Result`. With `entry!(main, manual_start)`, `_start` leaves two things to the
+/// application: initialising the heap ([`heap::init`](crate::heap::init), on the
+/// part of memory it chooses) and the boot-done hypercall (when what it boots
+/// reaches its own start) — what the Linux personality needs for the program it
+/// runs. The macro defines the unmangled function `__libos_main`, which `libos`
 /// declares and calls; an application that forgets `entry!` fails to link with
 /// "undefined reference to `__libos_main`".
 #[macro_export]
@@ -98,5 +102,18 @@ macro_rules! entry {
         pub fn __libos_main() -> i32 {
             $crate::Termination::report($main())
         }
+        #[doc(hidden)]
+        #[no_mangle]
+        pub static __libos_manual_start: bool = false;
+    };
+    ($main:path, manual_start) => {
+        #[doc(hidden)]
+        #[no_mangle]
+        pub fn __libos_main() -> i32 {
+            $crate::Termination::report($main())
+        }
+        #[doc(hidden)]
+        #[no_mangle]
+        pub static __libos_manual_start: bool = true;
     };
 }

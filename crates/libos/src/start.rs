@@ -23,6 +23,9 @@ use crate::{boot, heap, hypercall, process, time};
 extern "Rust" {
     /// The application's entry, defined by [`entry!`](crate::entry).
     fn __libos_main() -> i32;
+    /// Whether the application initialises the heap and reports boot-done itself
+    /// (`entry!(main, manual_start)`), defined by [`entry!`](crate::entry).
+    static __libos_manual_start: bool;
 }
 
 extern "C" {
@@ -59,11 +62,16 @@ pub unsafe extern "C" fn _start(boot_info: *const BootInfo) -> ! {
     // SAFETY: `info` is the checked boot info, which stays mapped and unchanged.
     unsafe { boot::record(boot_info) };
     time::init(boot_tsc, info.tsc_hz, info.wall_clock_ns);
-    // SAFETY: `check` placed the heap between the image's end and the end of guest
-    // memory, which the VMM maps writable and leaves to the guest; this is the one
-    // call, before any allocation.
-    unsafe { heap::init(info.heap_start, info.heap_end) };
-    hypercall::boot_done();
+    // SAFETY: `entry!` defines the flag as a plain bool.
+    let manual_start = unsafe { __libos_manual_start };
+    if !manual_start {
+        // SAFETY: `check` placed the heap between the image's end and the end of
+        // guest memory, which the VMM maps writable and leaves to the guest; this
+        // is the one call, before any allocation. With `entry!(main, manual_start)`
+        // the application makes it, on the part of the heap it chooses.
+        unsafe { heap::init(info.heap_start, info.heap_end) };
+        hypercall::boot_done();
+    }
     // SAFETY: `__libos_main` is the safe Rust function `entry!` defines.
     let status = unsafe { __libos_main() };
     process::exit(status)

@@ -24,10 +24,14 @@ pub enum Command {
     ///
     /// Exit codes: 0-123 the guest's status (a Linux guest's reboot is 0), 124 timed
     /// out, 125 lightvm failed, 126 the guest crashed, 127 the guest broke the
-    /// hypercall ABI.
-    Run(RunArgs),
+    /// hypercall ABI, 128+N the VM process was killed by signal N (137: by its
+    /// cgroup's memory limit, among others).
+    Run(Box<RunArgs>),
     /// Show the platforms unikernels can run on here, and why any cannot.
     Platforms(PlatformsArgs),
+    /// Make a minimal root filesystem for host programs: each program, its loader
+    /// and the libraries it needs (for `lightvm run --rootfs`).
+    Rootfs(RootfsArgs),
     /// Linux kernels for lightvm's Linux microVMs.
     #[command(subcommand)]
     Kernel(KernelCommand),
@@ -53,6 +57,24 @@ pub enum Command {
     /// One VM shell process (started by the daemon, not by hand).
     #[command(hide = true)]
     Shell(ShellArgs),
+}
+
+/// `lightvm rootfs`.
+#[derive(Debug, Args)]
+pub struct RootfsArgs {
+    /// Host programs to put in the root, at their own paths (absolute).
+    #[arg(required = true)]
+    pub programs: Vec<PathBuf>,
+    /// The directory to fill (made if missing).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// A host file or directory to copy in at the same path (configuration,
+    /// data, libraries the program opens itself); repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub add: Vec<PathBuf>,
+    /// Leave out the base files (/etc/passwd, /etc/group, /etc/hosts, /tmp).
+    #[arg(long)]
+    pub no_base: bool,
 }
 
 /// Default API socket.
@@ -90,6 +112,20 @@ pub struct DaemonArgs {
     /// Guest memory of pooled shells (requests for other sizes are created cold).
     #[arg(long, default_value = "2M")]
     pub pool_mem: String,
+    /// Shells to keep prepared for Linux programs (`lightvm create --rootfs`):
+    /// a KVM vCPU is set up for them before it first runs, so they have a pool
+    /// of their own.
+    #[arg(long, default_value_t = 1)]
+    pub linux_pool: usize,
+    /// Guest memory of the shells for Linux programs, and of a Linux program
+    /// whose create names none (as `lightvm run --rootfs`'s default).
+    #[arg(long, default_value = "512M")]
+    pub linux_pool_mem: String,
+    /// The Linux personality image Linux programs run on (default: built from
+    /// crates/personality at start, which Cargo skips when it is up to date; if
+    /// that fails, the daemon runs unikernels only and says why).
+    #[arg(long, value_name = "IMAGE")]
+    pub personality: Option<PathBuf>,
     /// Most VMs running at once.
     #[arg(long, default_value_t = 10_000)]
     pub max_vms: usize,
@@ -103,14 +139,40 @@ pub struct DaemonArgs {
     /// the filter kills the daemon on any call off its list; its VMs run on).
     #[arg(long)]
     pub no_seccomp: bool,
+    /// Run the VMs' shells without their jail (namespaces, empty root,
+    /// unprivileged uid, rlimits, cgroup), as `lightvm run --no-jail` does: for
+    /// debugging, and to measure what the jail costs. Their seccomp filters
+    /// stay; a create's limits are then refused.
+    #[arg(long)]
+    pub no_jail: bool,
 }
 
 /// `lightvm create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// The unikernel image (its path is resolved here and sent absolute).
+    /// The unikernel image (its path is resolved here and sent absolute); with
+    /// --rootfs, the Linux program's path inside the root filesystem.
     pub image: PathBuf,
-    /// Guest memory (default: the pool's size).
+    /// The Linux program's arguments (after `--`).
+    #[arg(last = true, requires = "rootfs")]
+    pub program_args: Vec<String>,
+    /// Run an unmodified Linux program from this root filesystem (a directory,
+    /// packed by the daemon with your rights), as `lightvm run --rootfs` does.
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// With --rootfs: an environment variable for the program, KEY=VALUE
+    /// (repeatable; default PATH, HOME and TERM).
+    #[arg(long, requires = "rootfs", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// With --rootfs: the program's working directory.
+    #[arg(long, requires = "rootfs", default_value = "/")]
+    pub cwd: String,
+    /// With --rootfs: print each system call the program makes and its result
+    /// on the console, and at the end the calls that are not implemented.
+    #[arg(long, requires = "rootfs")]
+    pub trace_syscalls: bool,
+    /// Guest memory (default: the pool's size; for a Linux program, the
+    /// Linux-program pool's).
     #[arg(long)]
     pub mem: Option<String>,
     /// Command line passed to the guest.
@@ -125,6 +187,17 @@ pub struct CreateArgs {
     /// "ip=10.0.0.2/24 gw=10.0.0.1").
     #[arg(long, value_name = "tap=NAME[,mac=MAC]")]
     pub net: Option<String>,
+    /// The memory the VM's process may use (its cgroup's memory.max), e.g. 64M;
+    /// default: the guest's memory plus the monitor's overhead, as for `lightvm run`.
+    #[arg(long, value_name = "SIZE")]
+    pub memory_limit: Option<String>,
+    /// The CPU time the VM's process may use, in CPUs (its cgroup's cpu.max),
+    /// e.g. 0.5 or 2; default: no limit.
+    #[arg(long, value_name = "CPUS")]
+    pub cpu_limit: Option<String>,
+    /// The tasks the VM's process may have (its cgroup's pids.max).
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<u64>,
     /// Print the VM as JSON instead of its id.
     #[arg(long)]
     pub json: bool,
@@ -172,6 +245,9 @@ pub struct PoolArgs {
     /// Set the number of shells to keep prepared.
     #[arg(long)]
     pub size: Option<usize>,
+    /// Set the number of shells to keep prepared for Linux programs.
+    #[arg(long)]
+    pub linux_size: Option<usize>,
     /// JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -188,6 +264,12 @@ pub struct ShellArgs {
     /// Guest memory in bytes.
     #[arg(long)]
     pub mem: u64,
+    /// Prepare the VM for Linux programs (the Linux personality).
+    #[arg(long)]
+    pub linux: bool,
+    /// Prepare it without the jail (the daemon's --no-jail).
+    #[arg(long)]
+    pub no_jail: bool,
 }
 
 /// `lightvm platforms`.
@@ -214,9 +296,33 @@ pub struct BuildArgs {
 /// `lightvm run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The unikernel image (an ELF built by `lightvm build`); omit it with --kernel.
+    /// The unikernel image (an ELF built by `lightvm build`); with --rootfs, the
+    /// Linux program's path inside the root filesystem; omit it with --kernel.
     #[arg(required_unless_present = "kernel", conflicts_with = "kernel")]
     pub image: Option<PathBuf>,
+    /// The Linux program's arguments (after `--`): it runs unmodified, as a
+    /// unikernel, on the Linux personality.
+    #[arg(last = true, requires = "rootfs")]
+    pub program_args: Vec<String>,
+    /// Run an unmodified Linux program from this root filesystem (a directory,
+    /// packed at launch); the positional argument is its path inside it.
+    #[arg(long, conflicts_with = "kernel", value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// With --rootfs: an environment variable for the program, KEY=VALUE
+    /// (repeatable; default PATH, HOME and TERM).
+    #[arg(long, requires = "rootfs", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// With --rootfs: the program's working directory.
+    #[arg(long, requires = "rootfs", default_value = "/")]
+    pub cwd: String,
+    /// With --rootfs: print each system call the program makes and its result,
+    /// and at the end the calls that are not implemented.
+    #[arg(long, requires = "rootfs")]
+    pub trace_syscalls: bool,
+    /// With --rootfs: the Linux personality's image (default: built from
+    /// crates/personality, which Cargo skips when it is up to date).
+    #[arg(long, requires = "rootfs", value_name = "IMAGE")]
+    pub personality: Option<PathBuf>,
     /// Boot a Linux kernel instead: an ELF vmlinux (PVH or 64-bit entry) or a bzImage.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
@@ -244,7 +350,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub mem: Option<String>,
     /// Command line passed to the guest (Linux default: "console=ttyS0 reboot=k
-    /// panic=1 pci=off"; lightvm appends its virtio-mmio devices).
+    /// panic=1 pci=off"; lightvm appends its virtio-mmio devices). A unikernel
+    /// and a Linux program (--rootfs) take their network from it:
+    /// "ip=ADDR/PREFIX [gw=ADDR]" or "dhcp".
     #[arg(long)]
     pub cmdline: Option<String>,
     /// Stop the guest after this long, e.g. 500ms, 5s, 2m (exit code 124).
@@ -261,6 +369,30 @@ pub struct RunArgs {
     /// else process. Linux guests always run on kvm.
     #[arg(long, value_enum, default_value_t = PlatformChoice::Auto, conflicts_with = "kernel")]
     pub platform: PlatformChoice,
+    /// The memory the VM process may use (its cgroup's memory.max), e.g. 64M;
+    /// default: the guest's memory plus the monitor's overhead.
+    #[arg(long, value_name = "SIZE")]
+    pub memory_limit: Option<String>,
+    /// The CPU time the VM process may use, in CPUs (its cgroup's cpu.max), e.g.
+    /// 0.5 or 2; default: no limit.
+    #[arg(long, value_name = "CPUS")]
+    pub cpu_limit: Option<String>,
+    /// The tasks (threads) the VM process may have (its cgroup's pids.max);
+    /// default: its monitor's threads and a few more.
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<u64>,
+    /// The uid the VM process drops to when lightvm runs as root (default 65534,
+    /// nobody).
+    #[arg(long, value_name = "UID", conflicts_with = "no_jail")]
+    pub jail_uid: Option<u32>,
+    /// The gid the VM process drops to when lightvm runs as root (default 65534).
+    #[arg(long, value_name = "GID", conflicts_with = "no_jail")]
+    pub jail_gid: Option<u32>,
+    /// Run the VM in this process, without its jail (namespaces, empty root,
+    /// unprivileged uid, resource limits, cgroup): for debugging the monitor. The
+    /// seccomp filters stay.
+    #[arg(long, conflicts_with_all = ["memory_limit", "cpu_limit", "pids_limit"])]
+    pub no_jail: bool,
 }
 
 /// `--platform`: a platform, or the host's default.
@@ -287,18 +419,32 @@ impl PlatformChoice {
     /// The platform to run on: the one named, or the host's default, saying on
     /// stderr (one line) when that default is not kvm, and why.
     pub fn resolve(self) -> Result<lightvm_vmm::Platform, lightvm_vmm::Unavailable> {
-        if let Some(platform) = self.platform() {
-            platform.check()?;
-            return Ok(platform);
-        }
-        let (platform, passed_over) = lightvm_vmm::Platform::choose()?;
-        if let Some(why) = passed_over {
-            eprintln!(
-                "lightvm: running on the {platform} platform: {} (choose with --platform)",
-                why.reason
-            );
+        let (platform, notice) = self.choose()?;
+        if let Some(notice) = notice {
+            eprintln!("{notice}");
         }
         Ok(platform)
+    }
+
+    /// As [`PlatformChoice::resolve`], with the line to print (when the default
+    /// is not kvm) handed back rather than printed: `lightvm run` prints it only
+    /// once the VM is built, so that a request it refuses gets one line, the
+    /// refusal.
+    pub fn choose(
+        self,
+    ) -> Result<(lightvm_vmm::Platform, Option<String>), lightvm_vmm::Unavailable> {
+        if let Some(platform) = self.platform() {
+            platform.check()?;
+            return Ok((platform, None));
+        }
+        let (platform, passed_over) = lightvm_vmm::Platform::choose()?;
+        let notice = passed_over.map(|why| {
+            format!(
+                "lightvm: running on the {platform} platform: {} (choose with --platform)",
+                why.reason
+            )
+        });
+        Ok((platform, notice))
     }
 }
 
@@ -347,7 +493,8 @@ fn suites_parser() -> impl clap::builder::TypedValueParser<Value = Suites> {
 }
 
 /// Accepts a bench platform's name, each listed with what an instance is in
-/// `--help` (the unikernel rows: one cold and one pooled per lightvm platform).
+/// `--help` (the unikernel rows: one cold and one pooled per lightvm platform;
+/// the Linux-program rows: one per lightvm platform).
 fn platforms_parser() -> impl clap::builder::TypedValueParser<Value = lightvm_bench::Platform> {
     use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
     use lightvm_bench::Platform;
@@ -369,7 +516,7 @@ pub struct BenchArgs {
     /// Where results.json, results.csv, the plots and report.html go.
     #[arg(long, default_value = "lightvm-out/bench")]
     pub out: PathBuf,
-    /// Measured runs per platform (boot rounds; memory, cpu and stream use up to 10, 10 and 5).
+    /// Measured runs per platform (boot rounds; memory, cpu, stream and syscall use up to 10, 10, 5 and 20).
     #[arg(long)]
     pub runs: Option<usize>,
     /// Instances per platform in the density suite (up to 10,000 VMs on our machines).
@@ -378,7 +525,10 @@ pub struct BenchArgs {
     /// The daemons' pool of prepared shells for the unikernel-*-pool platforms.
     #[arg(long)]
     pub pool: Option<usize>,
-    /// Only these platforms, comma-separated (process is the baseline of every ratio).
+    /// Only these platforms, comma-separated (process is the baseline of every
+    /// ratio): process, container, unikernel-{kvm,process}-{cold,pool},
+    /// linux-program-{kvm,process} (the process row's binary, unmodified, on the
+    /// Linux personality), and the Linux-guest peers.
     #[arg(long, value_delimiter = ',', value_parser = platforms_parser())]
     pub platforms: Vec<lightvm_bench::Platform>,
 }
@@ -467,6 +617,14 @@ mod tests {
             ])
         );
         assert_eq!(platforms("unikernel-cold"), None, "the old names are gone");
+        assert_eq!(
+            platforms("process,linux-program-kvm,linux-program-process"),
+            Some(vec![
+                Platform::Process,
+                Platform::LinuxProgram(lightvm_vmm::Platform::Kvm),
+                Platform::LinuxProgram(lightvm_vmm::Platform::Process),
+            ])
+        );
     }
 
     #[test]

@@ -153,38 +153,110 @@ const UNIKERNEL_METRICS: &[(&str, &str, bool, bool)] = &[
     ("http", "http-rate", true, true),
 ];
 
-/// The cold and the pooled row of lightvm platform `on`.
-fn rows(on: lightvm_vmm::Platform) -> [String; 2] {
-    [
-        format!("unikernel-{on}-cold"),
-        format!("unikernel-{on}-pool"),
+/// The metrics of the apps suite: Debian's nginx, redis-server and iperf3 as
+/// the host's process, in a container and on the Linux personality.
+const APP_METRICS: &[&str] = &[
+    "apps-nginx-rate",
+    "apps-nginx-latency-p50",
+    "apps-nginx-latency-p99",
+    "apps-redis-set",
+    "apps-redis-set-p50",
+    "apps-redis-get",
+    "apps-redis-get-p50",
+    "apps-iperf3-to-server",
+    "apps-iperf3-from-server",
+];
+
+/// The metrics a Linux-program row (the process row's program on the Linux
+/// personality) is measured in, as (suite, metric); the other suites skip it,
+/// naming what it lacks there.
+const LINUX_PROGRAM_METRICS: &[(&str, &str)] = &[
+    ("size", "size-image"),
+    ("boot", "boot-to-main"),
+    ("boot", "boot-to-exit"),
+    ("boot", "boot-vm-to-main"),
+    ("syscall", "syscall-getppid"),
+    ("syscall", "syscall-generic"),
+    ("syscall", "syscall-clock-gettime"),
+    ("syscall", "syscall-first-call"),
+    ("net", "net-udp-rtt"),
+    ("net", "net-tcp-rtt"),
+    ("net", "net-tcp-throughput"),
+    ("http", "http-peak-rate"),
+    ("http", "http-rate"),
+    ("apps", "apps-nginx-rate"),
+    ("apps", "apps-nginx-latency-p50"),
+    ("apps", "apps-nginx-latency-p99"),
+    ("apps", "apps-redis-set"),
+    ("apps", "apps-redis-set-p50"),
+    ("apps", "apps-redis-get"),
+    ("apps", "apps-redis-get-p50"),
+    ("apps", "apps-iperf3-to-server"),
+    ("apps", "apps-iperf3-from-server"),
+];
+
+/// Every row of lightvm platform `on` — its cold and pooled unikernels and its
+/// Linux program — with the (suite, metric)s it is measured in.
+fn rows(on: lightvm_vmm::Platform) -> Vec<(String, Vec<(&'static str, &'static str)>)> {
+    let unikernel = |pooled: bool| {
+        UNIKERNEL_METRICS
+            .iter()
+            .filter(|&&(_, _, in_cold, in_pool)| if pooled { in_pool } else { in_cold })
+            .map(|&(suite, metric, _, _)| (suite, metric))
+            .collect()
+    };
+    vec![
+        (format!("unikernel-{on}-cold"), unikernel(false)),
+        (format!("unikernel-{on}-pool"), unikernel(true)),
+        (
+            format!("linux-program-{on}"),
+            LINUX_PROGRAM_METRICS.to_vec(),
+        ),
     ]
 }
 
-/// `on` is available here: both its rows have a series in each of their metrics
-/// (a network suite may be skipped only for a missing tool or for want of root).
+/// `on` is available here: each of its rows has a series in each of its metrics
+/// (a network suite may be skipped only for a missing tool or for want of root),
+/// and a suite that leaves a row out says why — never because it failed.
 fn assert_rows_measured(results: &Value, on: lightvm_vmm::Platform, stderr: &str) {
-    let [cold, pool] = rows(on);
-    for &(suite, metric, in_cold, in_pool) in UNIKERNEL_METRICS {
-        if suite_skipped(results, suite) {
-            continue;
+    for (row, metrics) in rows(on) {
+        for &(suite, metric) in &metrics {
+            if suite_skipped(results, suite) {
+                continue;
+            }
+            let measured = measured_platforms(results, suite, metric);
+            assert!(
+                measured.contains(&row),
+                "{metric}: {row} ran: {measured:?}\n{stderr}"
+            );
         }
-        let measured = measured_platforms(results, suite, metric);
-        for (row, expected) in [(&cold, in_cold), (&pool, in_pool)] {
-            if expected {
-                assert!(
-                    measured.contains(row),
-                    "{metric}: {row} ran: {measured:?}\n{stderr}"
-                );
+        for suite in results["suites"].as_array().into_iter().flatten() {
+            if !suite["skipped_reason"].is_null() {
+                continue;
+            }
+            for skip in suite["skipped"].as_array().into_iter().flatten() {
+                if skip["platform"] == row.as_str() {
+                    let reason = skip["reason"].as_str().unwrap_or_default();
+                    assert!(
+                        !reason.starts_with("failed"),
+                        "{}: {row} {reason}\n{stderr}",
+                        suite["suite"]
+                    );
+                    assert!(
+                        !metrics.iter().any(|(s, _)| suite["suite"] == *s),
+                        "{}: {row} skipped: {reason}",
+                        suite["suite"]
+                    );
+                }
             }
         }
     }
 }
 
-/// `on` is not available here: both its rows are listed as unavailable with
+/// `on` is not available here: all its rows are listed as unavailable with
 /// `reason`, measured nowhere, and skipped with that reason by every suite that ran.
 fn assert_rows_skipped(results: &Value, on: lightvm_vmm::Platform, reason: &str) {
-    for row in rows(on) {
+    for (row, _) in rows(on) {
         let status = results["platforms"]
             .as_array()
             .into_iter()
@@ -216,6 +288,133 @@ fn assert_rows_skipped(results: &Value, on: lightvm_vmm::Platform, reason: &str)
                     suite["suite"]
                 );
             }
+        }
+    }
+}
+
+/// The syscall suite ran the host process, and every figure of every row is
+/// also compared with the process's getppid() of the same run: the reference
+/// is that median, and the process's own getppid() is 1× of it.
+fn assert_syscall_figures_compare_with_the_hosts_getppid(results: &Value, stderr: &str) {
+    let suite = results["suites"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["suite"] == "syscall")
+        .expect("a syscall suite");
+    let metrics = suite["metrics"].as_array().unwrap();
+    let ids: Vec<&str> = metrics.iter().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(
+        ids,
+        LINUX_PROGRAM_METRICS
+            .iter()
+            .filter(|(s, _)| *s == "syscall")
+            .map(|(_, m)| *m)
+            .collect::<Vec<_>>()
+    );
+    let series = |metric: &Value, platform: &str| -> Value {
+        metric["series"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["platform"] == platform)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let getppid = &metrics[0];
+    let host = series(getppid, "process");
+    assert!(
+        host.is_object(),
+        "the process ran the syscall suite\n{stderr}"
+    );
+    let reference = getppid["reference"]["value"].as_f64().expect("a reference");
+    assert_eq!(Some(reference), host["summary"]["median"].as_f64());
+    assert_eq!(host["ratio_to_reference"].as_f64(), Some(1.0));
+    for metric in metrics {
+        assert_eq!(
+            metric["reference"], getppid["reference"],
+            "{}",
+            metric["id"]
+        );
+        assert_eq!(metric["unit"], "ns");
+        for s in metric["series"].as_array().unwrap() {
+            assert!(s["ratio_to_reference"].is_number(), "{}: {s}", metric["id"]);
+        }
+    }
+    // A unikernel makes hypercalls: its rows are left out, saying so.
+    for skip in suite["skipped"].as_array().unwrap() {
+        let platform = skip["platform"].as_str().unwrap();
+        if platform.starts_with("unikernel-") {
+            assert!(
+                skip["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("hypercalls, not system calls")
+                    || results["platforms"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|p| p["platform"] == platform && p["available"] == false),
+                "{skip}"
+            );
+        }
+    }
+}
+
+/// The apps suite measured Debian's programs as the host's process (the
+/// baseline of its ratios) and in a container, in every one of its metrics —
+/// unless it was skipped for a missing tool, or runc is not available here, in
+/// which case the container is listed as unavailable with the reason. The
+/// unikernel rows are left out, saying why.
+fn assert_apps_measured(results: &Value, stderr: &str) {
+    let suite = results["suites"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["suite"] == "apps")
+        .expect("an apps suite");
+    if suite_skipped(results, "apps") {
+        return;
+    }
+    let ids: Vec<&str> = suite["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, APP_METRICS, "{stderr}");
+    let container_available = results["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["platform"] == "container" && p["available"] == true);
+    for metric in APP_METRICS {
+        let measured = measured_platforms(results, "apps", metric);
+        assert!(
+            measured.contains(&"process".to_owned()),
+            "{metric}: the host's process ran: {measured:?}\n{stderr}"
+        );
+        if container_available {
+            assert!(
+                measured.contains(&"container".to_owned()),
+                "{metric}: the container ran: {measured:?}\n{stderr}"
+            );
+        }
+    }
+    for skip in suite["skipped"].as_array().unwrap() {
+        let platform = skip["platform"].as_str().unwrap();
+        let reason = skip["reason"].as_str().unwrap();
+        assert!(!reason.contains(" failed: "), "{skip}\n{stderr}");
+        if platform.starts_with("unikernel-") {
+            let unavailable = results["platforms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["platform"] == platform && p["available"] == false);
+            assert!(
+                reason.contains("linux-program rows") || unavailable,
+                "{skip}"
+            );
         }
     }
 }
@@ -288,7 +487,7 @@ fn bench_all_quick_writes_valid_results_every_plot_and_the_report() {
         .collect();
     assert_eq!(
         suites,
-        ["size", "boot", "memory", "density", "cpu", "net", "http"]
+        ["size", "boot", "syscall", "memory", "density", "cpu", "net", "http", "apps"]
     );
 
     let report = std::fs::read_to_string(out.join("report.html")).expect("report.html");
@@ -347,6 +546,8 @@ fn bench_all_quick_writes_valid_results_every_plot_and_the_report() {
             Err(unavailable) => assert_rows_skipped(&results, on, &unavailable.reason),
         }
     }
+    assert_syscall_figures_compare_with_the_hosts_getppid(&results, &stderr);
+    assert_apps_measured(&results, &stderr);
     let leftover: Vec<String> = std::fs::read_dir("/run/netns")
         .into_iter()
         .flatten()

@@ -1,11 +1,15 @@
 //! End-to-end: the toolstack daemon on every platform the host has — creating VMs
 //! from its pool through the API and the CLI, surviving SIGKILL (VMs adopted),
 //! noticing killed VMs, refusing bad input with JSON errors, and leaking nothing
-//! over 500 VMs.
+//! over 500 VMs; and Linux programs created through it (`daemon/linux.rs`).
 
 mod common;
 #[path = "daemon/hardening.rs"]
 mod hardening;
+#[path = "daemon/jail.rs"]
+mod jail;
+#[path = "daemon/linux.rs"]
+mod linux;
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -14,10 +18,21 @@ use std::time::{Duration, Instant};
 
 use common::{can_use_netns, image, Netns, GUEST_CMDLINE, GUEST_IP, LIGHTVM, TAP};
 use hyper::{Method, StatusCode};
+use jail::{
+    a_guest_over_its_memory_limit_ends_out_of_memory_and_the_daemon_goes_on,
+    a_pooled_vm_runs_in_its_jail_with_the_limits_it_asked_for,
+    the_linux_program_pool_runs_in_the_jail,
+};
 use lightvm_toolstack::api::{PoolStatus, VmState, VmView};
 use lightvm_toolstack::client::Answer;
 use lightvm_toolstack::Client;
 use lightvm_vmm::Platform;
+use linux::{
+    a_killed_daemon_adopts_its_running_linux_programs,
+    a_linux_program_is_created_from_its_pool_through_the_api,
+    a_networked_linux_program_answers_over_its_tap,
+    the_cli_creates_a_linux_program_as_lightvm_run_does,
+};
 use serde_json::json;
 
 /// A daemon with its own socket and state directory; on drop it stops every VM it
@@ -106,6 +121,7 @@ impl TestDaemon {
             .arg("--state-dir")
             .arg(self.state())
             .args(&self.extra_args)
+            .args(self.default_args())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -116,6 +132,23 @@ impl TestDaemon {
             assert!(Instant::now() < deadline, "the daemon did not come up");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// What every test daemon gets unless its test says otherwise: the
+    /// personality built once for this test binary (a daemon would otherwise
+    /// build it at start), and no shells kept for Linux programs (the unikernel
+    /// tests count shells).
+    fn default_args(&self) -> Vec<String> {
+        let given = |flag: &str| self.extra_args.iter().any(|arg| arg == flag);
+        let mut args = Vec::new();
+        if !given("--personality") {
+            args.push("--personality".to_owned());
+            args.push(common::programs::personality().display().to_string());
+        }
+        if !given("--linux-pool") {
+            args.extend(["--linux-pool".to_owned(), "0".to_owned()]);
+        }
+        args
     }
 
     fn pid(&self) -> u32 {
@@ -609,6 +642,24 @@ fn bad_requests_get_json_errors_and_the_daemon_survives(platform: Platform) {
         StatusCode::NOT_FOUND,
         "no such endpoint",
     );
+    // A method the path does not take: a JSON 405, not axum's empty one.
+    expect_error(
+        Method::PATCH,
+        "/pool",
+        None,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "does not take PATCH",
+    );
+    // A guest that ends before its main (the personality, booted bare as a
+    // unikernel in 2 MiB, exits at once): a 422 saying how it ended, not a 500
+    // about its shell (found by api-conformance).
+    expect_error(
+        Method::POST,
+        "/vms",
+        Some(json!({ "image": common::programs::personality() })),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the guest ended before reaching its main: guest exited with status",
+    );
     expect_error(
         Method::PUT,
         "/pool",
@@ -637,6 +688,26 @@ fn bad_requests_get_json_errors_and_the_daemon_survives(platform: Platform) {
     });
     assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
     assert!(raw.contains("\"error\""), "{raw}");
+
+    // 3 MiB the daemon will not take, with a content type it refuses unread: it
+    // reads the body anyway and answers, rather than closing on a client still
+    // sending (which then saw a reset connection; found by api-conformance).
+    let raw = runtime.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::UnixStream::connect(daemon.socket()).await.unwrap();
+        let body = vec![b'x'; 3 << 20];
+        let head = format!(
+            "PUT /pool HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&body).await.expect("the daemon reads the whole body");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    });
+    assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
+    assert!(raw.contains("over 2 MiB"), "{raw}");
 
     // The VM limit: two run, the third is refused.
     let first = daemon.create("idle");
@@ -1023,4 +1094,11 @@ lightvm_testkit::platform_tests!(
     a_pooled_vm_gets_a_network_on_a_tap_in_the_daemons_namespace,
     a_create_on_a_missing_tap_fails_alone_and_the_daemon_goes_on,
     a_pool_that_cannot_be_prepared_backs_off_and_leaves_no_zombies,
+    a_linux_program_is_created_from_its_pool_through_the_api,
+    the_cli_creates_a_linux_program_as_lightvm_run_does,
+    a_killed_daemon_adopts_its_running_linux_programs,
+    a_networked_linux_program_answers_over_its_tap,
+    a_pooled_vm_runs_in_its_jail_with_the_limits_it_asked_for,
+    a_guest_over_its_memory_limit_ends_out_of_memory_and_the_daemon_goes_on,
+    the_linux_program_pool_runs_in_the_jail,
 );

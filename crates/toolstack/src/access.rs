@@ -12,6 +12,13 @@
 //!   (`setfsuid`, `setfsgid`, `setgroups` are per-thread system calls) for the open
 //!   alone. The kernel's own permission checks then decide, on every component of
 //!   the path, at the moment of the open: there is no check-then-open race to win;
+//! * for that time the thread also holds no effective capability (`capset`, per
+//!   thread too). A non-zero file-system uid already takes away the capabilities
+//!   that override file permissions (`CAP_DAC_OVERRIDE`, `CAP_DAC_READ_SEARCH`,
+//!   `CAP_FOWNER` …), but not the others, and some reads are allowed by those: a
+//!   root thread with a client's file-system uid may still read any process's
+//!   `/proc/PID/maps` (`CAP_SYS_PTRACE`). With none left, the thread is checked
+//!   exactly as a process of the client would be;
 //! * root clients (uid 0) open as the daemon does.
 //!
 //! A path is first opened with `O_PATH` (which opens no device and does not block on
@@ -262,11 +269,13 @@ fn file_kind(metadata: &std::fs::Metadata) -> &'static str {
     }
 }
 
-/// Runs `f` with this thread's file-system credentials switched to `peer`'s, and
-/// switches them back after. Root peers, and peers of the daemon's own uid, run
-/// `f` as they are. A daemon that is not root cannot switch: other peers are
-/// refused.
-fn as_client<T>(peer: &Peer, path: &Path, f: impl FnOnce() -> T) -> Result<T, OpenError> {
+/// Runs `f` with this thread's file-system credentials switched to `peer`'s and
+/// no effective capability, and switches back after: whatever `f` opens, reads or
+/// lists, the kernel checks as it would for the client's own process. Root peers,
+/// and peers of the daemon's own uid, run `f` as they are. A daemon that is not
+/// root cannot switch: other peers are refused (`path` names what was asked for
+/// in that error). Blocks as long as `f` does: call it on a blocking thread.
+pub fn as_client<T>(peer: &Peer, path: &Path, f: impl FnOnce() -> T) -> Result<T, OpenError> {
     // SAFETY: geteuid has no preconditions.
     let daemon_uid = unsafe { libc::geteuid() };
     if peer.is_root() || peer.uid == daemon_uid {
@@ -288,12 +297,14 @@ fn as_client<T>(peer: &Peer, path: &Path, f: impl FnOnce() -> T) -> Result<T, Op
     Ok(result)
 }
 
-/// This thread's file-system identity switched to a client's; switched back to
-/// root's on drop. The raw system calls are per-thread (glibc's `setgroups` would
-/// change every thread of the daemon).
+/// This thread's file-system identity switched to a client's, with no effective
+/// capability; switched back to root's on drop. The raw system calls are
+/// per-thread (glibc's `setgroups` would change every thread of the daemon).
 struct ClientCredentials {
     gid: libc::gid_t,
     groups: Vec<libc::gid_t>,
+    /// The thread's capabilities before they were dropped, once they were.
+    caps: Option<Capabilities>,
 }
 
 impl ClientCredentials {
@@ -301,7 +312,11 @@ impl ClientCredentials {
         // SAFETY: getegid has no preconditions.
         let gid = unsafe { libc::getegid() };
         let groups = thread_groups()?;
-        let saved = Self { gid, groups };
+        let mut saved = Self {
+            gid,
+            groups,
+            caps: None,
+        };
         set_groups(&peer.groups)?;
         // SAFETY: per-thread credential calls with plain ids. Each returns the
         // previous id whether or not it succeeded, so success is read back by
@@ -318,25 +333,97 @@ impl ClientCredentials {
                 "cannot take the client's file-system credentials",
             ));
         }
+        // Last, as the switches above need CAP_SETUID and CAP_SETGID.
+        let caps = Capabilities::of_this_thread()?;
+        saved.caps = Some(caps);
+        caps.without_effective().set_for_this_thread()?;
         Ok(saved)
     }
 }
 
 impl Drop for ClientCredentials {
     fn drop(&mut self) {
+        // First, as switching back needs CAP_SETUID and CAP_SETGID.
+        let caps_restored = self
+            .caps
+            .is_none_or(|caps| caps.set_for_this_thread().is_ok());
         // SAFETY: as in `enter`.
-        let restored = unsafe {
-            libc::syscall(libc::SYS_setfsuid, 0);
-            libc::syscall(libc::SYS_setfsgid, self.gid);
-            libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32 == 0
-                && libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32 == self.gid
-        };
+        let restored = caps_restored
+            && unsafe {
+                libc::syscall(libc::SYS_setfsuid, 0);
+                libc::syscall(libc::SYS_setfsgid, self.gid);
+                libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32 == 0
+                    && libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32 == self.gid
+            };
         if !(restored && set_groups(&self.groups).is_ok()) {
             // A daemon thread left with a client's rights would do later work with
             // them: nothing it could do is safer than stopping.
             eprintln!("lightvm daemon: cannot restore a thread's credentials; aborting");
             std::process::abort();
         }
+    }
+}
+
+/// A thread's capability sets (`capget`'s version 3: two words of each set).
+#[derive(Debug, Clone, Copy, Default)]
+struct Capabilities([CapData; 2]);
+
+/// One word of each capability set, as `capget` and `capset` take them.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// `capget`/`capset`'s header: the version, and the thread (0: the caller).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+impl Capabilities {
+    /// The calling thread's.
+    fn of_this_thread() -> std::io::Result<Self> {
+        let mut header = CapHeader {
+            version: CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let mut caps = Self::default();
+        // SAFETY: capget reads the header and writes two CapData into `caps`.
+        let rc = unsafe { libc::syscall(libc::SYS_capget, &raw mut header, caps.0.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(caps)
+    }
+
+    /// The same, with nothing effective (the permitted set is kept, so the
+    /// thread can take them back).
+    fn without_effective(mut self) -> Self {
+        for word in &mut self.0 {
+            word.effective = 0;
+        }
+        self
+    }
+
+    /// Makes these the calling thread's (capset acts on the calling thread only).
+    fn set_for_this_thread(self) -> std::io::Result<()> {
+        let mut header = CapHeader {
+            version: CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        // SAFETY: capset reads the header and two CapData.
+        let rc = unsafe { libc::syscall(libc::SYS_capset, &raw mut header, self.0.as_ptr()) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 
@@ -476,5 +563,44 @@ mod tests {
         assert!(!thread_groups().unwrap().contains(&4242));
         assert!(std::fs::read(&secret).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_client_thread_holds_no_capability_that_reads_past_its_rights() {
+        if !is_root() {
+            eprintln!("skipping: opening as another user needs a root daemon");
+            return;
+        }
+        let nobody = Peer {
+            uid: NOBODY,
+            gid: NOBODY,
+            groups: Vec::new(),
+        };
+        let effective = || {
+            std::fs::read_to_string("/proc/thread-self/status")
+                .unwrap()
+                .lines()
+                .find_map(|line| line.strip_prefix("CapEff:").map(|v| v.trim().to_owned()))
+                .unwrap()
+        };
+        let before = effective();
+        let inside = as_client(&nobody, Path::new("/"), effective).unwrap();
+        assert_eq!(inside, "0000000000000000");
+        assert_eq!(effective(), before, "taken back after");
+        // A root process's memory map is readable with CAP_SYS_PTRACE, which a
+        // non-zero file-system uid alone does not take away; a client may not
+        // read it.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let maps = PathBuf::from(format!("/proc/{}/maps", child.id()));
+        let as_nobody = open_regular(&maps, &nobody, 1 << 20);
+        let as_root = open_regular(&maps, &Peer::root(), 1 << 20);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let error = as_nobody.unwrap_err();
+        assert!(matches!(error, OpenError::Denied { .. }), "{error}");
+        assert!(as_root.is_ok());
     }
 }

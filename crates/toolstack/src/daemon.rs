@@ -1,8 +1,9 @@
 //! The daemon's core: VM creation (the execute phase, on the request path), exit
 //! watching, removal and adoption after a restart, over the parts that each keep
 //! one concern: the shell [`Pool`], the [`Registry`] of VMs with the running
-//! count's guards, the request checks ([`request`]), the [`ImageCache`] and the
-//! [`Consoles`].
+//! count's guards, the request checks ([`request`]), the [`ImageCache`], the
+//! [`Consoles`], and for Linux programs the personality and the root filesystem
+//! [`Packer`].
 //!
 //! The request path takes a ready shell from the pool, writes the VM's record, sends
 //! one request and waits for the guest's boot-done: no step grows with the number of
@@ -22,22 +23,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use lightvm_vmm::jail::{Cgroup, CgroupReport, JailReport, Limits};
 use lightvm_vmm::{NetConfig, VmConfig};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
 use crate::access::Peer;
-use crate::api::{ApiError, CreateRequest, CreateTimings, PoolStatus, VmView};
+use crate::api::{
+    ApiError, CreateRequest, CreateTimings, Guest, PoolResize, PoolStatus, VmState, VmView,
+};
 use crate::blocking;
 use crate::console::{Console, Consoles};
 use crate::images::ImageCache;
-use crate::metrics::{Gauges, Metrics};
-use crate::pool::{self, Pool, ShellSpec};
+use crate::linux::{Packer, Personality};
+use crate::metrics::{self, Gauges, Metrics, VmJail};
+use crate::pool::{self, Pool, ShellKind, ShellSpec};
 use crate::process::{self, ChildShell, NotAShell, Reaped};
-use crate::protocol::{self, BootFiles, BootRequest, ShellEvent};
+use crate::protocol::{self, BootFiles, BootRequest, LinuxBoot, ShellEvent};
 use crate::registry::{Registry, Slot, VmEntry};
-use crate::request::{self, CheckedRequest};
-use crate::state::{self, ExitRecord, Outcome, StateDir, VmRecord};
+use crate::request::{self, CheckedRequest, DefaultMem};
+use crate::state::{self, ExitRecord, LinuxProgramRecord, Outcome, StateDir, VmRecord};
 
 /// How the daemon is set up.
 #[derive(Debug, Clone)]
@@ -54,6 +59,12 @@ pub struct DaemonConfig {
     pub pool_size: usize,
     /// Guest memory of pooled shells (requests of another size are served cold).
     pub pool_mem: u64,
+    /// Shells to keep ready for Linux programs.
+    pub linux_pool_size: usize,
+    /// Their guest memory, and a Linux program's when its create names none.
+    pub linux_pool_mem: u64,
+    /// The Linux personality image Linux programs run on.
+    pub personality: PersonalityImage,
     /// Most VMs running at once.
     pub max_vms: usize,
     /// Most guest memory per VM.
@@ -65,6 +76,20 @@ pub struct DaemonConfig {
     /// Whether the daemon's threads run under its seccomp filter
     /// ([`crate::seccomp`]).
     pub seccomp: bool,
+    /// Whether the VMs' shells run in their jail (`--no-jail`: not).
+    pub jail: bool,
+}
+
+/// Where the daemon's Linux personality image comes from.
+#[derive(Debug, Clone)]
+pub enum PersonalityImage {
+    /// Named by the operator (`--personality`): a daemon that cannot open it
+    /// does not start.
+    Given(PathBuf),
+    /// Built at start (from `crates/personality`); if that failed, why: the
+    /// daemon then serves unikernels only, and says why to a Linux program's
+    /// create (503).
+    Built(Result<PathBuf, String>),
 }
 
 /// Why the daemon could not start.
@@ -104,6 +129,9 @@ pub struct Daemon {
     pool: Arc<Pool>,
     registry: Registry,
     images: Arc<ImageCache>,
+    /// The personality Linux programs run on, or why there is none.
+    personality: Result<Personality, String>,
+    packer: Packer,
     consoles: Consoles,
     metrics: Metrics,
     id_seed: u64,
@@ -147,12 +175,25 @@ impl Drop for VmDir {
     }
 }
 
+/// The files of the guest a create boots, opened for its shell.
+struct GuestFiles {
+    /// The unikernel's image, or the personality's.
+    image: std::fs::File,
+    /// Its path, for the record and messages.
+    image_path: PathBuf,
+    /// A Linux program's root filesystem archive.
+    module: Option<std::fs::File>,
+    /// The Linux program, as its record keeps it.
+    linux: Option<LinuxProgramRecord>,
+}
+
 /// How a create failed.
 enum Failure {
     /// Before a VM existed: nothing to record.
     Refused(ApiError),
-    /// The VM was made but its guest did not start: it is entered as failed.
-    Boot(NewVm, ApiError),
+    /// The VM was made but its guest did not start: it is entered as failed
+    /// (boxed: a VM being made is large beside an error).
+    Boot(Box<NewVm>, ApiError),
 }
 
 impl From<ApiError> for Failure {
@@ -176,19 +217,50 @@ impl Daemon {
             Some(libc::EWOULDBLOCK) => DaemonError::Locked(config.state_dir.clone()),
             _ => state_error(e),
         })?;
+        VmConfig::check_mem_size(config.linux_pool_mem)
+            .map_err(|e| DaemonError::Config(format!("--linux-pool-mem: {e}")))?;
+        let personality = match &config.personality {
+            PersonalityImage::Given(path) => Ok(Personality::open(path)
+                .map_err(|e| DaemonError::Config(format!("--personality: {e}")))?),
+            PersonalityImage::Built(built) => built.clone().and_then(|path| {
+                Personality::open(&path).map_err(|e| format!("the personality built at start: {e}"))
+            }),
+        };
+        // A daemon without a personality keeps no shells for Linux programs, nor
+        // one whose Linux shells are larger than a VM may be.
+        let linux_pool_size = if personality.is_err() {
+            0
+        } else if config.linux_pool_mem > config.max_mem {
+            eprintln!(
+                "lightvm daemon: keeping no shells for Linux programs: --linux-pool-mem ({} MiB) is above --max-mem ({} MiB)",
+                config.linux_pool_mem >> 20,
+                config.max_mem >> 20
+            );
+            0
+        } else {
+            config.linux_pool_size
+        };
+        let packer = Packer::new(state.root().join("archives"));
         let spec = ShellSpec {
             exe: config.shell_exe.clone(),
             platform: config.platform,
             log: state.root().join("shells.log"),
+            jail: config.jail,
         };
-        let pool = Pool::new(spec, config.pool_mem, config.pool_size)
-            .map_err(|e| DaemonError::Config(format!("starting the shell spawner thread: {e}")))?;
+        let pool = Pool::new(
+            spec,
+            (config.pool_mem, config.pool_size),
+            (config.linux_pool_mem, linux_pool_size),
+        )
+        .map_err(|e| DaemonError::Config(format!("starting the shell spawner thread: {e}")))?;
         Ok(Arc::new(Self {
             pool: Arc::new(pool),
             registry: Registry::new(config.max_vms),
             config,
             state,
             images: Arc::new(ImageCache::default()),
+            personality,
+            packer,
             consoles: Consoles::default(),
             metrics: Metrics::default(),
             id_seed: random_seed(),
@@ -225,11 +297,15 @@ impl Daemon {
                 self.registry.insert(VmEntry::ended(record, exit, None));
                 continue;
             }
+            let kind = ShellKind {
+                mem_size: record.mem_size,
+                linux: record.linux.is_some(),
+            };
             let shell = process::check_shell(
                 record.pid,
                 record.pid_start_time,
                 &self.config.shell_exe,
-                record.mem_size,
+                kind,
             );
             let watched = shell.and_then(|pidfd| {
                 process::watchable(pidfd).map_err(|e| NotAShell::Other(e.to_string()))
@@ -262,6 +338,17 @@ impl Daemon {
     /// The configuration.
     pub fn config(&self) -> &DaemonConfig {
         &self.config
+    }
+
+    /// Why this daemon runs no Linux programs, if it runs none.
+    pub fn linux_unavailable(&self) -> Option<&str> {
+        self.personality.as_ref().err().map(String::as_str)
+    }
+
+    /// Stops the pool's shells and removes their groups: the daemon is stopping
+    /// (its VMs run on).
+    pub async fn shut_down_pool(&self) {
+        self.pool.shut_down().await;
     }
 
     /// Keeps the pool at its target, forever; spawn once.
@@ -306,8 +393,8 @@ impl Daemon {
             Ok(vm) => Ok(self.enter(vm)),
             Err(Failure::Refused(error)) => Err(error),
             Err(Failure::Boot(vm, error)) => {
-                self.enter_failed(vm, &error).await;
-                Err(error)
+                let exit = self.enter_failed(*vm, &error).await;
+                Err(ended_before_main(error, &exit))
             }
         };
         // The client left between the check above and now: the VM was entered,
@@ -324,15 +411,58 @@ impl Daemon {
         peer: &Peer,
         started: Instant,
     ) -> Result<NewVm, Failure> {
-        let CheckedRequest { mem_size, net } =
-            request::check_request(&request, self.config.pool_mem, self.config.max_mem)?;
+        let default_mem = DefaultMem {
+            unikernel: self.config.pool_mem,
+            linux: self.config.linux_pool_mem,
+        };
+        let CheckedRequest {
+            kind,
+            net,
+            boot_cmdline,
+            limits,
+        } = request::check_request(&request, default_mem, self.config.max_mem)?;
         let slot = self.registry.reserve().ok_or_else(|| {
             ApiError::limit(format!(
                 "{} VMs are running, this daemon's limit",
                 self.registry.max()
             ))
         })?;
-        let image = self.images.open(&request.image, peer, mem_size).await?;
+        // What the guest boots: an image the client may read, or the personality
+        // with a root filesystem packed with the client's rights.
+        let guest = match &request.guest {
+            Guest::Image(path) => GuestFiles {
+                image: self.images.open(path, peer, kind.mem_size).await?,
+                image_path: path.clone(),
+                module: None,
+                linux: None,
+            },
+            Guest::Linux(program) => {
+                let personality = self.personality.as_ref().map_err(|why| {
+                    ApiError::unavailable(format!(
+                        "this daemon runs no Linux programs: {why}; start it with --personality IMAGE"
+                    ))
+                })?;
+                personality.check_fits(kind.mem_size)?;
+                let limit = personality.archive_limit(kind.mem_size);
+                let packed = self
+                    .packer
+                    .pack(program, peer, limit, kind.mem_size)
+                    .await?;
+                GuestFiles {
+                    image: personality.file()?,
+                    image_path: personality.path().to_owned(),
+                    module: Some(packed.file),
+                    linux: Some(LinuxProgramRecord {
+                        rootfs: program.rootfs.clone(),
+                        program: program.program.clone(),
+                        args: program.args.clone(),
+                        cwd: program.cwd.clone(),
+                        trace_syscalls: program.trace_syscalls,
+                        archive_bytes: packed.bytes,
+                    }),
+                }
+            }
+        };
         // The tap before a shell: a missing one fails this create alone.
         let tap = match &net {
             Some(net) => {
@@ -341,11 +471,11 @@ impl Daemon {
             }
             None => None,
         };
-        let (shell, pooled) = match self.pool.take(mem_size) {
+        let (shell, pooled) = match self.pool.take(kind) {
             Some(shell) => (shell, true),
             None => (
                 self.pool
-                    .prepare(mem_size)
+                    .prepare(kind)
                     .await
                     .map_err(|e| ApiError::internal(format!("cannot start a VM shell: {e}")))?,
                 false,
@@ -354,21 +484,28 @@ impl Daemon {
         let pool::ReadyShell {
             process: shell,
             mut control,
+            jail,
         } = shell;
+        // The shell's group has its kind's default limits; a request that asks
+        // for others has them set now (a dropped shell's group goes with it:
+        // the next shell's jail sweeps the groups of ended processes).
+        let jail = self.set_limits(jail, limits).await?;
 
         let id = self.new_id();
         let net = net.map(|net| net.for_vm(&id));
         let pid = shell.pid;
         let record = VmRecord {
             id: id.clone(),
-            image: request.image.clone(),
-            mem_size,
+            image: guest.image_path.clone(),
+            linux: guest.linux.clone(),
+            mem_size: kind.mem_size,
             cmdline: request.cmdline.clone(),
             net: net.as_ref().map(NetConfig::to_string),
             pid,
             pid_start_time: 0,
             created_unix_ms: state::now_unix_ms(),
             owner_uid: peer.uid,
+            jail,
         };
         // The directory is owned by a VmDir from the moment it exists: if this
         // future is dropped while the blocking thread makes it, the result, dropped
@@ -396,22 +533,29 @@ impl Daemon {
             dir,
             timings: None,
         };
+        let linux = guest.linux.as_ref().map(|program| LinuxBoot {
+            rootfs: program.rootfs.clone(),
+        });
         let files = BootFiles {
-            image,
+            image: guest.image,
             console: files.console,
             result: files.result,
+            module: guest.module,
             tap: tap.map(lightvm_vmm::devices::tap::Tap::into_file),
         };
         let boot = BootRequest {
-            image: request.image,
-            cmdline: request.cmdline,
+            image: guest.image_path,
+            cmdline: boot_cmdline,
             net,
             timeout_ms: request.timeout_ms,
+            linux,
         };
         let event = async {
             protocol::send_boot(control.get_ref(), &boot, &files)
                 .await
                 .map_err(|e| format!("sending the boot request: {e}"))?;
+            // The shell holds them now; a Linux program's archive, which has no
+            // name, lives as long as its mapping in the shell.
             drop(files);
             pool::read_event(&mut control).await
         }
@@ -429,17 +573,104 @@ impl Daemon {
                 Ok(vm)
             }
             Ok(ShellEvent::Failed { error }) => {
-                Err(Failure::Boot(vm, ApiError::unprocessable(error)))
+                Err(Failure::Boot(Box::new(vm), ApiError::unprocessable(error)))
             }
             Ok(other) => Err(Failure::Boot(
-                vm,
+                Box::new(vm),
                 ApiError::internal(format!("unexpected message from the shell: {other:?}")),
             )),
             Err(error) => Err(Failure::Boot(
-                vm,
+                Box::new(vm),
                 ApiError::internal(format!("the VM's shell failed: {error}")),
             )),
         }
+    }
+
+    /// Sets the limits a create asked for in its shell's cgroup and returns
+    /// the jail report with them. A limit the host has no group for is skipped,
+    /// and the report says so; one the kernel refuses (a memory limit below what
+    /// the shell already uses) fails the create.
+    async fn set_limits(
+        &self,
+        jail: Option<JailReport>,
+        limits: Limits,
+    ) -> Result<Option<JailReport>, ApiError> {
+        let Some(mut jail) = jail else {
+            if limits == Limits::default() {
+                return Ok(None);
+            }
+            return Err(ApiError::unprocessable(
+                "this daemon runs its VMs without their jail (--no-jail): it sets no limits",
+            ));
+        };
+        if limits == Limits::default() {
+            return Ok(Some(jail));
+        }
+        let Some(mut group) = Cgroup::reopen(&jail.cgroup) else {
+            jail.skipped
+                .push("the limits asked for: the VM has no cgroup to set them in".to_owned());
+            return Ok(Some(jail));
+        };
+        // Writes to files the daemon's filter allows (openat, write): on a
+        // blocking thread of its own, not queued behind a shell's start on the
+        // spawner thread.
+        let set = blocking(move || group.set_limits(&limits).map(|()| group.report())).await?;
+        match set {
+            Ok(report) => {
+                if let (
+                    CgroupReport::Applied {
+                        memory_max,
+                        cpu_max,
+                        pids_max,
+                        ..
+                    },
+                    CgroupReport::Applied {
+                        memory_max: set_memory,
+                        cpu_max: set_cpu,
+                        pids_max: set_pids,
+                        ..
+                    },
+                ) = (&mut jail.cgroup, report)
+                {
+                    let unset = [
+                        (
+                            "memory_limit",
+                            limits.memory_max.is_some() && set_memory.is_none(),
+                        ),
+                        ("cpu_limit", limits.cpu_max.is_some() && set_cpu.is_none()),
+                        (
+                            "pids_limit",
+                            limits.pids_max.is_some() && set_pids.is_none(),
+                        ),
+                    ];
+                    for (field, _) in unset.iter().filter(|(_, unset)| *unset) {
+                        jail.skipped.push(format!(
+                            "{field}: no hierarchy here has the VM's group with that controller"
+                        ));
+                    }
+                    (*memory_max, *cpu_max, *pids_max) = (set_memory, set_cpu, set_pids);
+                }
+                Ok(Some(jail))
+            }
+            Err(error) => Err(ApiError::unprocessable(format!(
+                "the VM's limits cannot be set: {error}"
+            ))),
+        }
+    }
+
+    /// After a VM's process has ended: whether its cgroup's OOM killer ended it
+    /// (and the limit), then the group removed.
+    async fn release_cgroup(&self, jail: Option<&JailReport>) -> Option<Option<u64>> {
+        let group = Cgroup::reopen(&jail?.cgroup)?;
+        self.pool
+            .outside_filter(move || {
+                let oom = group.oom_killed().then(|| group.memory_max());
+                group.remove();
+                oom
+            })
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Enters a booted VM in the registry (its slot moves into the entry) and
@@ -480,18 +711,24 @@ impl Daemon {
     }
 
     /// Enters a VM whose guest did not start as ended, with why; its shell is
-    /// stopped and reaped.
-    async fn enter_failed(&self, vm: NewVm, error: &ApiError) {
+    /// stopped and reaped. Returns how it ended: what the shell recorded, if it
+    /// recorded anything, else `error`.
+    async fn enter_failed(&self, vm: NewVm, error: &ApiError) -> ExitRecord {
         let NewVm {
             record, shell, dir, ..
         } = vm;
         let dir = dir.keep();
         drop(shell);
+        // The shell is killed and reaped on a blocking thread: its group empties
+        // a moment later (Cgroup::remove waits a little for that).
+        self.release_cgroup(record.jail.as_ref()).await;
         let guess = ExitRecord::new(Outcome::Failed, &error.message);
         let exit = blocking(move || state::record_exit_once(&dir, &guess).unwrap_or(guess))
             .await
             .unwrap_or_else(|_| ExitRecord::new(Outcome::Failed, &error.message));
-        self.registry.insert(VmEntry::ended(record, exit, None));
+        self.registry
+            .insert(VmEntry::ended(record, exit.clone(), None));
+        exit
     }
 
     /// Waits for a VM's process to end, reaps it and records how it ended.
@@ -506,12 +743,24 @@ impl Daemon {
                     .await
                     .unwrap_or(Reaped::NotOurs)
             };
-            let stop_requested = daemon
+            let (stop_requested, jail) = daemon
                 .registry
-                .with(&id, |entry| entry.stop_requested)
-                .unwrap_or(false);
+                .with(&id, |entry| {
+                    (entry.stop_requested, entry.record.jail.clone())
+                })
+                .unwrap_or((false, None));
+            let out_of_memory = daemon.release_cgroup(jail.as_ref()).await;
             let guess = match reaped {
                 _ if stop_requested => ExitRecord::new(Outcome::Stopped, "stopped through the API"),
+                Reaped::Signal(libc::SIGKILL) if out_of_memory.is_some() => ExitRecord::new(
+                    Outcome::OutOfMemory,
+                    match out_of_memory.flatten() {
+                        Some(limit) => format!(
+                            "the VM used more memory than its cgroup allows ({limit} bytes) and was killed; ask for a larger memory_limit"
+                        ),
+                        None => "the VM's cgroup ran out of memory and killed it".to_owned(),
+                    },
+                ),
                 Reaped::Signal(signal) => ExitRecord::new(
                     Outcome::Killed,
                     format!("the VM's process was killed by signal {signal}"),
@@ -606,39 +855,63 @@ impl Daemon {
 
     /// The pool's state.
     pub fn pool_status(&self) -> PoolStatus {
-        self.pool.status()
+        self.pool
+            .status(self.linux_unavailable().map(str::to_owned))
     }
 
-    /// Changes the pool's target; surplus ready shells are stopped and reaped. The
-    /// pool is the daemon's own configuration, and each shell costs host memory
-    /// whoever uses it: only root may change it.
-    pub fn resize_pool(&self, size: usize, peer: &Peer) -> Result<PoolStatus, ApiError> {
+    /// Changes the pools' targets; surplus ready shells are stopped and reaped.
+    /// The pool is the daemon's own configuration, and each shell costs host
+    /// memory whoever uses it: only root may change it.
+    pub fn resize_pool(&self, resize: &PoolResize, peer: &Peer) -> Result<PoolStatus, ApiError> {
         if !peer.is_root() {
             return Err(ApiError::forbidden(format!(
                 "only root may resize the pool (this client is uid {})",
                 peer.uid
             )));
         }
-        if size > self.config.max_vms {
+        if resize.size.is_none() && resize.linux_size.is_none() {
+            return Err(ApiError::bad_request(
+                "give the pool's new size (\"size\"), the Linux-program pool's (\"linux_size\"), or both",
+            ));
+        }
+        let current = self.pool_status();
+        let size = resize.size.unwrap_or(current.target);
+        let linux_size = resize.linux_size.unwrap_or(current.linux.target);
+        if size.saturating_add(linux_size) > self.config.max_vms {
             return Err(ApiError::bad_request(format!(
-                "a pool of {size} is larger than the VM limit ({})",
+                "pools of {size} and {linux_size} are larger than the VM limit ({})",
                 self.config.max_vms
             )));
         }
-        self.pool.resize(size);
-        Ok(self.pool.status())
+        if let Some(size) = resize.size {
+            self.pool.resize(false, size);
+        }
+        if let Some(size) = resize.linux_size {
+            self.pool.resize(true, size);
+        }
+        Ok(self.pool_status())
     }
 
     /// Prometheus text.
     pub fn metrics(&self) -> String {
         let (running, exited) = self.registry.counts();
-        let pool = self.pool.status();
-        self.metrics.render(Gauges {
+        let pool = self.pool_status();
+        let mut out = self.metrics.render(Gauges {
             running,
             exited,
             pool_ready: pool.ready,
             pool_target: pool.target,
-        })
+            linux_pool_ready: pool.linux.ready,
+            linux_pool_target: pool.linux.target,
+        });
+        let jails: Vec<VmJail> = self
+            .list()
+            .into_iter()
+            .filter(|vm| vm.state == VmState::Running)
+            .map(|vm| vm_jail(vm.id, vm.jail.as_ref()))
+            .collect();
+        metrics::render_jails(&mut out, &jails);
+        out
     }
 
     /// A create's failure to write state: a full disk is said as such (507), and
@@ -661,6 +934,42 @@ impl Daemon {
 
 /// Whether `peer` may act on (stop, remove, read the console of) a VM: root may,
 /// and so may the client that created it.
+/// The gauges of one VM's jail.
+fn vm_jail(id: String, jail: Option<&JailReport>) -> VmJail {
+    let Some(jail) = jail else {
+        return VmJail {
+            id,
+            ..VmJail::default()
+        };
+    };
+    let (memory_max, cpu_max, pids_max) = match &jail.cgroup {
+        CgroupReport::Applied {
+            memory_max,
+            cpu_max,
+            pids_max,
+            ..
+        } => (
+            *memory_max,
+            cpu_max.as_deref().and_then(|text| {
+                let (quota, period) = text.split_once(' ')?;
+                let (quota, period) = (quota.parse::<f64>().ok()?, period.parse::<f64>().ok()?);
+                (period > 0.0).then(|| quota / period)
+            }),
+            *pids_max,
+        ),
+        CgroupReport::Skipped { .. } => (None, None, None),
+    };
+    VmJail {
+        id,
+        jailed: true,
+        uid: Some(jail.uid),
+        skipped: jail.skipped.len(),
+        memory_max,
+        cpu_max,
+        pids_max,
+    }
+}
+
 fn authorise(entry: &VmEntry, peer: &Peer) -> Result<(), ApiError> {
     if peer.is_root() || peer.uid == entry.record.owner_uid {
         return Ok(());
@@ -716,6 +1025,23 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The answer to a create whose shell ended before the guest's boot-done. The
+/// shell closing its socket reads as a failed shell (a 500), but when the shell
+/// recorded how the guest ended — it exited, crashed, broke the ABI — the guest
+/// itself ended before its main: a guest that cannot be booted (422), named by
+/// that record, as the VM's listing names it.
+fn ended_before_main(error: ApiError, exit: &ExitRecord) -> ApiError {
+    let shell_recorded = exit.outcome != Outcome::Failed || exit.detail != error.message;
+    if error.status == axum::http::StatusCode::INTERNAL_SERVER_ERROR && shell_recorded {
+        ApiError::unprocessable(format!(
+            "the guest ended before reaching its main: {}",
+            exit.detail
+        ))
+    } else {
+        error
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -727,5 +1053,23 @@ mod tests {
             .collect();
         assert_eq!(ids.len(), 10_000);
         assert!(ids.iter().all(|id| state::is_vm_id(id)));
+    }
+
+    #[test]
+    fn a_guest_that_ended_before_its_main_is_a_422_naming_how() {
+        let shell_gone = || ApiError::internal("the VM's shell failed: the shell process ended");
+        let exited = ExitRecord::new(Outcome::Exited, "guest exited with status 123: no XSAVE");
+        let answer = ended_before_main(shell_gone(), &exited);
+        assert_eq!(answer.status, axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            answer.message,
+            "the guest ended before reaching its main: guest exited with status 123: no XSAVE"
+        );
+        // Nothing recorded by the shell (the daemon's own guess): still the 500.
+        let guess = ExitRecord::new(Outcome::Failed, &shell_gone().message);
+        assert_eq!(ended_before_main(shell_gone(), &guess).status, 500);
+        // A refusal already named by the shell keeps its status.
+        let refused = ApiError::unprocessable("the image does not fit");
+        assert_eq!(ended_before_main(refused, &exited).status, 422);
     }
 }

@@ -5,8 +5,9 @@
 //! Requests flow: [`server`] (HTTP, the client's credentials) → [`daemon::Daemon`]
 //! (creation, removal, adoption) over its parts — the shell [`pool`], the
 //! [`registry`] of VMs and the running count, the [`request`] checks, the
-//! [`images`] a client names, opened with its rights ([`access`]), and the
-//! [`console`] readers — → a shell process ([`shell_main`], one per VM) over the
+//! [`images`] a client names, opened with its rights ([`access`]), the [`linux`]
+//! programs' personality and root filesystems, packed with its rights too, and
+//! the [`console`] readers — → a shell process ([`shell_main`], one per VM) over the
 //! [`protocol`] → the VMM. VM state lives in one directory per VM ([`state`]), so a
 //! restarted daemon adopts the VMs it left running.
 
@@ -16,6 +17,7 @@ pub mod client;
 pub mod console;
 pub mod daemon;
 pub mod images;
+pub mod linux;
 pub mod metrics;
 pub mod pool;
 pub mod process;
@@ -38,4 +40,4 @@ async fn blocking<T: Send + 'static>(
 }
 
 pub use client::Client;
-pub use daemon::{Daemon, DaemonConfig, DaemonError};
+pub use daemon::{Daemon, DaemonConfig, DaemonError, PersonalityImage};

@@ -31,6 +31,10 @@ pub struct Gauges {
     pub pool_ready: usize,
     /// The pool's target.
     pub pool_target: usize,
+    /// Ready shells for Linux programs.
+    pub linux_pool_ready: usize,
+    /// The Linux-program pool's target.
+    pub linux_pool_target: usize,
 }
 
 impl Metrics {
@@ -72,6 +76,22 @@ impl Metrics {
         let _ = writeln!(out, "lightvm_pool_target {}", gauges.pool_target);
         let _ = writeln!(
             out,
+            "# HELP lightvm_linux_pool_ready Prepared shells ready to boot a Linux program."
+        );
+        let _ = writeln!(out, "# TYPE lightvm_linux_pool_ready gauge");
+        let _ = writeln!(out, "lightvm_linux_pool_ready {}", gauges.linux_pool_ready);
+        let _ = writeln!(
+            out,
+            "# HELP lightvm_linux_pool_target Shells the Linux-program pool keeps ready."
+        );
+        let _ = writeln!(out, "# TYPE lightvm_linux_pool_target gauge");
+        let _ = writeln!(
+            out,
+            "lightvm_linux_pool_target {}",
+            gauges.linux_pool_target
+        );
+        let _ = writeln!(
+            out,
             "# HELP lightvm_vms_created_total VMs created, and how many from the pool."
         );
         let _ = writeln!(out, "# TYPE lightvm_vms_created_total counter");
@@ -111,8 +131,79 @@ impl Metrics {
     }
 }
 
+/// One running VM's jail, for [`render_jails`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VmJail {
+    /// The VM's id (the daemon's: 16 hex digits, nothing to escape).
+    pub id: String,
+    /// Whether its process runs in a jail (its shell reported one).
+    pub jailed: bool,
+    /// Its uid, when jailed.
+    pub uid: Option<u32>,
+    /// What the host did not allow, counted.
+    pub skipped: usize,
+    /// Its cgroup's memory.max, cpu.max in CPUs and pids.max, as set.
+    pub memory_max: Option<u64>,
+    /// CPUs.
+    pub cpu_max: Option<f64>,
+    /// Tasks.
+    pub pids_max: Option<u64>,
+}
+
+/// A gauge family of [`render_jails`]: name, help, and the value of one VM.
+type Family = (&'static str, &'static str, fn(&VmJail) -> Option<f64>);
+
+/// The per-VM jail gauges: whether each running VM is jailed, and the limits
+/// of its cgroup (a limit the VM does not have is left out).
+pub fn render_jails(out: &mut String, vms: &[VmJail]) {
+    let families: [Family; 6] = [
+        ("lightvm_vm_jailed", "1 when the VM's process runs in its jail (namespaces, empty root, uid, rlimits, cgroup).", |vm| Some(if vm.jailed { 1.0 } else { 0.0 })),
+        ("lightvm_vm_jail_skipped", "Parts of the jail this host did not allow (GET /vms/{id} says which and why).", |vm| Some(vm.skipped as f64)),
+        ("lightvm_vm_uid", "The uid the VM's process runs as.", |vm| vm.uid.map(f64::from)),
+        ("lightvm_vm_memory_max_bytes", "The VM's cgroup memory limit.", |vm| vm.memory_max.map(|m| m as f64)),
+        ("lightvm_vm_cpu_max_cpus", "The VM's cgroup CPU limit, in CPUs.", |vm| vm.cpu_max),
+        ("lightvm_vm_pids_max", "The VM's cgroup task limit.", |vm| vm.pids_max.map(|m| m as f64)),
+    ];
+    for (name, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for vm in vms {
+            if let Some(value) = value(vm) {
+                let _ = writeln!(out, "{name}{{id=\"{}\"}} {value}", vm.id);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn jails_render_one_line_per_vm_and_limit() {
+        let mut out = String::new();
+        super::render_jails(
+            &mut out,
+            &[super::VmJail {
+                id: "00ab".into(),
+                jailed: true,
+                uid: Some(65534),
+                skipped: 0,
+                memory_max: Some(16 << 20),
+                cpu_max: Some(0.5),
+                pids_max: None,
+            }],
+        );
+        assert!(out.contains("lightvm_vm_jailed{id=\"00ab\"} 1\n"), "{out}");
+        assert!(
+            out.contains("lightvm_vm_memory_max_bytes{id=\"00ab\"} 16777216\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("lightvm_vm_cpu_max_cpus{id=\"00ab\"} 0.5\n"),
+            "{out}"
+        );
+        assert!(!out.contains("lightvm_vm_pids_max{"), "{out}");
+    }
+
     use super::*;
 
     #[test]

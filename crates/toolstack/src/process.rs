@@ -8,6 +8,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::pool::ShellKind;
+
 /// A freshly spawned shell: its pid, a pidfd, and the daemon's end of its control
 /// socket.
 pub struct SpawnedShell {
@@ -19,24 +21,33 @@ pub struct SpawnedShell {
     pub control: UnixStream,
 }
 
-/// Starts `exe shell --platform <platform> --mem <mem_size>` with the control socket
-/// as its stdin, in its
+/// Starts `exe shell --platform <platform> --mem <mem_size> [--linux] [--no-jail]`
+/// (`--linux`: a shell for Linux programs; `--no-jail`: one without its jail) with the control socket as its stdin, in its
 /// own process group (a terminal's Ctrl-C to the daemon does not reach the VMs) and
 /// with its stderr appended to `log`.
 pub fn spawn_shell(
     exe: &Path,
     platform: lightvm_vmm::Platform,
-    mem_size: u64,
+    kind: ShellKind,
     log: &Path,
+    jail: bool,
 ) -> std::io::Result<SpawnedShell> {
     let (control, child_end) = UnixStream::pair()?;
     let stderr = File::options().create(true).append(true).open(log)?;
-    let child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg("shell")
         .arg("--platform")
         .arg(platform.name())
         .arg("--mem")
-        .arg(mem_size.to_string())
+        .arg(kind.mem_size.to_string());
+    if kind.linux {
+        command.arg("--linux");
+    }
+    if !jail {
+        command.arg("--no-jail");
+    }
+    let child = command
         .stdin(Stdio::from(OwnedFd::from(child_end)))
         .stdout(Stdio::null())
         .stderr(Stdio::from(stderr))
@@ -63,55 +74,147 @@ pub fn spawn_shell(
 /// requester has gone is stopped and reaped here.
 #[derive(Debug)]
 pub struct Spawner {
-    requests: std::sync::mpsc::Sender<SpawnJob>,
+    requests: std::sync::mpsc::Sender<Job>,
 }
 
 /// One shell to start.
 struct SpawnJob {
     exe: PathBuf,
     platform: lightvm_vmm::Platform,
-    mem_size: u64,
+    kind: ShellKind,
     log: PathBuf,
+    jail: bool,
     answer: tokio::sync::oneshot::Sender<std::io::Result<(ChildShell, UnixStream)>>,
+}
+
+/// What the spawner thread is asked to do.
+enum Job {
+    /// Start a shell.
+    Spawn(SpawnJob),
+    /// Run this (the daemon's own code: cgroup work for the shells' jails).
+    Run(Box<dyn FnOnce() + Send>),
 }
 
 impl Spawner {
     /// Starts the spawner thread; it ends when the spawner is dropped.
     pub fn start() -> std::io::Result<Self> {
-        let (requests, jobs) = std::sync::mpsc::channel::<SpawnJob>();
+        let (requests, jobs) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("lightvm-spawner".to_owned())
             .spawn(move || {
+                let pid_namespaces = PidNamespaces::open();
                 for job in jobs {
-                    let spawned = spawn_shell(&job.exe, job.platform, job.mem_size, &job.log)
-                        .map(|shell| (ChildShell::new(shell.pid, shell.pidfd), shell.control));
-                    // Not taken: dropped here, which stops and reaps the shell.
-                    let _ = job.answer.send(spawned);
+                    match job {
+                        Job::Spawn(job) => {
+                            // Each shell is the first process of a PID namespace
+                            // of its own (where the host allows; the shell says
+                            // in its jail report when it is not).
+                            if let Some(namespaces) = &pid_namespaces {
+                                namespaces.next_child(job.jail);
+                            }
+                            if job.jail {
+                                // Such a shell cannot tell which groups are
+                                // stale: the groups of shells that ended
+                                // without a VM (a shrunk pool) are removed here.
+                                lightvm_vmm::jail::sweep_stale(
+                                    &crate::shell_main::jail_config(job.kind.mem_size).limits,
+                                );
+                            }
+                            let spawned =
+                                spawn_shell(&job.exe, job.platform, job.kind, &job.log, job.jail)
+                                    .map(|shell| {
+                                        (ChildShell::new(shell.pid, shell.pidfd), shell.control)
+                                    });
+                            // Not taken: dropped here, which stops and reaps the shell.
+                            let _ = job.answer.send(spawned);
+                        }
+                        Job::Run(run) => run(),
+                    }
                 }
             })?;
         Ok(Self { requests })
     }
 
-    /// Starts `exe shell --platform <platform> --mem <mem_size>` (see
-    /// [`spawn_shell`]) on the spawner thread.
+    /// Starts a shell of `kind` (see [`spawn_shell`]) on the spawner thread.
     pub async fn spawn(
         &self,
         exe: &Path,
         platform: lightvm_vmm::Platform,
-        mem_size: u64,
+        kind: ShellKind,
         log: &Path,
+        jail: bool,
     ) -> std::io::Result<(ChildShell, UnixStream)> {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job = SpawnJob {
             exe: exe.to_owned(),
             platform,
-            mem_size,
+            kind,
             log: log.to_owned(),
+            jail,
             answer,
         };
-        let gone = || std::io::Error::other("the shell spawner thread has stopped");
-        self.requests.send(job).map_err(|_| gone())?;
+        self.requests.send(Job::Spawn(job)).map_err(|_| gone())?;
         answered.await.map_err(|_| gone())?
+    }
+
+    /// Runs `job` on the spawner thread (outside the daemon's seccomp filter)
+    /// and returns what it returned.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> std::io::Result<T> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let run = Box::new(move || {
+            let _ = answer.send(job());
+        });
+        self.requests.send(Job::Run(run)).map_err(|_| gone())?;
+        answered.await.map_err(|_| gone())
+    }
+}
+
+fn gone() -> std::io::Error {
+    std::io::Error::other("the shell spawner thread has stopped")
+}
+
+/// The spawner thread's way to start each shell in a new PID namespace.
+/// `unshare(CLONE_NEWPID)` names the namespace of the thread's next children
+/// and may be made only while that is still the thread's own; so before each
+/// shell the thread goes back to its own (`setns`) and makes a new one.
+struct PidNamespaces {
+    own: OwnedFd,
+}
+
+impl PidNamespaces {
+    /// `None` where this thread cannot make PID namespaces (not root).
+    fn open() -> Option<Self> {
+        let own = File::open("/proc/thread-self/ns/pid").ok()?;
+        let namespaces = Self { own: own.into() };
+        let works = namespaces.back_to_own() && namespaces.new_one();
+        // Children are born in the daemon's namespace until a shell asks.
+        namespaces.back_to_own();
+        works.then_some(namespaces)
+    }
+
+    fn back_to_own(&self) -> bool {
+        // SAFETY: setns with a namespace descriptor this struct owns: it only
+        // changes which PID namespace this thread's next children are born in.
+        unsafe { libc::setns(self.own.as_raw_fd(), libc::CLONE_NEWPID) == 0 }
+    }
+
+    fn new_one(&self) -> bool {
+        // SAFETY: as above, for a new namespace.
+        unsafe { libc::unshare(libc::CLONE_NEWPID) == 0 }
+    }
+
+    /// Makes the next child the first of a PID namespace of its own (`jailed`)
+    /// or one of the daemon's. Each namespace takes one child: once its first
+    /// process ends, no other can be born in it.
+    fn next_child(&self, jailed: bool) {
+        // A failure leaves the next shell in the daemon's namespace, which its
+        // jail report then says.
+        if self.back_to_own() && jailed {
+            self.new_one();
+        }
     }
 }
 
@@ -239,6 +342,14 @@ impl ChildShell {
         }
     }
 
+    /// Kills the process and waits until it is reaped: blocking, for a thread
+    /// that may block.
+    pub fn stop(mut self) {
+        if let Some(pidfd) = self.pidfd.take() {
+            kill_and_reap(&pidfd);
+        }
+    }
+
     /// Hands the process over to be watched through its pidfd, registered with
     /// the runtime (call inside it): no longer stopped when this is dropped. If it
     /// cannot be registered, the process is stopped and reaped, and the error is
@@ -280,11 +391,16 @@ pub fn retire(pidfd: OwnedFd) {
 /// Checks that `pid` is one of this daemon's shells — a VM record found after a
 /// restart names it — and returns a pidfd for it. It must be the process that
 /// started at `start_time` (not a later one with the same pid), run `exe` (the
-/// lightvm binary, or the file it was before an upgrade replaced it) and have a
-/// shell's command line for `mem_size` bytes of guest memory. The pidfd is opened
+/// lightvm binary, or the file it was before an upgrade replaced it) and have the
+/// command line of a shell of `kind`. The pidfd is opened
 /// first and checked to be alive last, so what was read from /proc is that
 /// process's. Otherwise says why not: such a process is never signalled.
-pub fn check_shell(pid: u32, start: u64, exe: &Path, mem_size: u64) -> Result<OwnedFd, NotAShell> {
+pub fn check_shell(
+    pid: u32,
+    start: u64,
+    exe: &Path,
+    kind: ShellKind,
+) -> Result<OwnedFd, NotAShell> {
     if pid <= 1 {
         return Err(NotAShell::Other(format!("pid {pid} is no shell's")));
     }
@@ -298,7 +414,7 @@ pub fn check_shell(pid: u32, start: u64, exe: &Path, mem_size: u64) -> Result<Ow
         }
         None => return Err(NotAShell::Gone),
     }
-    check_identity(pid, exe, mem_size).map_err(NotAShell::Other)?;
+    check_identity(pid, exe, kind).map_err(NotAShell::Other)?;
     pidfd_signal(&pidfd, 0).map_err(|_| NotAShell::Gone)?;
     Ok(pidfd)
 }
@@ -314,8 +430,8 @@ pub enum NotAShell {
     Other(String),
 }
 
-/// Whether the running `pid` is the lightvm binary run as a shell of `mem_size`.
-fn check_identity(pid: u32, exe: &Path, mem_size: u64) -> Result<(), String> {
+/// Whether the running `pid` is the lightvm binary run as a shell of `kind`.
+fn check_identity(pid: u32, exe: &Path, kind: ShellKind) -> Result<(), String> {
     let proc_exe = PathBuf::from(format!("/proc/{pid}/exe"));
     let link = std::fs::read_link(&proc_exe).map_err(|e| format!("pid {pid}'s executable: {e}"))?;
     let same_file = |a: &Path, b: &Path| {
@@ -339,23 +455,37 @@ fn check_identity(pid: u32, exe: &Path, mem_size: u64) -> Result<(), String> {
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
         .map_err(|e| format!("pid {pid}'s command line: {e}"))?;
-    if !is_shell_cmdline(&cmdline, mem_size) {
+    if !is_shell_cmdline(&cmdline, kind) {
         return Err(format!(
-            "pid {pid} runs lightvm, but not as the shell of a VM of {mem_size} bytes"
+            "pid {pid} runs lightvm, but not as the shell of a VM of {} bytes{}",
+            kind.mem_size,
+            if kind.linux {
+                " for Linux programs"
+            } else {
+                ""
+            }
         ));
     }
     Ok(())
 }
 
-/// Whether a /proc cmdline is what [`spawn_shell`] runs for `mem_size` bytes.
-fn is_shell_cmdline(cmdline: &[u8], mem_size: u64) -> bool {
+/// Whether a /proc cmdline is what [`spawn_shell`] runs for `kind`.
+fn is_shell_cmdline(cmdline: &[u8], kind: ShellKind) -> bool {
     let args: Vec<&[u8]> = cmdline
         .strip_suffix(b"\0")
         .unwrap_or(cmdline)
         .split(|&b| b == 0)
         .collect();
-    let mem = mem_size.to_string();
-    match args.as_slice() {
+    let mem = kind.mem_size.to_string();
+    let args = match args.split_last() {
+        Some((last, rest)) if *last == b"--no-jail" => rest,
+        _ => args.as_slice(),
+    };
+    let (args, linux) = match args.split_last() {
+        Some((last, rest)) if *last == b"--linux" => (rest, true),
+        _ => (args, false),
+    };
+    match args {
         [_, shell, platform_flag, platform, mem_flag, size] => {
             *shell == b"shell"
                 && *platform_flag == b"--platform"
@@ -364,6 +494,7 @@ fn is_shell_cmdline(cmdline: &[u8], mem_size: u64) -> bool {
                     .any(|p| p.name().as_bytes() == *platform)
                 && *mem_flag == b"--mem"
                 && *size == mem.as_bytes()
+                && linux == kind.linux
         }
         _ => false,
     }
@@ -382,21 +513,44 @@ pub fn start_time(pid: u32) -> Option<u64> {
 mod tests {
     use super::*;
 
+    const SMALL: ShellKind = ShellKind {
+        mem_size: 2 << 20,
+        linux: false,
+    };
+
     #[test]
     fn only_a_shells_command_line_is_a_shells() {
+        let unikernel = SMALL;
+        let linux = ShellKind {
+            linux: true,
+            ..unikernel
+        };
         assert!(is_shell_cmdline(
             b"/usr/bin/lightvm\x00shell\x00--platform\x00process\x00--mem\x002097152\x00",
-            2 << 20
+            unikernel
+        ));
+        assert!(is_shell_cmdline(
+            b"/usr/bin/lightvm\x00shell\x00--platform\x00kvm\x00--mem\x002097152\x00--linux\x00",
+            linux
+        ));
+        assert!(is_shell_cmdline(
+            b"/usr/bin/lightvm\x00shell\x00--platform\x00kvm\x00--mem\x002097152\x00--linux\x00--no-jail\x00",
+            linux
         ));
         for other in [
             &b"/usr/bin/lightvm\x00shell\x00--platform\x00process\x00--mem\x004194304\x00"[..],
             b"/usr/bin/lightvm\x00daemon\x00",
             b"/bin/sleep\x00100\x00",
             b"/usr/bin/lightvm\x00shell\x00--platform\x00xen\x00--mem\x002097152\x00",
+            b"/usr/bin/lightvm\x00shell\x00--platform\x00kvm\x00--mem\x002097152\x00--linux\x00",
             b"",
         ] {
-            assert!(!is_shell_cmdline(other, 2 << 20), "{other:?}");
+            assert!(!is_shell_cmdline(other, unikernel), "{other:?}");
         }
+        assert!(!is_shell_cmdline(
+            b"/usr/bin/lightvm\x00shell\x00--platform\x00kvm\x00--mem\x002097152\x00",
+            linux
+        ));
     }
 
     #[test]
@@ -405,17 +559,17 @@ mod tests {
         let pid = child.id();
         let start = start_time(pid).unwrap();
         let exe = std::env::current_exe().unwrap();
-        let error = check_shell(pid, start, &exe, 2 << 20).unwrap_err();
+        let error = check_shell(pid, start, &exe, SMALL).unwrap_err();
         assert!(error.to_string().contains("not lightvm"), "{error}");
-        let error = check_shell(pid, start + 1, &exe, 2 << 20).unwrap_err();
+        let error = check_shell(pid, start + 1, &exe, SMALL).unwrap_err();
         assert!(error.to_string().contains("another process"), "{error}");
         // This test binary is its own executable, but its command line is no shell's.
         let me = std::process::id();
-        let error = check_shell(me, start_time(me).unwrap(), &exe, 2 << 20).unwrap_err();
+        let error = check_shell(me, start_time(me).unwrap(), &exe, SMALL).unwrap_err();
         assert!(error.to_string().contains("not as the shell"), "{error}");
-        assert!(check_shell(1, 0, &exe, 2 << 20).is_err());
+        assert!(check_shell(1, 0, &exe, SMALL).is_err());
         assert!(matches!(
-            check_shell(u32::MAX, 0, &exe, 2 << 20),
+            check_shell(u32::MAX, 0, &exe, SMALL),
             Err(NotAShell::Gone)
         ));
         assert_eq!(

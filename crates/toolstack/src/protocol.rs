@@ -18,6 +18,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
+use lightvm_vmm::jail::JailReport;
 use lightvm_vmm::NetConfig;
 use sendfd::{RecvWithFd, SendWithFd};
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,20 @@ pub struct BootRequest {
     pub net: Option<NetConfig>,
     /// Stop the guest after this long.
     pub timeout_ms: Option<u64>,
+    /// Present when the guest is a Linux program: the image is the personality,
+    /// the VM is set up for Linux programs, and the root filesystem's archive
+    /// comes open as its module. Requests of daemons from before Linux programs
+    /// lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linux: Option<LinuxBoot>,
+}
+
+/// A Linux program's part of a boot request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinuxBoot {
+    /// The root filesystem the archive was packed from, for messages (the archive
+    /// comes open, and has no name).
+    pub rootfs: PathBuf,
 }
 
 /// The files a boot request hands over, open, in this order on the wire.
@@ -54,12 +69,15 @@ pub struct BootFiles {
     pub console: File,
     /// Where the shell writes how the guest ended (`result.json`, empty until then).
     pub result: File,
+    /// The root filesystem archive, read-only, when the guest is a Linux program
+    /// (the request's `linux`).
+    pub module: Option<File>,
     /// The tap, when the request has a network.
     pub tap: Option<File>,
 }
 
 impl BootFiles {
-    const MAX: usize = 4;
+    const MAX: usize = 5;
 
     fn raw(&self) -> Vec<RawFd> {
         let mut fds = vec![
@@ -67,12 +85,15 @@ impl BootFiles {
             self.console.as_raw_fd(),
             self.result.as_raw_fd(),
         ];
+        fds.extend(self.module.as_ref().map(AsRawFd::as_raw_fd));
         fds.extend(self.tap.as_ref().map(AsRawFd::as_raw_fd));
         fds
     }
 
-    fn from_received(fds: Vec<OwnedFd>, with_tap: bool) -> Result<Self, String> {
-        let expected = if with_tap { 4 } else { 3 };
+    /// The files of `request`, which says which of the optional ones came.
+    fn from_received(fds: Vec<OwnedFd>, request: &BootRequest) -> Result<Self, String> {
+        let (with_module, with_tap) = (request.linux.is_some(), request.net.is_some());
+        let expected = 3 + usize::from(with_module) + usize::from(with_tap);
         if fds.len() != expected {
             return Err(format!(
                 "the request came with {} descriptors, not {expected}",
@@ -85,6 +106,7 @@ impl BootFiles {
             image: next()?,
             console: next()?,
             result: next()?,
+            module: if with_module { Some(next()?) } else { None },
             tap: if with_tap { Some(next()?) } else { None },
         })
     }
@@ -140,7 +162,7 @@ pub fn receive_boot(control: &UnixStream) -> Result<Option<(BootRequest, BootFil
     }
     let ShellRequest::Boot(request) =
         decode::<ShellRequest>(&line).map_err(|e| format!("bad request: {e}"))?;
-    let files = BootFiles::from_received(fds, request.net.is_some())?;
+    let files = BootFiles::from_received(fds, &request)?;
     Ok(Some((request, files)))
 }
 
@@ -152,6 +174,10 @@ pub enum ShellEvent {
     Ready {
         /// µs the prepare phase took (process start excluded).
         prepare_us: f64,
+        /// The jail the shell locked itself into while it prepared (shells of
+        /// daemons from before the jail send none).
+        #[serde(default)]
+        jail: Option<JailReport>,
     },
     /// The guest reached its `main`.
     Booted {
@@ -190,6 +216,9 @@ mod tests {
             cmdline: "a\nb".into(),
             net: Some(NetConfig::parse("tap=tap0,mac=06:00:ac:10:00:02", 0).unwrap()),
             timeout_ms: Some(5),
+            linux: Some(LinuxBoot {
+                rootfs: "/roots/nginx".into(),
+            }),
         });
         let line = encode(&request);
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
@@ -218,11 +247,16 @@ mod tests {
             cmdline: "x".into(),
             net: None,
             timeout_ms: None,
+            linux: Some(LinuxBoot {
+                rootfs: dir.clone(),
+            }),
         };
+        std::fs::write(path("archive"), b"070701").unwrap();
         let files = BootFiles {
             image: File::open(path("image")).unwrap(),
             console: File::create(path("console")).unwrap(),
             result: File::create(path("result")).unwrap(),
+            module: Some(File::open(path("archive")).unwrap()),
             tap: None,
         };
         runtime.block_on(async {
@@ -234,6 +268,9 @@ mod tests {
         let mut image = String::new();
         std::io::Read::read_to_string(&mut files.image, &mut image).unwrap();
         assert_eq!(image, "IMAGE");
+        let mut archive = String::new();
+        std::io::Read::read_to_string(files.module.as_mut().unwrap(), &mut archive).unwrap();
+        assert_eq!(archive, "070701", "the module comes after the result file");
         std::io::Write::write_all(&mut files.result, b"done").unwrap();
         assert_eq!(std::fs::read(path("result")).unwrap(), b"done");
         std::fs::remove_dir_all(&dir).unwrap();
@@ -247,6 +284,7 @@ mod tests {
             cmdline: String::new(),
             net: None,
             timeout_ms: None,
+            linux: None,
         }));
         std::io::Write::write_all(&mut &daemon, &line).unwrap();
         let error = receive_boot(&shell).unwrap_err();

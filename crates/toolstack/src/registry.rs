@@ -225,6 +225,7 @@ mod tests {
         VmRecord {
             id: id.into(),
             image: "/img".into(),
+            linux: None,
             mem_size: 2 << 20,
             cmdline: String::new(),
             net: None,
@@ -232,6 +233,7 @@ mod tests {
             pid_start_time: 2,
             created_unix_ms: 3,
             owner_uid: 0,
+            jail: None,
         }
     }
 

@@ -10,15 +10,35 @@ use lightvm_vmm::devices::tap::Tap;
 use lightvm_vmm::{parse_mem_size, NetConfig, VmConfig};
 
 use crate::access::Peer;
-use crate::api::{ApiError, CreateRequest};
+use lightvm_vmm::jail::{CpuMax, Limits};
+
+use crate::api::{ApiError, CreateRequest, Guest, LimitsRequest};
+use crate::pool::ShellKind;
 
 /// What [`check_request`] derived from a create request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedRequest {
-    /// Guest memory in bytes.
-    pub mem_size: u64,
+    /// The shell it needs: its guest memory, and whether it runs a Linux
+    /// program.
+    pub kind: ShellKind,
     /// The network interface asked for.
     pub net: Option<NetRequest>,
+    /// The command line the guest boots with: the request's, plus the
+    /// personality's `lx.trace` when a Linux program's calls are traced.
+    pub boot_cmdline: String,
+    /// The limits the request asks for beyond its shell's defaults (those it
+    /// does not name are `None`: the shell's group keeps its own).
+    pub limits: Limits,
+}
+
+/// Guest memory of a create that names none: the size of the pool's shells for
+/// its kind of guest, so that it is served from the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultMem {
+    /// For unikernels.
+    pub unikernel: u64,
+    /// For Linux programs.
+    pub linux: u64,
 }
 
 /// A create request's network interface, parsed.
@@ -54,21 +74,28 @@ fn vm_mac(id: &str) -> [u8; 6] {
     [0x06, a, b, c, d, e]
 }
 
-/// Checks everything in a create request that needs no file, process or shell.
+/// Checks everything in a create request that needs no file, process or shell
+/// (what the body's own parsing checks — one guest, a Linux program's strings —
+/// was checked as it was read).
 pub fn check_request(
     request: &CreateRequest,
-    pool_mem: u64,
+    default_mem: DefaultMem,
     max_mem: u64,
 ) -> Result<CheckedRequest, ApiError> {
-    if !request.image.is_absolute() {
+    let (what, path, linux) = match &request.guest {
+        Guest::Image(image) => ("image", image, false),
+        Guest::Linux(program) => ("rootfs", &program.rootfs, true),
+    };
+    if !path.is_absolute() {
         return Err(ApiError::bad_request(format!(
-            "image {}: not an absolute path",
-            request.image.display()
+            "{what} {}: not an absolute path",
+            path.display()
         )));
     }
     let mem_size = match &request.mem {
         Some(mem) => parse_mem_size(mem).map_err(|e| ApiError::bad_request(e.to_string()))?,
-        None => pool_mem,
+        None if linux => default_mem.linux,
+        None => default_mem.unikernel,
     };
     if mem_size > max_mem {
         return Err(ApiError::bad_request(format!(
@@ -86,10 +113,52 @@ pub fn check_request(
         })
         .transpose()
         .map_err(|e| ApiError::bad_request(format!("net: {e}")))?;
+    let boot_cmdline = match &request.guest {
+        Guest::Linux(program) if program.trace_syscalls => {
+            format!("{} lx.trace", request.cmdline).trim().to_owned()
+        }
+        _ => request.cmdline.clone(),
+    };
     let timeout = request.timeout_ms.map(Duration::from_millis);
-    VmConfig::new(&request.image, mem_size, request.cmdline.as_str(), timeout)
+    VmConfig::new(path, mem_size, boot_cmdline.as_str(), timeout)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(CheckedRequest { mem_size, net })
+    let limits = check_limits(&request.limits)?;
+    Ok(CheckedRequest {
+        kind: ShellKind { mem_size, linux },
+        net,
+        boot_cmdline,
+        limits,
+    })
+}
+
+/// Checks a create's `memory_limit`, `cpu_limit` and `pids_limit`, as `lightvm
+/// run` checks its `--memory-limit`, `--cpu-limit` and `--pids-limit`.
+pub fn check_limits(request: &LimitsRequest) -> Result<Limits, ApiError> {
+    let bad = |field: &str, why: String| ApiError::bad_request(format!("{field}: {why}"));
+    let memory_max = match &request.memory {
+        Some(text) => {
+            let limit = parse_mem_size(text).map_err(|e| bad("memory_limit", e.to_string()))?;
+            if limit == 0 {
+                return Err(bad("memory_limit", "must be more than zero".to_owned()));
+            }
+            Some(limit)
+        }
+        None => None,
+    };
+    let cpu_max = request
+        .cpu
+        .as_deref()
+        .map(CpuMax::from_cpus)
+        .transpose()
+        .map_err(|e| bad("cpu_limit", e.to_string()))?;
+    if request.pids == Some(0) {
+        return Err(bad("pids_limit", "must be more than zero".to_owned()));
+    }
+    Ok(Limits {
+        memory_max,
+        cpu_max,
+        pids_max: request.pids,
+    })
 }
 
 /// Opens the tap a request names, in the daemon's network namespace, for `peer`.
@@ -161,16 +230,55 @@ mod tests {
 
     fn request(net: Option<&str>) -> CreateRequest {
         CreateRequest {
-            image: "/images/udp-echo".into(),
             mem: Some("64M".into()),
             cmdline: "ip=10.0.0.2/24".into(),
-            timeout_ms: None,
             net: net.map(str::to_owned),
+            ..CreateRequest::image("/images/udp-echo")
         }
     }
 
+    const DEFAULT_MEM: DefaultMem = DefaultMem {
+        unikernel: 2 << 20,
+        linux: 32 << 20,
+    };
+
     fn check(request: &CreateRequest) -> Result<CheckedRequest, ApiError> {
-        check_request(request, 2 << 20, 64 << 20)
+        check_request(request, DEFAULT_MEM, 64 << 20)
+    }
+
+    #[test]
+    fn limits_are_checked_at_the_edge() {
+        let limits = |memory: Option<&str>, cpu: Option<&str>, pids: Option<u64>| {
+            check(&CreateRequest {
+                limits: LimitsRequest {
+                    memory: memory.map(str::to_owned),
+                    cpu: cpu.map(str::to_owned),
+                    pids,
+                },
+                ..request(None)
+            })
+        };
+        let checked = limits(Some("16M"), Some("0.5"), Some(20)).unwrap();
+        assert_eq!(
+            checked.limits,
+            Limits {
+                memory_max: Some(16 << 20),
+                cpu_max: Some(CpuMax::from_cpus("0.5").unwrap()),
+                pids_max: Some(20),
+            }
+        );
+        assert_eq!(limits(None, None, None).unwrap().limits, Limits::default());
+        for (memory, cpu, pids, field) in [
+            (Some("0"), None, None, "memory_limit"),
+            (Some("much"), None, None, "memory_limit"),
+            (None, Some("0"), None, "cpu_limit"),
+            (None, Some("nan"), None, "cpu_limit"),
+            (None, None, Some(0), "pids_limit"),
+        ] {
+            let error = limits(memory, cpu, pids).unwrap_err();
+            assert_eq!(error.status, hyper::StatusCode::BAD_REQUEST, "{field}");
+            assert!(error.message.starts_with(field), "{}", error.message);
+        }
     }
 
     #[test]
@@ -198,7 +306,7 @@ mod tests {
     #[test]
     fn a_relative_image_or_too_much_memory_is_a_bad_request() {
         let mut relative = request(None);
-        relative.image = "images/hello".into();
+        relative.guest = Guest::Image("images/hello".into());
         assert!(check(&relative)
             .unwrap_err()
             .message
@@ -211,7 +319,7 @@ mod tests {
     #[test]
     fn a_good_net_is_normalised_with_its_mac() {
         let checked = check(&request(Some("tap=lvmtap0"))).unwrap();
-        assert_eq!(checked.mem_size, 64 << 20);
+        assert_eq!(checked.kind.mem_size, 64 << 20);
         let net = checked.net.unwrap();
         assert_eq!(
             net.clone().for_vm("00000000000000aa").to_string(),
@@ -229,6 +337,39 @@ mod tests {
             "a MAC the request names is kept"
         );
         assert_eq!(check(&request(None)).unwrap().net, None);
+    }
+
+    #[test]
+    fn a_linux_program_gets_its_own_default_memory_and_its_trace_word() {
+        let mut linux: CreateRequest = serde_json::from_str(
+            r#"{"rootfs": "/roots/hello", "program": "/hello", "trace_syscalls": true, "cmdline": "ip=10.0.0.2/24"}"#,
+        )
+        .unwrap();
+        let checked = check(&linux).unwrap();
+        assert_eq!(
+            checked.kind,
+            ShellKind {
+                mem_size: 32 << 20,
+                linux: true
+            }
+        );
+        assert_eq!(checked.boot_cmdline, "ip=10.0.0.2/24 lx.trace");
+        if let Guest::Linux(program) = &mut linux.guest {
+            program.rootfs = "roots/hello".into();
+        }
+        assert!(check(&linux)
+            .unwrap_err()
+            .message
+            .starts_with("rootfs roots/hello: not an absolute path"));
+        let unikernel = check(&CreateRequest::image("/images/hello")).unwrap();
+        assert_eq!(
+            unikernel.kind,
+            ShellKind {
+                mem_size: 2 << 20,
+                linux: false
+            }
+        );
+        assert_eq!(unikernel.boot_cmdline, "");
     }
 
     #[test]

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::connect_info::Connected;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, Path as UrlPath, Query, State};
+use axum::extract::{ConnectInfo, FromRequest, Path as UrlPath, Query, Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::IncomingStream;
@@ -55,18 +55,32 @@ impl Connected<IncomingStream<'_, UnixListener>> for Client {
     }
 }
 
-/// The router: every handler, plus JSON 404s for everything else. Serve it with
-/// connection info ([`Client`]), as [`serve`] does.
+/// The router: every handler, plus JSON errors for everything else. Serve it
+/// with connection info ([`Client`]), as [`serve`] does.
 pub fn router(daemon: Arc<Daemon>) -> Router {
-    Router::new()
-        .route("/vms", get(list_vms).post(create_vm))
-        .route("/vms/{id}", get(inspect_vm).delete(remove_vm))
-        .route("/vms/{id}/stop", post(stop_vm))
-        .route("/vms/{id}/console", get(console))
-        .route("/pool", get(pool_status).put(resize_pool))
-        .route("/metrics", get(metrics))
+    with_json_fallbacks(
+        Router::new()
+            .route("/vms", get(list_vms).post(create_vm))
+            .route("/vms/{id}", get(inspect_vm).delete(remove_vm))
+            .route("/vms/{id}/stop", post(stop_vm))
+            .route("/vms/{id}/console", get(console))
+            .route("/pool", get(pool_status).put(resize_pool))
+            .route("/metrics", get(metrics)),
+    )
+    .layer(axum::middleware::from_fn(read_body_first))
+    .with_state(daemon)
+}
+
+/// A JSON 404 for a path the API does not serve, and a JSON 405 for a method a
+/// path does not take. axum's own 405 has an empty body, so a client (and the
+/// CLI, which shows `error`) would get no message; axum still adds the `Allow`
+/// header, naming the path's methods, to what the fallback answers.
+fn with_json_fallbacks<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .with_state(daemon)
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::method_not_allowed(format!("this endpoint does not take {method}"))
+        })
 }
 
 /// Serves the API until SIGINT or SIGTERM. Running VMs are left running: the next
@@ -86,13 +100,15 @@ pub async fn serve(daemon: Arc<Daemon>) -> Result<(), DaemonError> {
         crate::seccomp::install_for_daemon()?;
     }
     tokio::spawn(daemon.clone().refill_pool());
-    axum::serve(
+    let served = axum::serve(
         listener,
-        router(daemon).into_make_service_with_connect_info::<Client>(),
+        router(daemon.clone()).into_make_service_with_connect_info::<Client>(),
     )
     .with_graceful_shutdown(shutdown_signal())
     .await
-    .map_err(socket_error)
+    .map_err(socket_error);
+    daemon.shut_down_pool().await;
+    served
 }
 
 /// Binds the API socket with its group and mode. Who may connect is who may
@@ -141,17 +157,79 @@ async fn shutdown_signal() {
     }
 }
 
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(value)| value)
-        .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+/// Most bytes of a request body the API takes: its bodies are a few hundred.
+const BODY_MAX: usize = 2 << 20;
+
+/// How much of a larger body is read, and dropped, before the 413 is sent.
+const DRAIN_MAX: usize = 64 << 20;
+
+/// Reads every request's body before its handler runs: at most [`BODY_MAX`]
+/// kept, past it up to [`DRAIN_MAX`] read and dropped and a 413 sent. A handler
+/// that answers without reading the body (a wrong content type, one over the
+/// limit) would otherwise have hyper close the connection while the client is
+/// still sending, and the client would see a reset connection instead of the
+/// error (api-conformance found it: HTTP/1.1 servers are to read on before they
+/// close, RFC 9112 §9.6, which hyper leaves to the application).
+async fn read_body_first(request: Request, next: Next) -> Response {
+    use http_body_util::BodyExt;
+    let (parts, mut body) = request.into_parts();
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return ApiError::bad_request("the request body could not be read").into_response();
+        };
+        if let Some(data) = frame.data_ref() {
+            total = total.saturating_add(data.len());
+            if total <= BODY_MAX {
+                kept.extend_from_slice(data);
+            } else if total > DRAIN_MAX {
+                break;
+            }
+        }
+    }
+    if total > BODY_MAX {
+        return ApiError::too_large(format!("the request body is over {} MiB", BODY_MAX >> 20))
+            .into_response();
+    }
+    next.run(Request::from_parts(parts, Body::from(kept))).await
+}
+
+/// A JSON body as `T`, or a 400 naming what is wrong with it. A member that is
+/// `null` is refused like any other value of the wrong type: the document gives
+/// every field a type and no `null`, and a client that means "the default"
+/// leaves the field out (serde alone would take `null` as absent for an
+/// `Option`, which the document does not say).
+struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(value) = Json::<serde_json::Value>::from_request(request, state)
+            .await
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+        if let Some((name, _)) = value
+            .as_object()
+            .and_then(|object| object.iter().find(|(_, v)| v.is_null()))
+        {
+            return Err(ApiError::bad_request(format!(
+                "{name}: null is no value here; leave the field out for its default"
+            )));
+        }
+        // Through axum's decoder again, for its messages (with the field's path).
+        let bytes = serde_json::to_vec(&value).map_err(|e| ApiError::internal(e.to_string()))?;
+        Json::<T>::from_bytes(&bytes)
+            .map(|Json(decoded)| Self(decoded))
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+    }
 }
 
 async fn create_vm(
     State(daemon): State<Arc<Daemon>>,
     ConnectInfo(client): ConnectInfo<Client>,
-    body: Result<Json<CreateRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<CreateRequest>,
 ) -> Result<(StatusCode, Json<VmView>), ApiError> {
-    let request = json_body(body)?;
     let peer = client.peer()?;
     Ok((
         StatusCode::CREATED,
@@ -221,10 +299,9 @@ async fn pool_status(State(daemon): State<Arc<Daemon>>) -> Json<PoolStatus> {
 async fn resize_pool(
     State(daemon): State<Arc<Daemon>>,
     ConnectInfo(client): ConnectInfo<Client>,
-    body: Result<Json<PoolResize>, JsonRejection>,
+    JsonBody(request): JsonBody<PoolResize>,
 ) -> Result<Json<PoolStatus>, ApiError> {
-    let request = json_body(body)?;
-    Ok(Json(daemon.resize_pool(request.size, &client.peer()?)?))
+    Ok(Json(daemon.resize_pool(&request, &client.peer()?)?))
 }
 
 async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
@@ -237,6 +314,105 @@ async fn metrics(State(daemon): State<Arc<Daemon>>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_unsupported_method_is_a_json_405_naming_the_allowed_ones() {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let router = with_json_fallbacks(Router::new().route(
+            "/pool",
+            get(|| async { "pool" }).put(|| async { "resized" }),
+        ));
+        let request = axum::http::Request::builder()
+            .method("DELETE")
+            .uri("/pool")
+            .body(Body::empty())
+            .expect("a request");
+        let response = router.clone().oneshot(request).await.expect("an answer");
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let allow = response.headers().get(header::ALLOW).cloned();
+        assert_eq!(
+            allow.as_ref().and_then(|a| a.to_str().ok()),
+            Some("GET,HEAD,PUT")
+        );
+        let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+        assert_eq!(
+            content_type.as_ref().and_then(|c| c.to_str().ok()),
+            Some("application/json")
+        );
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        let error: serde_json::Value = serde_json::from_slice(&body).expect("a JSON error");
+        assert_eq!(error["error"], "this endpoint does not take DELETE");
+
+        let request = axum::http::Request::builder()
+            .uri("/nowhere")
+            .body(Body::empty())
+            .expect("a request");
+        let response = router.oneshot(request).await.expect("an answer");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
+
+    async fn send(router: Router, method: &str, uri: &str, body: Vec<u8>) -> (StatusCode, String) {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("a request");
+        let response = router.oneshot(request).await.expect("an answer");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_read_and_answered_413() {
+        // The handler never reads its body (as a wrong content type's does not).
+        let router = Router::new()
+            .route("/pool", axum::routing::put(|| async { "took it" }))
+            .layer(axum::middleware::from_fn(read_body_first));
+        let (status, body) = send(router.clone(), "PUT", "/pool", vec![b'x'; BODY_MAX + 1]).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body, r#"{"error":"the request body is over 2 MiB"}"#);
+        let (status, body) = send(router, "PUT", "/pool", vec![b'x'; BODY_MAX]).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "took it"));
+    }
+
+    #[tokio::test]
+    async fn a_null_member_is_refused_like_a_wrong_type() {
+        let router = Router::new().route(
+            "/pool",
+            axum::routing::put(|JsonBody(resize): JsonBody<PoolResize>| async move {
+                format!("{:?}", resize.size)
+            }),
+        );
+        let (status, body) = send(
+            router.clone(),
+            "PUT",
+            "/pool",
+            br#"{"size":1,"linux_size":null}"#.to_vec(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("linux_size: null is no value here"), "{body}");
+        let (status, body) = send(router.clone(), "PUT", "/pool", br#"{"size":1}"#.to_vec()).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "Some(1)"));
+        let (status, body) = send(router, "PUT", "/pool", br#"{"size":"1"}"#.to_vec()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("size: invalid type"), "{body}");
+    }
 
     #[test]
     fn the_openapi_document_describes_exactly_the_served_routes() {

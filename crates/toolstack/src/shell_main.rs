@@ -13,7 +13,10 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use lightvm_vmm::devices::tap::Tap;
+use lightvm_vmm::jail::{self, CpuMax, JailConfig, Limits};
+use lightvm_vmm::unikernel::boot::Module;
 use lightvm_vmm::unikernel::devices::Devices;
+use lightvm_vmm::unikernel::GuestParts;
 use lightvm_vmm::{Platform, SandboxPolicy, Shell, UnikernelImage, Vm, VmConfig};
 
 use crate::protocol::{self, BootFiles, BootRequest, ShellEvent};
@@ -23,20 +26,59 @@ use crate::state::{ExitRecord, Outcome};
 /// bounds how far, for guests that print for days.
 const CONSOLE_LOG_MAX: u64 = 64 << 20;
 
-/// Runs a shell on `control` (the daemon's socket); returns the process exit code:
-/// the guest's status, or the codes `lightvm run` uses for the VMM's verdicts.
-pub fn run(platform: Platform, mem_size: u64, control: UnixStream) -> i32 {
+/// The jail of a shell for guests of `mem_size` bytes: `lightvm run`'s defaults
+/// for a monitor of one thread (the daemon changes the cgroup's limits at execute
+/// when a request asks for others), and a console log capped at
+/// `CONSOLE_LOG_MAX` (64 MiB) whatever the guest prints.
+///
+/// Its CPU limit is all the host's CPUs — no limit in effect — so that the
+/// group is made in the CPU controller's hierarchy too, where a request's
+/// `cpu_limit` is then one write (a process joins a hierarchy cheaply only
+/// while it is root and single-threaded, in prepare).
+pub fn jail_config(mem_size: u64) -> JailConfig {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    JailConfig {
+        limits: Limits {
+            cpu_max: Some(CpuMax {
+                quota_us: CpuMax::PERIOD_US.saturating_mul(cpus as u64),
+                period_us: CpuMax::PERIOD_US,
+            }),
+            ..Limits::for_guest(mem_size, 1)
+        },
+        fsize: Some(CONSOLE_LOG_MAX + (1 << 20)),
+        ..JailConfig::default()
+    }
+}
+
+/// Runs a shell on `control` (the daemon's socket), prepared for guests of
+/// `mem_size` bytes that run Linux programs or not (`linux`), in its jail or not
+/// (`jail`, the daemon's `--no-jail`); returns the process
+/// exit code: the guest's status, or the codes `lightvm run` uses for the VMM's
+/// verdicts.
+pub fn run(platform: Platform, mem_size: u64, linux: bool, jail: bool, control: UnixStream) -> i32 {
     let prepare_started = Instant::now();
+    // The cgroup first, so that what the shell allocates is charged there.
+    let mut jail =
+        jail.then(|| jail::enter_started(&jail_config(mem_size), &[control.as_raw_fd()]));
     let mut events = match control.try_clone() {
         Ok(events) => events,
         Err(_) => return 125,
     };
-    let shell = Shell::create(platform, mem_size).and_then(|mut shell| {
-        shell.warm()?;
-        shell.isolate()?;
-        Ok(shell)
-    });
-    let shell = match shell {
+    let shell = Shell::create_for(platform, mem_size, linux)
+        .map_err(|e| e.to_string())
+        .and_then(|mut shell| {
+            shell.warm().map_err(|e| e.to_string())?;
+            // The VM is built and everything it needs at execute comes as open
+            // descriptors over `control`: lock down now, off the request path.
+            let report = jail
+                .as_mut()
+                .map(jail::Jail::lock_down)
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            shell.isolate().map_err(|e| e.to_string())?;
+            Ok((shell, report))
+        });
+    let (shell, report) = match shell {
         Ok(shell) => shell,
         Err(error) => {
             send(
@@ -52,12 +94,28 @@ pub fn run(platform: Platform, mem_size: u64, control: UnixStream) -> i32 {
         &mut events,
         &ShellEvent::Ready {
             prepare_us: prepare_started.elapsed().as_secs_f64() * 1e6,
+            jail: report,
         },
     );
 
     match protocol::receive_boot(&control) {
         // The daemon went away before using this shell: nothing to run.
         Ok(None) => 0,
+        Ok(Some((request, files))) if request.linux.is_some() != linux => {
+            let error = if linux {
+                "this shell was prepared for Linux programs, and the request is a unikernel's"
+            } else {
+                "this shell was prepared for unikernels, and the request is a Linux program's"
+            };
+            send(
+                &mut events,
+                &ShellEvent::Failed {
+                    error: error.to_owned(),
+                },
+            );
+            drop(files);
+            125
+        }
         Ok(Some((request, files))) => boot(shell, mem_size, &request, files, events),
         Err(error) => {
             send(&mut events, &ShellEvent::Failed { error });
@@ -78,10 +136,17 @@ fn boot(
         image,
         console,
         mut result,
+        module,
         tap,
     } = files;
     let writable = [events.as_raw_fd(), console.as_raw_fd(), result.as_raw_fd()];
-    let vm = load(shell, mem_size, request, (image, console, tap), started);
+    let vm = load(
+        shell,
+        mem_size,
+        request,
+        (image, console, module, tap),
+        started,
+    );
     let mut vm = match vm {
         Ok(vm) => vm,
         Err(error) => {
@@ -123,20 +188,31 @@ fn boot(
     }
 }
 
+/// The files a boot request brought: image, console, module, tap.
+type Opened = (File, File, Option<File>, Option<File>);
+
 /// The execute phase up to the guest's start: the request checked again on
-/// receipt, the image read from its file, the devices and console made from theirs,
-/// all loaded into the shell.
+/// receipt, the image (and a Linux program's root filesystem archive, its module)
+/// read from its file, the devices and console made from theirs, all loaded into
+/// the shell.
 fn load(
     shell: Shell,
     mem_size: u64,
     request: &BootRequest,
-    (image, console, tap): (File, File, Option<File>),
+    (image, console, module, tap): Opened,
     started: Instant,
 ) -> Result<Vm, String> {
     let timeout = request.timeout_ms.map(Duration::from_millis);
     let config = VmConfig::new(&request.image, mem_size, request.cmdline.as_str(), timeout)
         .map_err(|e| e.to_string())?
-        .with_net(request.net.clone());
+        .with_net(request.net.clone())
+        .for_linux_programs(request.linux.is_some());
+    let module = match (module, &request.linux) {
+        (Some(file), Some(linux)) => {
+            Some(Module::from_file(file, &linux.rootfs).map_err(|e| e.to_string())?)
+        }
+        _ => None,
+    };
     let image = UnikernelImage::from_open_file(image, &request.image).map_err(|e| e.to_string())?;
     let image_loaded = started.elapsed();
     let net = match (tap, &request.net) {
@@ -148,7 +224,7 @@ fn load(
     shell
         .boot_opened(
             &image,
-            devices,
+            GuestParts { devices, module },
             &config,
             Box::new(console),
             (started, image_loaded),

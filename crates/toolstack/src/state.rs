@@ -29,8 +29,12 @@ use serde::{Deserialize, Serialize};
 pub struct VmRecord {
     /// The VM's id.
     pub id: String,
-    /// The image it runs.
+    /// The image it runs (for a Linux program, the personality's).
     pub image: PathBuf,
+    /// The Linux program it runs, if it runs one. Records written before the
+    /// daemon ran Linux programs lack it: they are unikernels'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linux: Option<LinuxProgramRecord>,
     /// Guest memory in bytes.
     pub mem_size: u64,
     /// The guest command line.
@@ -52,6 +56,30 @@ pub struct VmRecord {
     /// clients were told apart lack it; those VMs are root's.
     #[serde(default)]
     pub owner_uid: u32,
+    /// The jail its shell runs in, with the limits the daemon set at create;
+    /// its cgroup is removed once the VM has ended (also by a restarted daemon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail: Option<lightvm_vmm::jail::JailReport>,
+}
+
+/// The Linux program a VM runs, as its record keeps it and the API shows it. Its
+/// environment is not kept: every client may inspect every VM, and an
+/// environment is where secrets are passed (Linux too shows a process's command
+/// line to all, its environment to its owner alone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinuxProgramRecord {
+    /// The root filesystem it was packed from.
+    pub rootfs: PathBuf,
+    /// The program's path inside it.
+    pub program: String,
+    /// Its arguments after `argv[0]`.
+    pub args: Vec<String>,
+    /// Its working directory.
+    pub cwd: String,
+    /// Whether its system calls are traced on the console.
+    pub trace_syscalls: bool,
+    /// The size of the archive the root filesystem was packed into.
+    pub archive_bytes: u64,
 }
 
 /// How a VM ended.
@@ -70,6 +98,9 @@ pub enum Outcome {
     Stopped,
     /// Its process was killed by something else.
     Killed,
+    /// Its cgroup's OOM killer killed it: it used more memory than its
+    /// `memory_limit`.
+    OutOfMemory,
     /// Its process was gone when a restarted daemon looked for it.
     Lost,
     /// The guest could not be started.
@@ -379,6 +410,7 @@ mod tests {
         VmRecord {
             id: id.into(),
             image: "/img".into(),
+            linux: None,
             mem_size: 2 << 20,
             cmdline: String::new(),
             net: None,
@@ -386,6 +418,7 @@ mod tests {
             pid_start_time: 2,
             created_unix_ms: 3,
             owner_uid: 0,
+            jail: None,
         }
     }
 

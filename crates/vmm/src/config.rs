@@ -20,6 +20,8 @@ pub struct VmConfig {
     timeout: Option<Duration>,
     net: Option<NetConfig>,
     disk: Option<DiskConfig>,
+    module: Option<PathBuf>,
+    linux: bool,
 }
 
 /// Why a [`VmConfig`] was refused.
@@ -72,6 +74,8 @@ impl VmConfig {
             timeout,
             net: None,
             disk: None,
+            module: None,
+            linux: false,
         })
     }
 
@@ -96,6 +100,32 @@ impl VmConfig {
     pub fn with_disk(mut self, disk: Option<DiskConfig>) -> Self {
         self.disk = disk;
         self
+    }
+
+    /// Loads `module` (a file: the root filesystem archive of a Linux program) at
+    /// the end of guest memory, read-only; the boot info says where.
+    pub fn with_module(mut self, module: Option<PathBuf>) -> Self {
+        self.module = module;
+        self
+    }
+
+    /// Prepares the VM to run a Linux program beside its image (the Linux
+    /// personality): the heap is executable (the program is loaded there), user
+    /// mode may set FS and GS bases itself, and the CPU's vector state is the
+    /// host's (programs use AVX where the CPU has it).
+    pub fn for_linux_programs(mut self, linux: bool) -> Self {
+        self.linux = linux;
+        self
+    }
+
+    /// The module, if any.
+    pub fn module(&self) -> Option<&std::path::Path> {
+        self.module.as_deref()
+    }
+
+    /// Whether the VM runs Linux programs.
+    pub fn runs_linux_programs(&self) -> bool {
+        self.linux
     }
 
     /// The network interface, if any.

@@ -6,7 +6,9 @@
 //! * [`linux`]: Linux microVMs on KVM;
 //! * [`kvm`]: the KVM machinery both KVM users share (memory slots, page tables,
 //!   GDT, registers, the vCPU run step and crash dump);
-//! * [`devices`]: the Linux guests' devices and the host tap both kinds use.
+//! * [`devices`]: the Linux guests' devices and the host tap and disk both kinds use;
+//! * [`seccomp`]: the KVM monitors' per-thread filters, from lists kept as data;
+//! * [`jail`]: the namespaces, root, uid, limits and cgroup every VM process runs in.
 //!
 //! Each part below the builders fails with its own small error; each builder with
 //! one error at the top of its room that wraps them: [`UnikernelError`] and
@@ -21,12 +23,14 @@ pub mod config;
 pub mod console;
 pub mod devices;
 pub mod error;
+pub mod jail;
 pub mod kvm;
 pub mod linux;
 pub mod loader;
 pub mod memory;
 pub mod platform;
 pub mod report;
+pub mod seccomp;
 pub mod timer;
 pub mod unikernel;
 

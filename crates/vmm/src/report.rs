@@ -152,6 +152,9 @@ pub struct RunReport {
     pub console_bytes: u64,
     /// Console bytes dropped by the rate limit.
     pub console_dropped: u64,
+    /// What the VM process's jail applied, when it ran in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jail: Option<crate::jail::JailReport>,
 }
 
 /// The registers a unikernel crash report shows, on either platform.

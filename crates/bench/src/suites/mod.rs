@@ -1,12 +1,14 @@
 //! The suites. Each runs the same workload on every available platform and
 //! returns its metrics, with the platforms it skipped and why.
 
+mod apps;
 mod boot;
 mod cpu;
 mod density;
 mod memory;
 mod net;
 mod size;
+mod syscall;
 
 use std::fmt;
 use std::str::FromStr;
@@ -33,18 +35,26 @@ pub enum Suite {
     Http,
     /// A fixed compute kernel and memory bandwidth.
     Cpu,
+    /// Nanoseconds per system call: a host's, and a Linux program's on the
+    /// Linux personality (rewritten, trapped).
+    Syscall,
+    /// Debian's own servers, unmodified: nginx, redis-server and iperf3 as a
+    /// host process, in a container and on the Linux personality.
+    Apps,
 }
 
 impl Suite {
     /// Every suite, in the order `all` runs them (cheapest first).
-    pub const ALL: [Suite; 7] = [
+    pub const ALL: [Suite; 9] = [
         Suite::Size,
         Suite::Boot,
+        Suite::Syscall,
         Suite::Memory,
         Suite::Density,
         Suite::Cpu,
         Suite::Net,
         Suite::Http,
+        Suite::Apps,
     ];
 
     /// Its name on the command line and in results.
@@ -57,6 +67,8 @@ impl Suite {
             Suite::Net => "net",
             Suite::Http => "http",
             Suite::Cpu => "cpu",
+            Suite::Syscall => "syscall",
+            Suite::Apps => "apps",
         }
     }
 
@@ -72,6 +84,12 @@ impl Suite {
             Suite::Net => "UDP/TCP round-trip time and TCP throughput",
             Suite::Http => "HTTP requests/s and latency over a load sweep",
             Suite::Cpu => "A fixed compute kernel and STREAM memory bandwidth",
+            Suite::Syscall => {
+                "ns per system call: the host's, and a Linux program's on the personality (rewritten site, trap, clock)"
+            }
+            Suite::Apps => {
+                "Debian's nginx (wrk), redis-server (redis-benchmark) and iperf3, unmodified: host process, container, Linux personality"
+            }
         }
     }
 
@@ -84,6 +102,8 @@ impl Suite {
             Suite::Cpu => &[Workload::Cpu, Workload::Stream],
             Suite::Net => &[Workload::UdpEcho, Workload::TcpEcho, Workload::Sink],
             Suite::Http => &[Workload::Httpd],
+            Suite::Syscall => &[Workload::Syscall],
+            Suite::Apps => &[Workload::Nginx, Workload::Redis, Workload::Iperf3],
         }
     }
 
@@ -97,6 +117,8 @@ impl Suite {
             Suite::Net => net::run_net(ctx),
             Suite::Http => net::run_http(ctx),
             Suite::Cpu => cpu::run(ctx),
+            Suite::Syscall => syscall::run(ctx),
+            Suite::Apps => apps::run(ctx),
         };
         result.suite = self.name().to_owned();
         result.duration_s = started.elapsed().as_secs_f64();

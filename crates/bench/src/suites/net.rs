@@ -2,15 +2,15 @@
 //! requests/s and latency over a sweep of load (http).
 //!
 //! Each platform's server runs at once on the run's private network
-//! ([`crate::netns`]): the unikernel behind a tap, the process and the container
-//! behind veth pairs, one link away from the clients each. The clients interleave
+//! ([`crate::netns`]): the unikernels and the Linux programs behind a tap each,
+//! the process and the container behind veth pairs, one link away from the
+//! clients each. The clients interleave
 //! their rounds over the platforms, so that noise on the machine lands on all of
 //! them alike. Each pooled row's VMs come from a daemon of its own (one per lightvm
 //! platform), run inside the clients' namespace so that its shells can open their
 //! tap.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
 
 use crate::context::{Context, Instance};
@@ -22,15 +22,6 @@ use crate::results::{Metric, PlotKind, Skip, SuiteResult};
 /// Size of the round-trip messages (bytes): a small request, as the papers use.
 const MESSAGE: usize = 64;
 
-/// The port each server listens on (as in its guest and its C baseline).
-fn port(workload: Workload) -> u16 {
-    match workload {
-        Workload::UdpEcho | Workload::TcpEcho => 7,
-        Workload::Sink => 9,
-        _ => 80,
-    }
-}
-
 /// Platforms that have no place on the test network, and why.
 fn off_the_network(platform: Platform) -> Option<String> {
     Testbed::address(platform)
@@ -38,8 +29,10 @@ fn off_the_network(platform: Platform) -> Option<String> {
         .then(|| format!("{platform} has no server on the test network"))
 }
 
-/// Why the suite cannot run at all here, or the test network.
-fn testbed(tools: &[(&str, &str)]) -> Result<Testbed, String> {
+/// Why the suite cannot run at all here, or the test network. `tools` are the
+/// programs it needs (a name on `PATH` or an absolute path) and the Debian
+/// package of each.
+pub(super) fn testbed(tools: &[(&str, &str)]) -> Result<Testbed, String> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return Err(
@@ -49,7 +42,14 @@ fn testbed(tools: &[(&str, &str)]) -> Result<Testbed, String> {
     }
     let missing: Vec<String> = tools
         .iter()
-        .filter(|(tool, _)| which(tool).is_none())
+        .filter(|(tool, _)| {
+            let path = std::path::Path::new(tool);
+            if path.is_absolute() {
+                !crate::platform::is_executable(path)
+            } else {
+                which(tool).is_none()
+            }
+        })
         .map(|(tool, package)| format!("{tool} (apt-get install {package}, or ./scripts/setup.sh)"))
         .collect();
     if !missing.is_empty() {
@@ -59,15 +59,15 @@ fn testbed(tools: &[(&str, &str)]) -> Result<Testbed, String> {
 }
 
 /// One platform's server, running.
-struct Server {
-    platform: Platform,
-    address: SocketAddr,
-    instance: Instance,
+pub(super) struct Server {
+    pub platform: Platform,
+    pub address: SocketAddr,
+    pub instance: Instance,
 }
 
 /// Starts `workload`'s server on every platform that can run it; the others are
 /// added to `skipped` with the reason.
-fn start_servers(
+pub(super) fn start_servers(
     ctx: &mut Context<'_>,
     testbed: &Testbed,
     workload: Workload,
@@ -87,7 +87,10 @@ fn start_servers(
         match ctx.start_attached(platform, workload, Some(&attachment)) {
             Ok(instance) => servers.push(Server {
                 platform,
-                address: SocketAddr::V4(SocketAddrV4::new(address, port(workload))),
+                address: SocketAddr::V4(SocketAddrV4::new(
+                    address,
+                    workload.port().unwrap_or_default(),
+                )),
                 instance,
             }),
             Err(error) => fail(ctx, skipped, platform, workload, error.to_string()),
@@ -96,13 +99,13 @@ fn start_servers(
     servers
 }
 
-fn add_skip(skipped: &mut Vec<Skip>, skip: Skip) {
+pub(super) fn add_skip(skipped: &mut Vec<Skip>, skip: Skip) {
     if !skipped.iter().any(|s| s.platform == skip.platform) {
         skipped.push(skip);
     }
 }
 
-fn fail(
+pub(super) fn fail(
     ctx: &Context<'_>,
     skipped: &mut Vec<Skip>,
     platform: Platform,
@@ -122,7 +125,7 @@ fn fail(
     );
 }
 
-fn stop_all(ctx: &mut Context<'_>, servers: Vec<Server>) {
+pub(super) fn stop_all(ctx: &mut Context<'_>, servers: Vec<Server>) {
     for server in servers {
         ctx.stop(server.instance);
     }
@@ -136,34 +139,46 @@ struct Measured {
     lost: Vec<f64>,
 }
 
-/// `rounds` rounds, each measuring every server once with `measure` (run inside
-/// the clients' namespace). A server whose round fails is stopped and skipped;
-/// the others go on.
-fn interleaved(
+impl Measured {
+    fn of(rounds: Vec<Round>) -> Self {
+        let mut measured = Measured::default();
+        for round in rounds {
+            measured.samples.extend(round.samples);
+            measured.lost.push(round.lost as f64);
+        }
+        measured
+    }
+}
+
+/// `rounds` rounds, each measuring every server of `workload` once with
+/// `measure` (run on a thread inside the clients' namespace); every round's
+/// result, by platform, in order. A server whose round fails is stopped and
+/// skipped; the others go on.
+pub(super) fn interleaved<T: Send>(
     ctx: &mut Context<'_>,
     testbed: &Testbed,
     workload: Workload,
     rounds: usize,
     skipped: &mut Vec<Skip>,
-    measure: &(dyn Fn(SocketAddr) -> io::Result<Round> + Sync),
-) -> BTreeMap<Platform, Measured> {
+    measure: &(dyn Fn(SocketAddr) -> Result<T, String> + Sync),
+) -> BTreeMap<Platform, Vec<T>> {
     let mut servers = start_servers(ctx, testbed, workload, skipped);
-    let mut measured: BTreeMap<Platform, Measured> = BTreeMap::new();
+    let mut measured: BTreeMap<Platform, Vec<T>> = BTreeMap::new();
     for _ in 0..rounds {
         let mut index = 0;
         while index < servers.len() {
             let address = servers[index].address;
             let round = match testbed.clients.run_in(|| measure(address)) {
-                Ok(Ok(values)) => Ok(values),
-                Ok(Err(error)) => Err(error.to_string()),
+                Ok(result) => result,
                 Err(error) => Err(error.to_string()),
             };
             ctx.progress.advance();
             match round {
                 Ok(round) => {
-                    let platform = measured.entry(servers[index].platform).or_default();
-                    platform.samples.extend(round.samples);
-                    platform.lost.push(round.lost as f64);
+                    measured
+                        .entry(servers[index].platform)
+                        .or_default()
+                        .push(round);
                     index += 1;
                 }
                 Err(reason) => {
@@ -182,7 +197,7 @@ fn interleaved(
 pub(super) fn run_net(ctx: &mut Context<'_>) -> SuiteResult {
     let params = ctx.config.net.clone();
     let mut result = super::suite(&format!(
-        "Each platform's server runs on a private network made for the run: network namespaces holding a tap for each unikernel row (`lightvm run --platform P`, and per lightvm platform P a daemon whose pool holds shells of the guest's size; all run in the clients' namespace) and a veth pair each for the process and for the container (runc joins the namespace), every server one virtual link from the clients, deleted afterwards. Clients run in the bench itself, on a thread inside that network, and interleave {rounds} rounds over the platforms. UDP and TCP round trip: {MESSAGE}-byte echo requests (udp-echo, tcp-echo; RFC 862), one in flight, {per} per platform, each timed (warm-up trips first). TCP throughput: {mib} MiB into a discard server (sink; RFC 863) on a new connection, timed until the server closes after reading everything, {transfers} transfers per platform. Servers: the unikernels (smoltcp in the guest, packets through rings in guest memory, one exit per batch) and the same work as one-threaded epoll C servers (crates/bench/baselines).",
+        "Each platform's server runs on a private network made for the run: network namespaces holding a tap for each guest row (each unikernel row: `lightvm run --platform P`, and per lightvm platform P a daemon whose pool holds shells of the guest's size; each linux-program row: `lightvm run --platform P --rootfs`; all run in the clients' namespace) and a veth pair each for the process and for the container (runc joins the namespace), every server one virtual link from the clients, deleted afterwards. Clients run in the bench itself, on a thread inside that network, and interleave {rounds} rounds over the platforms. UDP and TCP round trip: {MESSAGE}-byte echo requests (udp-echo, tcp-echo; RFC 862), one in flight, {per} per platform, each timed (warm-up trips first). TCP throughput: {mib} MiB into a discard server (sink; RFC 863) on a new connection, timed until the server closes after reading everything, {transfers} transfers per platform. Servers: the unikernels (smoltcp in the guest, packets through rings in guest memory, one exit per batch) and the same work as one-threaded epoll C servers (crates/bench/baselines), static binaries that the process and the container run and that the linux-program rows run unmodified on the Linux personality (its sockets over the same smoltcp and rings, the program's system calls answered inside the guest).",
         rounds = params.rounds,
         per = params.round_trips,
         mib = params.transfer_mib,
@@ -216,7 +231,9 @@ pub(super) fn run_net(ctx: &mut Context<'_>) -> SuiteResult {
         Workload::UdpEcho,
         rounds,
         &mut skipped,
-        &|address| netclient::udp_round_trips(address, per_round, MESSAGE),
+        &|address| {
+            netclient::udp_round_trips(address, per_round, MESSAGE).map_err(|e| e.to_string())
+        },
     );
     let mut tcp = Metric::new(
         "net-tcp-rtt",
@@ -234,6 +251,7 @@ pub(super) fn run_net(ctx: &mut Context<'_>) -> SuiteResult {
         &|address| {
             netclient::tcp_round_trips(address, per_round, MESSAGE)
                 .map(|samples| Round { samples, lost: 0 })
+                .map_err(|e| e.to_string())
         },
     );
     let mut throughput = Metric::new(
@@ -251,10 +269,12 @@ pub(super) fn run_net(ctx: &mut Context<'_>) -> SuiteResult {
         params.transfers.max(1),
         &mut skipped,
         &|address| {
-            netclient::tcp_send(address, mib).map(|rate| Round {
-                samples: vec![rate],
-                lost: 0,
-            })
+            netclient::tcp_send(address, mib)
+                .map(|rate| Round {
+                    samples: vec![rate],
+                    lost: 0,
+                })
+                .map_err(|e| e.to_string())
         },
     );
     let mut udp_lost = Metric {
@@ -267,16 +287,17 @@ pub(super) fn run_net(ctx: &mut Context<'_>) -> SuiteResult {
             true,
         )
     };
-    for (platform, measured) in &udp_samples {
-        udp_lost.push(*platform, measured.lost.clone(), None);
+    for (platform, rounds) in udp_samples {
+        let measured = Measured::of(rounds);
+        udp_lost.push(platform, measured.lost, None);
+        udp.push(platform, measured.samples, None);
     }
-    for (metric, measured) in [
-        (&mut udp, udp_samples),
+    for (metric, rounds) in [
         (&mut tcp, tcp_samples),
         (&mut throughput, throughput_samples),
     ] {
-        for (platform, measured) in measured {
-            metric.push(platform, measured.samples, None);
+        for (platform, rounds) in rounds {
+            metric.push(platform, Measured::of(rounds).samples, None);
         }
     }
     ctx.leave_network();
@@ -335,33 +356,16 @@ fn wrk(
     connections: usize,
     seconds: u32,
 ) -> Result<WrkReport, String> {
-    let output = testbed
+    testbed
         .clients
-        .command("wrk")
-        .args(["-t1", "--latency", "--timeout", "5s"])
-        .arg(format!("-c{connections}"))
-        .arg(format!("-d{seconds}s"))
-        .arg(format!("http://{address}/"))
-        .output()
-        .map_err(|e| format!("running wrk: {e}"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    match netclient::parse_wrk(&stdout) {
-        // A server that accepts connections but never answers leaves wrk with
-        // nothing measured (and latencies of 0): a failure, not a fast step.
-        Some(report) if output.status.success() && report.requests_per_s > 0.0 => Ok(report),
-        _ => Err(format!(
-            "wrk -c{connections} failed ({}): {} {}",
-            output.status,
-            stdout.trim(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        )),
-    }
+        .run_in(|| netclient::wrk(address, connections, seconds))
+        .map_err(|e| e.to_string())?
 }
 
 pub(super) fn run_http(ctx: &mut Context<'_>) -> SuiteResult {
     let params = ctx.config.net.clone();
     let mut result = super::suite(&format!(
-        "HTTP/1.1 keep-alive GETs of the same 32-byte body, driven by wrk (one thread, closed loop) from the clients' namespace of the net suite's private network, {seconds} s per step, at {steps} open connections in turn — the offered load — until no platform's rate grows by 5% for two steps (saturation). Every step measures each platform in turn. Servers: the httpd unikernel (one vCPU, smoltcp) on each unikernel row and a one-threaded epoll C server for the process and the container. The peak is the rate at the best step's connections, measured again {repeats} times (with no repeats, the best step's own rate).",
+        "HTTP/1.1 keep-alive GETs of the same 32-byte body, driven by wrk (one thread, closed loop) from the clients' namespace of the net suite's private network, {seconds} s per step, at {steps} open connections in turn — the offered load — until no platform's rate grows by 5% for two steps (saturation). Every step measures each platform in turn. Servers: the httpd unikernel (one vCPU, smoltcp) on each unikernel row and a one-threaded epoll C server (static) for the process and the container, the same binary unmodified on the Linux personality for the linux-program rows. The peak is the rate at the best step's connections, measured again {repeats} times (with no repeats, the best step's own rate).",
         seconds = params.http_seconds,
         steps = params
             .http_connections
@@ -554,6 +558,9 @@ mod tests {
         assert!(off_the_network(Platform::Container).is_none());
         for unikernel in crate::platform::Unikernel::ALL {
             assert!(off_the_network(unikernel.into()).is_none(), "{unikernel:?}");
+        }
+        for program in Platform::LINUX_PROGRAMS {
+            assert!(off_the_network(program).is_none(), "{program}");
         }
         assert!(off_the_network(Platform::QemuMicrovm).is_some());
     }

@@ -7,7 +7,7 @@ use crate::runc::tree_size;
 
 pub(super) fn run(ctx: &mut Context<'_>) -> SuiteResult {
     let mut result = super::suite(
-        "Bytes on disk of what runs the hello workload: the static binary (process); the OCI bundle, i.e. rootfs holding only that binary plus config.json (container: the smallest possible; images with a distribution base are megabytes); the unikernel ELF image (every unikernel row, on either lightvm platform, cold or pooled, boots the same file). Runtimes (runc, lightvm) are not counted.",
+        "Bytes on disk of what runs the hello workload: the static binary (process); the OCI bundle, i.e. rootfs holding only that binary plus config.json (container: the smallest possible; images with a distribution base are megabytes); the unikernel ELF image (every unikernel row, on either lightvm platform, cold or pooled, boots the same file); a Linux-program row: the same static binary as the process plus the Linux personality's image (one image serves every program). Runtimes (runc, lightvm) are not counted.",
     );
     let (platforms, skipped) = ctx.plan(Workload::Hello, &super::none);
     result.skipped = skipped;
@@ -20,13 +20,19 @@ pub(super) fn run(ctx: &mut Context<'_>) -> SuiteResult {
     );
     ctx.progress.stage("size", platforms.len() as u64);
     for platform in platforms {
-        let bytes = match platform {
-            Platform::Process => ctx
-                .baselines
+        let baseline = || {
+            ctx.baselines
                 .get(&Workload::Hello)
                 .and_then(|p| std::fs::metadata(p).ok())
                 .map(|m| m.len())
-                .ok_or_else(|| "the hello baseline is missing".to_owned()),
+                .ok_or_else(|| "the hello baseline is missing".to_owned())
+        };
+        let bytes = match platform {
+            Platform::Process => baseline(),
+            Platform::LinuxProgram(_) => ctx
+                .personality()
+                .and_then(|p| std::fs::metadata(p).map_err(|e| e.to_string()))
+                .and_then(|personality| Ok(baseline()? + personality.len())),
             Platform::Container => ctx
                 .runc
                 .as_ref()

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use lightvm_bench::{BenchConfig, NetParams, Progress, Results, Workload};
+use lightvm_bench::{BenchConfig, NetParams, Platform, Progress, Results, Workload};
 use lightvm_images::unikernel::UnikernelBuild;
 
 use crate::cli::BenchArgs;
@@ -26,6 +26,14 @@ fn build_guest(name: &str) -> Result<PathBuf, String> {
         .build()
         .map_err(|e| format!("building guests/{name}: {e}"))?;
     std::fs::canonicalize(&built.path).map_err(|e| format!("{}: {e}", built.path.display()))
+}
+
+/// Builds the Linux personality (crates/personality) for the linux-program rows;
+/// the error as text, for their skip reasons.
+fn build_personality() -> Result<PathBuf, String> {
+    let path = lightvm_images::personality::build()
+        .map_err(|e| format!("building the Linux personality (crates/personality): {e}"))?;
+    std::fs::canonicalize(&path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Progress bars on stderr (hidden when it is not a terminal).
@@ -80,16 +88,27 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<u8> {
         .iter()
         .flat_map(|s| s.workloads().iter().copied())
         .collect();
+    let wanted =
+        |platform: Platform| args.platforms.is_empty() || args.platforms.contains(&platform);
     let mut guests = BTreeMap::new();
-    for workload in workloads {
-        eprintln!("lightvm: building the {} unikernel…", workload.name());
-        guests.insert(workload, build_guest(workload.name()));
+    for &workload in &workloads {
+        if let Ok(name) = workload.guest() {
+            eprintln!("lightvm: building the {name} unikernel…");
+            guests.insert(workload, build_guest(name));
+        }
     }
+    let linux_programs = workloads.iter().any(|w| w.linux_program_mem().is_ok())
+        && Platform::LINUX_PROGRAMS.into_iter().any(wanted);
+    let personality = linux_programs.then(|| {
+        eprintln!("lightvm: building the Linux personality…");
+        build_personality()
+    });
     let out = args.out.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let config = BenchConfig {
         lightvm_exe: std::env::current_exe().context("finding the lightvm executable")?,
         guests,
+        personality,
         out_dir: out.clone(),
         quick: args.quick,
         runs,
@@ -98,6 +117,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<u8> {
         density_count,
         cpu_runs: if args.quick { 2 } else { runs.min(10) },
         stream_runs: if args.quick { 1 } else { runs.min(5) },
+        syscall_runs: if args.quick { 3 } else { runs.min(20) },
         pool,
         platforms: (!args.platforms.is_empty()).then(|| args.platforms.clone()),
         net: if args.quick {

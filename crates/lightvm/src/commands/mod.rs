@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod kernel;
 mod platforms;
+mod rootfs;
 mod run;
 mod toolstack;
 
@@ -15,6 +16,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Build(args) => build::build(&args),
         Command::Run(args) => run::run(&args),
         Command::Platforms(args) => Ok(platforms::platforms(&args)),
+        Command::Rootfs(args) => rootfs::rootfs(&args),
         Command::Kernel(KernelCommand::Build(args)) => kernel::build(&args),
         Command::Bench(args) => bench::bench(&args),
         Command::Daemon(args) => toolstack::daemon(&args),

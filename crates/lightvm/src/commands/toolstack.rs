@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use hyper::{Method, StatusCode};
 use lightvm_toolstack::api::{PoolStatus, VmState, VmView};
 use lightvm_toolstack::client::Answer;
-use lightvm_toolstack::{server, shell_main, Client, Daemon, DaemonConfig};
+use lightvm_toolstack::{server, shell_main, Client, Daemon, DaemonConfig, PersonalityImage};
 use lightvm_vmm::parse_mem_size;
 use serde_json::json;
 
@@ -32,11 +32,15 @@ pub fn daemon(args: &DaemonArgs) -> anyhow::Result<u8> {
         state_dir: args.state_dir.clone(),
         pool_size: args.pool,
         pool_mem: parse_mem_size(&args.pool_mem).context("--pool-mem")?,
+        linux_pool_size: args.linux_pool,
+        linux_pool_mem: parse_mem_size(&args.linux_pool_mem).context("--linux-pool-mem")?,
+        personality: personality(args),
         max_vms: args.max_vms,
         max_mem: parse_mem_size(&args.max_mem).context("--max-mem")?,
         shell_exe: std::env::current_exe().context("finding the lightvm executable")?,
         platform: args.platform.resolve()?,
         seccomp: !args.no_seccomp,
+        jail: !args.no_jail,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -44,6 +48,9 @@ pub fn daemon(args: &DaemonArgs) -> anyhow::Result<u8> {
     runtime.block_on(async {
         let daemon = Daemon::open(config)?;
         let adopted = daemon.adopt()?;
+        if let Some(why) = daemon.linux_unavailable() {
+            eprintln!("lightvm daemon: running no Linux programs: {why}");
+        }
         eprintln!(
             "lightvm daemon: listening on {}, {adopted} running VMs adopted, pool of {} on the {} platform",
             args.socket.display(),
@@ -54,6 +61,18 @@ pub fn daemon(args: &DaemonArgs) -> anyhow::Result<u8> {
         anyhow::Ok(())
     })?;
     Ok(0)
+}
+
+/// The personality image: the one named, or the one built now from
+/// crates/personality (before the daemon's filter, which allows no `execve`);
+/// a build that fails leaves the daemon serving unikernels only.
+fn personality(args: &DaemonArgs) -> PersonalityImage {
+    match &args.personality {
+        Some(image) => PersonalityImage::Given(image.clone()),
+        None => PersonalityImage::Built(lightvm_images::personality::build().map_err(|e| {
+            format!("building the Linux personality (crates/personality) failed: {e}")
+        })),
+    }
 }
 
 /// A group's id: a number, or a name looked up in /etc/group (read directly: a
@@ -83,8 +102,14 @@ pub fn shell(args: &ShellArgs) -> u8 {
             return exit_code::LIGHTVM_ERROR;
         }
     };
-    u8::try_from(shell_main::run(args.platform, args.mem, control))
-        .unwrap_or(exit_code::LIGHTVM_ERROR)
+    u8::try_from(shell_main::run(
+        args.platform,
+        args.mem,
+        args.linux,
+        !args.no_jail,
+        control,
+    ))
+    .unwrap_or(exit_code::LIGHTVM_ERROR)
 }
 
 /// Runs one client call to completion.
@@ -109,14 +134,44 @@ fn expect<T: serde::de::DeserializeOwned>(answer: Answer, ok: StatusCode) -> any
 }
 
 pub fn create(args: &CreateArgs) -> anyhow::Result<u8> {
-    let image = std::fs::canonicalize(&args.image)
-        .with_context(|| format!("image {}", args.image.display()))?;
-    let mut body = json!({ "image": image, "cmdline": args.cmdline });
+    let mut body = match &args.rootfs {
+        Some(rootfs) => {
+            let rootfs = std::fs::canonicalize(rootfs)
+                .with_context(|| format!("--rootfs {}", rootfs.display()))?;
+            let mut body = json!({
+                "rootfs": rootfs,
+                // A path inside the root: sent as given, made absolute from its top.
+                "program": format!("/{}", args.image.to_string_lossy().trim_start_matches('/')),
+                "args": args.program_args,
+                "cwd": args.cwd,
+                "trace_syscalls": args.trace_syscalls,
+            });
+            if !args.env.is_empty() {
+                body["env"] = json!(args.env);
+            }
+            body
+        }
+        None => {
+            let image = std::fs::canonicalize(&args.image)
+                .with_context(|| format!("image {}", args.image.display()))?;
+            json!({ "image": image })
+        }
+    };
+    body["cmdline"] = json!(args.cmdline);
     if let Some(mem) = &args.mem {
         body["mem"] = json!(mem);
     }
     if let Some(net) = &args.net {
         body["net"] = json!(net);
+    }
+    if let Some(limit) = &args.memory_limit {
+        body["memory_limit"] = json!(limit);
+    }
+    if let Some(limit) = &args.cpu_limit {
+        body["cpu_limit"] = json!(limit);
+    }
+    if let Some(limit) = args.pids_limit {
+        body["pids_limit"] = json!(limit);
     }
     if let Some(timeout) = args.timeout {
         body["timeout_ms"] = json!(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
@@ -148,10 +203,18 @@ pub fn ps(args: &PsArgs) -> anyhow::Result<u8> {
         "ID", "STATE", "IMAGE", "MEM", "UPTIME"
     )?;
     for vm in vms {
-        let image = vm.image.file_name().map_or_else(
-            || vm.image.display().to_string(),
-            |name| name.to_string_lossy().into_owned(),
-        );
+        // A Linux program is shown by its own name (its image is the personality).
+        let image = match &vm.linux {
+            Some(linux) => linux
+                .program
+                .rsplit('/')
+                .next()
+                .map_or_else(|| linux.program.clone(), str::to_owned),
+            None => vm.image.file_name().map_or_else(
+                || vm.image.display().to_string(),
+                |name| name.to_string_lossy().into_owned(),
+            ),
+        };
         let state = match vm.state {
             VmState::Running => "running",
             VmState::Exited => "exited",
@@ -233,9 +296,19 @@ pub fn rm(args: &VmIdArgs) -> anyhow::Result<u8> {
 
 pub fn pool(args: &PoolArgs) -> anyhow::Result<u8> {
     let client = Client::new(&args.socket.socket);
-    let answer = match args.size {
-        Some(size) => call(&client, Method::PUT, "/pool", Some(json!({ "size": size })))?,
-        None => call(&client, Method::GET, "/pool", None)?,
+    let answer = if args.size.is_some() || args.linux_size.is_some() {
+        let resize = lightvm_toolstack::api::PoolResize {
+            size: args.size,
+            linux_size: args.linux_size,
+        };
+        call(
+            &client,
+            Method::PUT,
+            "/pool",
+            Some(serde_json::to_value(resize)?),
+        )?
+    } else {
+        call(&client, Method::GET, "/pool", None)?
     };
     let pool: PoolStatus = expect(answer, StatusCode::OK)?;
     if args.json {
@@ -252,6 +325,23 @@ pub fn pool(args: &PoolArgs) -> anyhow::Result<u8> {
         if let Some(failing) = &pool.failing {
             println!(
                 "pool: preparing shells failed {} times in a row: {}",
+                failing.in_a_row, failing.error
+            );
+        }
+        let linux = &pool.linux;
+        match &linux.unavailable {
+            Some(why) => println!("linux pool: none, this daemon runs no Linux programs: {why}"),
+            None => println!(
+                "linux pool: {} ready, {} preparing, target {} (shells of {} MiB for Linux programs)",
+                linux.ready,
+                linux.preparing,
+                linux.target,
+                linux.mem_size >> 20
+            ),
+        }
+        if let Some(failing) = &linux.failing {
+            println!(
+                "linux pool: preparing shells failed {} times in a row: {}",
                 failing.in_a_row, failing.error
             );
         }

@@ -10,6 +10,8 @@
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code)]
 
+pub mod programs;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -183,6 +185,24 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
+    }
+}
+
+/// The VM process of the `lightvm run` with pid `supervisor`: the jail runs the
+/// VM in a child of the command's process, which supervises it.
+pub fn vm_process(supervisor: u32) -> u32 {
+    let children = format!("/proc/{supervisor}/task/{supervisor}/children");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(pid) = text.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lightvm run {supervisor} has no VM process"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

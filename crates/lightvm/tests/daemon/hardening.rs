@@ -22,9 +22,9 @@ use super::{fd_count, image, rss_kib, shell_processes, wait_pool_ready, zombie_c
 use super::{TestDaemon, LIGHTVM};
 
 /// The uid and gid of `nobody`.
-const NOBODY: u32 = 65534;
+pub(super) const NOBODY: u32 = 65534;
 
-fn is_root() -> bool {
+pub(super) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
@@ -113,7 +113,7 @@ fn send_raw(socket: &Path, request: &[u8]) -> UnixStream {
 }
 
 /// The status of a raw answer.
-fn status_of(answer: &str) -> u16 {
+pub(super) fn status_of(answer: &str) -> u16 {
     answer
         .split_whitespace()
         .nth(1)
@@ -123,7 +123,7 @@ fn status_of(answer: &str) -> u16 {
 
 /// Sends `request` to the daemon at `socket` from a child process running as
 /// `uid` (and gid `uid`, no supplementary groups); the raw answer.
-fn request_as(uid: u32, socket: &Path, request: &[u8]) -> String {
+pub(super) fn request_as(uid: u32, socket: &Path, request: &[u8]) -> String {
     // Everything the child needs is made before fork: after it, the child of this
     // multi-threaded process makes only async-signal-safe system calls.
     // SAFETY: sockaddr_un is plain data; all-zero is a valid value.

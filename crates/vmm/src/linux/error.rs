@@ -10,6 +10,7 @@ use crate::error::HostError;
 use crate::kvm::arch::paging::PagingError;
 use crate::kvm::KvmError;
 use crate::memory::MemoryError;
+use crate::seccomp::SeccompError;
 
 /// Why a Linux VM could not be built or run.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,9 @@ pub enum LinuxVmError {
     /// A host system call failed.
     #[error(transparent)]
     Host(#[from] HostError),
+    /// A monitor thread's seccomp filter could not be built or put in force.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     /// An invariant of the VMM itself was broken (a bug, never guest input).
     #[error("internal error: {0}")]
     Internal(&'static str),

@@ -1,7 +1,12 @@
 //! One Linux VM: built from a [`LinuxVmConfig`], run with one thread per vCPU.
+//!
+//! Each thread runs under its own seccomp list from the moment it has work (see
+//! [`crate::seccomp`]): `linux-vcpu` on a vCPU thread (bound to its own vCPU), `linux-io`
+//! on a network receive thread, `linux-main` on the main thread once the others
+//! run; each bound to this VM's descriptors.
 
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -25,15 +30,17 @@ use crate::devices::i8042::I8042;
 use crate::devices::serial::{self, SerialPort};
 use crate::devices::tap::Tap;
 use crate::devices::virtio::block::Block;
-use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::mmio::{self, MmioTransport};
 use crate::devices::virtio::net::Net;
 use crate::error::HostError;
 use crate::kvm::kvm_op;
 use crate::kvm::vcpu::{self, Run, Shown, VcpuRegisters};
 use crate::memory;
 use crate::report::{micros, RunReport, Timings, VmExit};
+use crate::seccomp::{self, ThreadFds, ThreadKind};
 use crate::timer;
 use crate::unikernel::process::signals;
+use crate::unikernel::SandboxPolicy;
 
 /// Devices shared by the vCPU threads.
 struct Devices {
@@ -49,6 +56,14 @@ enum Event {
     Error(LinuxVmError),
 }
 
+/// A network device's host side, served by a thread of its own while the VM
+/// runs: its transport (which owns the tap) and the eventfd that wakes the thread
+/// when the guest makes room for frames.
+struct NetInput {
+    transport: Arc<Mutex<MmioTransport>>,
+    waker: EventFd,
+}
+
 /// A built Linux VM.
 pub struct LinuxVm {
     // Drop order: vCPUs and the VM before the memory they map.
@@ -56,8 +71,12 @@ pub struct LinuxVm {
     _vm: VmFd,
     _memory: GuestMemoryMmap,
     devices: Arc<Devices>,
-    taps: Vec<(Arc<Mutex<MmioTransport>>, i32)>,
-    _tap_files: Vec<Tap>,
+    nets: Vec<NetInput>,
+    /// Written when the run ends, to stop the network threads' waits.
+    stop_fd: EventFd,
+    /// The device descriptors the threads' filters bind their calls to.
+    fds: ThreadFds,
+    sandbox: SandboxPolicy,
     timeout: Option<Duration>,
     started: Instant,
     timings: Timings,
@@ -134,15 +153,17 @@ impl LinuxVm {
         memory::write(&memory, layout::EBDA_START, &mptable::build(config.vcpus()))?;
 
         // Devices, each interrupt line an irqfd into the in-kernel irqchip.
-        let irqfd = |gsi: u32| -> Result<EventFd, LinuxVmError> {
+        let mut fds = ThreadFds::default();
+        let mut irq_fds = Vec::new();
+        let mut irqfd = |gsi: u32| -> Result<EventFd, LinuxVmError> {
             let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(host("eventfd"))?;
             vm.register_irqfd(&fd, gsi).map_err(kvm_op("KVM_IRQFD"))?;
+            irq_fds.push(fd.as_raw_fd());
             Ok(fd)
         };
         let serial = SerialPort::new(irqfd(layout::SERIAL_IRQ)?, Console::new(console));
         let mut virtio = Vec::new();
-        let mut taps = Vec::new();
-        let mut tap_files = Vec::new();
+        let mut nets = Vec::new();
         for disk in config.disks() {
             let block = Block::open(&disk.path, disk.read_only).map_err(|source| HostError {
                 op: "opening a --disk image",
@@ -152,30 +173,47 @@ impl LinuxVm {
                 ),
             })?;
             let (_, irq) = virtio_slot(virtio.len());
+            let disk_fd = block.disk_fd();
             virtio.push(Arc::new(Mutex::new(MmioTransport::new(
                 Box::new(block),
                 memory.clone(),
                 Box::new(irqfd(irq)?),
             ))));
+            fds.disk.push(disk_fd);
         }
         for net in config.nets() {
-            let open = || Tap::open(&net.tap);
-            let tap = open().map_err(|source| HostError {
+            // One open per device: a second TUNSETIFF on a tap without
+            // IFF_MULTI_QUEUE fails with EBUSY. The receive thread waits on this
+            // descriptor through the device (`VirtioDevice::host_input`).
+            let tap = Tap::open(&net.tap).map_err(|source| HostError {
                 op: "opening a --net tap",
                 source: std::io::Error::new(source.kind(), format!("tap {}: {source}", net.tap)),
             })?;
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&tap);
-            let backend = open().map_err(host("opening a --net tap"))?;
             let (_, irq) = virtio_slot(virtio.len());
-            let transport = Arc::new(Mutex::new(MmioTransport::new(
-                Box::new(Net::new(Box::new(backend), net.mac)),
+            let tap_fd = tap.as_raw_fd();
+            let mut transport = MmioTransport::new(
+                Box::new(Net::new(Box::new(tap), net.mac)),
                 memory.clone(),
                 Box::new(irqfd(irq)?),
-            )));
-            taps.push((transport.clone(), fd));
-            tap_files.push(tap);
+            );
+            let waker = EventFd::new(libc::EFD_NONBLOCK).map_err(host("eventfd"))?;
+            let waker_clone = waker.try_clone().map_err(host("eventfd"))?;
+            fds.eventfd
+                .extend([waker.as_raw_fd(), waker_clone.as_raw_fd()]);
+            fds.tap.push(tap_fd);
+            transport.set_host_waker(waker_clone);
+            let transport = Arc::new(Mutex::new(transport));
+            nets.push(NetInput {
+                transport: transport.clone(),
+                waker,
+            });
             virtio.push(transport);
         }
+        // Made now rather than in `run`: once the VM is built its process may be
+        // jailed with no room for new descriptors.
+        let stop_fd = EventFd::new(libc::EFD_NONBLOCK).map_err(host("eventfd"))?;
+        fds.eventfd.push(stop_fd.as_raw_fd());
+        fds.eventfd.extend(irq_fds);
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -207,12 +245,38 @@ impl LinuxVm {
                 boot_timer: Mutex::new(BootTimer::new(started)),
                 virtio,
             }),
-            taps,
-            _tap_files: tap_files,
+            nets,
+            stop_fd,
+            fds,
+            sandbox: SandboxPolicy::default(),
             timeout: config.timeout(),
             started,
             timings,
         })
+    }
+
+    /// What the threads' seccomp filters must leave the monitor beyond its
+    /// devices (the descriptors it writes once the guest runs: a report file), and
+    /// whether to install them.
+    pub fn set_sandbox(&mut self, policy: SandboxPolicy) {
+        self.sandbox = policy;
+    }
+
+    /// The filter of a `kind` thread, if filters are in force; `vcpu` is its vCPU.
+    fn filter(
+        &self,
+        kind: ThreadKind,
+        vcpu: Option<RawFd>,
+    ) -> Result<Option<seccompiler::BpfProgram>, LinuxVmError> {
+        if !self.sandbox.enforce {
+            return Ok(None);
+        }
+        let fds = ThreadFds {
+            vcpu: vcpu.into_iter().collect(),
+            output: self.sandbox.writable.clone(),
+            ..self.fds.clone()
+        };
+        Ok(Some(seccomp::compile(kind, &fds)?))
     }
 
     /// Runs the guest until it resets, crashes or times out.
@@ -224,25 +288,52 @@ impl LinuxVm {
         let (events, inbox) = mpsc::channel::<Event>();
         let mut threads = Vec::new();
         for (index, vcpu) in std::mem::take(&mut self.vcpus).into_iter().enumerate() {
+            let filter = self.filter(ThreadKind::LinuxVcpu, Some(vcpu.as_raw_fd()))?;
             let devices = self.devices.clone();
             let stop = stop.clone();
             let events = events.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
-                .spawn(move || vcpu_loop(vcpu, &devices, &stop, &events))
+                .spawn(move || {
+                    if let Some(Err(error)) = filter.as_ref().map(seccomp::apply) {
+                        let _ = events.send(Event::Error(error.into()));
+                        return;
+                    }
+                    vcpu_loop(vcpu, &devices, &stop, &events)
+                })
                 .map_err(host("starting a vCPU thread"))?;
             threads.push(thread);
         }
-        let stop_fd = EventFd::new(libc::EFD_NONBLOCK).map_err(host("eventfd"))?;
+        let io_filter = self.filter(ThreadKind::LinuxIo, None)?;
+        let main_filter = self.filter(ThreadKind::LinuxMain, None)?;
+        let stop_fd = Arc::new(self.stop_fd);
         let mut io_threads = Vec::new();
-        for (transport, tap_fd) in self.taps.drain(..) {
-            let stop_fd = stop_fd.try_clone().map_err(host("eventfd"))?;
-            let stop = stop.clone();
-            io_threads.push(std::thread::spawn(move || {
-                net_rx_loop(&transport, tap_fd, &stop_fd, &stop)
-            }));
+        for (index, NetInput { transport, waker }) in self.nets.drain(..).enumerate() {
+            let (stop_fd, stop) = (stop_fd.clone(), stop.clone());
+            let filter = io_filter.clone();
+            let events = events.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("net{index}-rx"))
+                .spawn(move || {
+                    if let Some(Err(error)) = filter.as_ref().map(seccomp::apply) {
+                        let _ = events.send(Event::Error(error.into()));
+                        return;
+                    }
+                    drop(events);
+                    mmio::serve_host_input(&transport, &waker, &stop_fd, &stop)
+                })
+                .map_err(host("starting a network thread"))?;
+            io_threads.push(thread);
         }
         drop(events);
+        if let Some(filter) = main_filter {
+            if let Err(error) = seccomp::apply(&filter) {
+                // Stop the threads just started before giving up.
+                stop.store(true, Ordering::SeqCst);
+                let _ = stop_fd.write(1);
+                return Err(error.into());
+            }
+        }
 
         let deadline = self.timeout.map(|t| Instant::now() + t);
         let outcome = loop {
@@ -302,6 +393,7 @@ impl LinuxVm {
             timings: self.timings,
             console_bytes: written,
             console_dropped: dropped,
+            jail: None,
         })
     }
 }
@@ -432,37 +524,4 @@ fn crash(vcpu: &VcpuFd, reason: &str) -> Event {
         registers.as_ref(),
         Shown::Kernel,
     )))
-}
-
-/// Delivers frames from a tap to its device: waits for the tap (or, while a frame
-/// waits for guest buffers, a few milliseconds) and runs the device's receive.
-fn net_rx_loop(
-    transport: &Mutex<MmioTransport>,
-    tap_fd: i32,
-    stop_fd: &EventFd,
-    stop: &AtomicBool,
-) {
-    while !stop.load(Ordering::SeqCst) {
-        let waiting = transport.lock().is_ok_and(|t| t.stopped().is_none());
-        let mut fds = [
-            libc::pollfd {
-                fd: stop_fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: tap_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // While a frame waits for receive buffers, poll the device every 5 ms
-        // instead of the (still readable) tap.
-        let (count, timeout) = if waiting { (2, 5) } else { (1, 100) };
-        // SAFETY: `fds` is a valid array of at least `count` pollfd structs.
-        unsafe { libc::poll(fds.as_mut_ptr(), count, timeout) };
-        if let Ok(mut t) = transport.lock() {
-            t.poll_host();
-        }
-    }
 }

@@ -9,7 +9,9 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use lightvm_abi::{limits, ConsoleWriteArgs, ExitArgs, Hypercall, PollArgs};
+use lightvm_abi::{
+    layout, limits, ConsoleWriteArgs, ExitArgs, Hypercall, PollArgs, SyscallEntryArgs,
+};
 use vm_memory::GuestMemoryMmap;
 
 use super::devices::Devices;
@@ -31,6 +33,53 @@ pub enum Flow {
     Exit(VmExit),
 }
 
+/// Where the guest's `syscall`s go (`Hypercall::SyscallEntry`), checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyscallDelivery {
+    /// Where the guest resumes.
+    pub entry: u64,
+    /// Where the call's return address is left (guest-owned, writable, 8-aligned,
+    /// below 2 GiB).
+    pub return_slot: u64,
+}
+
+/// A writable view of a VM's syscall sled page
+/// ([`layout::SYSCALL_SLED_ADDR`]), which the guest sees read-and-execute only.
+pub struct SledPage(*mut u8);
+
+// SAFETY: the page belongs to the one VM whose core holds this view; only that
+// core writes it, from whichever thread runs the VM.
+unsafe impl Send for SledPage {}
+
+impl SledPage {
+    /// The view at `page`.
+    ///
+    /// # Safety
+    ///
+    /// `page` is valid for writes of [`layout::SYSCALL_SLED_BYTES`] bytes for as
+    /// long as the core that gets this view lives, and nothing else writes them.
+    pub unsafe fn new(page: *mut u8) -> Self {
+        Self(page)
+    }
+
+    /// Fills the page: `nop`s up to [`layout::SYSCALL_SLED_REACH`], then `pop
+    /// %rcx; jmp *entry` (an absolute jump through the address stored after it),
+    /// and the same after a second run of `nop`s at the page's end.
+    fn fill(&mut self, call_entry: u64) {
+        let mut sled = [0x90u8; layout::SYSCALL_SLED_BYTES as usize];
+        let mut handler = [0u8; 15];
+        handler[0] = 0x59; // pop rcx
+        handler[1..7].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]); // jmp [rip]
+        handler[7..].copy_from_slice(&call_entry.to_le_bytes());
+        let first = layout::SYSCALL_SLED_REACH as usize;
+        let last = sled.len() - 16;
+        sled[first..first + handler.len()].copy_from_slice(&handler);
+        sled[last..last + handler.len()].copy_from_slice(&handler);
+        // SAFETY: `new`'s contract: the page is this view's to write, whole.
+        unsafe { std::ptr::copy_nonoverlapping(sled.as_ptr(), self.0, sled.len()) };
+    }
+}
+
 /// The platform-independent state of one running unikernel.
 pub struct Core {
     memory: GuestMemoryMmap,
@@ -44,6 +93,8 @@ pub struct Core {
     timeout: Option<Duration>,
     deadline: Option<Instant>,
     exit: Option<VmExit>,
+    syscall_entry: Option<SyscallDelivery>,
+    sled: Option<SledPage>,
 }
 
 impl Core {
@@ -69,7 +120,15 @@ impl Core {
             timeout,
             deadline: None,
             exit: None,
+            syscall_entry: None,
+            sled: None,
         }
+    }
+
+    /// Gives the core the VM's syscall sled, which it fills when the guest
+    /// registers a `call_entry` (the VM's boot info says it has one).
+    pub fn set_syscall_sled(&mut self, sled: SledPage) {
+        self.sled = Some(sled);
     }
 
     /// Guest memory.
@@ -85,6 +144,12 @@ impl Core {
     /// Timings so far.
     pub fn timings(&self) -> &Timings {
         &self.timings
+    }
+
+    /// Where the guest asked its `syscall`s to go (`Hypercall::SyscallEntry`), if
+    /// it did: the platform resumes it there instead of ending it.
+    pub fn syscall_entry(&self) -> Option<SyscallDelivery> {
+        self.syscall_entry
     }
 
     /// Registers `listener` for the guest's boot-done hypercall.
@@ -160,6 +225,33 @@ impl Core {
                 args.ready = self.devices.poll(&guest, timeout)?;
                 guest.write_args(call, addr, &args)?;
             }
+            Hypercall::SyscallEntry => {
+                let args: SyscallEntryArgs = guest.read_args(call, addr)?;
+                self.syscall_entry = match args.entry {
+                    0 => None,
+                    entry => {
+                        guest.check(&|| format!("{}: entry", call.name()), entry, 1)?;
+                        let slot = args.return_slot;
+                        let what = || format!("{}: return_slot", call.name());
+                        guest.check_writable(&what, slot, 8)?;
+                        if !slot.is_multiple_of(8) || slot >= 1 << 31 {
+                            return Err(violation(
+                                call,
+                                format!("return_slot {slot:#x} must be 8-aligned and below 2 GiB"),
+                            ));
+                        }
+                        if let (Some(sled), call_entry @ 1..) = (&mut self.sled, args.call_entry) {
+                            let what = || format!("{}: call_entry", call.name());
+                            guest.check(&what, call_entry, 1)?;
+                            sled.fill(call_entry);
+                        }
+                        Some(SyscallDelivery {
+                            entry,
+                            return_slot: slot,
+                        })
+                    }
+                };
+            }
             // Device hypercalls (net/block rings, notify): see `devices`.
             Hypercall::NetSetup | Hypercall::BlockSetup | Hypercall::Notify => {
                 self.devices.hypercall(&guest, call, addr)?;
@@ -217,6 +309,7 @@ impl Core {
             timings: self.timings,
             console_bytes: self.console.written(),
             console_dropped: self.console.dropped(),
+            jail: None,
         }
     }
 }

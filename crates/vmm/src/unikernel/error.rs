@@ -15,6 +15,7 @@ use crate::kvm::KvmError;
 use crate::loader::ImageError;
 use crate::memory::MemoryError;
 use crate::platform::Unavailable;
+use crate::seccomp::SeccompError;
 use crate::timer::TimerError;
 
 /// Why a unikernel could not be prepared, booted or run.
@@ -44,6 +45,10 @@ pub enum UnikernelError {
     /// The deadline timer could not be armed.
     #[error(transparent)]
     Timer(#[from] TimerError),
+    /// The monitor's seccomp filter could not be built or put in force (the kvm
+    /// platform).
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     /// Guest memory could not be mapped (the process platform).
     #[error("guest memory: {0}")]
     Memory(String),

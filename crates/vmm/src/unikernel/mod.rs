@@ -34,6 +34,7 @@ use crate::config::VmConfig;
 use crate::loader::UnikernelImage;
 use crate::platform::Platform;
 use crate::report::{RunReport, Timings};
+use boot::Module;
 use devices::Devices;
 use kvm::{KvmShell, KvmVm};
 use process::{ProcessShell, ProcessVm};
@@ -47,12 +48,23 @@ pub enum Shell {
 }
 
 impl Shell {
-    /// Prepares a shell for guests of `mem_size` bytes on `platform`.
+    /// Prepares a shell for unikernels of `mem_size` bytes on `platform`.
     pub fn create(platform: Platform, mem_size: u64) -> Result<Self, UnikernelError> {
+        Self::create_for(platform, mem_size, false)
+    }
+
+    /// Prepares a shell for a unikernel that runs Linux programs (the Linux
+    /// personality), or for a plain one: a kvm vCPU's CPU features are set before
+    /// it first runs, so a shell is made for one kind or the other.
+    pub fn create_for(
+        platform: Platform,
+        mem_size: u64,
+        linux: bool,
+    ) -> Result<Self, UnikernelError> {
         platform.check()?;
         Ok(match platform {
-            Platform::Kvm => Shell::Kvm(KvmShell::create(mem_size)?),
-            Platform::Process => Shell::Process(ProcessShell::create(mem_size)?),
+            Platform::Kvm => Shell::Kvm(KvmShell::create(mem_size, linux)?),
+            Platform::Process => Shell::Process(ProcessShell::create(mem_size, linux)?),
         })
     }
 
@@ -101,27 +113,32 @@ impl Shell {
         }
     }
 
-    /// Opens what `config` names (image, tap, disk) and loads the image (the
-    /// execute phase). The VM's timings count from this call.
+    /// Opens what `config` names (image, tap, disk, module) and loads the image
+    /// (the execute phase). The VM's timings count from this call.
     pub fn boot(
         self,
         config: &VmConfig,
         console: Box<dyn Write + Send>,
     ) -> Result<Vm, UnikernelError> {
         let started = Instant::now();
-        let image = UnikernelImage::from_file(config.image())?;
+        let opened = Opened::open(config)?;
         let image_loaded = started.elapsed();
-        // Devices first: a missing tap or disk fails before guest memory is touched.
-        let devices = Devices::open(config.net(), config.disk())?;
-        self.boot_opened(&image, devices, config, console, (started, image_loaded))
+        self.boot_opened(
+            &opened.image,
+            opened.parts,
+            config,
+            console,
+            (started, image_loaded),
+        )
     }
 
-    /// Loads an image and devices that were already opened (by a daemon that hands
-    /// them over, say); `started` and `image_loaded` as for `KvmShell::start`.
+    /// Loads an image and the parts that were already opened (by a daemon that
+    /// hands them over, say); `started` and `image_loaded` as for
+    /// `KvmShell::start`.
     pub fn boot_opened(
         self,
         image: &UnikernelImage,
-        devices: Devices,
+        parts: GuestParts,
         config: &VmConfig,
         console: Box<dyn Write + Send>,
         times: (Instant, std::time::Duration),
@@ -133,10 +150,41 @@ impl Shell {
         }
         image.check_fits(config.mem_size())?;
         Ok(match self {
-            Shell::Kvm(shell) => Vm::Kvm(shell.start(image, devices, config, console, times)?),
+            Shell::Kvm(shell) => Vm::Kvm(shell.start(image, parts, config, console, times)?),
             Shell::Process(shell) => {
-                Vm::Process(shell.start(image, devices, config, console, times)?)
+                Vm::Process(shell.start(image, parts, config, console, times)?)
             }
+        })
+    }
+}
+
+/// What a guest takes beside its image, opened: its devices and its module.
+pub struct GuestParts {
+    /// The network interface and disk.
+    pub devices: Devices,
+    /// The root filesystem archive of a Linux program, if any.
+    pub module: Option<Module>,
+}
+
+/// Everything a config names, opened and checked, before any guest memory is
+/// touched: a missing tap, disk or module fails first.
+pub struct Opened {
+    /// The image.
+    pub image: UnikernelImage,
+    /// The rest.
+    pub parts: GuestParts,
+}
+
+impl Opened {
+    /// Opens the image, the devices and the module `config` names.
+    pub fn open(config: &VmConfig) -> Result<Self, UnikernelError> {
+        let image = UnikernelImage::from_file(config.image())?;
+        image.check_fits(config.mem_size())?;
+        let devices = Devices::open(config.net(), config.disk())?;
+        let module = config.module().map(Module::open).transpose()?;
+        Ok(Self {
+            image,
+            parts: GuestParts { devices, module },
         })
     }
 }
@@ -159,13 +207,11 @@ impl Vm {
         console: Box<dyn Write + Send>,
     ) -> Result<Self, UnikernelError> {
         let started = Instant::now();
-        let image = UnikernelImage::from_file(config.image())?;
-        image.check_fits(config.mem_size())?;
+        let opened = Opened::open(config)?;
         let image_loaded = started.elapsed();
-        let devices = Devices::open(config.net(), config.disk())?;
-        Shell::create(platform, config.mem_size())?.boot_opened(
-            &image,
-            devices,
+        Shell::create_for(platform, config.mem_size(), config.runs_linux_programs())?.boot_opened(
+            &opened.image,
+            opened.parts,
             config,
             console,
             (started, image_loaded),
@@ -198,11 +244,13 @@ impl Vm {
         self.core().on_boot_done(listener);
     }
 
-    /// What the process platform's sandbox must leave the monitor (descriptors it
-    /// writes after the guest started); the kvm platform keeps its process as is.
+    /// What the monitor's seccomp filter must leave it (descriptors it writes
+    /// after the guest started): the process platform's sandbox, or the kvm
+    /// platform's `kvm-unikernel` thread filter.
     pub fn set_sandbox(&mut self, policy: SandboxPolicy) {
-        if let Vm::Process(vm) = self {
-            vm.set_sandbox(policy);
+        match self {
+            Vm::Kvm(vm) => vm.set_sandbox(policy),
+            Vm::Process(vm) => vm.set_sandbox(policy),
         }
     }
 

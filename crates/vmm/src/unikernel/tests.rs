@@ -350,7 +350,11 @@ fn writing_to_code_and_executing_data_fault(platform: Platform) {
 /// Boots with the process platform's sandbox in force, on a thread of its own
 /// (the filter stays with the thread, which ends after the guest).
 fn boot_sandboxed(platform: Platform, code: &[u8]) -> RunReport {
-    let image = TestImage::new(code, &[]);
+    boot_sandboxed_with(platform, code, &[])
+}
+
+fn boot_sandboxed_with(platform: Platform, code: &[u8], data: &[u8]) -> RunReport {
+    let image = TestImage::new(code, data);
     let config = image.config(None);
     std::thread::spawn(move || {
         let vm = Vm::build(platform, &config, Box::new(std::io::sink())).unwrap();
@@ -358,6 +362,68 @@ fn boot_sandboxed(platform: Platform, code: &[u8]) -> RunReport {
     })
     .join()
     .unwrap()
+}
+
+/// With a `syscall` entry registered, a `syscall` resumes the guest there with its
+/// number and arguments, and its return address in the registered slot, as a
+/// kernel's entry would see them.
+fn a_registered_entry_receives_the_guests_system_calls(platform: Platform) {
+    let _one = one_guest(platform);
+    // The code: register the entry, make getpid(7), exit with what the handler
+    // stored. The handler (at HANDLER) stores rax + rdi and returns through the
+    // slot.
+    const HANDLER: u64 = CODE + 0x100;
+    const SLOT: u64 = DATA + 0x70;
+    let mut code = call(Hypercall::SyscallEntry, DATA as u32);
+    code.extend_from_slice(&[0xb8, 39, 0, 0, 0, 0xbf, 7, 0, 0, 0, 0x0f, 0x05]);
+    code.extend(call(Hypercall::Exit, DATA as u32 + 0x80));
+    code.resize((HANDLER - CODE) as usize, 0xcc);
+    // lea eax, [rdi + rax]; mov [DATA + 0x80], eax; jmp qword ptr [SLOT]
+    code.extend_from_slice(&[0x8d, 0x04, 0x07, 0x89, 0x04, 0x25]);
+    code.extend_from_slice(&((DATA + 0x80) as u32).to_le_bytes());
+    code.extend_from_slice(&[0xff, 0x24, 0x25]);
+    code.extend_from_slice(&(SLOT as u32).to_le_bytes());
+    let mut data = lightvm_abi::SyscallEntryArgs {
+        entry: HANDLER,
+        return_slot: SLOT,
+        call_entry: 0,
+    }
+    .as_bytes()
+    .to_vec();
+    data.resize(0x80, 0);
+    data.extend(exit_args(0));
+    let report = boot_sandboxed_with(platform, &code, &data);
+    assert_eq!(
+        report.exit,
+        VmExit::Exited {
+            status: 46,
+            message: None
+        }
+    );
+}
+
+/// A return slot the guest does not own (the monitor's page tables) is refused:
+/// the stub must never write there for it.
+fn a_return_slot_outside_the_guests_memory_is_refused(platform: Platform) {
+    let _one = one_guest(platform);
+    let mut code = call(Hypercall::SyscallEntry, DATA as u32);
+    code.extend(call(Hypercall::Exit, DATA as u32 + 0x80));
+    let mut data = lightvm_abi::SyscallEntryArgs {
+        entry: CODE,
+        return_slot: lightvm_abi::layout::PAGE_TABLES_ADDR,
+        call_entry: 0,
+    }
+    .as_bytes()
+    .to_vec();
+    data.resize(0x80, 0);
+    data.extend(exit_args(0));
+    let report = boot_sandboxed_with(platform, &code, &data);
+    match report.exit {
+        VmExit::AbiViolation { detail } => {
+            assert!(detail.contains("return_slot"), "{detail}")
+        }
+        other => panic!("expected an ABI violation, got {other:?}"),
+    }
 }
 
 fn a_system_call_is_reported_as_such(platform: Platform) {
@@ -431,6 +497,8 @@ lightvm_testkit::platform_tests!(
     a_null_write_is_a_page_fault_crash_with_registers,
     writing_to_code_and_executing_data_fault,
     a_system_call_is_reported_as_such,
+    a_registered_entry_receives_the_guests_system_calls,
+    a_return_slot_outside_the_guests_memory_is_refused,
     a_spinning_guest_is_stopped_by_the_timeout,
     the_guest_can_reach_no_io_port,
     the_guest_starts_in_the_state_the_abi_describes,

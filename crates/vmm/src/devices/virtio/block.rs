@@ -7,13 +7,17 @@
 //! sector past the end, a write to a read-only disk, a host I/O error — gets a
 //! status (UNSUPP or IOERR); a request whose *layout* is wrong is a driver bug and
 //! stops the device.
+//!
+//! The image is a [`Disk`] — opened, locked and range-checked as a unikernel's
+//! disk is — and data moves between it and the guest's buffers directly, whatever
+//! size a descriptor claims.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestMemoryMmap};
+
+use crate::devices::disk::Disk;
 
 use super::{
     complete, next_request, Buffer, DeviceError, Request, VirtioDevice, F_VERSION_1, TYPE_BLOCK,
@@ -38,48 +42,40 @@ pub const F_RO: u64 = 1 << 5;
 /// Feature: FLUSH is supported.
 pub const F_FLUSH: u64 = 1 << 9;
 /// Sector size of the protocol.
-pub const SECTOR: u64 = 512;
+pub const SECTOR: u64 = crate::devices::disk::SECTOR_SIZE;
 /// Length of the get-id answer.
 pub const ID_LEN: usize = 20;
 
 /// A virtio-blk device.
 pub struct Block {
-    file: File,
-    read_only: bool,
-    capacity: u64,
+    disk: Disk,
     id: [u8; ID_LEN],
     memory: Option<GuestMemoryMmap>,
     queue: Option<Queue>,
 }
 
 impl Block {
-    /// Opens the image at `path`.
+    /// Opens and locks the image at `path`; get-id answers with its file name.
     pub fn open(path: &Path, read_only: bool) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(!read_only)
-            .open(path)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        Self::new(file, read_only, &name)
+        Ok(Self::new(Disk::open(path, read_only)?, &name))
     }
 
-    /// Wraps an open file; `id` is what get-id returns (cut to 20 bytes).
-    pub fn new(file: File, read_only: bool, id: &str) -> std::io::Result<Self> {
-        let size = file.metadata()?.len();
+    /// The device over an open disk; `id` is what get-id returns (cut to 20
+    /// bytes).
+    pub fn new(disk: Disk, id: &str) -> Self {
         let mut id_bytes = [0u8; ID_LEN];
         let n = id.len().min(ID_LEN);
         id_bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
-        Ok(Self {
-            file,
-            read_only,
-            capacity: size / SECTOR,
+        Self {
+            disk,
             id: id_bytes,
             memory: None,
             queue: None,
-        })
+        }
     }
 
     fn handle(&mut self, mem: &GuestMemoryMmap, request: &Request) -> Result<u32, DeviceError> {
@@ -112,29 +108,29 @@ impl Block {
                 if data.iter().any(|b| !b.writable) {
                     return Err(malformed("a read's data buffers must be writable"));
                 }
-                match self.check_range(sector, data_len) {
-                    Some(offset) => match self.read_into(mem, data, offset) {
+                match self.disk.check_range(sector, data_len) {
+                    Ok(offset) => match self.read_into(mem, data, offset) {
                         Ok(()) => (S_OK, data_len),
                         Err(_) => (S_IOERR, 0),
                     },
-                    None => (S_IOERR, 0),
+                    Err(_) => (S_IOERR, 0),
                 }
             }
             T_OUT => {
                 if data.iter().any(|b| b.writable) {
                     return Err(malformed("a write's data buffers must be readable"));
                 }
-                match self.check_range(sector, data_len) {
-                    Some(_) if self.read_only => (S_IOERR, 0),
-                    Some(offset) => match self.write_from(mem, data, offset) {
+                match self.disk.check_range(sector, data_len) {
+                    Ok(_) if self.disk.read_only() => (S_IOERR, 0),
+                    Ok(offset) => match self.write_from(mem, data, offset) {
                         Ok(()) => (S_OK, 0),
                         Err(_) => (S_IOERR, 0),
                     },
-                    None => (S_IOERR, 0),
+                    Err(_) => (S_IOERR, 0),
                 }
             }
             T_FLUSH => {
-                if self.read_only || self.file.sync_data().is_ok() {
+                if self.disk.flush().is_ok() {
                     (S_OK, 0)
                 } else {
                     (S_IOERR, 0)
@@ -156,45 +152,35 @@ impl Block {
         Ok(u32::try_from(written).unwrap_or(u32::MAX).saturating_add(1))
     }
 
-    /// The byte offset of `sector` if `len` bytes from there are on the disk.
-    fn check_range(&self, sector: u64, len: u64) -> Option<u64> {
-        if !len.is_multiple_of(SECTOR) {
-            return None;
-        }
-        let end = sector.checked_add(len / SECTOR)?;
-        (end <= self.capacity).then(|| sector * SECTOR)
+    /// The image's descriptor (the vCPU threads' filters allow I/O on it).
+    pub fn disk_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.disk)
     }
 
+    /// Reads the disk from byte `offset` on into the request's buffers, in order.
     fn read_into(
         &self,
         mem: &GuestMemoryMmap,
         data: &[Buffer],
-        mut offset: u64,
-    ) -> std::io::Result<()> {
-        let mut scratch = Vec::new();
+        offset: u64,
+    ) -> Result<(), vm_memory::GuestMemoryError> {
+        let mut cursor = self.disk.at(offset);
         for buffer in data {
-            scratch.resize(buffer.len as usize, 0);
-            self.file.read_exact_at(&mut scratch, offset)?;
-            mem.write_slice(&scratch, buffer.addr)
-                .map_err(std::io::Error::other)?;
-            offset += u64::from(buffer.len);
+            mem.read_exact_volatile_from(buffer.addr, &mut cursor, buffer.len as usize)?;
         }
         Ok(())
     }
 
+    /// Writes the request's buffers, in order, to the disk from byte `offset` on.
     fn write_from(
         &self,
         mem: &GuestMemoryMmap,
         data: &[Buffer],
-        mut offset: u64,
-    ) -> std::io::Result<()> {
-        let mut scratch = Vec::new();
+        offset: u64,
+    ) -> Result<(), vm_memory::GuestMemoryError> {
+        let mut cursor = self.disk.at(offset);
         for buffer in data {
-            scratch.resize(buffer.len as usize, 0);
-            mem.read_slice(&mut scratch, buffer.addr)
-                .map_err(std::io::Error::other)?;
-            self.file.write_all_at(&scratch, offset)?;
-            offset += u64::from(buffer.len);
+            mem.write_all_volatile_to(buffer.addr, &mut cursor, buffer.len as usize)?;
         }
         Ok(())
     }
@@ -208,13 +194,13 @@ impl VirtioDevice for Block {
         "virtio-blk"
     }
     fn features(&self) -> u64 {
-        F_VERSION_1 | F_FLUSH | if self.read_only { F_RO } else { 0 }
+        F_VERSION_1 | F_FLUSH | if self.disk.read_only() { F_RO } else { 0 }
     }
     fn queue_count(&self) -> usize {
         1
     }
     fn config_space(&self) -> Vec<u8> {
-        self.capacity.to_le_bytes().to_vec()
+        self.disk.sectors().to_le_bytes().to_vec()
     }
     fn activate(&mut self, mem: GuestMemoryMmap, mut queues: Vec<Queue>) {
         self.memory = Some(mem);
@@ -246,6 +232,7 @@ impl VirtioDevice for Block {
 mod tests {
     use super::super::test_util::*;
     use super::*;
+    use std::fs::File;
     use std::io::{Read, Seek, Write};
     use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
     use virtio_queue::mock::MockSplitQueue;
@@ -265,10 +252,8 @@ mod tests {
             .collect();
         file.write_all(&contents).unwrap();
         let clone = file.try_clone().unwrap();
-        (
-            Block::new(file, read_only, "lightvm-test-disk").unwrap(),
-            clone,
-        )
+        let disk = Disk::from_file(file, read_only).unwrap();
+        (Block::new(disk, "lightvm-test-disk"), clone)
     }
 
     fn tempfile() -> File {
@@ -432,6 +417,28 @@ mod tests {
             Ok(true)
         );
         assert_eq!(status(&mem), S_OK);
+    }
+
+    #[test]
+    fn two_devices_never_write_one_image() {
+        let path = std::env::temp_dir().join(format!("lightvm-blk-lock-{}", std::process::id()));
+        std::fs::write(&path, [0u8; 1024]).unwrap();
+        let first = Block::open(&path, false).unwrap();
+        let second = Block::open(&path, false).err().expect("a second writer");
+        assert!(
+            second.to_string().contains("in use by another VM"),
+            "{second}"
+        );
+        drop(first);
+        let reader = Block::open(&path, true).unwrap();
+        assert!(Block::open(&path, true).is_ok(), "readers share");
+        assert!(Block::open(&path, false).is_err());
+        drop(reader);
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            Block::open(&std::env::temp_dir(), true).is_err(),
+            "a directory"
+        );
     }
 
     #[test]

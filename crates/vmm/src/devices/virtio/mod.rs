@@ -177,6 +177,13 @@ pub trait VirtioDevice: Send {
     fn poll_host(&mut self) -> Result<bool, DeviceError> {
         Ok(false)
     }
+    /// The host descriptor to wait on for that work, while the device can take
+    /// some: `None` when it has no host side, is not set up, or is still holding
+    /// work the guest has not made room for (waiting on the descriptor then would
+    /// only spin on input that cannot be taken).
+    fn host_input(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
     /// The driver reset the device: drop the queues.
     fn reset(&mut self);
 }

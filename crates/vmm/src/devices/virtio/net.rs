@@ -26,6 +26,12 @@ pub trait NetBackend: Send {
     fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<Option<usize>>;
     /// Sends one frame.
     fn send(&mut self, frame: &[u8]) -> std::io::Result<()>;
+    /// The descriptor that is readable while a frame waits (the tap), for the
+    /// receive thread's wait: the one descriptor the backend was opened with,
+    /// never a second open of the same interface.
+    fn wait_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 /// A virtio-net device.
@@ -182,6 +188,14 @@ impl VirtioDevice for Net {
             None => Ok(false),
         }
     }
+    fn host_input(&self) -> Option<std::os::fd::RawFd> {
+        // One frame at most waits in the device; while it does, the tap is left
+        // alone until the guest posts buffers (its notify delivers the frame).
+        match (&self.memory, &self.pending) {
+            (Some(_), None) => self.backend.wait_fd(),
+            _ => None,
+        }
+    }
     fn reset(&mut self) {
         self.memory = None;
         self.queues.clear();
@@ -218,7 +232,13 @@ mod tests {
             self.from_guest.lock().unwrap().push(frame.to_vec());
             Ok(())
         }
+        fn wait_fd(&self) -> Option<std::os::fd::RawFd> {
+            Some(WIRE_FD)
+        }
     }
+
+    /// What the test backend says its descriptor is (never waited on here).
+    const WIRE_FD: i32 = 1234;
 
     /// A net device whose RX queue holds `rx` and TX queue holds `tx` (separate
     /// regions of one guest memory).
@@ -283,6 +303,35 @@ mod tests {
         // No buffer left: the second frame waits.
         assert!(net.has_pending());
         assert_eq!(net.poll_host(), Ok(false));
+    }
+
+    #[test]
+    fn the_tap_is_waited_on_only_while_the_device_has_room() {
+        let mem = memory();
+        let wire = Wire::default();
+        let mut idle = Net::new(Box::new(wire), [2, 0, 0, 0, 0, 1]);
+        assert_eq!(idle.host_input(), None, "not set up by the driver yet");
+        idle.reset();
+        assert_eq!(idle.host_input(), None);
+
+        let (mut net, wire, rx_mock) = device(&mem, &[desc(DATA, 2048, WRITE, 0)], &[]);
+        assert_eq!(net.host_input(), Some(WIRE_FD));
+        wire.to_guest
+            .lock()
+            .unwrap()
+            .extend([b"first".to_vec(), b"second".to_vec()]);
+        assert_eq!(net.poll_host(), Ok(true));
+        // The second frame is held for want of a buffer: no more waiting on the tap.
+        assert!(net.has_pending());
+        assert_eq!(net.host_input(), None);
+        // The guest posts a buffer and notifies: the frame goes in, the tap is
+        // waited on again.
+        rx_mock
+            .add_desc_chains(&[desc(DATA + 0x1000, 2048, WRITE, 0)], 1)
+            .unwrap();
+        assert_eq!(net.notify(RX), Ok(true));
+        assert!(!net.has_pending());
+        assert_eq!(net.host_input(), Some(WIRE_FD));
     }
 
     #[test]

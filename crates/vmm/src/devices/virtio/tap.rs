@@ -11,4 +11,8 @@ impl NetBackend for Tap {
     fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
         Tap::send(self, frame)
     }
+
+    fn wait_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(self))
+    }
 }

@@ -11,7 +11,7 @@
 
 use kvm_bindings::kvm_segment;
 use lightvm_abi::layout::{PAGE_SIZE, USER_CODE_SELECTOR, USER_DATA_SELECTOR};
-use lightvm_abi::{HYPERCALL_PORT_BASE, HYPERCALL_PORT_COUNT};
+use lightvm_abi::{HYPERCALL_PORT_BASE, HYPERCALL_PORT_COUNT, KVM_SYSCALL_PORT};
 
 use super::segment::{Descriptor, TYPE_TSS_BUSY};
 
@@ -79,7 +79,11 @@ pub fn page(gdt_addr: u64) -> Vec<u8> {
     // A 4-byte `out` to port p checks the bits of p..p+3, so the last hypercall port
     // needs the three above it open too.
     let open = HYPERCALL_PORT_BASE..HYPERCALL_PORT_BASE + HYPERCALL_PORT_COUNT + 3;
-    for port in open.map(usize::from) {
+    // The `syscall` stub's port: it runs at CPL 0, where the bitmap does not apply
+    // on hardware, but our nested KVM's emulator checks it all the same. Open to
+    // CPL 3 it gives a guest nothing: an `out` there is treated as a `syscall`.
+    let syscall = KVM_SYSCALL_PORT..KVM_SYSCALL_PORT + 4;
+    for port in open.chain(syscall).map(usize::from) {
         bitmap[port / 8] &= !(1 << (port % 8));
     }
     page
@@ -137,12 +141,13 @@ mod tests {
     }
 
     #[test]
-    fn the_io_bitmap_opens_only_hypercall_ports() {
+    fn the_io_bitmap_opens_only_hypercall_ports_and_the_syscall_stubs() {
         let page = page(0x1000);
         let base = usize::from(HYPERCALL_PORT_BASE);
         for port in base..base + usize::from(HYPERCALL_PORT_COUNT) {
             assert!(port_open(&page, port), "{port:#x}");
         }
+        assert!(port_open(&page, usize::from(KVM_SYSCALL_PORT)));
         for port in [0x3f8, 0x60, 0x64, base - 1, 0x7ff] {
             assert!(!port_open(&page, port), "{port:#x}");
         }

@@ -57,6 +57,12 @@ impl PageAccess {
         write: false,
         exec: true,
     };
+    /// The heap of a VM that runs Linux programs: their code is loaded there.
+    pub const USER_ALL: Self = Self {
+        user: true,
+        write: true,
+        exec: true,
+    };
     /// Structures only the CPU itself reads (the GDT).
     pub const SUPERVISOR: Self = Self {
         user: false,
@@ -138,6 +144,46 @@ pub struct PageTables {
 }
 
 impl PageTables {
+    /// Gives the 2 MiB pages of `large` (above `fine_end`) their own access.
+    fn override_large(&mut self, fine_end: u64, large: &[Mapping]) -> Result<(), PagingError> {
+        for mapping in large {
+            let aligned = mapping.start.is_multiple_of(LARGE_PAGE_SIZE)
+                && mapping.end.is_multiple_of(LARGE_PAGE_SIZE);
+            if !aligned || mapping.start >= mapping.end || mapping.start < fine_end {
+                return Err(PagingError::BadMapping {
+                    start: mapping.start,
+                    end: mapping.end,
+                });
+            }
+            for addr in (mapping.start..mapping.end).step_by(LARGE_PAGE_SIZE as usize) {
+                let entry = self.large_entry(addr).ok_or(PagingError::BadMapping {
+                    start: mapping.start,
+                    end: mapping.end,
+                })?;
+                *entry = addr | LARGE | mapping.access.bits();
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory entry of the 2 MiB page at `addr`, if the tables map it.
+    fn large_entry(&mut self, addr: u64) -> Option<&mut u64> {
+        const FRAME: u64 = 0x000f_ffff_ffff_f000;
+        let root = self.root;
+        let entry_of = |pages: &[(u64, Box<[u64; ENTRIES]>)], table: u64, index: u64| {
+            pages
+                .iter()
+                .position(|(at, _)| *at == table)
+                .map(|position| (position, index as usize))
+        };
+        let (at, index) = entry_of(&self.pages, root, (addr >> 39) & 511)?;
+        let pdpt = *self.pages.get(at)?.1.get(index)? & FRAME;
+        let (at, index) = entry_of(&self.pages, pdpt, (addr >> 30) & 511)?;
+        let pd = *self.pages.get(at)?.1.get(index)? & FRAME;
+        let (at, index) = entry_of(&self.pages, pd, (addr >> 21) & 511)?;
+        self.pages.get_mut(at)?.1.get_mut(index)
+    }
+
     /// Writes every table page at its guest address.
     pub fn write(&self, memory: &GuestMemoryMmap) -> Result<(), MemoryError> {
         for (addr, entries) in &self.pages {
@@ -150,19 +196,23 @@ impl PageTables {
 /// Builds a unikernel's identity tables for `mem_size` bytes, placing the table
 /// pages from `base` upward (within the reserved area). `[0, fine_end)` is mapped
 /// 4 KiB at a time as `mappings` say (pages in no mapping stay unmapped);
-/// `[fine_end, mem_size)` is heap in 2 MiB pages. Every level is reachable from
-/// CPL 3.
+/// `[fine_end, mem_size)` in 2 MiB pages with the access `large` says for the
+/// ranges it names (2 MiB-aligned) and [`PageAccess::DATA`] elsewhere: the heap.
+/// Every level is reachable from CPL 3.
 pub fn build(
     base: u64,
     mem_size: u64,
     fine_end: u64,
     mappings: &[Mapping],
+    large: &[Mapping],
 ) -> Result<PageTables, PagingError> {
     if mem_size > MEM_MAX {
         return Err(PagingError::MemSize(mem_size));
     }
     let area = PAGE_TABLES_ADDR..PAGE_TABLES_END;
-    identity(area, base, mem_size, fine_end, mappings, Flavour::UNIKERNEL)
+    let mut tables = identity(area, base, mem_size, fine_end, mappings, Flavour::UNIKERNEL)?;
+    tables.override_large(fine_end, large)?;
+    Ok(tables)
 }
 
 /// Builds the identity map a kernel boots on (the Linux 64-bit boot protocol):
@@ -301,6 +351,28 @@ mod tests {
     }
 
     #[test]
+    fn large_pages_take_the_access_asked_for() {
+        let module = Mapping {
+            start: 4 << 20,
+            end: 6 << 20,
+            access: PageAccess::READ_ONLY,
+        };
+        let tables = build(PAGE_TABLES_ADDR, 8 << 20, 2 << 20, &[], &[module]).unwrap();
+        let heap = walk(&tables, 2 << 20).unwrap();
+        let ro = walk(&tables, 5 << 20).unwrap();
+        assert_ne!(heap & WRITABLE, 0);
+        assert_eq!(ro & WRITABLE, 0, "read-only");
+        assert_ne!(ro & NO_EXECUTE, 0);
+        assert_ne!(ro & USER, 0);
+        let below_fine_end = Mapping {
+            start: 0,
+            end: 2 << 20,
+            access: PageAccess::READ_ONLY,
+        };
+        assert!(build(PAGE_TABLES_ADDR, 8 << 20, 2 << 20, &[], &[below_fine_end]).is_err());
+    }
+
+    #[test]
     fn unmapped_pages_stay_unmapped_and_mapped_ones_are_identity() {
         let code = Mapping {
             start: 0x100000,
@@ -316,7 +388,7 @@ mod tests {
             end: 2 << 20,
             access: PageAccess::DATA,
         };
-        let tables = build(PAGE_TABLES_ADDR, 4 << 20, 2 << 20, &[code, heap]).unwrap();
+        let tables = build(PAGE_TABLES_ADDR, 4 << 20, 2 << 20, &[code, heap], &[]).unwrap();
         assert_eq!(walk(&tables, 0), None, "page 0 must fault");
         assert_eq!(
             walk(&tables, PAGE_TABLES_ADDR),
@@ -341,7 +413,7 @@ mod tests {
 
     #[test]
     fn memory_above_one_gib_gets_its_own_directory() {
-        let tables = build(PAGE_TABLES_ADDR, 3 << 30, 2 << 20, &[]).unwrap();
+        let tables = build(PAGE_TABLES_ADDR, 3 << 30, 2 << 20, &[], &[]).unwrap();
         let last = walk(&tables, (3 << 30) - 1).unwrap();
         assert_eq!(frame(last), (3 << 30) - LARGE_PAGE_SIZE);
         assert_eq!(walk(&tables, 3 << 30), None);
@@ -355,7 +427,7 @@ mod tests {
             access: PageAccess::DATA,
         };
         assert!(matches!(
-            build(PAGE_TABLES_ADDR, 2 << 20, 2 << 20, &[unaligned]),
+            build(PAGE_TABLES_ADDR, 2 << 20, 2 << 20, &[unaligned], &[]),
             Err(PagingError::BadMapping { .. })
         ));
         let outside = Mapping {
@@ -363,21 +435,21 @@ mod tests {
             end: (2 << 20) + PAGE_SIZE,
             access: PageAccess::DATA,
         };
-        assert!(build(PAGE_TABLES_ADDR, 4 << 20, 2 << 20, &[outside]).is_err());
+        assert!(build(PAGE_TABLES_ADDR, 4 << 20, 2 << 20, &[outside], &[]).is_err());
         assert!(matches!(
-            build(PAGE_TABLES_ADDR, 3 << 20, 2 << 20, &[]),
+            build(PAGE_TABLES_ADDR, 3 << 20, 2 << 20, &[], &[]),
             Err(PagingError::MemSize(_))
         ));
     }
 
     #[test]
     fn a_second_set_of_tables_starts_where_the_first_ends() {
-        let first = build(PAGE_TABLES_ADDR, 2 << 20, 2 << 20, &[]).unwrap();
-        let second = build(first.end, 2 << 20, 2 << 20, &[]).unwrap();
+        let first = build(PAGE_TABLES_ADDR, 2 << 20, 2 << 20, &[], &[]).unwrap();
+        let second = build(first.end, 2 << 20, 2 << 20, &[], &[]).unwrap();
         assert_eq!(second.root, first.end);
         let first_pages: Vec<u64> = first.pages.iter().map(|(a, _)| *a).collect();
         assert!(second.pages.iter().all(|(a, _)| !first_pages.contains(a)));
-        assert!(build(PAGE_TABLES_END, 2 << 20, 2 << 20, &[]).is_err());
+        assert!(build(PAGE_TABLES_END, 2 << 20, 2 << 20, &[], &[]).is_err());
     }
 
     #[test]
@@ -401,7 +473,7 @@ mod tests {
     #[test]
     fn a_huge_fine_region_is_refused_not_overflowed() {
         assert!(matches!(
-            build(PAGE_TABLES_ADDR, 3 << 30, 2 << 30, &[]),
+            build(PAGE_TABLES_ADDR, 3 << 30, 2 << 30, &[], &[]),
             Err(PagingError::TooManyTables { .. })
         ));
     }

@@ -24,6 +24,10 @@ pub const CR4_PAE: u64 = 1 << 5;
 pub const CR4_OSFXSR: u64 = 1 << 9;
 /// CR4.OSXMMEXCPT: SIMD floating-point exceptions raise #XM, not #UD.
 pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
+/// CR4.FSGSBASE: user mode may read and write FS and GS bases (`wrfsbase`).
+pub const CR4_FSGSBASE: u64 = 1 << 16;
+/// CR4.OSXSAVE: `xgetbv`/`xsave` and the AVX state the XCR0 register enables.
+pub const CR4_OSXSAVE: u64 = 1 << 18;
 
 /// EFER.LME: long mode enabled.
 pub const EFER_LME: u64 = 1 << 8;
@@ -31,6 +35,9 @@ pub const EFER_LME: u64 = 1 << 8;
 pub const EFER_LMA: u64 = 1 << 10;
 /// EFER.NXE: the no-execute bit of page-table entries is honoured.
 pub const EFER_NXE: u64 = 1 << 11;
+/// EFER.SCE: `syscall` enters CPL 0 at LSTAR (it raises #UD without it on a
+/// stock KVM; our nested one ignores the bit).
+pub const EFER_SCE: u64 = 1 << 0;
 
 /// RFLAGS bit 1, reserved and always set; with it alone: IOPL 0, interrupts off.
 pub const RFLAGS_RESERVED: u64 = 1 << 1;

@@ -5,9 +5,9 @@
 //! is `fdatasync`, so a guest that sees a flush complete knows its writes are on
 //! stable storage. A request for sectors past the end of the disk, a write to a
 //! read-only disk or an unknown operation completes with an error status; a buffer
-//! outside guest memory or a malformed length stops the VM.
+//! outside guest memory or a malformed length stops the VM. Opening, locking and
+//! range checks are the [`Disk`]'s, the backend virtio-blk uses too.
 
-use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -18,13 +18,15 @@ use lightvm_abi::devices::{
 };
 
 use super::ring::Ring;
+use crate::devices::disk::Disk;
 use crate::unikernel::guest::{AbiViolation, Guest};
+
+// The ring's sectors are the disk's.
+const _: () = assert!(SECTOR_SIZE == crate::devices::disk::SECTOR_SIZE);
 
 /// A guest disk backed by a file.
 pub struct BlockDevice {
-    file: File,
-    sectors: u64,
-    readonly: bool,
+    disk: Disk,
     ring: Option<Ring<BlockRequest>>,
 }
 
@@ -32,43 +34,22 @@ impl BlockDevice {
     /// Opens the image at `path` (read-only if `readonly`) and locks it against a
     /// second writer (a shared lock when read-only).
     pub fn open(path: &Path, readonly: bool) -> io::Result<Self> {
-        let file = OpenOptions::new().read(true).write(!readonly).open(path)?;
-        let lock = if readonly {
-            libc::LOCK_SH
-        } else {
-            libc::LOCK_EX
-        };
-        // SAFETY: flock on an open descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), lock | libc::LOCK_NB) } != 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(
-                e.kind(),
-                format!("the image is in use by another VM ({e})"),
-            ));
-        }
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file (a raw disk image is expected)",
-            ));
-        }
-        Ok(Self {
-            file,
-            sectors: meta.len() / SECTOR_SIZE,
-            readonly,
-            ring: None,
-        })
+        Ok(Self::new(Disk::open(path, readonly)?))
+    }
+
+    /// The device over a disk opened already.
+    pub fn new(disk: Disk) -> Self {
+        Self { disk, ring: None }
     }
 
     /// The image file's descriptor.
     pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.file.as_raw_fd()
+        self.disk.as_raw_fd()
     }
 
     /// The disk's size in sectors.
     pub fn sectors(&self) -> u64 {
-        self.sectors
+        self.disk.sectors()
     }
 
     /// `block_setup`: attaches the request ring.
@@ -84,8 +65,8 @@ impl BlockDevice {
         }
         self.ring = Some(Ring::attach(guest, "block ring", args.ring, args.size)?);
         args.present = 1;
-        args.sectors = self.sectors;
-        args.readonly = u32::from(self.readonly);
+        args.sectors = self.disk.sectors();
+        args.readonly = u32::from(self.disk.read_only());
         Ok(())
     }
 
@@ -116,29 +97,30 @@ impl BlockDevice {
                         guest.check(&what, req.addr, u64::from(req.len))?;
                     }
                     let ptr = guest.host_ptr(req.addr)?;
-                    let count = u64::from(req.len) / SECTOR_SIZE;
-                    let in_range = req
-                        .sector
-                        .checked_add(count)
-                        .is_some_and(|end| end <= self.sectors);
-                    if !in_range {
-                        BLOCK_ERANGE
-                    } else if req.op == BLOCK_WRITE && self.readonly {
-                        BLOCK_EREADONLY
-                    } else {
-                        let offset = req.sector * SECTOR_SIZE;
-                        // SAFETY: `ptr..ptr+len` is guest memory, checked above.
-                        let result =
-                            unsafe { transfer(&self.file, req.op, ptr, req.len as usize, offset) };
-                        if result.is_ok() {
-                            BLOCK_OK
-                        } else {
-                            BLOCK_EIO
+                    let len = req.len as usize;
+                    match self.disk.check_range(req.sector, u64::from(req.len)) {
+                        Err(_) => BLOCK_ERANGE,
+                        Ok(_) if req.op == BLOCK_WRITE && self.disk.read_only() => BLOCK_EREADONLY,
+                        Ok(offset) => {
+                            // SAFETY: `ptr..ptr+len` is guest memory, checked above
+                            // (writable by the guest for a read).
+                            let result = unsafe {
+                                if req.op == BLOCK_READ {
+                                    self.disk.read_raw(offset, ptr, len)
+                                } else {
+                                    self.disk.write_raw(offset, ptr, len)
+                                }
+                            };
+                            if result.is_ok() {
+                                BLOCK_OK
+                            } else {
+                                BLOCK_EIO
+                            }
                         }
                     }
                 }
                 BLOCK_FLUSH => {
-                    if self.readonly || self.file.sync_data().is_ok() {
+                    if self.disk.flush().is_ok() {
                         BLOCK_OK
                     } else {
                         BLOCK_EIO
@@ -151,38 +133,4 @@ impl BlockDevice {
         ring.complete(guest, pending)?;
         Ok(if pending > 0 { READY_BLOCK } else { 0 })
     }
-}
-
-/// Reads (`BLOCK_READ`) or writes `len` bytes at `ptr` from or to the file at
-/// `offset`, all of it or an error.
-///
-/// # Safety
-///
-/// `ptr..ptr+len` must be valid for reads and writes.
-unsafe fn transfer(file: &File, op: u32, ptr: *mut u8, len: usize, offset: u64) -> io::Result<()> {
-    let mut done = 0;
-    while done < len {
-        let at = libc::off_t::try_from(offset + done as u64)
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: the caller guarantees the buffer; `done < len` keeps us inside it.
-        let n = unsafe {
-            let buf = ptr.add(done);
-            if op == BLOCK_READ {
-                libc::pread(file.as_raw_fd(), buf.cast(), len - done, at)
-            } else {
-                libc::pwrite(file.as_raw_fd(), buf.cast(), len - done, at)
-            }
-        };
-        match n {
-            n if n > 0 => done += n as usize,
-            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
-    }
-    Ok(())
 }

@@ -30,11 +30,12 @@ use crate::kvm::kvm_op;
 use crate::loader::UnikernelImage;
 use crate::memory;
 use crate::report::Timings;
-use crate::unikernel::boot::{self, BootFacts};
-use crate::unikernel::core::Core;
-use crate::unikernel::devices::Devices;
+use crate::unikernel::boot::{self, BootFacts, GuestLayout, Module};
+use crate::unikernel::core::{Core, SledPage};
 use crate::unikernel::error::UnikernelError;
 use crate::unikernel::guest::{self, Ownership};
+use crate::unikernel::GuestParts;
+use vm_memory::GuestMemoryBackend;
 
 /// The gate stub at [`layout::KVM_GATE_ADDR`]: `gate(call: rdi, arg: rsi)` becomes
 /// `out` to port `HYPERCALL_PORT_BASE + call` with the argument's low 32 bits in
@@ -63,6 +64,9 @@ pub struct KvmShell {
     /// Where the next set of page tables goes: above every table the vCPU has used.
     tables_at: u64,
     warmed: bool,
+    /// Whether the vCPU was set up for Linux programs (its CPUID cannot change
+    /// once it has run).
+    linux: bool,
 }
 
 /// The KVM objects a [`KvmVm`] takes over from its shell.
@@ -77,7 +81,7 @@ pub(crate) struct ShellParts {
 impl KvmShell {
     /// Creates the VM, its memory and its vCPU, and writes the image-independent
     /// machine state. `mem_size` must be valid for [`VmConfig`].
-    pub fn create(mem_size: u64) -> Result<Self, UnikernelError> {
+    pub fn create(mem_size: u64, linux: bool) -> Result<Self, UnikernelError> {
         VmConfig::check_mem_size(mem_size)?;
         let kvm = crate::kvm::open()?;
         let vm = kvm.create_vm().map_err(kvm_op("KVM_CREATE_VM"))?;
@@ -86,6 +90,10 @@ impl KvmShell {
         let tsc_hz = vcpu.get_tsc_khz().map_or(0, |khz| u64::from(khz) * 1000);
         memory::write(&memory, layout::GDT_ADDR, &gdt::page(layout::GDT_ADDR))?;
         memory::write(&memory, layout::KVM_GATE_ADDR, &GATE_STUB)?;
+        memory::write(&memory, cpu::SYSCALL_STUB, &cpu::SYSCALL_STUB_CODE)?;
+        if linux {
+            cpu::set_linux_cpuid(&vcpu)?;
+        }
         // No KVM_SET_CPUID2: querying the supported set costs ~80 µs per cold boot,
         // and a CPL-3 guest built for baseline x86-64 needs no feature the default
         // (empty) CPUID hides — SSE is enabled through CR4, and NX is enforced
@@ -97,6 +105,7 @@ impl KvmShell {
             tsc_hz,
             tables_at: layout::PAGE_TABLES_ADDR,
             warmed: false,
+            linux,
         })
     }
 
@@ -133,6 +142,7 @@ impl KvmShell {
             self.mem_size,
             layout::LARGE_PAGE_SIZE,
             &mappings,
+            &[],
         )?;
         tables.write(&self.parts.memory)?;
         cpu::set_entry_state(
@@ -143,6 +153,7 @@ impl KvmShell {
                 boot_info: 0,
                 page_table_root: tables.root,
                 gdt_addr: layout::GDT_ADDR,
+                linux: self.linux,
             },
         )?;
         match self.parts.vcpu.run() {
@@ -163,28 +174,45 @@ impl KvmShell {
     }
 
     /// Writes the image and its boot state, and points the vCPU at its entry: the
-    /// execute phase. `devices` were opened for the guest; the VM's timings count
+    /// execute phase. `parts` were opened for the guest; the VM's timings count
     /// from `started`, and `image_loaded` of that went to reading the image.
     pub fn start(
         self,
         image: &UnikernelImage,
-        devices: Devices,
+        parts: GuestParts,
         config: &VmConfig,
         console: Box<dyn Write + Send>,
         (started, image_loaded): (Instant, std::time::Duration),
     ) -> Result<KvmVm, UnikernelError> {
         let memory = &self.parts.memory;
-        let heap_start = boot::heap_start(image);
-        let tables = image_page_tables(image, self.tables_at, self.mem_size, heap_start)?;
+        let module_len = parts.module.as_ref().map(Module::len);
+        let plan = GuestLayout::plan(
+            image,
+            self.mem_size,
+            module_len,
+            config.runs_linux_programs(),
+        )?;
+        let tables = image_page_tables(image, self.tables_at, self.mem_size, &plan)?;
         tables.write(memory)?;
         let facts = BootFacts {
             mem_size: self.mem_size,
             tsc_hz: self.tsc_hz,
             platform: PLATFORM_KVM,
             hypercall_gate: layout::KVM_GATE_ADDR,
+            module_len: module_len.unwrap_or(0),
+            // A VM for Linux programs maps page 0 as the sled (see the tables).
+            syscall_sled: plan.executable_heap,
         };
-        boot::write_boot_info(memory, &facts, heap_start, config.cmdline())?;
+        boot::write_boot_info(memory, &facts, &plan, config.cmdline())?;
         boot::load_segments(memory, image)?;
+        if let (Some(module), Some(place)) = (&parts.module, &plan.module) {
+            boot::load_module(memory, module, place)?;
+        }
+        if config.runs_linux_programs() != self.linux {
+            return Err(UnikernelError::Internal(
+                "a shell boots Linux programs only if it was made for them, and only them",
+            ));
+        }
         cpu::set_entry_state(
             &self.parts.vcpu,
             &EntryState {
@@ -193,30 +221,46 @@ impl KvmShell {
                 boot_info: layout::BOOT_INFO_ADDR,
                 page_table_root: tables.root,
                 gdt_addr: layout::GDT_ADDR,
+                linux: self.linux,
             },
         )?;
         let timings = Timings::setup(started, image_loaded);
         let ShellParts { vcpu, vm, memory } = self.parts;
-        let owned = Ownership::new(self.mem_size, guest::read_only_ranges(image));
-        let core = Core::new(
+        let mut read_only = guest::read_only_ranges(image);
+        read_only.extend(plan.module.clone());
+        let owned = Ownership::new(self.mem_size, read_only);
+        let sled = memory
+            .get_host_address(vm_memory::GuestAddress(layout::SYSCALL_SLED_ADDR))
+            .map_err(|_| UnikernelError::Internal("guest page 0 has no host address"))?;
+        let mut core = Core::new(
             memory,
             owned,
-            devices,
+            parts.devices,
             console,
             config.timeout(),
             (started, timings),
         );
+        if plan.executable_heap {
+            // SAFETY: guest page 0 is part of the memory the core now owns (one
+            // region from address 0), writable by the monitor for the core's
+            // life; the guest sees it read-and-execute only (the tables), and
+            // nothing else writes it.
+            core.set_syscall_sled(unsafe { SledPage::new(sled) });
+        }
         Ok(KvmVm::new(vcpu, vm, core))
     }
 }
 
-/// Tables for an image: GDT (supervisor), boot info (read-only), stack, each segment
-/// with its ELF permissions, and the heap; page 0 and everything else unmapped.
+/// Tables for an image: GDT (supervisor), gate (user code), boot info (read-only),
+/// stack, each segment with its ELF permissions, the heap (executable in a VM for
+/// Linux programs) and the module (read-only); page 0 the syscall sled (user
+/// read-and-execute) in a VM for Linux programs, unmapped otherwise, like
+/// everything else.
 fn image_page_tables(
     image: &UnikernelImage,
     base: u64,
     mem_size: u64,
-    heap_start: u64,
+    plan: &GuestLayout,
 ) -> Result<paging::PageTables, UnikernelError> {
     let fine_end = image
         .end()
@@ -229,6 +273,9 @@ fn image_page_tables(
         map(page(layout::BOOT_INFO_ADDR), PageAccess::READ_ONLY),
         map(layout::STACK_BOTTOM..layout::STACK_TOP, PageAccess::DATA),
     ];
+    if plan.executable_heap {
+        mappings.push(map(page(layout::SYSCALL_SLED_ADDR), PageAccess::USER_CODE));
+    }
     for segment in image.segments() {
         let start = segment.guest_addr - segment.guest_addr % layout::PAGE_SIZE;
         let end = segment.guest_end().next_multiple_of(layout::PAGE_SIZE);
@@ -239,10 +286,34 @@ fn image_page_tables(
         };
         mappings.push(map(start..end, access));
     }
-    if heap_start < fine_end {
-        mappings.push(map(heap_start..fine_end, PageAccess::DATA));
+    let heap = if plan.executable_heap {
+        PageAccess::USER_ALL
+    } else {
+        PageAccess::DATA
+    };
+    // The heap below the 2 MiB boundary, page by page; above it, large pages.
+    let fine_heap_end = plan.heap.end.min(fine_end);
+    if plan.heap.start < fine_heap_end {
+        mappings.push(map(plan.heap.start..fine_heap_end, heap));
     }
-    Ok(paging::build(base, mem_size, fine_end, &mappings)?)
+    let mut large = Vec::new();
+    if plan.executable_heap && fine_end < plan.heap.end {
+        large.push(map(fine_end..plan.heap.end, heap));
+    }
+    if let Some(module) = &plan.module {
+        if module.start < fine_end {
+            mappings.push(map(
+                module.start..module.end.min(fine_end),
+                PageAccess::READ_ONLY,
+            ));
+        }
+        let above =
+            module.start.max(fine_end)..module.end.next_multiple_of(layout::LARGE_PAGE_SIZE);
+        if above.start < above.end {
+            large.push(map(above, PageAccess::READ_ONLY));
+        }
+    }
+    Ok(paging::build(base, mem_size, fine_end, &mappings, &large)?)
 }
 
 /// The one page at `addr`.

@@ -3,18 +3,27 @@
 //! the guest (a fault, an unknown port, KVM's failure to emulate). Nothing the guest
 //! does can make `run` panic or return an error: errors from `run` are host
 //! failures only.
+//!
+//! The one thread runs under the `kvm-unikernel` seccomp list from its first
+//! `KVM_RUN` on (see [`crate::seccomp`]), bound to this VM's vCPU, console, tap,
+//! disk and wait set.
+
+use std::os::fd::AsRawFd;
 
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use lightvm_abi::Hypercall;
 
-use crate::kvm::arch::cpu::SYSCALL_TRAP;
+use crate::kvm::arch::cpu::{self, SYSCALL_STUB};
 use crate::kvm::vcpu::{self, Run, Shown, VcpuRegisters};
 use crate::platform::Platform;
 use crate::report::{describe_fault, describe_syscall, CrashReport, RunReport, VmExit};
+use crate::seccomp::{self, ThreadFds, ThreadKind};
 use crate::unikernel::core::{Core, Flow};
 use crate::unikernel::error::UnikernelError;
 use crate::unikernel::guest::{violation, AbiViolation};
 use crate::unikernel::process::signals;
+use crate::unikernel::SandboxPolicy;
+use lightvm_abi::layout;
 
 /// A loaded kvm VM, ready to run its guest.
 pub struct KvmVm {
@@ -23,6 +32,7 @@ pub struct KvmVm {
     vcpu: VcpuFd,
     _vm: VmFd,
     core: Core,
+    sandbox: SandboxPolicy,
 }
 
 impl KvmVm {
@@ -32,7 +42,14 @@ impl KvmVm {
             vcpu,
             _vm: vm,
             core,
+            sandbox: SandboxPolicy::default(),
         }
+    }
+
+    /// What the seccomp filter must leave the monitor beyond its devices (the
+    /// descriptors it writes after the guest started), and whether to install it.
+    pub fn set_sandbox(&mut self, policy: SandboxPolicy) {
+        self.sandbox = policy;
     }
 
     /// The platform-independent state.
@@ -45,6 +62,18 @@ impl KvmVm {
         // The deadline timer's kick only has to make KVM_RUN return.
         signals::install_kick()?;
         let _timer = self.core.arm_deadline()?;
+        if self.sandbox.enforce {
+            let devices = self.core.devices().fds();
+            let fds = ThreadFds {
+                vcpu: vec![self.vcpu.as_raw_fd()],
+                output: self.sandbox.writable.clone(),
+                tap: devices.tap.into_iter().collect(),
+                disk: devices.disk.into_iter().collect(),
+                events: devices.events.into_iter().collect(),
+                eventfd: Vec::new(),
+            };
+            seccomp::apply(&seccomp::compile(ThreadKind::KvmUnikernel, &fds)?)?;
+        }
         let exit = loop {
             if let Some(exit) = self.step()? {
                 break exit;
@@ -57,6 +86,11 @@ impl KvmVm {
     fn step(&mut self) -> Result<Option<VmExit>, UnikernelError> {
         let exit = match vcpu::run(&mut self.vcpu)? {
             Run::Interrupted => return Ok(self.core.timed_out()),
+            // Only the stub of a guest that registered no entry exits: its
+            // `syscall` is a crash, as on the process platform.
+            Run::Exit(VcpuExit::IoOut(lightvm_abi::KVM_SYSCALL_PORT, _)) => {
+                VmExit::Crashed(self.crash_report(None)?)
+            }
             Run::Exit(VcpuExit::IoOut(port, data)) => {
                 let Some(call) = Hypercall::from_port(port) else {
                     let detail = if port == lightvm_abi::HYPERCALL_PORT_BASE + 15 {
@@ -68,6 +102,10 @@ impl KvmVm {
                 };
                 match argument_address(call, data) {
                     Ok(addr) => match self.core.hypercall(call, addr) {
+                        Flow::Continue if call == Hypercall::SyscallEntry => {
+                            self.install_syscall_stub()?;
+                            return Ok(None);
+                        }
                         Flow::Continue => return Ok(None),
                         Flow::Exit(exit) => exit,
                     },
@@ -102,8 +140,13 @@ impl KvmVm {
         let regs = &registers.regs;
         let reason = match reason {
             Some(reason) => reason.to_owned(),
-            // The number is still in rax: nothing ran after the `syscall`.
-            None if regs.rip == SYSCALL_TRAP => describe_syscall(Some(regs.rax as i64), regs.rcx),
+            // In the monitor's stub, after its `out`: rax still holds the number
+            // and rcx the return address.
+            None if (SYSCALL_STUB..SYSCALL_STUB + layout::KVM_SYSCALL_STUB_BYTES)
+                .contains(&regs.rip) =>
+            {
+                describe_syscall(Some(regs.rax as i64), regs.rcx)
+            }
             None => describe_fault(vector, regs.rip, registers.sregs.cr2),
         };
         Ok(vcpu::crash_report(
@@ -112,6 +155,23 @@ impl KvmVm {
             Some(&registers),
             Shown::Unikernel,
         ))
+    }
+
+    /// Writes the `syscall` stub that matches the guest's registration: straight
+    /// to its entry, or (none registered) out to the monitor, which ends it.
+    fn install_syscall_stub(&mut self) -> Result<(), UnikernelError> {
+        let mut stub = [0xccu8; layout::KVM_SYSCALL_STUB_BYTES as usize];
+        match self.core.syscall_entry() {
+            Some(delivery) => {
+                // The core checked the slot lies below 2 GiB.
+                let slot = u32::try_from(delivery.return_slot).unwrap_or(0);
+                let code = cpu::delivering_syscall_stub(delivery.entry, slot);
+                stub[..code.len()].copy_from_slice(&code);
+            }
+            None => stub[..cpu::SYSCALL_STUB_CODE.len()].copy_from_slice(&cpu::SYSCALL_STUB_CODE),
+        }
+        crate::memory::write(self.core.memory(), SYSCALL_STUB, &stub)?;
+        Ok(())
     }
 }
 

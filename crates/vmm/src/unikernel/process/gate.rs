@@ -84,6 +84,14 @@ pub struct GateState {
     _pad1: u16,
     /// The thread that runs the guest.
     pub guest_tid: u64,
+    /// Where the guest's `syscall`s go (`Hypercall::SyscallEntry`); 0 while they
+    /// end the guest. Copied from the core after every hypercall, for the signal
+    /// handler.
+    pub syscall_entry: u64,
+    /// Where the handler leaves a delivered call's return address (the guest
+    /// address, which on this platform is the monitor's address of the same
+    /// byte); the core checked it is guest-owned, writable and aligned.
+    pub syscall_return_slot: u64,
 }
 
 /// The one [`GateState`] of the process.
@@ -117,6 +125,8 @@ pub static LIGHTVM_GATE_STATE: SharedState = SharedState(UnsafeCell::new(GateSta
     monitor_fcw: 0,
     _pad1: 0,
     guest_tid: 0,
+    syscall_entry: 0,
+    syscall_return_slot: 0,
 }));
 
 /// `enter`'s result: the guest called `exit` or broke the ABI (the core holds how).
@@ -328,7 +338,17 @@ extern "C" fn hypercall_entry(number: u64, arg: u64) -> u64 {
         }
     }));
     match flow {
-        Ok(Flow::Continue) => 0,
+        Ok(Flow::Continue) => {
+            // SAFETY: as above; the state belongs to this thread's guest, and the
+            // signal handler reads it only while the guest (not this code) runs.
+            unsafe {
+                let delivery = (*core).syscall_entry();
+                let state = LIGHTVM_GATE_STATE.get();
+                (*state).syscall_entry = delivery.map_or(0, |d| d.entry);
+                (*state).syscall_return_slot = delivery.map_or(0, |d| d.return_slot);
+            }
+            0
+        }
         Ok(Flow::Exit(exit)) => {
             // SAFETY: as above; the closure's borrow has ended.
             unsafe { (*core).set_exit(exit) };
@@ -368,6 +388,8 @@ pub unsafe fn enter(
     // no guest runs yet, so neither does the gate or the signal handler.
     unsafe {
         (*state).guest_tid = guest_tid;
+        (*state).syscall_entry = 0;
+        (*state).syscall_return_slot = 0;
         match read_fs_base() {
             Some(fs) => {
                 (*state).monitor_fs = fs;

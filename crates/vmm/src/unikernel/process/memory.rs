@@ -18,6 +18,7 @@ use lightvm_abi::layout;
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
 use crate::loader::{SegmentAccess, UnikernelImage};
+use crate::unikernel::boot::GuestLayout;
 use crate::unikernel::error::UnikernelError;
 
 /// The mapping, owned: unmapped on drop.
@@ -120,6 +121,8 @@ pub enum Access {
     ReadWrite,
     /// Read and execute (text).
     ReadExecute,
+    /// Everything: the heap of a VM for Linux programs, where their code is loaded.
+    All,
 }
 
 impl Access {
@@ -129,6 +132,7 @@ impl Access {
             Access::Read => libc::PROT_READ,
             Access::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
             Access::ReadExecute => libc::PROT_READ | libc::PROT_EXEC,
+            Access::All => libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
         }
     }
 
@@ -160,9 +164,11 @@ pub fn protect(range: Range<u64>, access: Access) -> Result<(), UnikernelError> 
 }
 
 /// Gives a loaded image the access the kvm platform's page tables give it: boot
-/// info read-only, no guard page, each segment its permissions, and the heap (from
-/// `heap_start`) and stack read-write.
-pub fn protect_image(image: &UnikernelImage, heap_start: u64) -> Result<(), UnikernelError> {
+/// info read-only, no guard page, each segment its permissions, the stack
+/// read-write, the heap read-write (and executable in a VM for Linux programs),
+/// and the module read-only.
+pub fn protect_image(image: &UnikernelImage, plan: &GuestLayout) -> Result<(), UnikernelError> {
+    let heap_start = plan.heap.start;
     let page = layout::PAGE_SIZE;
     protect(
         layout::BOOT_INFO_ADDR..layout::BOOT_INFO_ADDR + page,
@@ -179,6 +185,12 @@ pub fn protect_image(image: &UnikernelImage, heap_start: u64) -> Result<(), Unik
         let end = segment.guest_end().next_multiple_of(page);
         protect(start..end, Access::of(segment.access))?;
     }
+    if plan.executable_heap {
+        protect(plan.heap.clone(), Access::All)?;
+    }
+    if let Some(module) = &plan.module {
+        protect(module.clone(), Access::Read)?;
+    }
     Ok(())
 }
 
@@ -193,4 +205,88 @@ pub fn pre_touch(memory: &ProcessMemory) -> Result<(), UnikernelError> {
         crate::memory::write(&memory.memory, addr, &[0])?;
     }
     Ok(())
+}
+
+/// The syscall sled of a VM for Linux programs ([`layout::SYSCALL_SLED_ADDR`]):
+/// one shared page mapped at address 0 for the guest, read and execute, and
+/// elsewhere for the monitor to fill, read and write. Address 0 needs privilege
+/// (`CAP_SYS_RAWIO`, or `vm.mmap_min_addr` = 0), so it is made when a shell is
+/// created, before any sandbox; where it cannot be, the guest has no sled and its
+/// rewritable sites are only the common `mov $nr, %eax; syscall` ones.
+pub struct SyscallSled {
+    alias: *mut u8,
+}
+
+// SAFETY: the mappings belong to the one VM that owns this value; the alias is
+// written only by that VM's core.
+unsafe impl Send for SyscallSled {}
+
+impl SyscallSled {
+    /// Maps the sled, or `None` where this process may not map address 0.
+    pub fn map() -> Option<Self> {
+        let len = layout::SYSCALL_SLED_BYTES as usize;
+        // SAFETY: memfd_create takes a NUL-terminated name and returns a new fd.
+        let fd = unsafe { libc::memfd_create(c"lightvm-sled".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: `fd` is the memfd just made; it is closed below on every path,
+        // and the mappings keep the memory.
+        unsafe {
+            let sized = libc::ftruncate(fd, len as libc::off_t) == 0;
+            let guest = if sized {
+                libc::mmap(
+                    layout::SYSCALL_SLED_ADDR as *mut libc::c_void,
+                    len,
+                    libc::PROT_READ | libc::PROT_EXEC,
+                    libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE,
+                    fd,
+                    0,
+                )
+            } else {
+                libc::MAP_FAILED
+            };
+            let at_zero = guest != libc::MAP_FAILED && guest as u64 == layout::SYSCALL_SLED_ADDR;
+            if guest != libc::MAP_FAILED && !at_zero {
+                libc::munmap(guest, len);
+            }
+            let alias = if at_zero {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                )
+            } else {
+                libc::MAP_FAILED
+            };
+            if at_zero && alias == libc::MAP_FAILED {
+                libc::munmap(layout::SYSCALL_SLED_ADDR as *mut libc::c_void, len);
+            }
+            libc::close(fd);
+            (alias != libc::MAP_FAILED).then(|| Self {
+                alias: alias.cast(),
+            })
+        }
+    }
+
+    /// The monitor's writable view of the page.
+    pub fn alias(&self) -> *mut u8 {
+        self.alias
+    }
+}
+
+impl Drop for SyscallSled {
+    fn drop(&mut self) {
+        let len = layout::SYSCALL_SLED_BYTES as usize;
+        // SAFETY: both mappings were made by `map` and are owned by this value
+        // alone; the guest no longer runs, and the core that wrote the alias is
+        // dropped first (the VM's field order).
+        unsafe {
+            libc::munmap(self.alias.cast(), len);
+            libc::munmap(layout::SYSCALL_SLED_ADDR as *mut libc::c_void, len);
+        }
+    }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use lightvm_abi::{layout, PLATFORM_PROCESS};
 
-use self::memory::{FixedMapping, ProcessMemory};
+use self::memory::{FixedMapping, ProcessMemory, SyscallSled};
 use self::sandbox::SandboxPolicy;
 use crate::config::VmConfig;
 use crate::loader::UnikernelImage;
@@ -32,11 +32,11 @@ use crate::platform::Platform;
 use crate::report::{
     describe_fault, describe_syscall, CrashReport, GuestRegisters, RunReport, Timings, VmExit,
 };
-use crate::unikernel::boot::{self, BootFacts};
-use crate::unikernel::core::Core;
-use crate::unikernel::devices::Devices;
+use crate::unikernel::boot::{self, BootFacts, GuestLayout, Module};
+use crate::unikernel::core::{Core, SledPage};
 use crate::unikernel::error::UnikernelError;
 use crate::unikernel::guest::{self, Ownership};
+use crate::unikernel::GuestParts;
 
 /// A prepared process-platform VM without an image: guest memory mapped, signal
 /// handling installed, the TSC's frequency known or being measured.
@@ -50,12 +50,17 @@ pub struct ProcessShell {
     tsc: tsc::Calibration,
     warmed: bool,
     isolated: bool,
+    /// The syscall sled of a shell for Linux programs, where address 0 could be
+    /// mapped.
+    sled: Option<SyscallSled>,
+    linux: bool,
 }
 
 impl ProcessShell {
     /// Maps guest memory of `mem_size` bytes (valid for [`VmConfig`]) and installs
-    /// the signal handling a guest needs.
-    pub fn create(mem_size: u64) -> Result<Self, UnikernelError> {
+    /// the signal handling a guest needs; for Linux programs (`linux`), also the
+    /// syscall sled at address 0 where this process may map it.
+    pub fn create(mem_size: u64, linux: bool) -> Result<Self, UnikernelError> {
         let tsc = tsc::Calibration::start();
         VmConfig::check_mem_size(mem_size)?;
         let slot = gate::GuestSlot::claim().ok_or(UnikernelError::Internal(
@@ -71,6 +76,8 @@ impl ProcessShell {
             tsc,
             warmed: false,
             isolated: false,
+            sled: if linux { SyscallSled::map() } else { None },
+            linux,
         })
     }
 
@@ -106,34 +113,59 @@ impl ProcessShell {
     pub fn start(
         self,
         image: &UnikernelImage,
-        devices: Devices,
+        parts: GuestParts,
         config: &VmConfig,
         console: Box<dyn Write + Send>,
         (started, image_loaded): (Instant, Duration),
     ) -> Result<ProcessVm, UnikernelError> {
         let ProcessMemory { memory, mapping } = self.memory;
-        let heap_start = boot::heap_start(image);
+        let module_len = parts.module.as_ref().map(Module::len);
+        let plan = GuestLayout::plan(
+            image,
+            self.mem_size,
+            module_len,
+            config.runs_linux_programs(),
+        )?;
         let facts = BootFacts {
             mem_size: self.mem_size,
             tsc_hz: self.tsc_hz.unwrap_or_else(|| self.tsc.finish()),
             platform: PLATFORM_PROCESS,
             hypercall_gate: gate::gate_address(),
+            module_len: module_len.unwrap_or(0),
+            syscall_sled: self.sled.is_some(),
         };
-        boot::write_boot_info(&memory, &facts, heap_start, config.cmdline())?;
+        if config.runs_linux_programs() != self.linux {
+            return Err(UnikernelError::Internal(
+                "a shell boots Linux programs only if it was made for them, and only them",
+            ));
+        }
+        boot::write_boot_info(&memory, &facts, &plan, config.cmdline())?;
         boot::load_segments(&memory, image)?;
-        memory::protect_image(image, heap_start)?;
+        if let (Some(module), Some(place)) = (&parts.module, &plan.module) {
+            boot::load_module(&memory, module, place)?;
+        }
+        memory::protect_image(image, &plan)?;
         let timings = Timings::setup(started, image_loaded);
-        let owned = Ownership::new(self.mem_size, guest::read_only_ranges(image));
-        let core = Core::new(
+        let mut read_only = guest::read_only_ranges(image);
+        read_only.extend(plan.module.clone());
+        let owned = Ownership::new(self.mem_size, read_only);
+        let mut core = Core::new(
             memory,
             owned,
-            devices,
+            parts.devices,
             console,
             config.timeout(),
             (started, timings),
         );
+        if let Some(sled) = &self.sled {
+            // SAFETY: the alias is a writable view of the sled page, which the
+            // VM keeps mapped (`_sled`, dropped after the core) and only the core
+            // writes.
+            core.set_syscall_sled(unsafe { SledPage::new(sled.alias()) });
+        }
         Ok(ProcessVm {
             core,
+            _sled: self.sled,
             _mapping: mapping,
             _slot: self.slot,
             entry: image.entry(),
@@ -147,6 +179,8 @@ impl ProcessShell {
 /// A loaded process-platform VM, ready to run its guest.
 pub struct ProcessVm {
     core: Core,
+    /// The syscall sled, if any: declared after `core`, which writes it.
+    _sled: Option<SyscallSled>,
     /// The guest's pages: declared after `core`, whose view of them drops first.
     _mapping: FixedMapping,
     /// Declared last: the slot is free once the pages are gone.

@@ -267,7 +267,12 @@ pub fn compile(
 /// does it while it is prepared): namespaces, no core dumps, `no_new_privs`.
 /// Returns the namespaces entered. Nothing the process had open is closed.
 pub fn isolate() -> Result<Vec<&'static str>, UnikernelError> {
-    let namespaces = enter_namespaces();
+    // A jailed VM process has its namespaces already (`crate::jail`).
+    let namespaces = if crate::jail::locked_down() {
+        Vec::new()
+    } else {
+        enter_namespaces()
+    };
     let no_core = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -217,11 +217,13 @@ extern "C" fn on_signal(
     let state = LIGHTVM_GATE_STATE.get();
     // SAFETY: the gate state is plain data; reading it from a handler is what it is
     // for (volatile: the interrupted code may be mid-update).
-    let (in_guest, guest_tid, monitor_rsp) = unsafe {
+    let (in_guest, guest_tid, monitor_rsp, syscall_entry, return_slot) = unsafe {
         (
             std::ptr::read_volatile(&(*state).in_guest) != 0,
             std::ptr::read_volatile(&(*state).guest_tid),
             std::ptr::read_volatile(&(*state).monitor_rsp),
+            std::ptr::read_volatile(&(*state).syscall_entry),
+            std::ptr::read_volatile(&(*state).syscall_return_slot),
         )
     };
     if info.is_null() || context.is_null() {
@@ -245,6 +247,24 @@ extern "C" fn on_signal(
         return;
     }
     let gregs = &mut context.uc_mcontext.gregs;
+    if signal == libc::SIGSYS && syscall_entry != 0 {
+        // The guest handles its own system calls (a Linux personality): resume it
+        // at its entry as a kernel would find the call — rax the number (the
+        // kernel put -ENOSYS there), r11 as the `syscall` set it, and the return
+        // address (rcx) in its slot, as the ABI says for both platforms.
+        // SAFETY: the core checked the slot is 8 aligned bytes of guest-owned,
+        // writable memory, which this platform maps at the guest's own addresses
+        // for as long as the guest runs; the guest is stopped in this handler.
+        unsafe {
+            std::ptr::write_volatile(
+                return_slot as *mut u64,
+                gregs[libc::REG_RCX as usize] as u64,
+            );
+        }
+        gregs[libc::REG_RAX as usize] = syscall;
+        gregs[libc::REG_RIP as usize] = syscall_entry as i64;
+        return;
+    }
     let record = StopRecord {
         signal,
         // SAFETY: `si_code` is common to every siginfo.
