@@ -584,7 +584,7 @@ fn bad_requests_get_json_errors_and_the_daemon_survives(platform: Platform) {
         "/vms",
         Some(json!({ "image": not_elf })),
         StatusCode::UNPROCESSABLE_ENTITY,
-        "not an ELF",
+        "not-an-elf: not an ELF",
     );
     expect_error(
         Method::POST,

@@ -122,7 +122,7 @@ impl ImageCache {
 fn parse(file: File, path: &Path) -> Result<u64, ApiError> {
     UnikernelImage::from_open_file(file, path)
         .map(|image| image.end())
-        .map_err(|e| ApiError::unprocessable(e.to_string()))
+        .map_err(|e| ApiError::unprocessable(format!("image {}: {e}", path.display())))
 }
 
 /// An image the client may not use, or that is no file to boot: 403 for the

@@ -22,9 +22,12 @@ fn guest_dir(name: &str) -> PathBuf {
 
 /// Builds `guests/NAME`; the error as text, for the suites' skip reasons.
 fn build_guest(name: &str) -> Result<PathBuf, String> {
-    let built = UnikernelBuild::new(guest_dir(name))
-        .build()
-        .map_err(|e| format!("building guests/{name}: {e}"))?;
+    let built = UnikernelBuild {
+        quiet: true,
+        ..UnikernelBuild::new(guest_dir(name))
+    }
+    .build()
+    .map_err(|e| format!("building guests/{name}: {e}"))?;
     std::fs::canonicalize(&built.path).map_err(|e| format!("{}: {e}", built.path.display()))
 }
 
