@@ -42,6 +42,8 @@ fn main() {
             "-Wl,-soname,linux-vdso.so.1",
             "-Wl,--no-undefined",
             "-Wl,--build-id=none",
+            // Only the dynamic symbol table is needed: the rest is bytes to copy.
+            "-Wl,--strip-all",
             "-Wl,-z,max-page-size=4096",
         ])
         .arg(format!("-Wl,-T,{}", script.display()))
