@@ -152,9 +152,11 @@ int main(int argc, char **argv) {
     long long after = sys_clock(CLOCK_MONOTONIC);
     if (rc != 0 || before > ns(t) || ns(t) > after)
         fail("__vdso_clock_gettime", before, ns(t), after);
-    /* A clock the vDSO leaves to the system call still gets an answer. */
-    if (vdso_gettime(CLOCK_PROCESS_CPUTIME_ID, &t) != 0)
-        fail("__vdso_clock_gettime(CLOCK_PROCESS_CPUTIME_ID)", 0, 0, 0);
+    /* A clock the vDSO leaves to the system call still gets an answer, also
+     * once the vDSO's own `syscall` site is rewritten after its first trap. */
+    for (int i = 0; i < 3; i++)
+        if (vdso_gettime(CLOCK_PROCESS_CPUTIME_ID, &t) != 0)
+            fail("__vdso_clock_gettime(CLOCK_PROCESS_CPUTIME_ID)", i, 0, 0);
     pthread_t other;
     pthread_create(&other, NULL, check_clocks, NULL);
     check_clocks(NULL);
