@@ -9,9 +9,9 @@
  *                  loads the number with `mov %rdi,%rax`: its site is never
  *                  rewritten, so in the guest every call traps (the cost of a
  *                  call's first use, paid every time);
- *   clock_gettime  clock_gettime(CLOCK_MONOTONIC): the vDSO on a host, a
- *                  (rewritten) call into the personality in the guest, which has
- *                  no vDSO;
+ *   clock_gettime  clock_gettime(CLOCK_MONOTONIC): the kernel's vDSO on a
+ *                  host, the personality's vDSO in the guest (no system call
+ *                  on either);
  *   first_getppid  the very first getppid() of the program, timed alone: in the
  *                  guest, the trap that finds the site and rewrites it.
  *

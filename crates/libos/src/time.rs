@@ -87,6 +87,19 @@ pub fn tsc_hz() -> u64 {
     TSC_HZ.load(Ordering::Relaxed)
 }
 
+/// The TSC when the guest started: [`monotonic`] counts from it.
+pub fn boot_tsc() -> u64 {
+    BOOT_TSC.load(Ordering::Relaxed)
+}
+
+/// The host's wall-clock time at VM start, ns since the UNIX epoch: [`wall_clock`]
+/// adds [`monotonic`] to it. With [`boot_tsc`] and [`tsc_hz`], all a copy of these
+/// clocks outside this crate needs (the Linux personality's vDSO) to compute the
+/// same times.
+pub fn wall_at_boot_ns() -> u64 {
+    WALL_AT_BOOT_NS.load(Ordering::Relaxed)
+}
+
 /// Converts a number of TSC ticks to a duration.
 pub fn ticks_to_duration(ticks: u64) -> Duration {
     let hz = match tsc_hz() {

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::programs::{compile, run_on_host, Libc, Rootfs};
+use common::programs::{compile, compile_dynamic, run_on_host, Libc, Rootfs};
 use lightvm_vmm::Platform;
 
 fn stdout(output: &Output) -> String {
@@ -146,6 +146,63 @@ fn vector_registers_survive_system_calls_and_thread_switches(platform: Platform)
         stdout(&guest)
     );
     assert_eq!(guest.status.code(), Some(0));
+}
+
+/// The clock calls a traced run of `clocks libc-only` made (none once the C
+/// library reads the clock in the vDSO).
+fn clock_calls(trace: &str) -> Vec<&str> {
+    trace
+        .lines()
+        .filter(|line| {
+            ["clock_gettime(", "gettimeofday(", "time("]
+                .iter()
+                .any(|call| line.starts_with(&format!("[lx] {call}")))
+        })
+        .collect()
+}
+
+fn the_clocks_are_read_in_the_vdso_and_agree_with_the_system_calls(platform: Platform) {
+    let source = Path::new("clocks.c");
+    let dynamic = compile_dynamic(source);
+    let dynamic_path = dynamic.to_string_lossy().into_owned();
+    let dynamic_root = Rootfs::of_host_programs(
+        &format!("clocks-dynamic-{}", platform.name()),
+        &[&dynamic_path],
+        &[],
+    );
+    let static_root = Rootfs::new(&format!("clocks-static-{}", platform.name()));
+    for libc in [Libc::Glibc, Libc::Musl] {
+        static_root.add(
+            &compile(source, libc, &[]),
+            &format!("/clocks-{}", libc.name()),
+        );
+    }
+    let cases = [
+        (&static_root, "/clocks-glibc".to_owned()),
+        (&static_root, "/clocks-musl".to_owned()),
+        (&dynamic_root, dynamic_path.clone()),
+    ];
+    for (root, program) in cases {
+        let guest = root.run(platform, &[], &program, &[]);
+        assert_eq!(
+            stdout(&guest),
+            "AT_SYSINFO_EHDR: present\nvDSO symbols found: 6 of 6\n\
+             clocks agree with the system calls\n",
+            "{program}: {}",
+            everything(&guest)
+        );
+        assert_eq!(guest.status.code(), Some(0), "{program}");
+        // Through the C library, no clock is a system call any more.
+        let traced = root.run(platform, &["--trace-syscalls"], &program, &["libc-only"]);
+        let trace = stdout(&traced);
+        assert!(trace.contains("libc-only: 1\n"), "{program}: {trace}");
+        assert_eq!(
+            clock_calls(&trace),
+            Vec::<&str>::new(),
+            "{program}: {trace}"
+        );
+        assert_eq!(traced.status.code(), Some(0), "{program}");
+    }
 }
 
 fn a_dynamically_linked_host_program_runs_from_the_root_lightvm_rootfs_made(platform: Platform) {
@@ -344,6 +401,7 @@ lightvm_testkit::platform_tests!(
     the_benchs_c_baselines_run_unmodified,
     threads_share_locks_condition_variables_and_thread_locals,
     vector_registers_survive_system_calls_and_thread_switches,
+    the_clocks_are_read_in_the_vdso_and_agree_with_the_system_calls,
     a_dynamically_linked_host_program_runs_from_the_root_lightvm_rootfs_made,
     debians_nginx_redis_and_iperf3_start_and_report_their_versions,
     busybox_runs_a_shell_script,

@@ -157,15 +157,19 @@ mod at {
     pub const RANDOM: u64 = 25;
     pub const HWCAP2: u64 = 26;
     pub const EXECFN: u64 = 31;
+    pub const SYSINFO_EHDR: u64 = 33;
     pub const MINSIGSTKSZ: u64 = 51;
 }
 
 /// Builds the initial stack in `stack` (its top is `stack.end`): argc, argv,
 /// envp, auxv and the strings they point to, as Linux lays them out. Returns the
-/// stack pointer to start the program with.
+/// stack pointer to start the program with. `vdso` is where the vDSO's ELF header
+/// is (`AT_SYSINFO_EHDR`), if it is mapped: without that entry glibc and musl make
+/// system calls for the clock.
 pub fn initial_stack(
     stack: core::ops::Range<u64>,
     loaded: &Loaded,
+    vdso: Option<u64>,
     argv: &[String],
     envp: &[String],
 ) -> Result<u64, LoadError> {
@@ -201,7 +205,8 @@ pub fn initial_stack(
     let random_at = push_bytes(&random, &mut top)?;
 
     let program = loaded.program;
-    let auxv: [(u64, u64); 19] = [
+    let vdso_entry = vdso.map(|ehdr| (at::SYSINFO_EHDR, ehdr));
+    let auxv = vdso_entry.into_iter().chain([
         (at::PHDR, program.phdr),
         (at::PHENT, 56),
         (at::PHNUM, program.phnum),
@@ -221,7 +226,7 @@ pub fn initial_stack(
         (at::HWCAP2, 0),
         (at::EXECFN, execfn),
         (at::MINSIGSTKSZ, 2048),
-    ];
+    ]);
     // The words below the strings: argc, argv, NULL, envp, NULL, auxv, AT_NULL.
     let mut words: Vec<u64> = Vec::new();
     words.push(arg_ptrs.len() as u64);

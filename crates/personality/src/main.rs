@@ -33,6 +33,7 @@ mod socket;
 mod sys;
 mod thread;
 mod uaccess;
+mod vdso;
 
 // The parts that read the program's and the user's input live in a crate of their
 // own, which the host's tests and fuzz targets build too.
@@ -137,7 +138,8 @@ fn main() -> i32 {
         Ok(low) => low..low + STACK_BYTES,
         Err(_) => fatal("no room for the program's stack (raise --mem)"),
     };
-    let sp = match loader::initial_stack(stack, &loaded, &spec.argv, &spec.env) {
+    let vdso = vdso::map();
+    let sp = match loader::initial_stack(stack, &loaded, vdso, &spec.argv, &spec.env) {
         Ok(sp) => sp,
         Err(error) => fatal(&alloc::format!("{error}")),
     };

@@ -68,6 +68,16 @@ pub fn personality() -> PathBuf {
 /// `source` (a file of `tests/programs`, or any path) compiled statically with
 /// `libc` and `flags`, once per test binary.
 pub fn compile(source: &Path, libc: Libc, flags: &[&str]) -> PathBuf {
+    compile_linked(source, libc, true, flags)
+}
+
+/// `source` compiled with glibc, linked dynamically (the host's loader and
+/// libraries: a root for it comes from [`Rootfs::of_host_programs`]).
+pub fn compile_dynamic(source: &Path) -> PathBuf {
+    compile_linked(source, Libc::Glibc, false, &[])
+}
+
+fn compile_linked(source: &Path, libc: Libc, statically: bool, flags: &[&str]) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK
         .lock()
@@ -88,10 +98,12 @@ pub fn compile(source: &Path, libc: Libc, flags: &[&str]) -> PathBuf {
         .and_then(Path::file_name)
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let out = scratch().join(format!("{dir}-{stem}-{}{tag}", libc.name()));
+    let linkage = if statically { "" } else { "-dynamic" };
+    let out = scratch().join(format!("{dir}-{stem}-{}{linkage}{tag}", libc.name()));
     if !out.exists() {
         let output = Command::new(libc.compiler())
-            .args(["-static", "-O2", "-pthread", "-o"])
+            .args(statically.then_some("-static"))
+            .args(["-O2", "-pthread", "-o"])
             .arg(&out)
             .arg(&source)
             .args(flags)
