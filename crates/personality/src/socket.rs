@@ -132,6 +132,9 @@ pub struct Options {
     reuseport: bool,
     keepalive: bool,
     nodelay: bool,
+    /// `TCP_CORK`: hold partial segments (Nagle on, whatever `TCP_NODELAY`
+    /// says) until the program uncorks, which pushes them out at once.
+    cork: bool,
     broadcast: bool,
     /// `SO_RCVBUF` / `SO_SNDBUF` as `getsockopt` reports them.
     rcvbuf: usize,
@@ -161,6 +164,7 @@ impl Options {
             reuseport: false,
             keepalive: false,
             nodelay: false,
+            cork: false,
             broadcast: false,
             rcvbuf: buffer * 2,
             sndbuf: buffer * 2,
@@ -186,7 +190,7 @@ impl Options {
 
     /// Sets what smoltcp can do of these options on `socket`.
     fn tune(&self, socket: &mut tcp::Socket<'static>, connecting: bool) {
-        socket.set_nagle_enabled(!self.nodelay);
+        socket.set_nagle_enabled(self.cork || !self.nodelay);
         socket.set_hop_limit(self.ttl);
         socket.set_keep_alive(
             self.keepalive
@@ -2045,9 +2049,30 @@ fn no_effect(level: u32, name: u32) -> bool {
         (
             SOL_SOCKET,
             1 | 5 | 10 | 12 | 16 | 18 | 19 | 25 | 29 | 35 | 36 | 40 | 46 | 49 | 60
-        ) | (IPPROTO_TCP, 2 | 3 | 7 | 8 | 9 | 10 | 12 | 13 | 23 | 25 | 30)
+        ) | (IPPROTO_TCP, 2 | 7 | 8 | 9 | 10 | 12 | 13 | 23 | 25 | 30)
             | (IPPROTO_IP, 1 | 8 | 10 | 11 | 13 | 15 | 19 | 24)
     )
+}
+
+/// Sends what a connection holds now, partial segment included, whatever Nagle
+/// would wait for: what Linux does when a program uncorks (`tcp_push` with
+/// `TCP_NAGLE_PUSH`). Without it, a server that corks its headers and its body
+/// (nginx's `tcp_nopush`) can have its headers go out alone at an earlier poll
+/// and its body wait behind them for an ACK the client delays by 40 ms.
+/// `nagle` is what the connection's options ask for once the push is over. The
+/// caller holds no socket borrowed: the poll runs the stack's ingress hook.
+fn push(handle: SocketHandle, nagle: bool) {
+    let set_nagle = |on: bool| {
+        if let Some(net) = crate::net::stack() {
+            net.sockets()
+                .get_mut::<tcp::Socket>(handle)
+                .set_nagle_enabled(on);
+        }
+    };
+    set_nagle(false);
+    crate::net::poll();
+    set_nagle(nagle);
+    defer_flush();
 }
 
 /// `setsockopt`.
@@ -2063,6 +2088,7 @@ pub fn set_option(index: usize, level: u32, name: u32, value: &[u8]) -> Result<(
         return Err(ENOPROTOOPT);
     }
     let opts = &mut socket.opts;
+    let mut uncorked = false;
     match (level, name) {
         (SOL_SOCKET, 2) => opts.reuseaddr = int_of(value)? != 0,
         (SOL_SOCKET, 15) => opts.reuseport = int_of(value)? != 0,
@@ -2085,6 +2111,11 @@ pub fn set_option(index: usize, level: u32, name: u32, value: &[u8]) -> Result<(
         }
         (SOL_SOCKET, 3 | 4 | 17 | 30 | 38 | 39) => return Err(ENOPROTOOPT),
         (IPPROTO_TCP, 1) => opts.nodelay = int_of(value)? != 0,
+        (IPPROTO_TCP, 3) => {
+            let cork = int_of(value)? != 0;
+            uncorked = opts.cork && !cork;
+            opts.cork = cork;
+        }
         (IPPROTO_TCP, 4) => {
             let secs = int_of(value)?;
             if !(1..=32767).contains(&secs) {
@@ -2148,6 +2179,7 @@ pub fn set_option(index: usize, level: u32, name: u32, value: &[u8]) -> Result<(
     }
     // Apply what smoltcp can do to a live connection, and the new flags to the
     // port's reservation.
+    let mut pending_push = None;
     if let Some((_, port)) = socket.bound {
         update_binding(socket.proto(), port, socket.id, &socket.opts);
     }
@@ -2156,6 +2188,9 @@ pub fn set_option(index: usize, level: u32, name: u32, value: &[u8]) -> Result<(
             if let Some(net) = crate::net::stack() {
                 let tcp = net.sockets().get_mut::<tcp::Socket>(conn.handle);
                 socket.opts.tune(tcp, conn.connecting);
+                if uncorked && !conn.connecting {
+                    pending_push = Some(conn.handle);
+                }
             }
         }
         State::Listening(listener) => listener.borrow_mut().opts = socket.opts.clone(),
@@ -2170,6 +2205,11 @@ pub fn set_option(index: usize, level: u32, name: u32, value: &[u8]) -> Result<(
             }
         }
         _ => {}
+    }
+    let nagle = socket.opts.cork || !socket.opts.nodelay;
+    drop(guard);
+    if let Some(handle) = pending_push {
+        push(handle, nagle);
     }
     Ok(())
 }
@@ -2240,6 +2280,7 @@ pub fn get_option(index: usize, level: u32, name: u32) -> Result<Vec<u8>, Errno>
             out
         }
         (IPPROTO_TCP, 1) => int_bytes(i32::from(opts.nodelay)),
+        (IPPROTO_TCP, 3) => int_bytes(i32::from(opts.cork)),
         (IPPROTO_TCP, 2) => int_bytes(mss as i32),
         (IPPROTO_TCP, 4) => int_bytes(opts.keepidle as i32),
         (IPPROTO_TCP, 5) => int_bytes(opts.keepintvl as i32),
