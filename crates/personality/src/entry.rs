@@ -10,9 +10,9 @@
 //! It puts the return address back in `rcx` and goes on as `lx_syscall_entry`,
 //! where rewritten sites arrive with `rcx` already set. Like a kernel's entry it switches to a stack of its own (the
 //! current thread's kernel stack), saves the program's registers in a [`Frame`]
-//! there and its whole vector state below it (`xsaveopt64` of every component the
-//! CPU has enabled — x87, SSE, AVX and beyond: the Rust code here clobbers XMM
-//! registers, and another thread may run AVX code before this one returns,
+//! there and its whole vector state below it (`xsaveopt64` of every component a
+//! program may use — x87, SSE, AVX, AVX-512; see [`XSAVE_COMPONENTS`]: the Rust
+//! code here clobbers XMM registers, and another thread may run AVX code before this one returns,
 //! while a `syscall` preserves all of them), and calls
 //! [`dispatch`](crate::sys::dispatch). On the way back it restores everything,
 //! puts the flags in `r11` and the return address in `rcx` (a `syscall`'s
@@ -141,8 +141,8 @@ core::arch::global_asm!(
     "mov [rsp + 552], rax",
     "mov [rsp + 560], rax",
     "mov [rsp + 568], rax",
-    "mov eax, -1",
-    "mov edx, -1",
+    "mov eax, {xsave_components}",
+    "xor edx, edx",
     "xsaveopt64 [rsp]",
     "mov rdi, rbp",
     "cld",
@@ -152,8 +152,8 @@ core::arch::global_asm!(
     "lx_syscall_return:",
     "lea rcx, [rbp - {xsave_area}]",
     "and rcx, -64",
-    "mov eax, -1",
-    "mov edx, -1",
+    "mov eax, {xsave_components}",
+    "xor edx, edx",
     "xrstor64 [rcx]",
     "mov rsp, rbp",
     "pop r15",
@@ -203,12 +203,24 @@ core::arch::global_asm!(
     ".size lx_enter_program, . - lx_enter_program",
     dispatch = sym crate::sys::lx_syscall_dispatch,
     xsave_area = const XSAVE_AREA,
+    xsave_components = const XSAVE_COMPONENTS,
 );
 
-/// Bytes below each frame for the program's vector state (`xsave64`): room for
-/// every component an x86-64 CPU defines today (AVX-512's layout ends at 2,696
+/// Bytes below each frame for the program's vector state (`xsaveopt64`): room
+/// for every component in [`XSAVE_COMPONENTS`] (AVX-512's layout ends at 2,688
 /// bytes), aligned to 64 within it.
 pub const XSAVE_AREA: u64 = 4096;
+
+/// The state components the entry saves and restores (the requested-feature
+/// mask in `edx:eax`): x87, SSE, AVX and AVX-512's three — everything a program
+/// may use without asking. Not "all that XCR0 enables": on a CPU with AMX the
+/// host's XCR0 (which the process platform runs under, and which a nested
+/// hypervisor may leave in force for a guest's user mode) adds 8 KiB of tile
+/// data, more than [`XSAVE_AREA`], and the instruction faults on the bytes past
+/// it even when the tiles are unused. Tiles and PKRU need a system call first
+/// (`arch_prctl(ARCH_REQ_XCOMP_PERM)`, `pkey_alloc`) that the personality does
+/// not offer, so no program's state lives there.
+pub const XSAVE_COMPONENTS: u64 = 0b1110_0111;
 
 extern "C" {
     fn lx_syscall_entry();
