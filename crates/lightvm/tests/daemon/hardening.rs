@@ -18,7 +18,8 @@ use lightvm_toolstack::api::{VmState, VmView};
 use lightvm_vmm::Platform;
 use serde_json::json;
 
-use super::{fd_count, image, rss_kib, shell_processes, wait_pool_ready, zombie_children};
+use super::{fd_count, fd_count_settled, fd_targets, image, rss_kib};
+use super::{shell_processes, wait_pool_ready, zombie_children};
 use super::{TestDaemon, LIGHTVM};
 
 /// The uid and gid of `nobody`.
@@ -695,7 +696,7 @@ fn concurrent_clients_create_and_delete_and_nothing_leaks(platform: Platform) {
     let elapsed = started.elapsed();
     wait_pool_ready(&daemon, 4);
     let shells = wait_shells(&daemon, 4);
-    let (fds_after, rss_after) = (fd_count(pid), rss_kib(pid));
+    let (fds_after, rss_after) = (fd_count_settled(pid, fds_before + 1), rss_kib(pid));
     eprintln!(
         "{clients} clients x {rounds} creates+deletes in {:.1} s: daemon fds {fds_before} -> {fds_after}, \
          RSS {rss_before} -> {rss_after} KiB, shells after {}",
@@ -708,7 +709,11 @@ fn concurrent_clients_create_and_delete_and_nothing_leaks(platform: Platform) {
         "every create and delete succeeded"
     );
     assert_eq!(shells.len(), 4, "the pool's shells only");
-    assert!(fds_after <= fds_before + 1, "file descriptors leaked");
+    assert!(
+        fds_after <= fds_before + 1,
+        "file descriptors leaked: {:?}",
+        fd_targets(pid)
+    );
     assert!(
         rss_after < rss_before + 16 * 1024,
         "daemon memory grew by 16 MiB"
@@ -783,7 +788,7 @@ fn a_daemon_killed_mid_creates_leaks_nothing_after_its_restart() {
     while shells_of_state(&daemon).len() > 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (fds_after, rss_after) = (fd_count(pid), rss_kib(pid));
+    let (fds_after, rss_after) = (fd_count_settled(pid, fds_fresh + 1), rss_kib(pid));
     let shells = shells_of_state(&daemon);
     eprintln!(
         "daemon fds {fds_fresh} -> {fds_after}, RSS {rss_fresh} -> {rss_after} KiB, \
@@ -801,7 +806,11 @@ fn a_daemon_killed_mid_creates_leaks_nothing_after_its_restart() {
         "{:?}",
         state_entries(&daemon)
     );
-    assert!(fds_after <= fds_fresh + 1, "file descriptors leaked");
+    assert!(
+        fds_after <= fds_fresh + 1,
+        "file descriptors leaked: {:?}",
+        fd_targets(pid)
+    );
     assert!(rss_after < rss_fresh + 16 * 1024, "daemon memory");
     assert_books_balanced(&daemon, 2, MAX);
 }
