@@ -1979,6 +1979,15 @@ fn int_of(value: &[u8]) -> Result<i32, Errno> {
     Ok(i32::from_ne_bytes(bytes))
 }
 
+/// An `int` option that Linux refuses with EINVAL outside `range`.
+fn int_within(value: &[u8], range: core::ops::RangeInclusive<i32>) -> Result<u32, Errno> {
+    let int = int_of(value)?;
+    if !range.contains(&int) {
+        return Err(EINVAL);
+    }
+    u32::try_from(int).map_err(|_| EINVAL)
+}
+
 fn timeval_of(value: &[u8]) -> Result<Option<Duration>, Errno> {
     let bytes: [u8; 16] = value
         .get(..16)
@@ -2116,34 +2125,10 @@ pub fn set_option(index: usize, level: u32, name: u32, value: &[u8]) -> Result<(
             uncorked = opts.cork && !cork;
             opts.cork = cork;
         }
-        (IPPROTO_TCP, 4) => {
-            let secs = int_of(value)?;
-            if !(1..=32767).contains(&secs) {
-                return Err(EINVAL);
-            }
-            opts.keepidle = secs as u32;
-        }
-        (IPPROTO_TCP, 5) => {
-            let secs = int_of(value)?;
-            if !(1..=32767).contains(&secs) {
-                return Err(EINVAL);
-            }
-            opts.keepintvl = secs as u32;
-        }
-        (IPPROTO_TCP, 6) => {
-            let count = int_of(value)?;
-            if !(1..=127).contains(&count) {
-                return Err(EINVAL);
-            }
-            opts.keepcnt = count as u32;
-        }
-        (IPPROTO_TCP, 18) => {
-            let ms = int_of(value)?;
-            if ms < 0 {
-                return Err(EINVAL);
-            }
-            opts.user_timeout_ms = ms as u32;
-        }
+        (IPPROTO_TCP, 4) => opts.keepidle = int_within(value, 1..=32767)?,
+        (IPPROTO_TCP, 5) => opts.keepintvl = int_within(value, 1..=32767)?,
+        (IPPROTO_TCP, 6) => opts.keepcnt = int_within(value, 1..=127)?,
+        (IPPROTO_TCP, 18) => opts.user_timeout_ms = int_within(value, 0..=i32::MAX)?,
         (IPPROTO_IP, 2) => {
             let ttl = int_of(value)?;
             opts.ttl = match ttl {

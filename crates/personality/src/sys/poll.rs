@@ -40,12 +40,29 @@ fn deadline_timespec(addr: u64) -> Result<Option<Duration>, Errno> {
     Ok(objects::deadline(Some(timeout)))
 }
 
-/// What remains until `deadline`, written back as the kernel does for
-/// `ppoll`, `pselect6` and `select`.
-fn remaining(deadline: Option<Duration>) -> Duration {
-    deadline.map_or(Duration::ZERO, |deadline| {
-        deadline.saturating_sub(libos::time::monotonic())
-    })
+/// Parts of a second in a `timespec`'s second field.
+const NANOS: u32 = 1_000_000_000;
+/// Parts of a second in a `timeval`'s second field.
+const MICROS: u32 = 1_000_000;
+
+/// After a wait that did not fail, writes what remains until `deadline` back
+/// over the caller's timeout at `addr`, as the kernel does for `ppoll`,
+/// `pselect6` and `select`: seconds, then the rest in `parts_per_second`
+/// ([`NANOS`] for a `timespec`, [`MICROS`] for a `timeval`).
+fn write_back_remaining(
+    addr: u64,
+    deadline: Option<Duration>,
+    result: SysResult,
+    parts_per_second: u32,
+) -> SysResult {
+    if addr != 0 && result.is_ok() {
+        let left = deadline.map_or(Duration::ZERO, |deadline| {
+            deadline.saturating_sub(libos::time::monotonic())
+        });
+        let part = u64::from(left.subsec_nanos()) * u64::from(parts_per_second) / u64::from(NANOS);
+        uaccess::write::<[i64; 2]>(addr, [left.as_secs() as i64, part as i64])?;
+    }
+    result
 }
 
 /// A signal mask argument: ignored (signals are not delivered), but its size
@@ -111,15 +128,7 @@ pub fn poll(fds: u64, nfds: u64, timeout: u64) -> SysResult {
 pub fn ppoll(fds: u64, nfds: u64, timeout: u64, sigmask: u64, sigsetsize: u64) -> SysResult {
     check_sigmask(sigmask, sigsetsize)?;
     let deadline = deadline_timespec(timeout)?;
-    let result = do_poll(fds, nfds, deadline);
-    if timeout != 0 && result.is_ok() {
-        let left = remaining(deadline);
-        uaccess::write::<[i64; 2]>(
-            timeout,
-            [left.as_secs() as i64, i64::from(left.subsec_nanos())],
-        )?;
-    }
-    result
+    write_back_remaining(timeout, deadline, do_poll(fds, nfds, deadline), NANOS)
 }
 
 /// The three `fd_set`s of a `select`.
@@ -201,20 +210,12 @@ pub fn select(nfds: u64, read: u64, write: u64, except: u64, timeout: u64) -> Sy
         None
     } else {
         let [secs, usecs] = uaccess::read::<[i64; 2]>(timeout)?;
-        if secs < 0 || !(0..1_000_000).contains(&usecs) {
+        if secs < 0 || !(0..i64::from(MICROS)).contains(&usecs) {
             return Err(EINVAL);
         }
         objects::deadline(Some(Duration::new(secs as u64, usecs as u32 * 1000)))
     };
-    let result = do_select(sets, deadline);
-    if timeout != 0 && result.is_ok() {
-        let left = remaining(deadline);
-        uaccess::write::<[i64; 2]>(
-            timeout,
-            [left.as_secs() as i64, i64::from(left.subsec_micros())],
-        )?;
-    }
-    result
+    write_back_remaining(timeout, deadline, do_select(sets, deadline), MICROS)
 }
 
 /// `pselect6`.
@@ -232,15 +233,7 @@ pub fn pselect6(
         check_sigmask(mask, size)?;
     }
     let deadline = deadline_timespec(timeout)?;
-    let result = do_select(sets, deadline);
-    if timeout != 0 && result.is_ok() {
-        let left = remaining(deadline);
-        uaccess::write::<[i64; 2]>(
-            timeout,
-            [left.as_secs() as i64, i64::from(left.subsec_nanos())],
-        )?;
-    }
-    result
+    write_back_remaining(timeout, deadline, do_select(sets, deadline), NANOS)
 }
 
 /// `epoll_create1` (and `epoll_create`, whose size must be positive).
