@@ -147,19 +147,14 @@ pub struct DaemonArgs {
     pub no_jail: bool,
 }
 
-/// `lightvm create`.
+/// How a Linux program runs, for `lightvm run --rootfs` and `lightvm create
+/// --rootfs` alike (each of these needs `--rootfs`).
 #[derive(Debug, Args)]
-pub struct CreateArgs {
-    /// The unikernel image (its path is resolved here and sent absolute); with
-    /// --rootfs, the Linux program's path inside the root filesystem.
-    pub image: PathBuf,
-    /// The Linux program's arguments (after `--`).
+pub struct LinuxProgramArgs {
+    /// The Linux program's arguments (after `--`): it runs unmodified, as a
+    /// unikernel, on the Linux personality.
     #[arg(last = true, requires = "rootfs")]
     pub program_args: Vec<String>,
-    /// Run an unmodified Linux program from this root filesystem (a directory,
-    /// packed by the daemon with your rights), as `lightvm run --rootfs` does.
-    #[arg(long, value_name = "DIR")]
-    pub rootfs: Option<PathBuf>,
     /// With --rootfs: an environment variable for the program, KEY=VALUE
     /// (repeatable; default PATH, HOME and TERM).
     #[arg(long, requires = "rootfs", value_name = "KEY=VALUE")]
@@ -171,6 +166,27 @@ pub struct CreateArgs {
     /// on the console, and at the end the calls that are not implemented.
     #[arg(long, requires = "rootfs")]
     pub trace_syscalls: bool,
+}
+
+impl LinuxProgramArgs {
+    /// The environment given, or `None` for the default one.
+    pub fn env(&self) -> Option<Vec<String>> {
+        (!self.env.is_empty()).then(|| self.env.clone())
+    }
+}
+
+/// `lightvm create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The unikernel image (its path is resolved here and sent absolute); with
+    /// --rootfs, the Linux program's path inside the root filesystem.
+    pub image: PathBuf,
+    /// Run an unmodified Linux program from this root filesystem (a directory,
+    /// packed by the daemon with your rights), as `lightvm run --rootfs` does.
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    #[command(flatten)]
+    pub program: LinuxProgramArgs,
     /// Guest memory (default: the pool's size; for a Linux program, the
     /// Linux-program pool's).
     #[arg(long)]
@@ -300,25 +316,12 @@ pub struct RunArgs {
     /// Linux program's path inside the root filesystem; omit it with --kernel.
     #[arg(required_unless_present = "kernel", conflicts_with = "kernel")]
     pub image: Option<PathBuf>,
-    /// The Linux program's arguments (after `--`): it runs unmodified, as a
-    /// unikernel, on the Linux personality.
-    #[arg(last = true, requires = "rootfs")]
-    pub program_args: Vec<String>,
     /// Run an unmodified Linux program from this root filesystem (a directory,
     /// packed at launch); the positional argument is its path inside it.
     #[arg(long, conflicts_with = "kernel", value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
-    /// With --rootfs: an environment variable for the program, KEY=VALUE
-    /// (repeatable; default PATH, HOME and TERM).
-    #[arg(long, requires = "rootfs", value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
-    /// With --rootfs: the program's working directory.
-    #[arg(long, requires = "rootfs", default_value = "/")]
-    pub cwd: String,
-    /// With --rootfs: print each system call the program makes and its result,
-    /// and at the end the calls that are not implemented.
-    #[arg(long, requires = "rootfs")]
-    pub trace_syscalls: bool,
+    #[command(flatten)]
+    pub program: LinuxProgramArgs,
     /// With --rootfs: the Linux personality's image (default: built from
     /// crates/personality, which Cargo skips when it is up to date).
     #[arg(long, requires = "rootfs", value_name = "IMAGE")]

@@ -354,8 +354,13 @@ fn prepare_linux_program(args: &RunArgs, program: &Path) -> anyhow::Result<(Path
             .context("building the Linux personality (crates/personality)")?,
     };
     let exe = program.to_string_lossy();
-    let env = (!args.env.is_empty()).then(|| args.env.clone());
-    let launch = lightvm_images::rootfs::Launch::new(&exe, &args.program_args, env, &args.cwd);
+    let program = &args.program;
+    let launch = lightvm_images::rootfs::Launch::new(
+        &exe,
+        &program.program_args,
+        program.env(),
+        &program.cwd,
+    );
     let archive = tempfile_path("rootfs.cpio");
     let packed = lightvm_images::rootfs::pack(root, &launch, &archive);
     if packed.is_err() {
@@ -380,7 +385,7 @@ fn build_linux_program(
     // The personality reads the network's address from the command line, as
     // every lightvm unikernel does; `lx.*` words are its own.
     let mut cmdline = args.cmdline.clone().unwrap_or_default();
-    if args.trace_syscalls {
+    if args.program.trace_syscalls {
         cmdline.push_str(" lx.trace");
     }
     let config = VmConfig::new(personality, mem_size, cmdline.trim(), args.timeout)?

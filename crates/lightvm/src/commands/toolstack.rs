@@ -7,11 +7,12 @@ use std::os::unix::net::UnixStream;
 
 use anyhow::{bail, Context};
 use hyper::{Method, StatusCode};
-use lightvm_toolstack::api::{PoolStatus, VmState, VmView};
+use lightvm_toolstack::api::{
+    CreateRequest, Guest, LimitsRequest, LinuxProgram, PoolStatus, VmState, VmView,
+};
 use lightvm_toolstack::client::Answer;
 use lightvm_toolstack::{server, shell_main, Client, Daemon, DaemonConfig, PersonalityImage};
 use lightvm_vmm::parse_mem_size;
-use serde_json::json;
 
 use crate::cli::{CreateArgs, DaemonArgs, LogsArgs, PoolArgs, PsArgs, ShellArgs, VmIdArgs};
 use crate::exit_code;
@@ -134,48 +135,37 @@ fn expect<T: serde::de::DeserializeOwned>(answer: Answer, ok: StatusCode) -> any
 }
 
 pub fn create(args: &CreateArgs) -> anyhow::Result<u8> {
-    let mut body = match &args.rootfs {
-        Some(rootfs) => {
-            let rootfs = std::fs::canonicalize(rootfs)
-                .with_context(|| format!("--rootfs {}", rootfs.display()))?;
-            let mut body = json!({
-                "rootfs": rootfs,
-                // A path inside the root: sent as given, made absolute from its top.
-                "program": format!("/{}", args.image.to_string_lossy().trim_start_matches('/')),
-                "args": args.program_args,
-                "cwd": args.cwd,
-                "trace_syscalls": args.trace_syscalls,
-            });
-            if !args.env.is_empty() {
-                body["env"] = json!(args.env);
-            }
-            body
-        }
-        None => {
-            let image = std::fs::canonicalize(&args.image)
-                .with_context(|| format!("image {}", args.image.display()))?;
-            json!({ "image": image })
-        }
+    let guest = match &args.rootfs {
+        Some(rootfs) => Guest::Linux(LinuxProgram {
+            rootfs: std::fs::canonicalize(rootfs)
+                .with_context(|| format!("--rootfs {}", rootfs.display()))?,
+            // A path inside the root: sent as given, made absolute from its top.
+            program: format!("/{}", args.image.to_string_lossy().trim_start_matches('/')),
+            args: args.program.program_args.clone(),
+            env: args.program.env(),
+            cwd: args.program.cwd.clone(),
+            trace_syscalls: args.program.trace_syscalls,
+        }),
+        None => Guest::Image(
+            std::fs::canonicalize(&args.image)
+                .with_context(|| format!("image {}", args.image.display()))?,
+        ),
     };
-    body["cmdline"] = json!(args.cmdline);
-    if let Some(mem) = &args.mem {
-        body["mem"] = json!(mem);
-    }
-    if let Some(net) = &args.net {
-        body["net"] = json!(net);
-    }
-    if let Some(limit) = &args.memory_limit {
-        body["memory_limit"] = json!(limit);
-    }
-    if let Some(limit) = &args.cpu_limit {
-        body["cpu_limit"] = json!(limit);
-    }
-    if let Some(limit) = args.pids_limit {
-        body["pids_limit"] = json!(limit);
-    }
-    if let Some(timeout) = args.timeout {
-        body["timeout_ms"] = json!(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-    }
+    let request = CreateRequest {
+        guest,
+        mem: args.mem.clone(),
+        cmdline: args.cmdline.clone(),
+        timeout_ms: args
+            .timeout
+            .map(|timeout| u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+        net: args.net.clone(),
+        limits: LimitsRequest {
+            memory: args.memory_limit.clone(),
+            cpu: args.cpu_limit.clone(),
+            pids: args.pids_limit,
+        },
+    };
+    let body = serde_json::to_value(&request)?;
     let client = Client::new(&args.socket.socket);
     let vm: VmView = expect(
         call(&client, Method::POST, "/vms", Some(body))?,
